@@ -1,0 +1,49 @@
+# Xylen: `make run` (the demo on embedded defaults) and `make test` (the whole suite).
+# Both create .venv when missing and install the pinned set from requirements/lock.txt.
+
+SHELL := /bin/bash
+PYTHON ?= $(shell for p in python3.12 python3.11 python3.10 python3; do \
+	command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(not (3,10) <= sys.version_info[:2] <= (3,12))' 2>/dev/null \
+	&& { echo $$p; break; }; done)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PYTEST_WORKERS ?= 2
+
+.PHONY: run test lint bench install requirements clean help
+
+help:
+	@echo "make run    - install, then run the demo on the shipped data (xylen demo)"
+	@echo "make test   - install, then run the whole test suite"
+	@echo "make lint   - ruff and mypy"
+	@echo "make bench  - benchmarks (feature engine on 1,000,000 candles)"
+	@echo "make requirements - regenerate coordinator/ and model_server/ requirements.txt"
+
+$(STAMP): pyproject.toml requirements/lock.txt
+	@test -n "$(PYTHON)" || { echo "Python 3.10-3.12 is needed (python3.12, python3.11 or python3.10 on PATH)"; exit 1; }
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements/lock.txt
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/xylen demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) -p no:cacheprovider
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/mypy xylen coordinator model_server paper_exchange scripts bench
+
+bench: $(STAMP)
+	$(BIN)/python bench/bench_features.py
+
+requirements: $(STAMP)
+	$(BIN)/python scripts/gen_requirements.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info

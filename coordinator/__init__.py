@@ -1,0 +1,1 @@
+"""Xylen coordinator package (built by a later issue)."""

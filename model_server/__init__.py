@@ -1,0 +1,1 @@
+"""Xylen model_server package (built by a later issue)."""

@@ -1,0 +1,1 @@
+"""Xylen paper_exchange package (built by a later issue)."""
