@@ -71,7 +71,9 @@ class ExchangeConfig(Section):
     @model_validator(mode="after")
     def _live_needs_confirmation(self) -> ExchangeConfig:
         if self.mode is ExchangeMode.LIVE and not self.confirm_live:
-            raise ValueError("confirm_live: mode 'live' trades real money; set exchange.confirm_live: true to allow it")
+            raise ValueError(
+                "confirm_live: mode 'live' trades real money; set exchange.confirm_live: true to allow it"
+            )
         return self
 
     @property
@@ -271,6 +273,7 @@ class XylenConfig(Section):
             )
         if self.exchange.leverage > self.risk.max_leverage:
             raise ValueError(
-                f"exchange.leverage: {self.exchange.leverage} exceeds risk.max_leverage {self.risk.max_leverage}"
+                f"exchange.leverage: {self.exchange.leverage} exceeds "
+                f"risk.max_leverage {self.risk.max_leverage}"
             )
         return self

@@ -93,7 +93,12 @@ BROKEN = [
         "unique",
     ),
     ("bad url", "model_servers:\n  - {id: a, url: 'ftp://h'}\n", "model_servers[0].url", "http://"),
-    ("negative weight", "model_servers:\n  - {id: a, url: 'http://h', weight: -1}\n", "model_servers[0].weight", ">= 0"),
+    (
+        "negative weight",
+        "model_servers:\n  - {id: a, url: 'http://h', weight: -1}\n",
+        "model_servers[0].weight",
+        ">= 0",
+    ),
 ]
 
 
