@@ -1,52 +1,95 @@
 """Atomic file writes: write a temp file in the same folder, fsync, then ``os.replace``.
 
-A reader (or a process restarted after a crash) sees the old file or the new one, never a
-torn one.  Temp files start with ``.tmp-`` so readers can skip them.
+A reader (or a process restarted after a crash, even after SIGKILL mid-write) sees the old
+file or the new one, never a torn one.  Temp files are named
+``.tmp-<name>.<pid>.<hex>``: readers skip the ``.tmp-`` prefix, and
+:func:`remove_stale_temp_files` deletes those whose writer process is gone.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
-import tempfile
+import secrets
 from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO, Final
 
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-TEMP_PREFIX = ".tmp-"
+logger = logging.getLogger(__name__)
+
+TEMP_PREFIX: Final[str] = ".tmp-"
 
 
-def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Call ``write(temp_path)`` then move the temp file over ``path`` atomically."""
+def temp_path_for(path: Path) -> Path:
+    return path.with_name(f"{TEMP_PREFIX}{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+
+
+def fsync_dir(folder: Path) -> None:
+    """Make a rename in ``folder`` durable where the OS allows it."""
+    with contextlib.suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
+    """Call ``write(handle)`` on a temp file, fsync it, then move it over ``path``."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=TEMP_PREFIX + path.name + ".", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
+    tmp = temp_path_for(path)
     try:
-        write(tmp)
-        with open(tmp, "rb+") as handle:
+        with open(tmp, "wb") as handle:
+            write(handle)
+            handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
-        with contextlib.suppress(FileNotFoundError):
+        with contextlib.suppress(OSError):
             tmp.unlink()
         raise
-    with contextlib.suppress(OSError):  # make the rename itself durable where the OS allows
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+    fsync_dir(path.parent)
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    atomic_write(path, lambda tmp: tmp.write_bytes(data))
+    atomic_write(path, lambda handle: handle.write(data) and None)
 
 
 def atomic_write_parquet(frame: pd.DataFrame, path: Path, compression: str = "gzip") -> None:
-    """Write ``frame`` (index dropped) as Parquet, deterministically and atomically."""
+    """Write ``frame`` (index dropped) as Parquet atomically."""
     table = pa.Table.from_pandas(frame, preserve_index=False)
-    atomic_write(path, lambda tmp: pq.write_table(table, tmp, compression=compression))
+    atomic_write(path, lambda handle: pq.write_table(table, handle, compression=compression))
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_temp_files(folder: Path) -> int:
+    """Remove temp files in ``folder`` whose writer process no longer runs; returns the count."""
+    removed = 0
+    if not folder.is_dir():
+        return removed
+    for entry in folder.iterdir():
+        if not entry.name.startswith(TEMP_PREFIX):
+            continue
+        parts = entry.name.rsplit(".", 2)
+        pid = int(parts[1]) if len(parts) == 3 and parts[1].isdigit() else None
+        if pid is not None and (pid == os.getpid() or _pid_alive(pid)):
+            continue
+        with contextlib.suppress(FileNotFoundError):
+            entry.unlink()
+            removed += 1
+            logger.info("removed stale temporary file %s", entry)
+    return removed
