@@ -13,7 +13,18 @@ from xylen.features import FEATURE_NAMES, FEATURE_VERSION
 
 def _demo(home: Path, shared: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "xylen", "--home", str(home), "demo", "--data", str(shared), "--symbols", "BTCUSDT"],
+        [
+            sys.executable,
+            "-m",
+            "xylen",
+            "--home",
+            str(home),
+            "demo",
+            "--data",
+            str(shared),
+            "--symbols",
+            "BTCUSDT",
+        ],
         capture_output=True,
         text=True,
         timeout=300,
@@ -32,7 +43,9 @@ def test_demo_runs_the_pipeline_and_is_idempotent(tmp_path: Path, shared_data: P
     assert "15m from 5m: 47,966 candles compared with the exchange's file: 2 differ" in out
     assert "(2023-11-10 15:00, 2023-11-10 16:30)" in out
     assert "1h from 5m: 11,991 candles compared with the exchange's file: 1 differ (2023-11-10 15:00)" in out
-    features = pd.read_parquet(tmp_path / "features" / "um" / "BTCUSDT" / "5m" / f"BTCUSDT-5m-{FEATURE_VERSION}.parquet")
+    features = pd.read_parquet(
+        tmp_path / "features" / "um" / "BTCUSDT" / "5m" / f"BTCUSDT-5m-{FEATURE_VERSION}.parquet"
+    )
     assert len(features) == 143_900
     assert list(features.columns) == ["open_time", *FEATURE_NAMES]
 

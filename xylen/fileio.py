@@ -56,13 +56,23 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
     fsync_dir(path.parent)
 
 
+def _write_all(handle: BinaryIO, data: bytes) -> None:
+    handle.write(data)
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    atomic_write(path, lambda handle: handle.write(data) and None)
+    atomic_write(path, lambda handle: _write_all(handle, data))
 
 
-def atomic_write_parquet(frame: pd.DataFrame, path: Path, compression: str = "gzip") -> None:
-    """Write ``frame`` (index dropped) as Parquet atomically."""
+def atomic_write_parquet(
+    frame: pd.DataFrame, path: Path, compression: str = "gzip", metadata: dict[str, str] | None = None
+) -> None:
+    """Write ``frame`` (index dropped) as Parquet atomically; ``metadata`` goes into the schema."""
     table = pa.Table.from_pandas(frame, preserve_index=False)
+    if metadata:
+        merged = dict(table.schema.metadata or {})
+        merged.update({k.encode(): v.encode() for k, v in metadata.items()})
+        table = table.replace_schema_metadata(merged)
     atomic_write(path, lambda handle: pq.write_table(table, handle, compression=compression))
 
 

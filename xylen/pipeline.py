@@ -28,7 +28,14 @@ from xylen.data import CandleStore, check_candles, download, import_file
 from xylen.data.importers import read_freqtrade_feather
 from xylen.data.quality import format_ms
 from xylen.errors import DataError
-from xylen.features import FEATURE_NAMES, FEATURE_VERSION, compute_features, latest_row, resample_candles
+from xylen.features import (
+    FEATURE_NAMES,
+    FEATURE_VERSION,
+    compute_features,
+    feature_metadata,
+    latest_row,
+    resample_candles,
+)
 from xylen.features.incremental import DEFAULT_HISTORY
 from xylen.fileio import atomic_write_parquet
 from xylen.paths import Home
@@ -131,8 +138,17 @@ def run_symbol(symbol: str, home: Home, dirs: list[Path], mirror: str, compressi
     else:
         start, end = _last_complete_months(2)
         logger.info("%s: no local data found; downloading %s..%s from %s", symbol, start, end, mirror)
-        summary = download(symbol, BASE, start, end, market=MARKET, mirror=mirror,
-                           dest=home.downloads, store=store, progress=False)
+        summary = download(
+            symbol,
+            BASE,
+            start,
+            end,
+            market=MARKET,
+            mirror=mirror,
+            dest=home.downloads,
+            store=store,
+            progress=False,
+        )
         report.rows_new += summary.rows_stored
     candles = store.read(MARKET, symbol, BASE)
     if candles.empty:
@@ -146,7 +162,9 @@ def run_symbol(symbol: str, home: Home, dirs: list[Path], mirror: str, compressi
         derived = resample_candles(candles, BASE, target)
         ref_path = _freqtrade_file(folder, symbol, target) if folder else None
         if ref_path is None:
-            report.timeframe_checks[target] = f"{len(derived):,} candles derived (no exchange file to compare)"
+            report.timeframe_checks[target] = (
+                f"{len(derived):,} candles derived (no exchange file to compare)"
+            )
             continue
         reference = read_freqtrade_feather(ref_path)
         report.timeframe_checks[target] = compare_timeframe(derived, reference)
@@ -158,7 +176,7 @@ def run_symbol(symbol: str, home: Home, dirs: list[Path], mirror: str, compressi
     values = features[list(FEATURE_NAMES)].to_numpy()
     report.warmup_rows = int(np.isnan(values).any(axis=1).sum())
     out = home.features / MARKET / symbol / BASE / f"{symbol}-{BASE}-{FEATURE_VERSION}.parquet"
-    atomic_write_parquet(features, out)
+    atomic_write_parquet(features, out, metadata=feature_metadata(BASE))
     report.features_path = out
 
     tail = candles.iloc[-DEFAULT_HISTORY:]
@@ -176,8 +194,12 @@ def format_report(report: SymbolReport) -> list[str]:
     lines = [
         f"{report.symbol} {BASE}: {report.rows:,} candles {format_ms(report.first_open)} .. "
         f"{format_ms(report.last_open)} in the store ({report.rows_new:,} new this run)",
-        "  quality: " + ("no gaps, no short candles" if not report.quality_issues
-                         else f"{len(report.quality_issues)} issue(s): " + "; ".join(report.quality_issues[:3])),
+        "  quality: "
+        + (
+            "no gaps, no short candles"
+            if not report.quality_issues
+            else f"{len(report.quality_issues)} issue(s): " + "; ".join(report.quality_issues[:3])
+        ),
     ]
     lines += [f"  {tf} from {BASE}: {text}" for tf, text in report.timeframe_checks.items()]
     lines.append(

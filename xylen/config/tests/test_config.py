@@ -97,7 +97,7 @@ BROKEN = [
         "negative weight",
         "model_servers:\n  - {id: a, url: 'http://h', weight: -1}\n",
         "model_servers[0].weight",
-        ">= 0",
+        "greater than or equal to 0",
     ),
 ]
 

@@ -1,0 +1,165 @@
+"""Benchmark of the feature engine on 1,000,000 5m candles built from real BTCUSDT data.
+
+Run: ``python bench/bench_features.py [--rows N] [--runs K]``.
+
+The candles: the 143,900 real BTCUSDT perpetual 5m candles (shared data folder, see
+``conftest.shared_data_dir``) are tiled end to end until N rows.  Open times continue
+(copy k is shifted by k * 143,900 * 5 min), and each copy's prices are multiplied by one
+factor chosen so that its first open equals the previous copy's last close: the price path
+stays continuous (no jump at the seams; returns, ranges and volumes are the real ones).
+
+Figures printed:
+* the whole feature set (``compute_features``, DataFrame out; and the bare float32 block),
+  median of K runs, and rows per second;
+* the TA-Lib floor: the very same TA-Lib calls the engine makes, on the same arrays (HTF
+  calls on pre-resampled 15m/1h arrays, resampling not counted), median of K runs.
+  "core" = the indicators themselves (RSI, EMA, MACD, BBANDS, ATR, OBV, LINEARREG_SLOPE,
+  ADX, PLUS_DI, MINUS_DI and the HTF RSI/EMA/ATR); "all" adds the TA-Lib rolling helpers
+  the engine also calls (SUM x3, SMA, STDDEV);
+* the newest row via ``latest_row_array`` at the default history, median of 200 calls.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import talib
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from conftest import shared_data_dir  # noqa: E402
+from xylen.features import (  # noqa: E402
+    DEFAULT_HISTORY,
+    FEATURE_NAMES,
+    FEATURE_VERSION,
+    compute_features,
+    feature_block,
+    latest_row_array,
+    resample_arrays,
+)
+from xylen.features import spec as S  # noqa: E402
+
+BASE_MS = 300_000
+Arrays = dict[str, np.ndarray]
+
+
+def build_candles(rows: int) -> Arrays:
+    """Tile the real BTC 5m candles to ``rows`` rows with continuing times and prices."""
+    path = shared_data_dir() / "freqtrade_binance_futures" / "BTC_USDT_USDT-5m-futures.feather"
+    df = pd.read_feather(path)
+    n = len(df)
+    ot0 = (df["date"].astype("int64") // 1_000_000).to_numpy(np.int64)
+    if df["date"].dt.unit != "ns":
+        ot0 = df["date"].dt.as_unit("ms").astype("int64").to_numpy(np.int64)
+    prices = {k: df[k].to_numpy(np.float64) for k in ("open", "high", "low", "close")}
+    reps = -(-rows // n)
+    scale = np.empty(reps)
+    scale[0] = 1.0
+    step = prices["close"][-1] / prices["open"][0]
+    for k in range(1, reps):
+        scale[k] = scale[k - 1] * step
+    factor = np.repeat(scale, n)[:rows]
+    out: Arrays = {
+        "open_time": (
+            np.arange(reps, dtype=np.int64).repeat(n)[:rows] * n * BASE_MS + np.tile(ot0, reps)[:rows]
+        )
+    }
+    for k, x in prices.items():
+        out[k] = np.tile(x, reps)[:rows] * factor
+    out["volume"] = np.tile(df["volume"].to_numpy(np.float64), reps)[:rows]
+    return out
+
+
+def median_time(fn: Callable[[], object], runs: int) -> float:
+    times = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def talib_floor(a: Arrays, htf: dict[str, Arrays]) -> tuple[Callable[[], None], Callable[[], None]]:
+    """Callables running the engine's TA-Lib calls: (core indicators, all TA-Lib calls)."""
+    h, lo, c, v = a["high"], a["low"], a["close"], a["volume"]
+
+    def core() -> None:
+        for p in S.RSI_PERIODS:
+            talib.RSI(c, p)
+        for p in S.EMA_PERIODS:
+            talib.EMA(c, p)
+        talib.MACD(c, S.MACD_FAST, S.MACD_SLOW, S.MACD_SIGNAL)
+        talib.BBANDS(c, S.BB_PERIOD, S.BB_NBDEV, S.BB_NBDEV, 0)
+        talib.ATR(h, lo, c, S.ATR_PERIOD)
+        talib.LINEARREG_SLOPE(talib.OBV(c, v), S.OBV_SLOPE_PERIOD)
+        talib.ADX(h, lo, c, S.ADX_PERIOD)
+        talib.PLUS_DI(h, lo, c, S.ADX_PERIOD)
+        talib.MINUS_DI(h, lo, c, S.ADX_PERIOD)
+        for x in htf.values():
+            talib.RSI(x["close"], S.HTF_RSI_PERIOD)
+            talib.EMA(x["close"], S.HTF_EMA_PERIOD)
+            talib.ATR(x["high"], x["low"], x["close"], S.HTF_ATR_PERIOD)
+
+    r2 = np.diff(np.log(c)) ** 2
+
+    def everything() -> None:
+        core()
+        talib.SUM(v, S.OBV_FLOW_PERIOD)
+        talib.SUM(v, S.VOLUME_MOM_PERIOD)
+        talib.SMA(v, S.VOLUME_Z_PERIOD)
+        talib.STDDEV(v, S.VOLUME_Z_PERIOD, 1.0)
+        talib.SUM(r2, S.REALISED_VOL_PERIOD)
+
+    return core, everything
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--calls", type=int, default=200)
+    args = parser.parse_args()
+
+    a = build_candles(args.rows)
+    htf: dict[str, Arrays] = {}
+    for tf, ms in (("15m", 900_000), ("1h", 3_600_000)):
+        _, agg = resample_arrays(a["open_time"], {k: a[k] for k in ("high", "low", "close")}, BASE_MS, ms)
+        htf[tf] = agg
+    core, everything = talib_floor(a, htf)
+    compute_features(a)  # warm caches / imports
+
+    t_frame = median_time(lambda: compute_features(a), args.runs)
+    t_block = median_time(lambda: feature_block(a), args.runs)
+    t_core = median_time(core, args.runs)
+    t_all = median_time(everything, args.runs)
+    tail = {k: x[-DEFAULT_HISTORY:] for k, x in a.items()}
+    latest_row_array(tail)
+    t_row = median_time(lambda: latest_row_array(tail), args.calls)
+
+    print(f"feature version {FEATURE_VERSION}: {len(FEATURE_NAMES)} features, {args.rows:,} 5m rows")
+    print(
+        f"whole set, DataFrame out (median of {args.runs}): {t_frame * 1e3:8.1f} ms"
+        f"  ({args.rows / t_frame:,.0f} rows/s)"
+    )
+    print(
+        f"whole set, float32 block   (median of {args.runs}): {t_block * 1e3:8.1f} ms"
+        f"  ({args.rows / t_block:,.0f} rows/s)"
+    )
+    print(f"TA-Lib floor, core indicators:            {t_core * 1e3:8.1f} ms")
+    print(f"TA-Lib floor, all TA-Lib calls made:      {t_all * 1e3:8.1f} ms")
+    print(f"ratio whole set / floor(all):  DataFrame {t_frame / t_all:.2f}x, block {t_block / t_all:.2f}x")
+    print(f"ratio whole set / floor(core): DataFrame {t_frame / t_core:.2f}x, block {t_block / t_core:.2f}x")
+    print(f"newest row, history {DEFAULT_HISTORY} (median of {args.calls}): {t_row * 1e3:.3f} ms")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

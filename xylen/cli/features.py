@@ -1,0 +1,129 @@
+"""``xylen features``: compute the feature set of a candle file or stored series to Parquet.
+
+Input forms: ``.parquet``, ``.feather``, ``.csv`` (binance.vision kline CSV or a table with
+``open_time``/``date`` and OHLCV columns), a binance.vision ``.zip``, or
+``store:MARKET/SYMBOL/INTERVAL`` read from the candle store under the home folder.
+The output is written to a temporary file next to it and moved into place (atomic).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+
+from xylen.errors import DataError, UsageError
+from xylen.fileio import atomic_write_parquet
+from xylen.paths import Home
+
+_UNITS = (("w", 604_800_000), ("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1_000))
+
+
+def register(sub: Any) -> None:
+    """Add the ``features`` subcommand to the top-level subparsers."""
+    parser = sub.add_parser(
+        "features",
+        help="compute model features from candles",
+        description="Compute the versioned feature set (float32 Parquet) from candles.",
+    )
+    parser.add_argument(
+        "--input", required=True, help="candles: .parquet/.feather/.csv/.zip or store:um/BTCUSDT/5m"
+    )
+    parser.add_argument("--output", required=True, help="feature Parquet file to write")
+    parser.add_argument("--interval", default=None, help="base interval (default: inferred from open times)")
+    parser.set_defaults(func=run)
+
+
+def interval_name(step_ms: int) -> str:
+    """``300000`` -> ``"5m"``; the largest unit that divides the step."""
+    for unit, size in _UNITS:
+        if step_ms > 0 and step_ms % size == 0:
+            return f"{step_ms // size}{unit}"
+    raise DataError(f"cannot name a candle interval of {step_ms} ms")
+
+
+def infer_interval(open_time: npt.NDArray[np.int64]) -> str:
+    """The most common spacing of the open times, as an interval string."""
+    if len(open_time) < 2:
+        raise UsageError("cannot infer the interval from fewer than 2 candles; pass --interval")
+    steps, counts = np.unique(np.diff(open_time), return_counts=True)
+    return interval_name(int(steps[np.argmax(counts)]))
+
+
+def _standardise(frame: pd.DataFrame, source: str) -> pd.DataFrame:
+    if "open_time" not in frame.columns:
+        if "date" not in frame.columns:
+            raise DataError(f"{source}: no open_time or date column")
+        dates = pd.to_datetime(frame["date"], utc=True)
+        frame = frame.assign(open_time=dates.dt.as_unit("ms").astype("int64"))
+    elif not pd.api.types.is_integer_dtype(frame["open_time"]):
+        dates = pd.to_datetime(frame["open_time"], utc=True)
+        frame = frame.assign(open_time=dates.dt.as_unit("ms").astype("int64"))
+    missing = [c for c in ("open", "high", "low", "close", "volume") if c not in frame.columns]
+    if missing:
+        raise DataError(f"{source}: missing columns {missing}")
+    return frame.sort_values("open_time", kind="stable").reset_index(drop=True)
+
+
+def read_input(spec: str, home: str | None) -> pd.DataFrame:
+    """Candles from a file or a ``store:`` selection."""
+    if spec.startswith("store:"):
+        parts = spec[len("store:") :].strip("/").split("/")
+        if len(parts) != 3:
+            raise UsageError(f"bad store selection {spec!r} (expected store:MARKET/SYMBOL/INTERVAL)")
+        from xylen.data.store import CandleStore
+
+        market, symbol, interval = parts
+        frame = CandleStore(Home.resolve(home).candles).read(market, symbol, interval)
+        if frame.empty:
+            raise DataError(f"nothing stored for {spec}")
+        return frame
+    path = Path(spec)
+    if not path.is_file():
+        raise UsageError(f"input file not found: {path}")
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".zip":
+            from xylen.data.parse import read_kline_file
+
+            return read_kline_file(path)
+        if suffix == ".csv":
+            from xylen.data.parse import read_kline_file
+
+            try:
+                return read_kline_file(path)
+            except DataError:
+                return _standardise(pd.read_csv(path), path.name)
+        if suffix == ".parquet":
+            return _standardise(pd.read_parquet(path), path.name)
+        if suffix in (".feather", ".arrow"):
+            return _standardise(pd.read_feather(path), path.name)
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{path.name}: cannot read: {exc}") from exc
+    raise UsageError(f"unsupported input {path.name} (use .parquet, .feather, .csv, .zip or store:...)")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Read candles, compute features, write Parquet, print a one-line summary."""
+    from xylen.features import FEATURE_VERSION, compute_features, feature_metadata
+
+    started = time.perf_counter()
+    candles = read_input(args.input, getattr(args, "home", None))
+    open_time = candles["open_time"].to_numpy(np.int64)
+    interval = args.interval or infer_interval(open_time)
+    try:
+        features = compute_features(candles, interval)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
+    atomic_write_parquet(features, Path(args.output), metadata=feature_metadata(interval))
+    elapsed = time.perf_counter() - started
+    print(
+        f"wrote {args.output}: {len(features):,} rows x {features.shape[1] - 1} features "
+        f"(version {FEATURE_VERSION}, interval {interval}) in {elapsed:.2f} s"
+    )
+    return 0
