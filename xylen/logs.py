@@ -30,10 +30,9 @@ class JsonFormatter(logging.Formatter):
 
 
 class TextFormatter(logging.Formatter):
-    converter = time.gmtime
-
     def __init__(self) -> None:
         super().__init__("%(asctime)sZ %(levelname)-7s %(name)s: %(message)s", "%Y-%m-%dT%H:%M:%S")
+        self.converter = time.gmtime  # timestamps in UTC, marked with Z
 
 
 def setup_logging(level: str = "INFO", fmt: str = "auto") -> None:
