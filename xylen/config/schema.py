@@ -94,7 +94,7 @@ class MarketConfig(Section):
     symbols: list[str] = Field(default_factory=lambda: ["BTCUSDT"], min_length=1)
     base_interval: str = "5m"
     higher_intervals: list[str] = Field(default_factory=lambda: ["15m", "1h"])
-    history_candles: int = Field(3000, ge=300, le=100_000)
+    history_candles: int = Field(4000, ge=1000, le=100_000)
 
     @field_validator("symbols")
     @classmethod

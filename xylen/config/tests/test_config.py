@@ -174,3 +174,9 @@ def test_paper_keys_have_documented_defaults() -> None:
     secrets = load_secrets({})
     assert secrets.paper_api_key.get_secret_value() == "xylen-paper-key"
     assert secrets.binance_api_key is None
+
+
+def test_history_default_is_the_feature_engines_tested_history() -> None:
+    from xylen.features import DEFAULT_HISTORY
+
+    assert XylenConfig().market.history_candles == DEFAULT_HISTORY
