@@ -27,15 +27,17 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-import pandas as pd
+import numpy.typing as npt
 import talib
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from conftest import shared_data_dir  # noqa: E402
+from xylen.data.importers import read_freqtrade_feather  # noqa: E402
 from xylen.features import (  # noqa: E402
     DEFAULT_HISTORY,
     FEATURE_NAMES,
@@ -48,24 +50,22 @@ from xylen.features import (  # noqa: E402
 from xylen.features import spec as S  # noqa: E402
 
 BASE_MS = 300_000
-Arrays = dict[str, np.ndarray]
+Arrays = dict[str, npt.NDArray[Any]]
 
 
 def build_candles(rows: int) -> Arrays:
     """Tile the real BTC 5m candles to ``rows`` rows with continuing times and prices."""
     path = shared_data_dir() / "freqtrade_binance_futures" / "BTC_USDT_USDT-5m-futures.feather"
-    df = pd.read_feather(path)
+    df = read_freqtrade_feather(path)
     n = len(df)
-    ot0 = (df["date"].astype("int64") // 1_000_000).to_numpy(np.int64)
-    if df["date"].dt.unit != "ns":
-        ot0 = df["date"].dt.as_unit("ms").astype("int64").to_numpy(np.int64)
+    ot0 = df["open_time"].to_numpy(np.int64)
     prices = {k: df[k].to_numpy(np.float64) for k in ("open", "high", "low", "close")}
     reps = -(-rows // n)
     scale = np.empty(reps)
     scale[0] = 1.0
     step = prices["close"][-1] / prices["open"][0]
-    for k in range(1, reps):
-        scale[k] = scale[k - 1] * step
+    for rep in range(1, reps):
+        scale[rep] = scale[rep - 1] * step
     factor = np.repeat(scale, n)[:rows]
     out: Arrays = {
         "open_time": (
@@ -97,7 +97,7 @@ def talib_floor(a: Arrays, htf: dict[str, Arrays]) -> tuple[Callable[[], None], 
         for p in S.EMA_PERIODS:
             talib.EMA(c, p)
         talib.MACD(c, S.MACD_FAST, S.MACD_SLOW, S.MACD_SIGNAL)
-        talib.BBANDS(c, S.BB_PERIOD, S.BB_NBDEV, S.BB_NBDEV, 0)
+        talib.BBANDS(c, S.BB_PERIOD, S.BB_NBDEV, S.BB_NBDEV, talib.MA_Type.SMA)  # type: ignore[attr-defined]
         talib.ATR(h, lo, c, S.ATR_PERIOD)
         talib.LINEARREG_SLOPE(talib.OBV(c, v), S.OBV_SLOPE_PERIOD)
         talib.ADX(h, lo, c, S.ADX_PERIOD)

@@ -9,13 +9,20 @@ kernel with ``start = n - 1``, so both evaluate literally the same formulas.
 Higher-timeframe (HTF) features: base candles are aggregated to complete 15m / 1h
 buckets (:mod:`xylen.features.timeframes`), indicators run on those, and a base row
 sees the value of the last HTF candle whose close time is <= the row's close time
-(the 1h candle opened 09:00 is visible from the 5m row opened 09:55 onwards).
+(the 1h candle opened 09:00 is visible from the 5m row opened 09:55 onwards); see
+:mod:`xylen.features.htf`.
+
+Speed: the TA-Lib calls are the floor.  The numpy work after them runs in chunks of
+:data:`CHUNK` rows through two small scratch rows straight into the float32 output, so no
+full-length float64 temporary is allocated (fresh large allocations cost page faults).
+Zero denominators (zero volume, constant prices) give the values documented in
+:mod:`xylen.features.spec`, never inf/NaN after the warm-up.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Literal
+from collections.abc import Iterator, Mapping
+from typing import Final, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -25,15 +32,17 @@ import talib
 from xylen.data.schema import interval_ms
 from xylen.errors import DataError
 from xylen.features import spec as S
-from xylen.features.timeframes import contiguous_layout, resample_arrays
+from xylen.features.htf import htf_block, time_features
 
 F32 = npt.NDArray[np.float32]
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
 
-_MONDAY_MS = 4 * S.DAY_MS  # 1970-01-05 00:00 UTC, the first Monday after the epoch
 _SMA = talib.MA_Type.SMA  # type: ignore[attr-defined]
 _INPUT = ("open_time", "open", "high", "low", "close", "volume")
+_SAME: Final[Literal["same_kind"]] = "same_kind"
+_MAX_VOLUME_REACH: Final = 2 * S.VOLUME_MOM_PERIOD + S.VOLUME_Z_PERIOD  # farthest volume row a feature reads
+CHUNK: Final = 32_768  # rows per chunk of numpy post-processing (scratch rows stay in L2)
 
 
 def as_arrays(candles: pd.DataFrame | Mapping[str, npt.ArrayLike]) -> dict[str, npt.NDArray[np.generic]]:
@@ -55,129 +64,259 @@ def check_open_time(open_time: I64, base_ms: int) -> bool:
     if n == 0:
         return True
     if n > 1:
-        step = np.diff(open_time)
-        if bool(np.all(step == base_ms)):
+        if _steps_equal(open_time, base_ms):
             if int(open_time[0]) % base_ms:
                 raise DataError(f"open times are not aligned to the {base_ms} ms interval")
             return True
-        if not bool(np.all(step > 0)):
+        if not bool(np.all(np.diff(open_time) > 0)):
             raise DataError("open times are not strictly increasing")
     if bool(np.any(open_time % base_ms)):
         raise DataError(f"open times are not aligned to the {base_ms} ms interval")
     return n == 1
 
 
-def _shift(x: F64, k: int, start: int, op: np.ufunc, out: npt.NDArray[np.floating]) -> None:
-    """out[i - start] = op(x[i], x[i - k]) for i >= start; NaN where i - k < 0."""
-    n = len(x)
-    first = min(max(start, k), n)
-    out[: first - start] = np.nan
-    op(x[first:], x[first - k : n - k], out=out[first - start :], casting="same_kind")
+def _steps_equal(open_time: I64, base_ms: int) -> bool:
+    """open_time[i + 1] - open_time[i] == base_ms for every i, chunk by chunk (no full diff)."""
+    n = len(open_time) - 1
+    step = np.empty(min(CHUNK, n), dtype=np.int64)
+    same = np.empty(len(step), dtype=np.bool_)
+    for a, b in _chunks(0, n):
+        d, e = step[: b - a], same[: b - a]
+        np.subtract(open_time[a + 1 : b + 1], open_time[a:b], out=d)
+        if not np.equal(d, base_ms, out=e).all():
+            return False
+    return True
 
 
-def _fill_steps(col: F32, vals: F32, first: int, n_per: int) -> None:
-    """col[first + j*n_per : first + (j+1)*n_per] = vals[j]; NaN before ``first``."""
-    size = len(col)
-    if first > 0:
-        col[: min(first, size)] = np.nan
-    if first >= size or len(vals) == 0:
-        if first < size:
-            col[max(first, 0) :] = np.nan
-        return
-    j = 0 if first >= 0 else (-first) // n_per
-    pos = first + j * n_per
-    if pos < 0:
-        end = min(pos + n_per, size)
-        col[:end] = vals[j]
-        j, pos = j + 1, pos + n_per
-    if pos >= size:
-        return
-    full = min((size - pos) // n_per, len(vals) - j)
-    col[pos : pos + full * n_per].reshape(full, n_per)[:] = vals[j : j + full, None]
-    pos, j = pos + full * n_per, j + full
-    if pos < size:
-        col[pos:] = vals[min(j, len(vals) - 1)]
+def _chunks(first: int, m: int) -> Iterator[tuple[int, int]]:
+    """Row ranges [a, b) of at most CHUNK rows covering first..m-1."""
+    for a in range(first, m, CHUNK):
+        yield a, min(a + CHUNK, m)
 
 
-def _fill_periodic(col: F32, table: F32, phase: int) -> None:
-    """col[i] = table[(phase + i) % len(table)] with block copies."""
-    size, period = len(col), len(table)
-    head = min(period - phase, size)
-    col[:head] = table[phase : phase + head]
-    full = (size - head) // period
-    col[head : head + full * period].reshape(full, period)[:] = table
-    rest = size - head - full * period
-    col[size - rest :] = table[:rest]
+def _zero_fill(dst: F32, den: F64, fill: float, zero: npt.NDArray[np.bool_]) -> None:
+    """dst = fill where den == 0 (a defined value instead of inf/NaN); NaN den stays NaN."""
+    np.equal(den, 0.0, out=zero)
+    if zero.any():
+        np.copyto(dst, fill, where=zero)
 
 
-def _time_features(ot: I64, start: int, base_ms: int, contiguous: bool, cols: F32) -> None:
-    """hour_sin, hour_cos, dow_sin, dow_cos into the four rows of ``cols``."""
-    rows = ot[start:]
-    if S.DAY_MS % base_ms == 0:
-        per_day = S.DAY_MS // base_ms
-        k = np.arange(7 * per_day, dtype=np.int64)
-        tables = _time_values((k % per_day) * base_ms, k // per_day)
-        if contiguous and len(rows) > len(k):
-            phase = int((rows[0] - _MONDAY_MS) % S.WEEK_MS) // base_ms
-            for i in range(4):
-                _fill_periodic(cols[i], tables[i], phase)
-        else:
-            widx = ((rows - _MONDAY_MS) % S.WEEK_MS) // base_ms
-            np.take(tables, widx, axis=1, out=cols)
-        return
-    cols[:] = _time_values(rows % S.DAY_MS, ((rows - _MONDAY_MS) % S.WEEK_MS) // S.DAY_MS)
+def _zero_runs(v: F64, first: int) -> tuple[I64, I64]:
+    """Start and end (exclusive) input rows of the runs of zero volume at or after ``first``."""
+    idx = np.flatnonzero(v[first:] == 0.0)
+    if len(idx) == 0:
+        return idx, idx
+    idx += first
+    breaks = np.flatnonzero(np.diff(idx) != 1)
+    starts = np.concatenate((idx[:1], idx[breaks + 1]))
+    ends = np.concatenate((idx[breaks], idx[-1:])) + 1
+    return starts, ends
 
 
-def _time_values(tod_ms: I64, weekday: I64) -> F32:
-    hour_angle = (2.0 * np.pi / S.DAY_MS) * tod_ms
-    dow_angle = (2.0 * np.pi / 7.0) * weekday
-    return np.stack([np.sin(hour_angle), np.cos(hour_angle), np.sin(dow_angle), np.cos(dow_angle)]).astype(
-        np.float32
-    )
+class _Kernel:
+    """Writes the base features of rows ``start..n-1`` into the rows of ``out``.
 
+    TA-Lib runs on the full arrays; everything after it works on chunks of at most
+    :data:`CHUNK` rows in a few small float64 scratch rows (they stay in cache; the TA-Lib
+    outputs are only read) and writes straight into the float32 output: no full-length
+    float64 temporaries.
+    """
 
-def _htf_values(h: F64, lo: F64, c: F64) -> tuple[F32, F32, F32]:
-    """RSI, EMA distance and relative ATR of one higher-timeframe series (float32)."""
-    rsi = talib.RSI(c, S.HTF_RSI_PERIOD)
-    ema = talib.EMA(c, S.HTF_EMA_PERIOD)
-    atr = talib.ATR(h, lo, c, S.HTF_ATR_PERIOD)
-    dist = c / ema
-    dist -= 1.0
-    return rsi.astype(np.float32), dist.astype(np.float32), (atr / c).astype(np.float32)
+    def __init__(self, arr: Mapping[str, npt.NDArray[np.generic]], start: int, out: F32, names: list[str]):
+        self.o: F64 = arr["open"]  # type: ignore[assignment]
+        self.h: F64 = arr["high"]  # type: ignore[assignment]
+        self.lo: F64 = arr["low"]  # type: ignore[assignment]
+        self.c: F64 = arr["close"]  # type: ignore[assignment]
+        self.v: F64 = arr["volume"]  # type: ignore[assignment]
+        self.start = start
+        self.m = len(self.c) - start
+        self.col = {name: out[i] for i, name in enumerate(names)}
+        width = min(CHUNK, self.m)
+        self.scr: F64 = np.empty((2, width), dtype=np.float64)
+        self.zero: npt.NDArray[np.bool_] = np.empty(width, dtype=np.bool_)
+        self.zero_runs = _zero_runs(self.v, max(start - _MAX_VOLUME_REACH, 0))
 
+    def silence(self, name: str, k: int, lag: int = 0) -> None:
+        """Set ``name`` to 0 on the rows whose k-bar volume window ending ``lag`` bars back is all zero.
 
-def _htf_block(
-    arr: Mapping[str, npt.NDArray[np.generic]],
-    start: int,
-    base_ms: int,
-    contiguous: bool,
-    out: F32,
-) -> None:
-    """The 3 x len(HIGHER_TIMEFRAMES) HTF rows of ``out`` (in spec order)."""
-    ot = arr["open_time"]
-    n = len(ot)
-    prev: tuple[int, I64, dict[str, F64]] | None = None
-    row = 0
-    for tf in S.HIGHER_TIMEFRAMES:
-        target = interval_ms(tf)
-        n_per = target // base_ms
-        src_ms, src_t = base_ms, ot
-        src: dict[str, F64] = {k: arr[k] for k in ("high", "low", "close")}  # type: ignore[misc]
-        if contiguous and prev is not None and target % prev[0] == 0:
-            src_ms, src_t, src = prev  # 1h from complete 15m buckets: same buckets, less work
-        times, agg = resample_arrays(src_t, src, src_ms, target)  # type: ignore[arg-type]
-        prev = (target, times, agg)
-        vals = _htf_values(agg["high"], agg["low"], agg["close"])
-        if contiguous:
-            off, _ = contiguous_layout(int(ot[0]), n, base_ms, target)
-            for v in vals:
-                _fill_steps(out[row], v, off + n_per - 1 - start, n_per)
-                row += 1
-        else:
-            idx = np.searchsorted(times + (target - 1), ot[start:] + (base_ms - 1), side="right")
-            for v in vals:
-                np.take(np.concatenate(([np.float32(np.nan)], v)), idx, out=out[row])
-                row += 1
+        TA-Lib's running sums leave round-off residue (not an exact 0) over such a window, so
+        the ratio would be noise that differs between the batch and the newest-row path.
+        """
+        runs0, runs1 = self.zero_runs
+        for r0, r1 in zip(runs0.tolist(), runs1.tolist(), strict=True):
+            a = max(r0 + k - 1 + lag - self.start, 0)
+            b = min(r1 + lag - self.start, self.m)
+            if a < b:  # NaN (a warm-up row) stays NaN
+                seg = self.col[name][a:b]
+                np.copyto(seg, 0.0, where=seg == seg)
+
+    def run(self) -> None:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            self.talib_direct()
+            self.ema_dists()
+            self.macd()
+            self.bbands()
+            self.atr()
+            self.obv()
+            self.candle_shape()
+            self.returns()
+            self.volume()
+
+    def lagged(self, x: F64, k: int, a: int, b: int) -> F64:
+        """x at rows a-k .. b-k (output row coordinates); requires start + a >= k."""
+        return x[self.start + a - k : self.start + b - k]
+
+    def nan_head(self, name: str, k: int) -> int:
+        """NaN the rows whose k-bar lag is before the input; return the first defined row."""
+        first = min(max(k - self.start, 0), self.m)
+        self.col[name][:first] = np.nan
+        return first
+
+    def talib_direct(self) -> None:
+        c, h, lo, s = self.c, self.h, self.lo, self.start
+        for p in S.RSI_PERIODS:
+            np.copyto(self.col[f"rsi_{p}"], talib.RSI(c, p)[s:], casting=_SAME)
+        np.copyto(self.col["adx_14"], talib.ADX(h, lo, c, S.ADX_PERIOD)[s:], casting=_SAME)
+        np.copyto(self.col["plus_di_14"], talib.PLUS_DI(h, lo, c, S.ADX_PERIOD)[s:], casting=_SAME)
+        np.copyto(self.col["minus_di_14"], talib.MINUS_DI(h, lo, c, S.ADX_PERIOD)[s:], casting=_SAME)
+
+    def ema_dists(self) -> None:
+        cs = self.c[self.start :]
+        for p in S.EMA_PERIODS:
+            ema = talib.EMA(self.c, p)[self.start :]
+            dst = self.col[f"ema_{p}_dist"]
+            for a, b in _chunks(0, self.m):
+                t = self.scr[0, : b - a]
+                np.divide(cs[a:b], ema[a:b], out=t)
+                np.subtract(t, 1.0, out=dst[a:b], casting=_SAME)
+            del ema  # freed before the next EMA is allocated: the allocator reuses its pages
+
+    def macd(self) -> None:
+        cs = self.c[self.start :]
+        macd = talib.MACD(self.c, S.MACD_FAST, S.MACD_SLOW, S.MACD_SIGNAL)
+        for name, series in zip(("macd_line", "macd_signal", "macd_hist"), macd, strict=True):
+            np.divide(series[self.start :], cs, out=self.col[name], casting=_SAME)
+
+    def bbands(self) -> None:
+        cs, col = self.c[self.start :], self.col
+        bands = talib.BBANDS(self.c, S.BB_PERIOD, S.BB_NBDEV, S.BB_NBDEV, _SMA)
+        upper, middle, lower = (x[self.start :] for x in bands)
+        for a, b in _chunks(0, self.m):
+            up, mid, low, cc = upper[a:b], middle[a:b], lower[a:b], cs[a:b]
+            width, num = self.scr[0, : b - a], self.scr[1, : b - a]
+            np.subtract(up, low, out=width)
+            np.divide(width, mid, out=col["bb_width"][a:b], casting=_SAME)
+            np.subtract(cc, low, out=num)
+            np.divide(num, width, out=col["bb_pctb"][a:b], casting=_SAME)
+            _zero_fill(col["bb_pctb"][a:b], width, 0.5, self.zero[: b - a])
+            for name, band in (("bb_upper_dist", up), ("bb_middle_dist", mid), ("bb_lower_dist", low)):
+                np.divide(cc, band, out=num)
+                np.subtract(num, 1.0, out=col[name][a:b], casting=_SAME)
+
+    def atr(self) -> None:
+        cs, col, k = self.c[self.start :], self.col, S.PRICE_MOM_PERIOD
+        atr = talib.ATR(self.h, self.lo, self.c, S.ATR_PERIOD)[self.start :]
+        np.copyto(col["atr_14"], atr, casting=_SAME)
+        np.divide(atr, cs, out=col["atr_14_rel"], casting=_SAME)
+        dst = col["price_mom_12"]
+        for a, b in _chunks(self.nan_head("price_mom_12", k), self.m):
+            d = self.scr[0, : b - a]
+            np.subtract(cs[a:b], self.lagged(self.c, k, a, b), out=d)
+            np.divide(d, atr[a:b], out=dst[a:b], casting=_SAME)
+            _zero_fill(dst[a:b], atr[a:b], 0.0, self.zero[: b - a])
+
+    def obv(self) -> None:
+        col, k, s = self.col, S.OBV_FLOW_PERIOD, self.start
+        obv = talib.OBV(self.c, self.v)
+        vsum = talib.SUM(self.v, S.OBV_FLOW_PERIOD)[s:]
+        dst = col["obv_flow_20"]
+        for a, b in _chunks(self.nan_head("obv_flow_20", k), self.m):
+            d = self.scr[0, : b - a]
+            np.subtract(obv[s + a : s + b], self.lagged(obv, k, a, b), out=d)
+            np.divide(d, vsum[a:b], out=dst[a:b], casting=_SAME)
+            _zero_fill(dst[a:b], vsum[a:b], 0.0, self.zero[: b - a])
+        self.silence("obv_flow_20", S.OBV_FLOW_PERIOD)
+        slope = talib.LINEARREG_SLOPE(obv, S.OBV_SLOPE_PERIOD)[s:]
+        del obv
+        dst = col["obv_slope_14"]
+        for a, b in _chunks(0, self.m):
+            t = self.scr[0, : b - a]
+            np.multiply(slope[a:b], float(S.OBV_FLOW_PERIOD), out=t)
+            np.divide(t, vsum[a:b], out=dst[a:b], casting=_SAME)
+            _zero_fill(dst[a:b], vsum[a:b], 0.0, self.zero[: b - a])
+        self.silence("obv_slope_14", S.OBV_FLOW_PERIOD)
+
+    def candle_shape(self) -> None:
+        """Body and shadow ratios; a flat candle (high == low) gives 0 for all three."""
+        s, col = self.start, self.col
+        o, h, lo, c = self.o[s:], self.h[s:], self.lo[s:], self.c[s:]
+        for a, b in _chunks(0, self.m):
+            rng, t, zero = self.scr[0, : b - a], self.scr[1, : b - a], self.zero[: b - a]
+            np.subtract(h[a:b], lo[a:b], out=rng)
+            np.equal(rng, 0.0, out=zero)
+            if zero.any():  # flat: every numerator is 0, and 0 / inf = 0
+                np.copyto(rng, np.inf, where=zero)
+            np.subtract(c[a:b], o[a:b], out=t)
+            np.divide(t, rng, out=col["body_ratio"][a:b], casting=_SAME)
+            np.maximum(o[a:b], c[a:b], out=t)
+            np.subtract(h[a:b], t, out=t)
+            np.divide(t, rng, out=col["upper_shadow_ratio"][a:b], casting=_SAME)
+            np.minimum(o[a:b], c[a:b], out=t)
+            np.subtract(t, lo[a:b], out=t)
+            np.divide(t, rng, out=col["lower_shadow_ratio"][a:b], casting=_SAME)
+
+    def returns(self) -> None:
+        """log_ret_k and realised_vol_20 from one log(close) per chunk (no full-length log)."""
+        s, n, reach = self.start, len(self.c), max(S.LOG_RETURN_LAGS)
+        firsts = {k: self.nan_head(f"log_ret_{k}", k) for k in S.LOG_RETURN_LAGS}
+        r2 = np.empty(max(n - 1, 0), dtype=np.float64)  # r2[j] = (log c[j+1] - log c[j]) ** 2
+        logs = np.empty(min(CHUNK, n) + reach, dtype=np.float64)
+        for a0, b0 in _chunks(0, n):  # input rows; log c of rows lo..b0-1 in logs[: b0 - lo]
+            lo = max(a0 - reach, 0)
+            lc = np.log(self.c[lo:b0], out=logs[: b0 - lo])
+            j = max(a0, 1)
+            d = r2[j - 1 : b0 - 1]
+            np.subtract(lc[j - lo :], lc[j - 1 - lo : b0 - 1 - lo], out=d)
+            np.multiply(d, d, out=d)
+            for k in S.LOG_RETURN_LAGS:  # output rows a..b-1 whose input row is in a0..b0-1
+                a, b = max(a0 - s, firsts[k]), b0 - s
+                if a < b:
+                    np.subtract(
+                        lc[s + a - lo : b0 - lo],
+                        lc[s + a - k - lo : b0 - k - lo],
+                        out=self.col[f"log_ret_{k}"][a:b],
+                        casting=_SAME,
+                    )
+        ssq = talib.SUM(r2, S.REALISED_VOL_PERIOD)  # ssq[j] belongs to row j + 1
+        del r2
+        dst = self.col["realised_vol_20"]
+        first = self.nan_head("realised_vol_20", 1)
+        for a, b in _chunks(first, self.m):
+            t = self.scr[0, : b - a]
+            np.multiply(ssq[s + a - 1 : s + b - 1], 1.0 / S.REALISED_VOL_PERIOD, out=t)
+            np.sqrt(t, out=dst[a:b], casting=_SAME)
+
+    def volume(self) -> None:
+        s, col, k = self.start, self.col, S.VOLUME_MOM_PERIOD
+        vsum = talib.SUM(self.v, S.VOLUME_MOM_PERIOD)
+        dst = col["volume_mom_12"]
+        for a, b in _chunks(self.nan_head("volume_mom_12", k), self.m):
+            t, den = self.scr[0, : b - a], self.lagged(vsum, k, a, b)
+            np.divide(vsum[s + a : s + b], den, out=t)
+            np.subtract(t, 1.0, out=dst[a:b], casting=_SAME)
+            _zero_fill(dst[a:b], den, 0.0, self.zero[: b - a])
+        self.silence("volume_mom_12", k, lag=k)
+        del vsum
+        vs = self.v[s:]
+        sma = talib.SMA(self.v, S.VOLUME_Z_PERIOD)[s:]
+        std = talib.STDDEV(self.v, S.VOLUME_Z_PERIOD, 1.0)[s:]
+        dst = col["volume_z_20"]
+        for a, b in _chunks(0, self.m):
+            t = self.scr[0, : b - a]
+            np.subtract(vs[a:b], sma[a:b], out=t)
+            np.divide(t, std[a:b], out=dst[a:b], casting=_SAME)
+            _zero_fill(dst[a:b], std[a:b], 0.0, self.zero[: b - a])
+        self.silence("volume_z_20", S.VOLUME_Z_PERIOD)
 
 
 def feature_block(
@@ -193,98 +332,18 @@ def feature_block(
     base_ms = interval_ms(base_interval)
     specs = S.feature_specs(base_interval)
     ot: I64 = arr["open_time"]  # type: ignore[assignment]
-    o: F64 = arr["open"]  # type: ignore[assignment]
-    h: F64 = arr["high"]  # type: ignore[assignment]
-    lo: F64 = arr["low"]  # type: ignore[assignment]
-    c: F64 = arr["close"]  # type: ignore[assignment]
-    v: F64 = arr["volume"]  # type: ignore[assignment]
-    n = len(ot)
     if contiguous is None:
         contiguous = check_open_time(ot, base_ms)
-    m = n - start
+    m = len(ot) - start
     out = np.empty((len(specs), m), dtype=np.float32)
     if m <= 0:
         return out
-    col = {s.name: out[i] for i, s in enumerate(specs)}
-    tmp = np.empty(m, dtype=np.float64)
-    tmp2 = np.empty(m, dtype=np.float64)
-    cs, hs, ls, os_, vs = c[start:], h[start:], lo[start:], o[start:], v[start:]
-    same: Literal["same_kind"] = "same_kind"
-    with np.errstate(divide="ignore", invalid="ignore"):
-        for p in S.RSI_PERIODS:
-            col[f"rsi_{p}"][:] = talib.RSI(c, p)[start:]
-        for p in S.EMA_PERIODS:
-            np.divide(cs, talib.EMA(c, p)[start:], out=tmp)
-            np.subtract(tmp, 1.0, out=col[f"ema_{p}_dist"], casting=same)
-        inv_c = np.divide(1.0, cs)
-        macd = talib.MACD(c, S.MACD_FAST, S.MACD_SLOW, S.MACD_SIGNAL)
-        for name, series in zip(("macd_line", "macd_signal", "macd_hist"), macd, strict=True):
-            np.multiply(series[start:], inv_c, out=col[name], casting=same)
-        upper, middle, lower = (x[start:] for x in talib.BBANDS(c, S.BB_PERIOD, S.BB_NBDEV, S.BB_NBDEV, _SMA))
-        for name, band in (("bb_upper_dist", upper), ("bb_middle_dist", middle), ("bb_lower_dist", lower)):
-            np.divide(cs, band, out=tmp)
-            np.subtract(tmp, 1.0, out=col[name], casting=same)
-        np.subtract(upper, lower, out=tmp)
-        np.divide(tmp, middle, out=col["bb_width"], casting=same)
-        np.subtract(cs, lower, out=tmp2)
-        np.divide(tmp2, tmp, out=col["bb_pctb"], casting=same)
-        atr = talib.ATR(h, lo, c, S.ATR_PERIOD)
-        col["atr_14"][:] = atr[start:]
-        np.multiply(atr[start:], inv_c, out=col["atr_14_rel"], casting=same)
-        obv = talib.OBV(c, v)
-        vsum = talib.SUM(v, S.OBV_FLOW_PERIOD)[start:]
-        _shift(obv, S.OBV_FLOW_PERIOD, start, np.subtract, tmp)
-        np.divide(tmp, vsum, out=col["obv_flow_20"], casting=same)
-        np.divide(talib.LINEARREG_SLOPE(obv, S.OBV_SLOPE_PERIOD)[start:], vsum, out=tmp)
-        np.multiply(tmp, float(S.OBV_FLOW_PERIOD), out=col["obv_slope_14"], casting=same)
-        col["adx_14"][:] = talib.ADX(h, lo, c, S.ADX_PERIOD)[start:]
-        col["plus_di_14"][:] = talib.PLUS_DI(h, lo, c, S.ADX_PERIOD)[start:]
-        col["minus_di_14"][:] = talib.MINUS_DI(h, lo, c, S.ADX_PERIOD)[start:]
-        _candle_shape(os_, hs, ls, cs, tmp, tmp2, col)
-        log_c = np.log(c)
-        for k in S.LOG_RETURN_LAGS:
-            _shift(log_c, k, start, np.subtract, col[f"log_ret_{k}"])
-        _shift(c, S.PRICE_MOM_PERIOD, start, np.subtract, tmp)
-        np.divide(tmp, atr[start:], out=col["price_mom_12"], casting=same)
-        _shift(talib.SUM(v, S.VOLUME_MOM_PERIOD), S.VOLUME_MOM_PERIOD, start, np.divide, tmp)
-        np.subtract(tmp, 1.0, out=col["volume_mom_12"], casting=same)
-        np.subtract(vs, talib.SMA(v, S.VOLUME_Z_PERIOD)[start:], out=tmp)
-        np.divide(tmp, talib.STDDEV(v, S.VOLUME_Z_PERIOD, 1.0)[start:], out=col["volume_z_20"], casting=same)
-        _realised_vol(log_c, start, tmp, col["realised_vol_20"])
+    _Kernel(arr, start, out, [s.name for s in specs]).run()
     t0 = next(i for i, s in enumerate(specs) if s.name == "hour_sin")
-    _time_features(ot, start, base_ms, contiguous, out[t0 : t0 + 4])
+    time_features(ot, start, base_ms, contiguous, out[t0 : t0 + 4])
     h0 = next(i for i, s in enumerate(specs) if s.kind == "htf")
-    _htf_block(arr, start, base_ms, contiguous, out[h0:])
+    htf_block(arr, start, base_ms, contiguous, out[h0:])
     return out
-
-
-def _candle_shape(o: F64, h: F64, lo: F64, c: F64, tmp: F64, tmp2: F64, col: dict[str, F32]) -> None:
-    """Body and shadow ratios; a flat candle (high == low) gives 0 for all three."""
-    rng = np.subtract(h, lo)
-    inv = np.zeros_like(rng)
-    np.divide(1.0, rng, out=inv, where=rng > 0)
-    np.subtract(c, o, out=tmp)
-    np.multiply(tmp, inv, out=col["body_ratio"], casting="same_kind")
-    np.maximum(o, c, out=tmp)
-    np.subtract(h, tmp, out=tmp)
-    np.multiply(tmp, inv, out=col["upper_shadow_ratio"], casting="same_kind")
-    np.minimum(o, c, out=tmp2)
-    np.subtract(tmp2, lo, out=tmp2)
-    np.multiply(tmp2, inv, out=col["lower_shadow_ratio"], casting="same_kind")
-
-
-def _realised_vol(log_c: F64, start: int, tmp: F64, dst: F32) -> None:
-    """sqrt(mean of the last 20 squared 1-bar log returns); row i uses returns 1..i."""
-    r = np.diff(log_c)
-    np.multiply(r, r, out=r)
-    ssq = talib.SUM(r, S.REALISED_VOL_PERIOD)  # ssq[j] belongs to row j + 1
-    if start == 0:
-        dst[0] = np.nan
-        np.multiply(ssq, 1.0 / S.REALISED_VOL_PERIOD, out=tmp[1:])
-        np.sqrt(tmp[1:], out=dst[1:], casting="same_kind")
-    else:
-        np.multiply(ssq[start - 1 :], 1.0 / S.REALISED_VOL_PERIOD, out=tmp)
-        np.sqrt(tmp, out=dst, casting="same_kind")
 
 
 def compute_feature_matrix(candles: pd.DataFrame | Mapping[str, npt.ArrayLike], interval: str = "5m") -> F32:

@@ -8,7 +8,9 @@ Warm-up: ``warmup`` is the number of leading rows that are NaN when the series s
 a boundary of every higher timeframe (e.g. at 00:00 UTC); ``warmup_max`` is the bound for
 any start (a higher-timeframe feature waits for its first complete bucket, so a start in
 the middle of an hour delays it by up to ``N - 1`` base rows).  After ``warmup_max`` rows
-a feature is finite on gap-free data.
+a feature is finite on gap-free data with positive prices, also where a denominator
+is 0 (zero volume, constant prices): each such case has a defined value (see the
+descriptions), never inf or NaN.
 
 Any change to a formula, parameter or the column order must bump :data:`FEATURE_VERSION`.
 """
@@ -20,7 +22,7 @@ from typing import Final
 
 from xylen.data.schema import interval_ms
 
-FEATURE_VERSION: Final = "f1"
+FEATURE_VERSION: Final = "f2"  # f2: defined values (not inf/NaN) for zero denominators
 
 # Parameters (part of the version).
 RSI_PERIODS: Final = (14, 28)
@@ -80,20 +82,21 @@ def _base_specs() -> list[FeatureSpec]:
         _base("bb_middle_dist", "derived", bb_lb, "close / BBANDS middle (SMA 20) - 1"),
         _base("bb_lower_dist", "derived", bb_lb, "close / BBANDS lower - 1"),
         _base("bb_width", "derived", bb_lb, "(upper - lower) / middle"),
-        _base("bb_pctb", "derived", bb_lb, "(close - lower) / (upper - lower)"),
+        _base("bb_pctb", "derived", bb_lb, "(close - lower) / (upper - lower); 0.5 when upper == lower"),
         _base("atr_14", "talib", ATR_PERIOD, "TA-Lib ATR(14), absolute (price units)"),
         _base("atr_14_rel", "derived", ATR_PERIOD, "ATR(14) / close"),
         _base(
             "obv_flow_20",
             "derived",
             OBV_FLOW_PERIOD,
-            "(OBV - OBV 20 bars ago) / SUM(volume, 20); TA-Lib OBV and SUM, in -1..1",
+            "(OBV - OBV 20 bars ago) / SUM(volume, 20); TA-Lib OBV and SUM, in -1..1; "
+            "0 when the 20 volumes are all 0",
         ),
         _base(
             "obv_slope_14",
             "derived",
             max(OBV_SLOPE_PERIOD - 1, OBV_FLOW_PERIOD - 1),
-            "TA-Lib LINEARREG_SLOPE(OBV, 14) / (SUM(volume, 20) / 20)",
+            "TA-Lib LINEARREG_SLOPE(OBV, 14) / (SUM(volume, 20) / 20); 0 when the 20 volumes are all 0",
         ),
         _base("adx_14", "talib", 2 * ADX_PERIOD - 1, "TA-Lib ADX(14)"),
         _base("plus_di_14", "talib", ADX_PERIOD, "TA-Lib PLUS_DI(14)"),
@@ -110,19 +113,21 @@ def _base_specs() -> list[FeatureSpec]:
             "price_mom_12",
             "derived",
             max(PRICE_MOM_PERIOD, ATR_PERIOD),
-            "(close - close 12 bars ago) / ATR(14): momentum in ATR units",
+            "(close - close 12 bars ago) / ATR(14): momentum in ATR units; 0 when ATR == 0",
         ),
         _base(
             "volume_mom_12",
             "derived",
             2 * VOLUME_MOM_PERIOD - 1,
-            "SUM(volume, 12) / SUM(volume, 12) 12 bars earlier - 1 (TA-Lib SUM)",
+            "SUM(volume, 12) / SUM(volume, 12) 12 bars earlier - 1 (TA-Lib SUM); "
+            "0 when the earlier 12 volumes are all 0 (or their SUM is 0)",
         ),
         _base(
             "volume_z_20",
             "derived",
             VOLUME_Z_PERIOD - 1,
-            "(volume - SMA(volume, 20)) / STDDEV(volume, 20) (TA-Lib SMA, STDDEV, population)",
+            "(volume - SMA(volume, 20)) / STDDEV(volume, 20) (TA-Lib SMA, STDDEV, population); "
+            "0 when STDDEV == 0 or the 20 volumes are all 0",
         ),
         _base(
             "realised_vol_20",

@@ -71,6 +71,36 @@ def _strided_reduce(x: F64, offset: int, m: int, n_per: int, ufunc: np.ufunc) ->
     return out
 
 
+def resample_contiguous(
+    open_time: I64,
+    columns: Mapping[str, F64],
+    base_ms: int,
+    target_ms: int,
+) -> tuple[I64, dict[str, F64]]:
+    """:func:`resample_arrays` for rows already known to be contiguous (no re-check)."""
+    n_per = target_ms // base_ms
+    out: dict[str, F64] = {}
+    if len(open_time) == 0:
+        return np.empty(0, np.int64), {k: np.empty(0, np.float64) for k in columns}
+    offset, m = contiguous_layout(int(open_time[0]), len(open_time), base_ms, target_ms)
+    times = open_time[offset : offset + m * n_per : n_per].copy()
+    for name, col in columns.items():
+        x = np.ascontiguousarray(col, dtype=np.float64)
+        if name == "open":
+            out[name] = x[offset : offset + m * n_per : n_per].copy()
+        elif name == "close":
+            out[name] = x[offset + n_per - 1 : offset + m * n_per : n_per].copy()
+        elif name == "high":
+            out[name] = _strided_reduce(x, offset, m, n_per, np.maximum)
+        elif name == "low":
+            out[name] = _strided_reduce(x, offset, m, n_per, np.minimum)
+        elif name in SUM_COLUMNS:
+            out[name] = _strided_reduce(x, offset, m, n_per, np.add)
+        else:
+            raise ValueError(f"no aggregation rule for column {name!r}")
+    return times, out
+
+
 def resample_arrays(
     open_time: I64,
     columns: Mapping[str, F64],
@@ -86,25 +116,9 @@ def resample_arrays(
     if target_ms % base_ms:
         raise ValueError(f"target interval {target_ms} ms is not a multiple of {base_ms} ms")
     n_per = target_ms // base_ms
-    out: dict[str, F64] = {}
     if is_contiguous(open_time, base_ms) and len(open_time):
-        offset, m = contiguous_layout(int(open_time[0]), len(open_time), base_ms, target_ms)
-        times = open_time[offset : offset + m * n_per : n_per].copy()
-        for name, col in columns.items():
-            x = np.ascontiguousarray(col, dtype=np.float64)
-            if name == "open":
-                out[name] = x[offset : offset + m * n_per : n_per].copy()
-            elif name == "close":
-                out[name] = x[offset + n_per - 1 : offset + m * n_per : n_per].copy()
-            elif name == "high":
-                out[name] = _strided_reduce(x, offset, m, n_per, np.maximum)
-            elif name == "low":
-                out[name] = _strided_reduce(x, offset, m, n_per, np.minimum)
-            elif name in SUM_COLUMNS:
-                out[name] = _strided_reduce(x, offset, m, n_per, np.add)
-            else:
-                raise ValueError(f"no aggregation rule for column {name!r}")
-        return times, out
+        return resample_contiguous(open_time, columns, base_ms, target_ms)
+    out: dict[str, F64] = {}
     starts, times = bucket_layout(open_time, base_ms, target_ms)
     for name, col in columns.items():
         x = np.ascontiguousarray(col, dtype=np.float64)
