@@ -16,7 +16,7 @@ help:
 	@echo "make run    - install, then run the demo on the shipped data (xylen demo)"
 	@echo "make test   - install, then run the whole test suite"
 	@echo "make lint   - ruff and mypy"
-	@echo "make bench  - benchmarks (feature engine on 1,000,000 candles)"
+	@echo "make bench  - benchmarks (feature engine on 1,000,000 candles, paper exchange order throughput)"
 	@echo "make requirements - regenerate coordinator/ and model_server/ requirements.txt"
 
 $(STAMP): pyproject.toml requirements/lock.txt
@@ -41,6 +41,7 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/bench_features.py
+	$(BIN)/python bench/bench_paper_exchange.py
 
 requirements: $(STAMP)
 	$(BIN)/python scripts/gen_requirements.py
