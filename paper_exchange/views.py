@@ -115,13 +115,17 @@ def exchange_info(specs: Iterable[SymbolSpec], server_time: int) -> dict[str, An
 def kline_row(row: Sequence[Any], spec: SymbolSpec) -> list[Any]:
     """``[openTime, "o", "h", "l", "c", "vol", closeTime, "quoteVol", trades, "0", "0", "0"]``."""
     ot, o, h, lo, c, v, ct, qv, n = row
-    p, q = spec.price_precision, spec.quantity_precision
+    q = spec.quantity_precision
+
+    def price(value: float) -> str:  # the partial candle's path prices land between ticks
+        return spec.fmt_price(spec.round_price(value))
+
     return [
         ot,
-        f"{o:.{p}f}",
-        f"{h:.{p}f}",
-        f"{lo:.{p}f}",
-        f"{c:.{p}f}",
+        price(o),
+        price(h),
+        price(lo),
+        price(c),
         f"{v:.{q}f}",
         ct,
         f"{qv:.4f}",

@@ -49,6 +49,11 @@ def test_demo_runs_the_pipeline_and_is_idempotent(tmp_path: Path, shared_data: P
     assert len(features) == 143_900
     assert list(features.columns) == ["open_time", *FEATURE_NAMES]
 
+    assert "a BTCUSDT trade through the paper exchange, over HTTP with signed requests:" in out
+    assert "MARKET BUY 0.010: FILLED at " in out
+    assert "bracket: STOP_MARKET at " in out and "TAKE_PROFIT_MARKET at " in out
+    assert "bracket cancelled, balance 99" in out  # 10,000 USDT less fees and slippage
+
     second = _demo(tmp_path, shared_data)
     assert second.returncode == 0, second.stderr
     assert "(0 new this run)" in second.stdout

@@ -1,12 +1,14 @@
 """``xylen demo``: the end-to-end run behind ``make run``, on embedded defaults.
 
 Today it runs the data and feature pipeline (:mod:`xylen.pipeline`) on the real Binance data
-shipped beside the repository; the services join it as they are built.
+shipped beside the repository, then a short bracketed trade through the paper exchange over
+HTTP (:mod:`paper_exchange.smoke`); the other services join it as they are built.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import time
 from typing import Any
 
@@ -43,8 +45,15 @@ def run(args: argparse.Namespace) -> int:
         report = run_symbol(symbol, home, dirs, config.data.mirror, config.data.compression)
         for line in format_report(report):
             print(line, flush=True)
+    if symbols:
+        # The CLI is the composition root: the service packages are imported here, lazily.
+        from paper_exchange.smoke import smoke_trade
+
+        print(f"a {symbols[0]} trade through the paper exchange, over HTTP with signed requests:")
+        for line in asyncio.run(smoke_trade(home, symbols[0])):
+            print(f"  {line}", flush=True)
     print(
-        f"done in {time.perf_counter() - started:.1f} s. The paper exchange, model servers, coordinator "
-        "and dashboard join this demo as they are built (see README.md)."
+        f"done in {time.perf_counter() - started:.1f} s. The model servers, coordinator and dashboard "
+        "join this demo as they are built (see README.md)."
     )
     return 0

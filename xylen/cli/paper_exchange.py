@@ -58,6 +58,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--db", default=None, metavar="PATH", help="exchange state database (default under --home)"
     )
     parser.add_argument("--tick-ms", type=int, default=100, help="replay clock tick in ms (default 100)")
+    parser.add_argument(
+        "--funding-dir",
+        default=None,
+        metavar="DIR",
+        help="folder of freqtrade *-8h-funding_rate.feather files (default: <home>/funding, else "
+        "freqtrade_binance_futures/ in the shipped data folder; without files the rate is 0.0001)",
+    )
 
 
 def parse_start(value: str | None) -> int | None:
@@ -113,6 +120,24 @@ def _balance(value: str) -> Decimal:
     return balance
 
 
+def find_funding_dir(explicit: str | None, home: Home) -> Path | None:
+    """The funding-rate folder: ``--funding-dir``, ``<home>/funding``, or the shipped data's."""
+    if explicit is not None:
+        path = Path(explicit).expanduser()
+        if not path.is_dir():
+            raise UsageError(f"--funding-dir: {path} is not a folder")
+        return path
+    if (home.root / "funding").is_dir():
+        return home.root / "funding"
+    from xylen.pipeline import candidate_dirs
+
+    for folder in candidate_dirs(None, None):
+        shipped = folder / "freqtrade_binance_futures"
+        if any(shipped.glob("*-8h-funding_rate.feather")):
+            return shipped
+    return None
+
+
 def run(args: argparse.Namespace) -> int:
     """Validate everything, build the service, serve until SIGINT/SIGTERM."""
     from paper_exchange.app import create_app, serve
@@ -134,6 +159,9 @@ def run(args: argparse.Namespace) -> int:
     if args.db:
         overrides["db_path"] = Path(args.db)
     home = Home.resolve(getattr(args, "home", None))
+    funding_dir = find_funding_dir(args.funding_dir, home)
+    if funding_dir is not None:
+        overrides["funding_dir"] = funding_dir
     try:
         from paper_exchange.service import PaperExchangeService, ServiceConfig
     except ImportError as exc:
