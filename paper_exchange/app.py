@@ -46,6 +46,7 @@ from paper_exchange.protocol import API_ERROR_TYPES, BinanceError, ExchangeServi
 from paper_exchange.rate_limit import RateLimited, RateLimiter
 from paper_exchange.routes import (
     LISTEN_KEY_TARGETS,
+    OPTIONAL_ROUTES,
     ROUTES,
     UNMATCHED_WEIGHT,
     Route,
@@ -100,21 +101,27 @@ class Gateway:
             settings.recv_window_max_ms,
             settings.timestamp_ahead_tolerance_ms,
         )
-        self._paths = paths_by_method()
         self._targets: dict[str, Callable[..., Any]] = {}
+        served: list[Route] = []
         listen = {
             "listen_key_create": hub.create,
             "listen_key_keepalive": hub.keepalive,
             "listen_key_delete": hub.delete,
         }
-        for route in ROUTES:
+        optional = frozenset(OPTIONAL_ROUTES)
+        for route in ROUTES + OPTIONAL_ROUTES:
             if route.target in LISTEN_KEY_TARGETS:
                 self._targets[route.target] = listen[route.target]
             else:
                 target = getattr(service, route.target, None)
                 if not callable(target):
+                    if route in optional:
+                        continue
                     raise TypeError(f"service has no method {route.target!r} for {route.method} {route.path}")
                 self._targets[route.target] = target
+            served.append(route)
+        self.routes: tuple[Route, ...] = tuple(served)
+        self._paths = paths_by_method(self.routes)
 
     def handler_for(self, route: Route) -> Handler:
         """The aiohttp handler of one route."""
@@ -323,7 +330,7 @@ def create_app(
     app[SERVICE_KEY] = service
     app[HUB_KEY] = hub
     app[GATEWAY_KEY] = gateway
-    for route in ROUTES:
+    for route in gateway.routes:
         app.router.add_route(route.method, route.path, gateway.handler_for(route))
     app.router.add_route("GET", "/private/ws", hub.handle)
     app.router.add_route("GET", "/ws/{key}", hub.handle)

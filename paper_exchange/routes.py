@@ -117,6 +117,10 @@ ROUTES: tuple[Route, ...] = (
     Route("DELETE", "/fapi/v1/listenKey", "listen_key_delete", _S),
 )
 
+# Endpoints beyond the protocol's core set: served only when the service has the method (the
+# real service does; a minimal one need not).  ccxt's fetch_positions reads leverageBracket.
+OPTIONAL_ROUTES: tuple[Route, ...] = (Route("GET", "/fapi/v1/leverageBracket", "leverage_bracket", _U),)
+
 LISTEN_KEY_TARGETS = frozenset({"listen_key_create", "listen_key_keepalive", "listen_key_delete"})
 
 # Weight of a request that matches no route (404/405): Binance still counts it.

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from paper_exchange import views
-from paper_exchange.engine import Engine, EngineConfig, Position, max_notional
+from paper_exchange.engine import Engine, EngineConfig, Position, max_notional, notional_brackets
 from paper_exchange.engine import params as p
 from paper_exchange.engine.errors import (
     MSG_ALGO_ONLY,
@@ -524,6 +524,29 @@ class PaperExchangeService:
             "maxNotionalValue": str(max_notional(leverage)),
             "symbol": symbol,
         }
+
+    def leverage_bracket(self, account: str, params: p.Params) -> dict[str, Any] | list[dict[str, Any]]:
+        """``GET /fapi/v1/leverageBracket``: the notional brackets behind ``maxNotionalValue``.
+
+        Every bracket carries the engine's flat maintenance margin rate (so ``cum`` is 0): what
+        the engine computes with, which ccxt's ``fetch_positions`` reads to derive margins.
+        Numbers, not strings, as Binance sends them; one object when ``symbol`` is sent.
+        """
+        symbols = self._symbols(params)
+        rate = float(self.config.maint_margin_rate)
+        brackets = [
+            {
+                "bracket": i,
+                "initialLeverage": leverage,
+                "notionalCap": cap,
+                "notionalFloor": floor,
+                "maintMarginRatio": rate,
+                "cum": 0.0,
+            }
+            for i, (leverage, floor, cap) in enumerate(notional_brackets(), start=1)
+        ]
+        out = [{"symbol": s, "notionalCoef": 1.0, "brackets": brackets} for s in symbols]
+        return out[0] if p.text(params, "symbol") is not None else out
 
     def set_margin_type(self, account: str, params: p.Params) -> dict[str, Any]:
         symbol = p.required(params, "symbol")

@@ -7,7 +7,7 @@ liquidity model), :mod:`.positions` (margin arithmetic), :mod:`.events` (user-da
 :mod:`.settlement` (funding, liquidation) and :mod:`.core` (the walk along the path).
 """
 
-from paper_exchange.engine.core import Engine, Snapshot, max_notional
+from paper_exchange.engine.core import Engine, Snapshot, max_notional, notional_brackets
 from paper_exchange.engine.errors import ApiError
 from paper_exchange.engine.instruments import SymbolSpec, spec_for
 from paper_exchange.engine.models import (
@@ -43,5 +43,6 @@ __all__ = [
     "SymbolSpec",
     "Trade",
     "max_notional",
+    "notional_brackets",
     "spec_for",
 ]

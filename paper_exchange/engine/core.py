@@ -54,6 +54,19 @@ MAX_LEVERAGE = 125
 _MAX_NOTIONAL = ((125, 50_000), (100, 250_000), (50, 3_000_000), (20, 12_000_000), (10, 70_000_000))
 
 
+def notional_brackets() -> list[tuple[int, int, int]]:
+    """``(initialLeverage, notionalFloor, notionalCap)`` of each bracket, lowest notional first.
+
+    The brackets behind :func:`max_notional`, as ``GET /fapi/v1/leverageBracket`` lists them.
+    """
+    out = []
+    floor = 0
+    for cap_leverage, cap in _MAX_NOTIONAL:
+        out.append((cap_leverage, floor, cap))
+        floor = cap
+    return out
+
+
 def max_notional(leverage: int) -> int:
     """The maxNotionalValue Binance reports for ``leverage`` (BTCUSDT-like brackets)."""
     for cap, value in reversed(_MAX_NOTIONAL):
