@@ -42,6 +42,8 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/bench_features.py
 	$(BIN)/python bench/bench_paper_exchange.py
+	$(BIN)/python bench/bench_exchange_client.py
+	$(BIN)/python bench/bench_order_store.py
 
 requirements: $(STAMP)
 	$(BIN)/python scripts/gen_requirements.py
