@@ -23,9 +23,9 @@ logger = logging.getLogger(__name__)
 def _subcommand_modules() -> list[ModuleType]:
     # Imported here so that `xylen --help` stays fast and one broken optional
     # dependency cannot take the whole command line down at import time.
-    from xylen.cli import config_cmd, data, demo, features, paper_exchange
+    from xylen.cli import config_cmd, data, demo, features, paper_exchange, risk
 
-    return [data, features, paper_exchange, config_cmd, demo]
+    return [data, features, paper_exchange, config_cmd, demo, risk]
 
 
 def build_parser() -> argparse.ArgumentParser:

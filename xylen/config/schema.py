@@ -187,6 +187,13 @@ class RiskConfig(Section):
     cooldown_after_loss_seconds: float = Field(900.0, ge=0)
     max_snapshot_age_seconds: PositiveFloat = 90.0
     max_mark_last_divergence_bps: Bps = 50.0
+    breaker_consecutive_losses: int = Field(3, ge=1)
+    breaker_max_drawdown_pct: float = Field(10.0, gt=0, le=100)
+    breaker_error_burst: int = Field(5, ge=1)
+    breaker_error_window_seconds: PositiveFloat = 60.0
+    breaker_quorum_misses: int = Field(3, ge=1)
+    breaker_base_cooldown_seconds: PositiveFloat = 900.0
+    breaker_clean_period_seconds: PositiveFloat = 86_400.0
 
     @model_validator(mode="after")
     def _exposures(self) -> RiskConfig:

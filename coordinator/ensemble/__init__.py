@@ -1,0 +1,40 @@
+"""The "Xylen Adaptive Consensus" ensemble: calibrated, Bayesian-weighted, gated, cost-aware.
+
+Public API::
+
+    Ensemble(config: EnsembleConfig, trading: TradingConfig, priors, *, store=None, ...)
+    Ensemble.from_config(config: XylenConfig, store=None)
+    ensemble.decide(votes: Sequence[Vote], market: Market) -> Decision      # pure read, < 0.1 ms
+    ensemble.observe(outcome: Outcome) -> None                              # learn, refit, persist
+    ensemble.weights(model_ids=None) -> dict[str, float]
+    ensemble.stats() -> dict[str, ModelStats]
+    EnsembleStore.open(path) / EnsembleStore(conn)                          # SQLite, migration 0003
+
+Types: :class:`Vote`, :class:`Market`, :class:`Outcome`, :class:`Decision`, :class:`WeightedVote`,
+:class:`Action`, :class:`HoldReason`.  The building blocks (``calibration``, ``weighting``,
+``gating``, ``ev``, ``meta``, ``tracking``) are pure and usable on their own.
+"""
+
+from coordinator.ensemble.ensemble import Ensemble
+from coordinator.ensemble.ev import Costs, expected_value_bps, funding_bps, kelly_fraction, tp_probability
+from coordinator.ensemble.store import EnsembleStore
+from coordinator.ensemble.tracking import ModelStats
+from coordinator.ensemble.types import Action, Decision, HoldReason, Market, Outcome, Vote, WeightedVote
+
+__all__ = [
+    "Action",
+    "Costs",
+    "Decision",
+    "Ensemble",
+    "EnsembleStore",
+    "HoldReason",
+    "Market",
+    "ModelStats",
+    "Outcome",
+    "Vote",
+    "WeightedVote",
+    "expected_value_bps",
+    "funding_bps",
+    "kelly_fraction",
+    "tp_probability",
+]

@@ -1,0 +1,169 @@
+"""The ensemble's value types: what goes in (:class:`Vote`, :class:`Market`, :class:`Outcome`) and what
+comes out (:class:`Decision`).  All frozen; times are int64 ms UTC; distances and EV are in bps of
+notional.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+
+class Action(str, Enum):
+    """What the ensemble (or one model) suggests."""
+
+    LONG = "LONG"
+    SHORT = "SHORT"
+    HOLD = "HOLD"
+
+
+class HoldReason(str, Enum):
+    """Why a decision is HOLD.  Every reason that applies is reported, not only the first."""
+
+    NO_QUORUM = "NO_QUORUM"  # fewer usable votes than ``quorum``
+    HIGH_DISAGREEMENT = "HIGH_DISAGREEMENT"  # weighted std of calibrated probabilities > max_disagreement
+    LOW_EDGE = "LOW_EDGE"  # |p - 0.5| < min_edge
+    NO_BRACKET = "NO_BRACKET"  # no stop / take-profit distance (no vote brackets and no ATR)
+    NON_POSITIVE_EV = "NON_POSITIVE_EV"  # expected value after all costs <= 0 bps
+
+
+@dataclass(frozen=True, slots=True)
+class Vote:
+    """One model server's answer for this heartbeat (the ``/predict`` reply of the wire contract).
+
+    ``action`` is kept for the record only: the ensemble uses ``prob_up``.  ``stop_loss`` and
+    ``take_profit`` are prices; the ensemble uses their distances to the market price.
+    """
+
+    model_id: str
+    prob_up: float
+    action: Action = Action.HOLD
+    stop_loss: float | None = None
+    take_profit: float | None = None
+    latency_ms: float = 0.0
+
+    @property
+    def usable(self) -> bool:
+        """A finite probability in [0, 1] (anything else is counted as a missing vote)."""
+        return math.isfinite(self.prob_up) and 0.0 <= self.prob_up <= 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class Market:
+    """Market context at the heartbeat.
+
+    ``funding_rate`` is Binance's rate per funding interval as a fraction (0.0001 = 1 bp; longs pay
+    when positive).  ``atr`` is in price units and gives the bracket when no vote carries one.
+    ``next_funding_ms``, when known, makes the funding estimate count the actual funding times
+    inside the horizon instead of prorating.
+    """
+
+    timestamp_ms: int
+    price: float
+    funding_rate: float = 0.0
+    atr: float | None = None
+    next_funding_ms: int | None = None
+    funding_interval_hours: float = 8.0
+
+    @property
+    def atr_bps(self) -> float:
+        """ATR in bps of price (NaN when unknown)."""
+        if self.atr is None or not self.price > 0:
+            return math.nan
+        return self.atr / self.price * 1e4
+
+
+@dataclass(frozen=True, slots=True)
+class WeightedVote:
+    """A vote as the ensemble used it: raw and calibrated probability and its normalised weight."""
+
+    model_id: str
+    prob_raw: float
+    prob_calibrated: float
+    weight: float
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The ensemble's answer for one heartbeat.
+
+    ``probability`` is the ensemble's calibrated P(up over the horizon); ``confidence`` is the
+    probability of the chosen (or, for HOLD, the favoured) direction, ``max(p, 1 - p)``.
+    ``expected_value_bps`` is the EV after costs of the favoured direction (also reported for a
+    HOLD, so a log shows how far it was from trading).  ``size_fraction`` is the Kelly suggestion,
+    0 for HOLD; the risk manager scales and caps it.  ``stop_loss``/``take_profit`` are prices
+    (None when no bracket is known).  ``source`` is ``"log_odds"`` or ``"meta"``.
+    """
+
+    timestamp_ms: int
+    action: Action
+    probability: float
+    confidence: float
+    expected_value_bps: float
+    size_fraction: float
+    stop_loss: float | None
+    take_profit: float | None
+    votes: tuple[WeightedVote, ...]
+    reasons: tuple[HoldReason, ...]
+    disagreement: float
+    source: str = "log_odds"
+
+    @property
+    def is_trade(self) -> bool:
+        return self.action is not Action.HOLD
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready view (for the decisions log, the dashboard and metrics)."""
+        return {
+            "timestamp_ms": self.timestamp_ms,
+            "action": self.action.value,
+            "probability": self.probability,
+            "confidence": self.confidence,
+            "expected_value_bps": self.expected_value_bps,
+            "size_fraction": self.size_fraction,
+            "stop_loss": self.stop_loss,
+            "take_profit": self.take_profit,
+            "votes": [
+                {
+                    "model_id": v.model_id,
+                    "prob_raw": v.prob_raw,
+                    "prob": v.prob_calibrated,
+                    "weight": v.weight,
+                }
+                for v in self.votes
+            ],
+            "reasons": [r.value for r in self.reasons],
+            "disagreement": self.disagreement,
+            "source": self.source,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What happened after a heartbeat's horizon: the label and the raw probabilities then voted.
+
+    ``timestamp_ms`` is when the label became known (decision time + horizon); it drives the
+    decay of the weights and the calibration schedule.  ``label`` is 1 when the price rose over
+    the horizon.  ``probs`` maps model id to the raw ``prob_up`` it sent; ``market`` is the
+    context at decision time (used by the meta-learner).
+    """
+
+    timestamp_ms: int
+    label: int
+    probs: Mapping[str, float]
+    market: Market
+    decision_ms: int = 0
+
+    @classmethod
+    def from_votes(cls, votes: Sequence[Vote], market: Market, label: int, timestamp_ms: int) -> Outcome:
+        """The outcome of a heartbeat whose ``votes`` were taken in ``market``."""
+        return cls(
+            timestamp_ms=timestamp_ms,
+            label=int(label),
+            probs={v.model_id: v.prob_up for v in votes if v.usable},
+            market=market,
+            decision_ms=market.timestamp_ms,
+        )

@@ -1,0 +1,131 @@
+"""Bayesian model weights with exponential forgetting.
+
+Each model's weight is its posterior probability under an exponentially forgetting likelihood::
+
+    w_i  ∝  prior_i · exp(-η · L_i)
+    L_i  <-  L_i · 2^(-Δt / half_life)  +  ℓ_i          (at every outcome, Δt in outcome time)
+    ℓ_i  =  logloss(q_i, y) - logloss(base, y)
+
+``q_i`` is the model's calibrated probability, ``base`` the base-rate predictor: the decayed
+frequency of up-labels (Beta(1, 1) prior), taken BEFORE the outcome is counted.  Relative losses make
+a model that did not vote on an outcome neutral (ℓ = 0, as if it had predicted the base rate), keep
+``L`` near zero for chance-level models, and leave the weights unchanged by the base rate itself.
+All models, voters or not, decay by the same elapsed time, so a model that was good and turned bad
+loses its lead at the speed of the half-life and a model that turns good again regains it.  Weights
+are computed in log space with the maximum subtracted before ``exp``; a prior of 0 mutes a model.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from coordinator.ensemble.calibration import clip_prob
+
+MS_PER_HOUR = 3_600_000
+
+
+def binary_log_loss(q: float, y: int) -> float:
+    """``-log q`` if ``y`` else ``-log(1 - q)`` with ``q`` clipped."""
+    q = clip_prob(q)
+    return -math.log(q) if y else -math.log1p(-q)
+
+
+@dataclass(slots=True)
+class ModelWeightState:
+    """One model's prior and decayed cumulative relative log-loss."""
+
+    prior: float
+    loss: float = 0.0
+
+
+class BayesianWeights:
+    """The weights of all known models, updated one outcome at a time."""
+
+    def __init__(
+        self,
+        priors: Mapping[str, float],
+        *,
+        half_life_hours: float,
+        learning_rate: float,
+        default_prior: float = 1.0,
+    ) -> None:
+        self.half_life_ms = half_life_hours * MS_PER_HOUR
+        self.learning_rate = learning_rate
+        self.default_prior = default_prior
+        self.models: dict[str, ModelWeightState] = {m: ModelWeightState(float(p)) for m, p in priors.items()}
+        self.last_ms: int | None = None
+        self.base_up = 0.0  # decayed count of up labels
+        self.base_n = 0.0  # decayed count of labels
+        self._log_w: dict[str, float] = {}
+        self.refresh()
+
+    def ensure(self, model_id: str) -> ModelWeightState:
+        """The state of ``model_id``, registering an unknown model with the default prior."""
+        state = self.models.get(model_id)
+        if state is None:
+            state = self.models[model_id] = ModelWeightState(self.default_prior)
+            self._log_w[model_id] = self._log_weight(state)
+        return state
+
+    @property
+    def base_rate(self) -> float:
+        """The base-rate predictor: decayed up-frequency with a Beta(1, 1) prior."""
+        return (self.base_up + 1.0) / (self.base_n + 2.0)
+
+    def update(self, timestamp_ms: int, probs: Mapping[str, float], label: int) -> dict[str, float]:
+        """Decay every model's loss to ``timestamp_ms`` and add this outcome's relative losses.
+
+        ``probs`` are the calibrated probabilities of the models that voted.  Returns their
+        relative log-losses.  An outcome older than the last one decays nothing (Δt = 0).
+        """
+        if self.last_ms is not None:
+            dt = max(0, timestamp_ms - self.last_ms)
+            if dt:
+                factor = 2.0 ** (-dt / self.half_life_ms)
+                for state in self.models.values():
+                    state.loss *= factor
+                self.base_up *= factor
+                self.base_n *= factor
+        self.last_ms = timestamp_ms if self.last_ms is None else max(self.last_ms, timestamp_ms)
+        base_loss = binary_log_loss(self.base_rate, label)
+        relative: dict[str, float] = {}
+        for model_id, q in probs.items():
+            state = self.ensure(model_id)
+            rel = binary_log_loss(q, label) - base_loss
+            state.loss += rel
+            relative[model_id] = rel
+        self.base_up += 1.0 if label else 0.0
+        self.base_n += 1.0
+        self.refresh()
+        return relative
+
+    def _log_weight(self, state: ModelWeightState) -> float:
+        if state.prior <= 0.0:
+            return -math.inf
+        return math.log(state.prior) - self.learning_rate * state.loss
+
+    def refresh(self) -> None:
+        self._log_w = {m: self._log_weight(s) for m, s in self.models.items()}
+
+    def usable(self, model_id: str) -> bool:
+        """False for a muted model (prior 0).  Unknown models are usable with the default prior."""
+        log_w = self._log_w.get(model_id)
+        return self.default_prior > 0.0 if log_w is None else log_w > -math.inf
+
+    def weights(self, model_ids: Iterable[str] | None = None) -> dict[str, float]:
+        """Normalised weights over ``model_ids`` (default: every known model); sums to 1.
+
+        Unknown ids get the default prior and no loss.  Muted models get 0; if every model in the
+        set is muted, all get 0 (the caller has no usable vote).
+        """
+        ids = list(self.models) if model_ids is None else list(model_ids)
+        default = math.log(self.default_prior) if self.default_prior > 0 else -math.inf
+        logs = [self._log_w.get(m, default) for m in ids]
+        top = max(logs, default=-math.inf)
+        if top == -math.inf:
+            return dict.fromkeys(ids, 0.0)
+        raw = [math.exp(v - top) for v in logs]
+        total = math.fsum(raw)
+        return {m: r / total for m, r in zip(ids, raw, strict=True)}
