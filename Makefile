@@ -43,6 +43,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_features.py
 	$(BIN)/python bench/bench_paper_exchange.py
 	$(BIN)/python bench/bench_exchange_client.py
+	$(BIN)/python bench/bench_orders_crash.py
 	$(BIN)/python bench/bench_order_store.py
 	$(BIN)/python bench/bench_ensemble.py
 	$(BIN)/python bench/bench_risk.py

@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from coordinator.orders import ids
 from coordinator.orders.events import Event, Fill, event_from_json, event_to_json, event_type
@@ -320,12 +320,21 @@ class OrderStore:
     def get_order(self, client_order_id: str) -> Order | None:
         return self._load(client_order_id)
 
-    def find_by_exchange_id(self, symbol: str, exchange_id: str) -> Order | None:
-        """The order with this ``orderId`` (or triggered order id) or ``algoId`` on ``symbol``."""
-        rows = self._rows(
-            "SELECT * FROM orders WHERE symbol = ? AND (exchange_order_id = ? OR algo_id = ?)",
-            (symbol, exchange_id, exchange_id),
-        )
+    def find_by_exchange_id(
+        self, symbol: str, exchange_id: str, *, id_kind: Literal["any", "order", "algo"] = "any"
+    ) -> Order | None:
+        """The order with this ``orderId`` (or triggered order id) or ``algoId`` on ``symbol``.
+
+        ``orderId`` and ``algoId`` are separate counters on the venue (order 2 and algo order 2
+        can both exist), so ``id_kind="order"`` / ``"algo"`` looks in one of them only.
+        """
+        where = {
+            "any": "(exchange_order_id = ? OR algo_id = ?)",
+            "order": "exchange_order_id = ?",
+            "algo": "algo_id = ?",
+        }[id_kind]
+        params = (symbol, exchange_id, exchange_id) if id_kind == "any" else (symbol, exchange_id)
+        rows = self._rows(f"SELECT * FROM orders WHERE symbol = ? AND {where}", params)
         return self._orders(rows[:1])[0] if rows else None
 
     def live_orders(self) -> list[Order]:

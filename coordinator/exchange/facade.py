@@ -1,0 +1,193 @@
+"""``FuturesExchange``: the exchange as the rest of the coordinator sees it, in one place.
+
+Paper, testnet or live comes from ``ExchangeConfig.mode`` (the base URLs and keys follow it).
+Underneath: :class:`BinanceFuturesClient` (REST), :class:`UserStream` (user data, listen-key
+keep-alive), :class:`OrderStore` (SQLite), :class:`OrderManager` (placing, querying, cancelling),
+:class:`Monitor` (stream, REST polling every ``poll_interval_seconds``, bracket sweep) and
+:class:`Reconciler` (run by :meth:`FuturesExchange.start` before anything is placed).
+
+Usage::
+
+    async with await FuturesExchange.create(config, secrets, home / "xylen.db") as exchange:
+        placement = await exchange.place_order("BTCUSDT", Side.BUY, Decimal("0.01"),
+                                               stop_loss=Decimal("41000"), take_profit=Decimal("43000"))
+
+Amounts are ``Decimal``; quantities and prices are rounded by the symbol's
+:class:`~coordinator.exchange.filters.SymbolRules` (the one rounding place) and the minimum
+notional is checked against the mark price before anything is sent.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from decimal import Decimal
+from pathlib import Path
+from types import TracebackType
+from typing import Literal
+
+from coordinator.exchange.client import BinanceFuturesClient
+from coordinator.exchange.constants import Endpoint
+from coordinator.exchange.retry import RetryPolicy
+from coordinator.exchange.schemas import Balance, LeverageChange, Position
+from coordinator.exchange.user_stream import UserStream
+from coordinator.orders.manager import OrderManager, Placement
+from coordinator.orders.models import Order, Side
+from coordinator.orders.monitor import Monitor
+from coordinator.orders.reconcile import Reconciler, ReconciliationResult
+from coordinator.orders.store import OrderStore
+from xylen.config.schema import ExchangeConfig
+from xylen.config.secrets import Secrets
+
+logger = logging.getLogger(__name__)
+
+PREMIUM_INDEX = Endpoint("GET", "/fapi/v1/premiumIndex", 1, 10)
+
+
+class FuturesExchange:
+    """Orders with brackets, status, cancels, account and settings (module docstring)."""
+
+    def __init__(
+        self,
+        config: ExchangeConfig,
+        client: BinanceFuturesClient,
+        store: OrderStore,
+        *,
+        use_stream: bool = True,
+        trigger_grace_s: float = 60.0,
+        symbols: Sequence[str] | None = None,
+    ) -> None:
+        self.config = config
+        self.client = client
+        self.store = store
+        self.manager = OrderManager(client, store, send_timeout_s=config.request_timeout_seconds)
+        self.stream = UserStream(client) if use_stream else None
+        self.monitor = Monitor(
+            self.manager,
+            self.stream,
+            poll_interval_s=config.poll_interval_seconds,
+            trigger_grace_s=trigger_grace_s,
+        )
+        self.reconciler = Reconciler(
+            self.manager,
+            trigger_grace_s=trigger_grace_s,
+            symbols=symbols,
+            requery_interval_s=config.poll_interval_seconds,
+        )
+        self.reconciliation: ReconciliationResult | None = None
+
+    @classmethod
+    async def create(
+        cls,
+        config: ExchangeConfig,
+        secrets: Secrets,
+        db_path: str | Path,
+        *,
+        use_stream: bool = True,
+        retry: RetryPolicy | None = None,
+        trigger_grace_s: float = 60.0,
+        symbols: Sequence[str] | None = None,
+    ) -> FuturesExchange:
+        """Connect (clock sync, exchangeInfo) and open the order database; :meth:`start` next.
+
+        ``symbols``: the symbols traded (reconciliation lists their open orders one by one, weight 1
+        each, instead of every symbol's at weight 40); ``None`` reconciles every symbol.
+        """
+        client = await BinanceFuturesClient.create(config, secrets, retry=retry)
+        try:
+            store = OrderStore.open(db_path)
+        except BaseException:
+            await client.close()
+            raise
+        return cls(
+            config, client, store, use_stream=use_stream, trigger_grace_s=trigger_grace_s, symbols=symbols
+        )
+
+    async def start(self) -> ReconciliationResult:
+        """Open the user stream, reconcile SQLite with the exchange, then start monitoring."""
+        if self.stream is not None:
+            await self.stream.start()
+        self.reconciliation = await self.reconciler.run()
+        self.monitor.start()
+        return self.reconciliation
+
+    async def stop(self) -> None:
+        """Stop monitoring and the stream, close the client and the database (each bounded)."""
+        try:
+            await self.monitor.stop()
+            if self.stream is not None:
+                await self.stream.stop()
+        finally:
+            await self.client.close()
+            self.store.close()
+
+    async def __aenter__(self) -> FuturesExchange:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.stop()
+
+    # -- orders ---------------------------------------------------------------------------------
+    async def mark_price(self, symbol: str) -> Decimal:
+        """The symbol's mark price (``premiumIndex``)."""
+        reply = await self.client.raw_request(PREMIUM_INDEX, {"symbol": symbol})
+        return Decimal(str(reply["markPrice"]))
+
+    async def place_order(
+        self,
+        symbol: str,
+        side: Side | Literal["BUY", "SELL"],
+        quantity: Decimal,
+        stop_loss: Decimal | None,
+        take_profit: Decimal | None,
+        *,
+        order_type: Literal["MARKET", "LIMIT"] = "MARKET",
+        price: Decimal | None = None,
+        post_only: bool = False,
+    ) -> Placement:
+        """An entry with its protective bracket (stop and take-profit placed once it fills).
+
+        Returns the :class:`Placement`; a refusal (local filters, or the exchange) is in
+        ``placement.reason`` with the entry ``REJECTED``.  Raises
+        :class:`~coordinator.orders.manager.SymbolBusy` while the symbol has an open intent.
+        """
+        reference = await self.mark_price(symbol)
+        return await self.manager.open_position(
+            symbol, Side(side), quantity, stop_loss=stop_loss, take_profit=take_profit,
+            order_type=order_type, price=price, post_only=post_only, reference_price=reference,
+        )  # fmt: skip
+
+    async def get_order_status(self, client_order_id: str, *, refresh: bool = True) -> Order:
+        """The order as SQLite knows it, looked up on the exchange first when ``refresh``."""
+        order = self.manager.current(client_order_id)
+        if refresh and not order.is_final:
+            order = await self.manager.query(order)
+        return order
+
+    async def cancel_order(self, client_order_id: str) -> Order:
+        """Cancel one of our orders; returns it as recorded afterwards."""
+        return await self.manager.cancel(client_order_id)
+
+    async def close_position(self, symbol: str) -> Order | None:
+        """Close the open intent's position on ``symbol`` at market (reduce-only)."""
+        for intent in self.store.open_intents():
+            if intent.symbol == symbol:
+                return await self.manager.close_position(intent.intent_id)
+        return None
+
+    # -- account and settings -------------------------------------------------------------------
+    async def get_account_balance(self) -> list[Balance]:
+        return await self.client.get_account_balance()
+
+    async def get_open_positions(self) -> list[Position]:
+        return await self.client.get_open_positions()
+
+    async def set_leverage(self, symbol: str, leverage: int) -> LeverageChange:
+        return await self.client.set_leverage(symbol, leverage)
+
+    async def set_margin_mode(self, symbol: str, mode: Literal["isolated", "cross"]) -> bool:
+        """True if it changed, False if it already was."""
+        return await self.client.set_margin_mode(symbol, mode)

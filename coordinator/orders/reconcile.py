@@ -1,0 +1,323 @@
+"""Reconciliation at start: SQLite and the exchange compared, every difference resolved and reported.
+
+Rules, applied in this order (each difference is a ``reconciliation_report`` row with what was
+done; the run ends with one summary log line and its ``reconciliation_runs`` row):
+
+1. **Non-final orders in SQLite** are looked up one by one.  ``PENDING`` was never sent (``SEND``
+   is persisted before a request leaves) -> ``REJECT_LOCAL`` (``pending_never_sent``).  Any other
+   state is queried by client id and the answer recorded; a changed state is ``stale_state``; a
+   -2013 counts towards ``LOST`` like any other not-found reply (``not_found``).
+2. **Open orders and open algo orders on the exchange** (of ``symbols`` when given, else all):
+   - with our prefix but unknown to SQLite (``unknown_ours``): **cancelled**.  SQLite is written
+     before every send, so such an order was placed by another copy of this database (a restored
+     backup, a second instance); an entry or close must never work without its record, and a
+     protective leg is re-placed from SQLite by rule 3 if a position needs it;
+   - known but final in SQLite (``final_but_open``): queried again and the answer recorded (a
+     lost order that exists after all reopens);
+   - foreign (no ``xy-`` prefix, placed by hand or by another program): reported and left alone
+     (``foreign_order`` / ``foreign_algo_order``).
+3. **Positions vs open intents**: every open intent gets the bracket rules with the exchange's
+   position (:mod:`coordinator.orders.brackets`): a position without a live stop gets a new stop
+   and take-profit (``unprotected_position``), an intent whose exit fired has its other leg
+   cancelled and is closed (``exit_incomplete``), one whose position is gone is closed
+   (``position_closed_outside``).  A stop triggered more than ``trigger_grace_s`` ago but not
+   filled (``stale_trigger``) is re-queried and, if still stuck, cancelled so a new one goes on.
+   A position on a symbol with no open intent (``orphan_position``) gets an emergency stop at
+   ``orphan_stop_fraction`` from its entry price when ``protect_orphans`` is on (reported only
+   otherwise).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+from coordinator.exchange.schemas import AlgoOrder, Position
+from coordinator.exchange.schemas import Order as WireOrder
+from coordinator.orders.brackets import ActionKind, exit_side
+from coordinator.orders.ids import is_ours
+from coordinator.orders.manager import OrderManager
+from coordinator.orders.models import Order, OrderKind, OrderType, Side
+from coordinator.orders.monitor import net_positions
+from coordinator.orders.states import EventKind, OrderState
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Difference:
+    """One report row: what differed and how it was resolved."""
+
+    kind: str
+    detail: str
+    resolution: str
+    symbol: str | None = None
+    client_order_id: str | None = None
+    exchange_id: str | None = None
+
+
+@dataclass(slots=True)
+class ReconciliationResult:
+    run_id: int
+    differences: list[Difference] = field(default_factory=list)
+
+    def counts(self) -> Counter[str]:
+        return Counter(d.kind for d in self.differences)
+
+    def summary(self) -> str:
+        counts = ", ".join(f"{k}={n}" for k, n in sorted(self.counts().items())) or "none"
+        return f"reconciliation run {self.run_id}: {len(self.differences)} difference(s): {counts}"
+
+
+class Reconciler:
+    """Runs the rules in the module docstring against one manager (its client and store)."""
+
+    def __init__(
+        self,
+        manager: OrderManager,
+        *,
+        trigger_grace_s: float = 60.0,
+        protect_orphans: bool = True,
+        orphan_stop_fraction: Decimal = Decimal("0.02"),
+        symbols: Sequence[str] | None = None,
+        requery_interval_s: float = 10.0,
+    ) -> None:
+        self.manager = manager
+        self.requery_interval_s = requery_interval_s
+        self.symbols = tuple(symbols) if symbols else None  # None: every symbol (weight 40 per list)
+        self.trigger_grace_s = trigger_grace_s
+        self.protect_orphans = protect_orphans
+        self.orphan_stop_fraction = orphan_stop_fraction
+
+    async def run(self) -> ReconciliationResult:
+        """Reconcile once; returns the differences (also written to the report table)."""
+        conn = self.manager.store.connection
+        started = self.manager.now_ms()
+        run_id = conn.execute("INSERT INTO reconciliation_runs (started_ms) VALUES (?)", (started,)).lastrowid
+        assert run_id is not None
+        result = ReconciliationResult(run_id)
+        await self._live_orders(result)
+        await self._open_orders(result)
+        await self._positions(result)
+        summary = result.summary()
+        conn.execute("BEGIN IMMEDIATE")
+        conn.executemany(
+            "INSERT INTO reconciliation_report (run_id, kind, symbol, client_order_id, exchange_id, detail,"
+            " resolution, recorded_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                (run_id, d.kind, d.symbol, d.client_order_id, d.exchange_id, d.detail, d.resolution, started)
+                for d in result.differences
+            ],
+        )
+        conn.execute(
+            "UPDATE reconciliation_runs SET finished_ms = ?, differences = ?, summary = ? WHERE run_id = ?",
+            (self.manager.now_ms(), len(result.differences), summary, run_id),
+        )
+        conn.execute("COMMIT")
+        log = logger.warning if result.differences else logger.info
+        log(summary)
+        return result
+
+    # -- rule 1 ---------------------------------------------------------------------------------
+    async def _live_orders(self, result: ReconciliationResult) -> None:
+        manager = self.manager
+        missing: list[Order] = []
+        for order in manager.store.live_orders():
+            diff = dict(symbol=order.symbol, client_order_id=order.client_order_id)
+            if order.state is OrderState.PENDING:
+                manager.record_local(order, EventKind.REJECT_LOCAL, "never sent (PENDING at restart)")
+                result.differences.append(
+                    Difference("pending_never_sent", "PENDING at restart", "REJECT_LOCAL", **diff)
+                )
+                continue
+            after = await manager.query(order)
+            if after.state is OrderState.UNKNOWN:
+                missing.append(order)
+            elif after.state is not order.state:
+                result.differences.append(
+                    Difference(
+                        "stale_state",
+                        f"{order.state.value} in SQLite",
+                        f"recorded {after.state.value}",
+                        **diff,
+                    )
+                )
+        # Not found: the process that sent them is gone, so nothing of ours is still in flight.
+        # Query again, spaced by the poll interval, until found or declared lost; the bracket rules
+        # then re-place a protective leg that never reached the exchange.
+        pending = list(missing)
+        for _ in range(manager.tracker.lost_after):
+            if not pending:
+                break
+            await asyncio.sleep(self.requery_interval_s)
+            pending = [o for o in pending if (await manager.query(manager.current(o.client_order_id))).state
+                       is OrderState.UNKNOWN]  # fmt: skip
+        for order in missing:
+            after = manager.current(order.client_order_id)
+            result.differences.append(
+                Difference("not_found", f"{order.state.value} in SQLite, not on the exchange",
+                           f"recorded {after.state.value} after {after.not_found_count} not-found replies",
+                           symbol=order.symbol, client_order_id=order.client_order_id)
+            )  # fmt: skip
+
+    # -- rule 2 ---------------------------------------------------------------------------------
+    async def _open_orders(self, result: ReconciliationResult) -> None:
+        manager = self.manager
+        client = manager.client
+        for symbol in self.symbols or (None,):
+            for wire in await client.get_open_orders(symbol):
+                await self._open_one(result, wire.symbol, wire.clientOrderId, str(wire.orderId), wire, False)
+            for algo in await client.get_open_algo_orders(symbol):
+                await self._open_one(result, algo.symbol, algo.clientAlgoId, str(algo.algoId), algo, True)
+
+    async def _open_one(
+        self,
+        result: ReconciliationResult,
+        symbol: str,
+        cid: str,
+        exchange_id: str,
+        wire: WireOrder | AlgoOrder,
+        algo: bool,
+    ) -> None:
+        manager = self.manager
+        store = manager.store
+        local = store.get_order(cid) or store.find_by_exchange_id(
+            symbol, exchange_id, id_kind="algo" if algo else "order"
+        )
+        ids = dict(symbol=symbol, client_order_id=cid, exchange_id=exchange_id)
+        what = "algo order" if algo else "order"
+        if local is not None:
+            if local.is_final:
+                after = await manager.query(local)
+                result.differences.append(
+                    Difference(
+                        "final_but_open",
+                        f"{local.state.value} in SQLite, open on the exchange",
+                        f"re-queried: {after.state.value}",
+                        **ids,
+                    )
+                )
+            return
+        if not is_ours(cid):
+            result.differences.append(
+                Difference(
+                    "foreign_algo_order" if algo else "foreign_order",
+                    f"{what} not placed by us: {wire.model_dump_json()}",
+                    "reported, left alone",
+                    **ids,
+                )
+            )
+            return
+        try:
+            if algo:
+                await manager.client.cancel_algo_order(algo_id=int(exchange_id))
+            else:
+                await manager.client.cancel_order(symbol, order_id=int(exchange_id))
+            resolution = "cancelled"
+        except Exception as exc:  # reported either way; the next start tries again
+            resolution = f"cancel failed: {exc}"
+        result.differences.append(
+            Difference("unknown_ours", f"{what} with our prefix missing from SQLite", resolution, **ids)
+        )
+
+    # -- rule 3 ---------------------------------------------------------------------------------
+    async def _positions(self, result: ReconciliationResult) -> None:
+        manager = self.manager
+        store = manager.store
+        now = manager.now_ms()
+        for order in store.live_orders():
+            if order.triggered_ms is not None and now - order.triggered_ms > self.trigger_grace_s * 1000:
+                after = await manager.query(order)
+                if not after.is_final:
+                    after = await manager.cancel(order.client_order_id)
+                result.differences.append(
+                    Difference(
+                        "stale_trigger",
+                        "triggered long ago, not filled: unprotected",
+                        f"re-queried, now {after.state.value}",
+                        symbol=order.symbol,
+                        client_order_id=order.client_order_id,
+                    )
+                )
+        positions = await manager.client.get_open_positions()
+        net = net_positions(positions)
+        covered: set[str] = set()
+        for intent in store.open_intents():
+            covered.add(intent.symbol)
+            actions = await manager.ensure_bracket(intent.intent_id, net.get(intent.symbol, Decimal(0)))
+            kinds = {a.kind for a in actions}
+            if ActionKind.PLACE_STOP in kinds or ActionKind.PLACE_TAKE_PROFIT in kinds:
+                legs = [
+                    o
+                    for o in store.orders_of_intent(intent.intent_id)
+                    if not o.is_final and o.kind in (OrderKind.STOP_LOSS, OrderKind.TAKE_PROFIT)
+                ]
+                result.differences.append(
+                    Difference(
+                        "unprotected_position",
+                        f"position {net.get(intent.symbol, 0)} without its legs",
+                        "placed: " + ", ".join(f"{o.kind.value} {o.state.value}" for o in legs),
+                        symbol=intent.symbol,
+                    )
+                )
+            elif ActionKind.CLOSE_INTENT in kinds:
+                flat = any("flat" in a.reason for a in actions)
+                result.differences.append(
+                    Difference(
+                        "position_closed_outside" if flat else "intent_finished",
+                        f"intent {intent.intent_id}: " + "; ".join(a.reason for a in actions),
+                        "intent closed",
+                        symbol=intent.symbol,
+                    )
+                )
+            elif actions:
+                result.differences.append(
+                    Difference(
+                        "exit_incomplete",
+                        "; ".join(a.reason for a in actions),
+                        f"{len(actions)} order(s) cancelled",
+                        symbol=intent.symbol,
+                    )
+                )
+        for position in positions:
+            if position.symbol not in covered and position.positionAmt != 0:
+                covered.add(position.symbol)
+                result.differences.append(await self._orphan(position))
+
+    async def _orphan(self, position: Position) -> Difference:
+        detail = f"position {position.positionAmt} at {position.entryPrice} with no open intent"
+        if not self.protect_orphans:
+            return Difference("orphan_position", detail, "reported", symbol=position.symbol)
+        manager = self.manager
+        side = Side.BUY if position.positionAmt > 0 else Side.SELL
+        sign = -1 if side is Side.BUY else 1
+        stop = manager.client.symbol_rules(position.symbol).round_trigger(
+            position.entryPrice * (1 + sign * self.orphan_stop_fraction)
+        )
+        intent = manager.store.create_intent(
+            position.symbol, side, abs(position.positionAmt), stop_price=stop
+        )
+        leg = manager.store.create_order(
+            intent.intent_id,
+            OrderKind.STOP_LOSS,
+            side=exit_side(side),
+            type=OrderType.STOP_MARKET,
+            qty=None,
+            trigger_price=stop,
+            close_position=True,
+        )
+        reason = await manager.submit(leg)
+        if reason:
+            await manager.close_position(intent.intent_id, abs(position.positionAmt))
+        state = manager.current(leg.client_order_id).state.value
+        return Difference(
+            "orphan_position",
+            detail,
+            f"adopted as intent {intent.intent_id}; emergency stop at {stop}: {state}"
+            + (f" ({reason}; closing at market)" if reason else ""),
+            symbol=position.symbol,
+        )

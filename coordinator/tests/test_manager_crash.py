@@ -1,0 +1,27 @@
+"""SIGKILL the order manager at random moments against a paper exchange in its own process.
+
+After every kill the manager restarts and reconciles; then no order with our prefix on the
+exchange may be missing from SQLite, none may be duplicated, and every open position must have its
+stop on the exchange.  10 trials here; ``bench/bench_orders_crash.py`` runs 100.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from coordinator.tests.manager_crash_worker import run_trials
+from coordinator.tests.test_exchange_support import candles  # noqa: F401 - fixture
+
+
+@pytest.mark.slow
+def test_sigkill_at_random_moments_loses_nothing_and_leaves_no_position_unprotected(
+    candles: Path,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    counts = run_trials(10, candles, tmp_path, seed=7)
+    print(counts.line(), dict(counts.reconciled))
+    assert counts.trials == 10 and counts.kills == 10
+    assert counts.orders_placed > 10
+    assert (counts.lost, counts.duplicated, counts.unprotected) == (0, 0, 0), counts.problems
