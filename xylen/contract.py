@@ -1,0 +1,114 @@
+"""The wire contract between the coordinator and the model servers, version ``v1`` (DESIGN §4).
+
+Both sides import these models, so a field renamed on one side fails both test suites.  Requests
+are parsed from raw bytes with ``model_validate_json`` (about half the CPU of FastAPI's default
+JSON-then-validate path); candles travel as plain arrays ``[open_time, open, high, low, close,
+volume]``, oldest first, closed candles only.  Unknown fields are refused (422), so a typo never
+silently drops data.  ``ModelMetadata`` is the ``metadata.json`` of a model directory.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+CONTRACT_VERSION = "v1"
+Action = Literal["LONG", "SHORT", "HOLD"]
+Backend = Literal["lightgbm", "onnx", "river"]
+Probability = Annotated[float, Field(ge=0.0, le=1.0)]
+Candle = tuple[int, float, float, float, float, float]
+
+
+class _Wire(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PredictRequest(_Wire):
+    request_id: str = Field(min_length=1, max_length=64)
+    symbol: str = Field(min_length=1, max_length=32, pattern=r"^[A-Z0-9]+$")
+    timeframe: str = Field(min_length=2, max_length=4)
+    timestamp: int = Field(ge=0, description="close time (ms UTC) of the newest candle")
+    candles: list[Candle] = Field(default_factory=list, max_length=5000)
+    features: dict[str, float] = Field(default_factory=dict)
+    feature_version: str = Field(min_length=1, max_length=16)
+    meta: dict[str, str | float | int | bool] = Field(default_factory=dict)
+
+    @field_validator("features")
+    @classmethod
+    def _finite(cls, value: dict[str, float]) -> dict[str, float]:
+        bad = [k for k, v in value.items() if not math.isfinite(v)]
+        if bad:
+            raise ValueError(f"non-finite feature values: {', '.join(sorted(bad)[:5])}")
+        return value
+
+    @model_validator(mode="after")
+    def _some_input(self) -> PredictRequest:
+        if not self.features and not self.candles:
+            raise ValueError("either features or candles must be given")
+        return self
+
+
+class PredictResponse(_Wire):
+    request_id: str
+    model_id: str
+    model_version: str
+    backend: Backend
+    action: Action
+    prob_up: Probability
+    confidence: Probability
+    raw_score: float
+    stop_loss: float | None = None
+    take_profit: float | None = None
+    latency_ms: float = Field(ge=0.0)
+
+
+class Outcome(_Wire):
+    request_id: str = Field(min_length=1, max_length=64)
+    timestamp: int = Field(ge=0)
+    features: dict[str, float]
+    label: Literal[0, 1]
+    pnl: float | None = None
+
+
+class RetrainRequest(_Wire):
+    outcomes: list[Outcome] = Field(min_length=1, max_length=10_000)
+    feature_version: str = Field(min_length=1, max_length=16)
+
+
+class RetrainResponse(_Wire):
+    status: Literal["accepted", "rejected"]
+    samples_received: int
+    buffer_size: int
+    retrain_scheduled: bool
+
+
+class HealthResponse(_Wire):
+    status: Literal["ok", "degraded", "loading"]
+    uptime_seconds: float
+    memory_usage_mb: float
+    model_loaded: bool
+    model_type: Backend | None
+    model_version: str | None
+    last_trained: int | None = Field(None, description="ms UTC when the serving model was trained")
+
+
+class ModelMetadata(BaseModel):
+    """``metadata.json`` written beside ``model.txt`` / ``model.onnx`` by ``xylen train``."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    model_version: str = Field(description="e.g. 20240201T000000Z, unique per training run")
+    created_at: int = Field(description="ms UTC")
+    feature_version: str
+    feature_names: list[str]
+    base_interval: str = "5m"
+    symbol: str = "BTCUSDT"
+    horizon_bars: int = Field(ge=1)
+    stop_atr_multiple: float = Field(gt=0)
+    take_profit_atr_multiple: float = Field(gt=0)
+    train_start: int
+    train_end: int
+    metrics: dict[str, float] = Field(default_factory=dict)
+    library_versions: dict[str, str] = Field(default_factory=dict)
