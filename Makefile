@@ -48,6 +48,8 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_ensemble.py
 	$(BIN)/python bench/bench_risk.py
 	$(BIN)/python bench/bench_decision.py
+	$(BIN)/python bench/bench_training.py
+	$(BIN)/python bench/bench_model_server.py
 
 requirements: $(STAMP)
 	$(BIN)/python scripts/gen_requirements.py

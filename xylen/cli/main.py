@@ -23,9 +23,19 @@ logger = logging.getLogger(__name__)
 def _subcommand_modules() -> list[ModuleType]:
     # Imported here so that `xylen --help` stays fast and one broken optional
     # dependency cannot take the whole command line down at import time.
-    from xylen.cli import config_cmd, data, demo, features, paper_exchange, risk
+    from xylen.cli import (
+        config_cmd,
+        convert_onnx,
+        data,
+        demo,
+        features,
+        model_server,
+        paper_exchange,
+        risk,
+        train,
+    )
 
-    return [data, features, paper_exchange, config_cmd, demo, risk]
+    return [data, features, train, convert_onnx, model_server, paper_exchange, config_cmd, demo, risk]
 
 
 def build_parser() -> argparse.ArgumentParser:

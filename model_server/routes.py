@@ -1,0 +1,329 @@
+"""HTTP routes (DESIGN §4): ``/predict``, ``/retrain``, ``/health``, ``/metrics``, ``/admin/*``.
+
+Bodies are read raw (with a size limit) and parsed with ``model_validate_json``; a body that does
+not validate answers 422 with pydantic's error list, a ``feature_version`` the model does not know
+409, and no bad input ever reaches a 500.  ``/predict`` answers with orjson bytes built straight
+from a dict with :class:`xylen.contract.PredictResponse`'s fields (``response_model`` documents it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import numpy as np
+import orjson
+from fastapi import APIRouter, HTTPException, Request, Response
+from prometheus_client import CONTENT_TYPE_LATEST
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from model_server.deps import Authorized, ServerState, StateDep
+from model_server.predictors import MissingFeatures, ModelError, logit
+from model_server.registry import LoadedModel, version_dirs
+from xylen.contract import HealthResponse, PredictRequest, PredictResponse, RetrainRequest, RetrainResponse
+from xylen.errors import XylenError
+from xylen.features import FEATURE_VERSION, latest_row, max_warmup
+
+logger = logging.getLogger(__name__)
+router = APIRouter()
+M = TypeVar("M", bound=BaseModel)
+JSON = "application/json"
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"description": text}
+    for code, text in {
+        401: "missing or invalid bearer token",
+        409: "feature_version or timeframe the model does not serve; version conflict",
+        413: "body larger than MAX_BODY_BYTES",
+        422: "body that does not validate (pydantic error list) or unusable input",
+        429: "too many requests in flight (MAX_QUEUE_DEPTH) or rate limited",
+        503: "no model loaded, or (retrain) free memory under MIN_FREE_MEMORY_MB",
+    }.items()
+}
+
+
+class ReloadRequest(BaseModel):
+    """``POST /admin/reload``: a version directory (relative to the models folder), else the newest."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    path: str | None = Field(None, min_length=1, max_length=4096)
+
+
+class RollbackRequest(BaseModel):
+    """``POST /admin/rollback``: a kept version, else the one before the serving version."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    version: str | None = Field(None, min_length=1, max_length=128)
+
+
+class AdminResponse(BaseModel):
+    model_config = ConfigDict(frozen=True)
+    status: Literal["swapped", "rolled_back"]
+    model_version: str
+    backend: str
+    path: str | None
+    versions: list[str]
+    canary_rows: int
+    fallback: str | None = None
+
+
+def body_doc(model: type[BaseModel], required: bool = True) -> dict[str, Any]:
+    """``openapi_extra`` declaring a raw-parsed JSON body (schemas added by ``app.custom_openapi``)."""
+    schema = {"$ref": f"#/components/schemas/{model.__name__}"}
+    return {"requestBody": {"required": required, "content": {JSON: {"schema": schema}}}}
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The raw body, refused with 413 past ``limit`` bytes (chunked bodies included)."""
+    chunks: list[bytes] = []
+    total = 0
+    async for chunk in request.stream():
+        total += len(chunk)
+        if total > limit:
+            raise HTTPException(413, f"body exceeds MAX_BODY_BYTES {limit}")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def parse(model: type[M], body: bytes) -> M:
+    try:
+        return model.model_validate_json(body)
+    except ValidationError as exc:
+        raise HTTPException(
+            422, exc.errors(include_url=False, include_context=False, include_input=False)
+        ) from None
+
+
+def json_response(payload: dict[str, Any], status: int = 200) -> Response:
+    return Response(orjson.dumps(payload), status_code=status, media_type=JSON)
+
+
+def serving(state: ServerState) -> LoadedModel:
+    model = state.registry.current
+    if model is None:
+        raise HTTPException(503, "no model loaded yet", headers={"Retry-After": "5"})
+    return model
+
+
+def candle_features(req: PredictRequest, needed: tuple[str, ...]) -> dict[str, float]:
+    """The newest feature row computed from the request's candles (422 when they cannot give it)."""
+    arr = np.asarray(req.candles, dtype=np.float64)
+    if not np.isfinite(arr).all():
+        raise HTTPException(422, "candles hold non-finite values")
+    columns = {"open_time": arr[:, 0].astype(np.int64), "open": arr[:, 1], "high": arr[:, 2]}
+    columns.update(low=arr[:, 3], close=arr[:, 4], volume=arr[:, 5])
+    try:
+        row = latest_row(columns, req.timeframe)
+    except (XylenError, ValueError, IndexError) as exc:
+        raise HTTPException(422, f"cannot compute features from the candles: {exc}") from None
+    if not all(math.isfinite(row.get(name, math.nan)) for name in needed):
+        raise HTTPException(
+            422,
+            f"{len(req.candles)} candles are too few for the features (need >= {max_warmup(req.timeframe)})",
+        )
+    return row
+
+
+def decide(state: ServerState, model: LoadedModel, req: PredictRequest, started: float) -> dict[str, Any]:
+    """Probability -> action, confidence and ATR brackets: the body of ``/predict``."""
+    predictor = model.predictor
+    meta = model.metadata
+    if req.feature_version != predictor.feature_version:
+        raise HTTPException(
+            409, f"model {model.version} serves feature_version {predictor.feature_version!r}"
+        )
+    if req.timeframe != meta.base_interval:
+        raise HTTPException(409, f"model {model.version} serves timeframe {meta.base_interval!r}")
+    features: dict[str, float] = req.features or candle_features(req, predictor.feature_names)
+    price: Any = req.candles[-1][4] if req.candles else req.meta.get("price", req.meta.get("close"))
+    atr = features.get("atr_14")
+    if atr is None and req.candles and req.features:
+        atr = candle_features(req, ("atr_14",))["atr_14"]
+    try:
+        prob = predictor.predict_one(features)
+    except MissingFeatures as exc:
+        raise HTTPException(422, str(exc)) from None
+    prob = min(max(prob, 0.0), 1.0)
+    settings = state.settings
+    action = (
+        "LONG" if prob >= settings.long_threshold else "SHORT" if prob <= settings.short_threshold else "HOLD"
+    )
+    stop = take = None
+    usable_price = (
+        isinstance(price, int | float) and not isinstance(price, bool) and math.isfinite(price) and price > 0
+    )
+    if action != "HOLD" and usable_price and atr is not None and atr > 0:
+        sign = 1.0 if action == "LONG" else -1.0
+        stop = float(price) - sign * meta.stop_atr_multiple * atr
+        take = float(price) + sign * meta.take_profit_atr_multiple * atr
+    state.recent.append(features)
+    elapsed = time.perf_counter() - started
+    state.metrics.latency.observe(elapsed)
+    return {
+        "request_id": req.request_id,
+        "model_id": state.model_id,
+        "model_version": model.version,
+        "backend": model.backend,
+        "action": action,
+        "prob_up": prob,
+        "confidence": max(prob, 1.0 - prob),
+        "raw_score": logit(prob),
+        "stop_loss": stop,
+        "take_profit": take,
+        "latency_ms": elapsed * 1000.0,
+    }
+
+
+@router.post(
+    "/predict", response_model=PredictResponse, responses=_ERRORS, openapi_extra=body_doc(PredictRequest)
+)
+async def predict(request: Request, state: StateDep, _: Authorized) -> Response:
+    """One prediction for the newest candle (features given, or computed from the candles)."""
+    started = time.perf_counter()
+    req = parse(PredictRequest, await read_body(request, state.settings.max_body_bytes))
+    return json_response(decide(state, serving(state), req, started))
+
+
+@router.post(
+    "/retrain", response_model=RetrainResponse, responses=_ERRORS, openapi_extra=body_doc(RetrainRequest)
+)
+async def retrain(request: Request, state: StateDep, _: Authorized) -> Response:
+    """Store observed outcomes in the feedback buffer; the online model learns them."""
+    started = time.perf_counter()
+    metrics = state.metrics
+    if state.memory.low:
+        metrics.retrain_requests.labels("unavailable").inc()
+        raise HTTPException(
+            503, "free memory under MIN_FREE_MEMORY_MB: retraining paused", {"Retry-After": "30"}
+        )
+    req = parse(RetrainRequest, await read_body(request, state.settings.max_body_bytes))
+    model = state.registry.current
+    expected = model.predictor.feature_version if model is not None else FEATURE_VERSION
+    if req.feature_version != expected:
+        raise HTTPException(409, f"this server takes feature_version {expected!r}")
+    if model is not None:
+        names = model.predictor.feature_names
+        short = [o.request_id for o in req.outcomes if any(n not in o.features for n in names)]
+        if short:
+            raise HTTPException(422, f"{len(short)} outcome(s) lack model features, e.g. {short[:5]}")
+    try:
+        await asyncio.to_thread(state.feedback.append, req.outcomes, req.feature_version)
+    except ValueError as exc:
+        raise HTTPException(422, str(exc)) from None
+    except OSError as exc:
+        logger.error("feedback buffer write failed: %s", exc)
+        raise HTTPException(503, f"feedback buffer not writable: {exc.strerror}") from None
+    if model is not None and model.predictor.learns_online:
+        for i, outcome in enumerate(req.outcomes, start=1):
+            model.predictor.learn_one(outcome.features, outcome.label)
+            if i % 256 == 0:
+                await asyncio.sleep(0)  # let predictions through during a long batch
+        metrics.online_learned.inc(len(req.outcomes))
+    scheduled = await asyncio.to_thread(state.request_retrain_if_due)
+    metrics.retrain_samples.inc(len(req.outcomes))
+    metrics.retrain_requests.labels("accepted").inc()
+    metrics.feedback_size.set(state.feedback.size)
+    metrics.retrain_seconds.observe(time.perf_counter() - started)
+    out = RetrainResponse(
+        status="accepted",
+        samples_received=len(req.outcomes),
+        buffer_size=state.feedback.size,
+        retrain_scheduled=scheduled,
+    )
+    return json_response(out.model_dump())
+
+
+@router.get("/health", response_model=HealthResponse)
+async def health(state: StateDep) -> HealthResponse:
+    """Liveness and the serving model (no token needed)."""
+    model = state.registry.current
+    status = "loading" if model is None else "degraded" if state.memory.low else "ok"
+    return HealthResponse(
+        status=status,
+        uptime_seconds=time.monotonic() - state.started_at,
+        memory_usage_mb=state.memory.rss_mb(),
+        model_loaded=model is not None,
+        model_type=model.backend if model is not None else None,
+        model_version=model.version if model is not None else None,
+        last_trained=model.metadata.created_at if model is not None else None,
+    )
+
+
+@router.get("/metrics", response_class=Response, responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}})
+async def metrics(state: StateDep) -> Response:
+    """Prometheus text exposition (no token needed)."""
+    state.memory.rss_mb()
+    state.metrics.feedback_size.set(state.feedback.size)
+    return Response(state.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+
+def admin_answer(
+    state: ServerState, loaded: LoadedModel, status: Literal["swapped", "rolled_back"]
+) -> AdminResponse:
+    return AdminResponse(
+        status=status,
+        model_version=loaded.version,
+        backend=loaded.backend,
+        path=str(loaded.path) if loaded.path else None,
+        versions=state.registry.versions,
+        canary_rows=loaded.canary_rows,
+        fallback=loaded.fallback,
+    )
+
+
+def reload_target(state: ServerState, given: str | None) -> Path:
+    """The version directory to load: inside the models folder (or the configured MODEL_PATH)."""
+    folder = state.settings.watch_dir.resolve()
+    try:
+        if given is None:
+            found = version_dirs(folder)
+            if not found:
+                raise HTTPException(422, f"no model directory under {folder}")
+            return found[-1]
+        target = (folder / given).resolve()
+        configured = state.settings.model_path.resolve() if state.settings.model_path else None
+        if target != configured and folder not in target.parents:
+            raise HTTPException(422, "path must be a directory inside the models folder")
+        if not (target / "metadata.json").is_file():
+            raise HTTPException(422, f"{given}: not a model directory (no metadata.json)")
+        return target
+    except (OSError, ValueError) as exc:
+        raise HTTPException(422, f"unusable path: {exc}") from None
+
+
+@router.post(
+    "/admin/reload",
+    response_model=AdminResponse,
+    responses=_ERRORS,
+    openapi_extra=body_doc(ReloadRequest, False),
+)
+async def admin_reload(request: Request, state: StateDep, _: Authorized) -> AdminResponse:
+    """Load a version beside the serving one, check it on a canary batch, swap it in."""
+    body = await read_body(request, state.settings.max_body_bytes)
+    req = parse(ReloadRequest, body) if body.strip() else ReloadRequest()
+    target = reload_target(state, req.path)
+    try:
+        loaded = await state.registry.load(target, "admin reload")
+    except ModelError as exc:
+        raise HTTPException(exc.status, f"refused {target.name}: {exc}") from None
+    return admin_answer(state, loaded, "swapped")
+
+
+@router.post(
+    "/admin/rollback",
+    response_model=AdminResponse,
+    responses=_ERRORS,
+    openapi_extra=body_doc(RollbackRequest, False),
+)
+async def admin_rollback(request: Request, state: StateDep, _: Authorized) -> AdminResponse:
+    """Serve a kept earlier version again."""
+    body = await read_body(request, state.settings.max_body_bytes)
+    req = parse(RollbackRequest, body) if body.strip() else RollbackRequest()
+    try:
+        loaded = await state.registry.rollback(req.version)
+    except ModelError as exc:
+        raise HTTPException(409, str(exc)) from None
+    return admin_answer(state, loaded, "rolled_back")

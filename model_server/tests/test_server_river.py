@@ -1,0 +1,121 @@
+"""A River server process: online learning from /retrain, and kill -9 during retrain."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pyarrow.parquet as pq
+import pytest
+
+from model_server.feedback import FeedbackBuffer
+from model_server.tests.server_support import AUTH, ServerProcess, dataset, predict_body, start_server
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    proc = start_server(tmp_path_factory.mktemp("river"), {"MODEL_TYPE": "river"})
+    yield proc
+    proc.stop()
+
+
+def outcomes(path: Path, n: int, offset: int = 0) -> list[dict[str, Any]]:
+    x, y, _ = dataset(path)
+    rows = x.iloc[offset : offset + n].to_dict("records")
+    return [
+        {
+            "request_id": f"o{offset + i}",
+            "timestamp": 1_700_000_000_000 + i,
+            "features": r,
+            "label": int(y[offset + i]),
+        }
+        for i, r in enumerate(rows)
+    ]
+
+
+async def call(session: aiohttp.ClientSession, method: str, url: str, body: Any = None) -> tuple[int, Any]:
+    async with session.request(method, url, json=body) as resp:
+        return resp.status, await resp.json()
+
+
+def test_river_learns_from_retrain(server: ServerProcess, btc_5m_path: Path) -> None:
+    probe = outcomes(btc_5m_path, 1, offset=5000)[0]["features"]
+
+    async def scenario() -> None:
+        async with aiohttp.ClientSession(headers=AUTH, timeout=aiohttp.ClientTimeout(total=20)) as s:
+            status, health = await call(s, "GET", f"{server.url}/health")
+            assert health["model_type"] == "river" and health["model_loaded"]
+            status, before = await call(s, "POST", f"{server.url}/predict", predict_body(probe))
+            assert status == 200 and before["prob_up"] == 0.5 and before["action"] == "HOLD"
+            batch = outcomes(btc_5m_path, 600)
+            status, out = await call(
+                s, "POST", f"{server.url}/retrain", {"outcomes": batch, "feature_version": "f2"}
+            )
+            assert status == 200 and out["samples_received"] == 600, out
+            status, after = await call(s, "POST", f"{server.url}/predict", predict_body(probe))
+            assert after["prob_up"] != 0.5 and after["backend"] == "river"
+
+    asyncio.run(scenario())
+    frame = FeedbackBuffer(server.home / "feedback").read()
+    assert len(frame) == 600 and frame["request_id"].iloc[-1] == "o599"
+
+
+def test_kill_9_during_retrain_leaves_only_complete_parts(tmp_path: Path, btc_5m_path: Path) -> None:
+    server = start_server(tmp_path / "home", {"MODEL_TYPE": "river", "MAX_QUEUE_DEPTH": "64"})
+    batch = {"outcomes": outcomes(btc_5m_path, 3000), "feature_version": "f2"}
+    ok = 0
+
+    async def hammer(stop: float) -> None:
+        nonlocal ok
+        async with aiohttp.ClientSession(headers=AUTH, timeout=aiohttp.ClientTimeout(total=20)) as s:
+            while time.monotonic() < stop:
+                try:
+                    async with s.post(f"{server.url}/retrain", json=batch) as resp:
+                        ok += resp.status == 200
+                except (aiohttp.ClientError, asyncio.TimeoutError):
+                    return
+
+    async def scenario() -> None:
+        clients = [asyncio.create_task(hammer(time.monotonic() + 5)) for _ in range(4)]
+        folder = server.home / "feedback"
+        deadline = time.monotonic() + 5
+        while not list(folder.glob("part-*")) and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        while not list(folder.glob(".tmp-part-*")) and time.monotonic() < deadline:
+            await asyncio.sleep(0.0005)
+        writing = bool(list(folder.glob(".tmp-part-*")))  # a part is being written right now
+        server.kill9()
+        assert writing, "the kill should land while a part is being written"
+        await asyncio.gather(*clients)
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        server.stop()
+    folder = server.home / "feedback"
+    parts = sorted(folder.glob("part-*.parquet"))
+    assert len(parts) >= max(ok, 1)
+    for part in parts:
+        assert pq.read_table(part).num_rows == 3000  # every visible part is complete
+    leftovers = [p.name for p in folder.iterdir() if p not in parts and p.name != "retrain.requested"]
+    assert all(name.startswith(".tmp-") for name in leftovers), leftovers
+    buffer = FeedbackBuffer(folder)  # a restart removes the dead writer's temp files
+    assert buffer.size == 3000 * len(parts)
+    assert [p.name for p in folder.iterdir() if p.name.startswith(".tmp-")] == []
+    restarted = start_server(server.home, {"MODEL_TYPE": "river"})  # replays the buffer into River
+    try:
+        probe = outcomes(btc_5m_path, 1, offset=5000)[0]["features"]
+
+        async def ask() -> float:
+            async with aiohttp.ClientSession(headers=AUTH, timeout=aiohttp.ClientTimeout(total=10)) as s:
+                status, out = await call(s, "POST", f"{restarted.url}/predict", predict_body(probe))
+                assert status == 200
+                return float(out["prob_up"])
+
+        assert asyncio.run(ask()) != 0.5
+    finally:
+        restarted.stop()

@@ -1,0 +1,163 @@
+"""Candles -> training set: features of :mod:`xylen.features` (the one feature engine) + labels.
+
+Rows kept: after the feature warm-up (:func:`xylen.features.max_warmup`), all features finite, and a
+label that is up or down (hold-band rows and rows without a full horizon are dropped; see
+:mod:`model_server.training.labels`).  Each row keeps its *bar number*
+``(open_time - first_open_time) // step``, so walk-forward purging and embargo are measured in time,
+also across dropped rows and gaps in the candles.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+
+from model_server.training.labels import make_labels
+from xylen.data.schema import interval_ms
+from xylen.errors import DataError, UsageError
+from xylen.features import compute_feature_matrix, feature_specs, max_warmup
+from xylen.paths import Home
+
+logger = logging.getLogger(__name__)
+
+F32 = npt.NDArray[np.float32]
+F64 = npt.NDArray[np.float64]
+I64 = npt.NDArray[np.int64]
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Feature matrix and labels of the tradable rows, oldest first."""
+
+    X: F32  # (n, F) float32, C-ordered
+    y: F32  # (n,) 0.0 / 1.0
+    bar: I64  # (n,) bar number from the first candle (time / step)
+    open_time: I64  # (n,) ms UTC
+    forward_return: F64  # (n,)
+    feature_names: tuple[str, ...]
+    interval: str
+    horizon_bars: int
+    cost: float
+    n_candles: int
+    n_hold: int
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    @property
+    def up_share(self) -> float:
+        return float(self.y.mean()) if len(self.y) else float("nan")
+
+
+def load_candles(
+    symbol: str,
+    interval: str,
+    home: str | Path | None = None,
+    input_path: str | Path | None = None,
+    start_ms: int | None = None,
+    end_ms: int | None = None,
+) -> pd.DataFrame:
+    """Candles of ``symbol``/``interval`` from a file (``input_path``) or the candle store (USDⓈ-M).
+
+    ``start_ms <= open_time < end_ms`` (either bound optional).  Raises :class:`DataError` when
+    nothing is left, :class:`UsageError` for a missing or unsupported file.
+    """
+    if input_path is not None:
+        from xylen.cli.features import read_input  # the shared reader of candle files
+
+        path = Path(input_path)
+        if not path.is_file():
+            raise UsageError(f"input file not found: {path}")
+        frame = read_input(str(path), None if home is None else str(home))
+        ot = frame["open_time"].to_numpy(np.int64)
+        mask = np.ones(len(frame), dtype=bool)
+        if start_ms is not None:
+            mask &= ot >= start_ms
+        if end_ms is not None:
+            mask &= ot < end_ms
+        frame = frame.loc[mask].reset_index(drop=True)
+        source = str(path)
+    else:
+        from xylen.data.store import CandleStore
+
+        store = CandleStore(Home.resolve(home).candles)
+        frame = store.read("um", symbol, interval, start_ms, end_ms)
+        source = f"store um/{symbol}/{interval}"
+    if frame.empty:
+        raise DataError(f"no candles for {symbol} {interval} in {source} for the requested span")
+    logger.info("loaded %d candles from %s", len(frame), source)
+    return frame
+
+
+def build_dataset(
+    candles: pd.DataFrame,
+    interval: str,
+    horizon_bars: int,
+    cost: float,
+    max_rows: int | None = None,
+) -> Dataset:
+    """Features + labels of ``candles`` (sorted by ``open_time``); ``max_rows`` keeps the newest.
+
+    With ``max_rows`` the candles are cut to the newest ``max_rows + warm-up + horizon`` before the
+    features are computed, so a memory-limited profile never materialises the full history.
+    """
+    step = interval_ms(interval)
+    warm = max_warmup(interval)
+    if max_rows is not None and len(candles) > max_rows + warm + horizon_bars:
+        candles = candles.iloc[-(max_rows + warm + horizon_bars) :].reset_index(drop=True)
+    n = len(candles)
+    if n <= warm + horizon_bars:
+        raise DataError(f"{n} candles: need more than warm-up {warm} + horizon {horizon_bars}")
+    ot = candles["open_time"].to_numpy(np.int64)
+    if np.any(np.diff(ot) <= 0):
+        raise DataError("candle open times are not strictly increasing")
+    close = candles["close"].to_numpy(np.float64)
+    matrix = compute_feature_matrix(candles, interval)
+    labels, fwd = make_labels(close, horizon_bars, cost, ot, step)
+    keep = np.zeros(n, dtype=bool)
+    keep[warm:] = True
+    keep &= np.isfinite(matrix).all(axis=1)
+    usable = keep & ~np.isnan(fwd)
+    keep &= ~np.isnan(labels)
+    n_hold = int(usable.sum() - keep.sum())
+    idx = np.flatnonzero(keep)
+    if len(idx) == 0:
+        raise DataError("no labelled rows (all inside the hold band or in the warm-up)")
+    names = tuple(s.name for s in feature_specs(interval))
+    X = np.ascontiguousarray(matrix[idx])
+    del matrix
+    ds = Dataset(
+        X=X,
+        y=labels[idx].astype(np.float32),
+        bar=(ot[idx] - ot[0]) // step,
+        open_time=ot[idx],
+        forward_return=fwd[idx],
+        feature_names=names,
+        interval=interval,
+        horizon_bars=horizon_bars,
+        cost=cost,
+        n_candles=n,
+        n_hold=n_hold,
+    )
+    logger.info(
+        "dataset: %d candles -> %d labelled rows (%d in the hold band dropped), up share %.3f",
+        n,
+        len(ds),
+        n_hold,
+        ds.up_share,
+    )
+    return ds
+
+
+def feature_rows(candles: pd.DataFrame, interval: str, max_rows: int | None = None) -> F32:
+    """Finite feature rows (after the warm-up) of ``candles``: real inputs for ONNX validation."""
+    matrix = compute_feature_matrix(candles, interval)[max_warmup(interval) :]
+    matrix = matrix[np.isfinite(matrix).all(axis=1)]
+    if max_rows is not None:
+        matrix = matrix[-max_rows:]
+    return np.ascontiguousarray(matrix)

@@ -1,0 +1,122 @@
+"""``xylen train``: train a LightGBM direction model and write its model directory.
+
+One command for every host: ``--profile`` (8gb, 16gb, m1, m4) sets threads, histogram bins,
+subsampling and the row limit (see :mod:`model_server.training.profiles`).  Candles come from the
+candle store under the home folder (USDⓈ-M), or from ``--input`` (.feather/.parquet/.csv/.zip).
+Horizon, round-trip cost and ATR multiples default to the ``trading`` section of ``--config``
+(or its defaults).  Prints the walk-forward table; exit 0 ok, 1 runtime failure, 2 bad usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from xylen.errors import UsageError
+
+logger = logging.getLogger(__name__)
+
+# The names of model_server.training.profiles.PROFILES (a test keeps them equal), listed here so
+# that `xylen --help` does not import LightGBM.
+PROFILE_CHOICES: tuple[str, ...] = ("8gb", "16gb", "m1", "m4")
+
+
+def register(sub: Any) -> None:
+    """Add the ``train`` subcommand to the top-level subparsers."""
+    parser = sub.add_parser(
+        "train",
+        help="train a LightGBM model (walk-forward validated) into a model directory",
+        description="Train a LightGBM up/down classifier with walk-forward validation and write "
+        "model.txt, model.onnx and metadata.json atomically.",
+    )
+    parser.add_argument("--symbol", required=True, help="e.g. BTCUSDT")
+    parser.add_argument("--interval", default="5m", help="base candle interval (default 5m)")
+    parser.add_argument("--profile", default="8gb", choices=PROFILE_CHOICES, help="hardware profile")
+    parser.add_argument("--out", required=True, help="model directory to write (replaced atomically)")
+    parser.add_argument("--input", default=None, help="candle file instead of the candle store")
+    parser.add_argument("--from", dest="start", default=None, help="first open time, e.g. 2024-01-01")
+    parser.add_argument("--to", dest="end", default=None, help="end (exclusive), e.g. 2024-03-01")
+    parser.add_argument(
+        "--horizon-bars", type=int, default=None, help="label horizon in bars (default 1 hour)"
+    )
+    parser.add_argument("--tune", type=int, default=0, metavar="N", help="Optuna trials before training")
+    parser.add_argument("--folds", type=int, default=5, help="walk-forward folds (default 5)")
+    parser.add_argument("--rounds", type=int, default=None, help="boosting rounds (default: profile)")
+    parser.add_argument("--threads", type=int, default=None, help="LightGBM threads (default: profile)")
+    parser.add_argument("--max-rows", type=int, default=None, help="newest labelled rows (default: profile)")
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--onnx-precision", choices=["float", "double"], default="float")
+    parser.add_argument("--no-onnx", action="store_true", help="write model.txt and metadata.json only")
+    parser.add_argument("--config", default=None, help="config.yaml for the trading section")
+    parser.set_defaults(func=run)
+
+
+def parse_time(value: str | None, flag: str) -> int | None:
+    """``2024-01-01`` / ISO date-time (UTC if naive) / integer ms -> ms UTC."""
+    if value is None:
+        return None
+    if value.isdigit():
+        return int(value)
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise UsageError(f"{flag}: not a date {value!r} (expected e.g. 2024-01-01)") from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=timezone.utc)
+    return int(parsed.timestamp() * 1000)
+
+
+def _check_positive(name: str, value: int | None, minimum: int = 1) -> None:
+    if value is not None and value < minimum:
+        raise UsageError(f"{name} must be >= {minimum}, got {value}")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Load candles, train, print the walk-forward table, write the model directory."""
+    from model_server.training import TrainConfig, format_table, load_candles, train_model, write_model_dir
+    from xylen.config.loader import load_config
+    from xylen.config.schema import TradingConfig
+
+    start, end = parse_time(args.start, "--from"), parse_time(args.end, "--to")
+    if start is not None and end is not None and start >= end:
+        raise UsageError("--from must be before --to")
+    _check_positive("--horizon-bars", args.horizon_bars)
+    _check_positive("--folds", args.folds)
+    _check_positive("--rounds", args.rounds)
+    _check_positive("--threads", args.threads)
+    _check_positive("--max-rows", args.max_rows)
+    _check_positive("--tune", args.tune, 0)
+    trading = load_config(args.config).trading if args.config else TradingConfig()
+    overrides: dict[str, Any] = {
+        "symbol": args.symbol.upper(),
+        "profile": args.profile,
+        "n_folds": args.folds,
+        "num_boost_round": args.rounds,
+        "num_threads": args.threads,
+        "max_rows": args.max_rows,
+        "tune_trials": args.tune,
+        "seed": args.seed,
+        "onnx_precision": args.onnx_precision,
+    }
+    if args.horizon_bars is not None:
+        overrides["horizon_bars"] = args.horizon_bars
+    try:
+        config = TrainConfig.from_trading(trading, interval=args.interval, **overrides)
+        config.validate()
+    except (ValueError, KeyError) as exc:
+        raise UsageError(str(exc)) from exc
+    candles = load_candles(config.symbol, config.interval, args.home, args.input, start, end)
+    model = train_model(candles, config)
+    meta = model.metadata
+    rows = int((meta.model_extra or {}).get("label", {}).get("rows", 0))
+    print(
+        f"{meta.symbol} {meta.base_interval}: {rows:,} labelled rows, horizon {meta.horizon_bars} bars, "
+        f"cost {config.cost * 1e4:.1f} bps, profile {config.profile}"
+    )
+    print(format_table(model.walk_forward))
+    out = write_model_dir(model, Path(args.out), onnx=not args.no_onnx)
+    print(f"wrote {out} (model_version {meta.model_version})")
+    return 0
