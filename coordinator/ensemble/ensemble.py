@@ -28,7 +28,7 @@ from collections import deque
 from collections.abc import Mapping, Sequence
 
 from coordinator.ensemble.calibration import ModelCalibration
-from coordinator.ensemble.ev import Costs, expected_value_bps, funding_bps, kelly_fraction
+from coordinator.ensemble.ev import Costs, bracket_bps, expected_value_bps, funding_bps, kelly_fraction
 from coordinator.ensemble.gating import gate, log_odds_average, weighted_disagreement
 from coordinator.ensemble.meta import MetaLearner, MetaRow, meta_features
 from coordinator.ensemble.store import EnsembleStore, GlobalRecord, ModelRecord, OutcomeRow, RefitRow
@@ -163,25 +163,10 @@ class Ensemble:
         self, votes: Sequence[Vote], weights: Sequence[float], market: Market
     ) -> tuple[float, float] | None:
         """(stop, take-profit) distances in bps: weighted mean over the votes' brackets, else ATR."""
-        price = market.price
-        if not (math.isfinite(price) and price > 0.0):
-            return None
-        sl_sum = tp_sum = w_sum = 0.0
-        for vote, w in zip(votes, weights, strict=True):
-            if vote.stop_loss is None or vote.take_profit is None:
-                continue
-            sl = abs(price - vote.stop_loss) / price * 1e4
-            tp = abs(vote.take_profit - price) / price * 1e4
-            if sl > 0.0 and tp > 0.0 and math.isfinite(sl) and math.isfinite(tp):
-                sl_sum += w * sl
-                tp_sum += w * tp
-                w_sum += w
-        if w_sum > 0.0:
-            return sl_sum / w_sum, tp_sum / w_sum
-        atr = market.atr_bps
-        if math.isfinite(atr) and atr > 0.0:
-            return atr * self.stop_atr_multiple, atr * self.take_profit_atr_multiple
-        return None
+        legs = ((v.stop_loss, v.take_profit, w) for v, w in zip(votes, weights, strict=True))
+        return bracket_bps(
+            legs, market.price, market.atr_bps, self.stop_atr_multiple, self.take_profit_atr_multiple
+        )
 
     def decide(self, votes: Sequence[Vote], market: Market) -> Decision:
         """The decision for one heartbeat (reads state only)."""

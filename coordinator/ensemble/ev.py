@@ -27,6 +27,7 @@ the number is exact when the next funding time is known, else prorated (horizon 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from xylen.config.schema import TradingConfig
@@ -105,3 +106,35 @@ def kelly_fraction(p: float, tp_bps: float, sl_bps: float, *, bracket_odds: bool
     q = tp_probability(p, tp_bps, sl_bps, bracket_odds)
     b = tp_bps / sl_bps
     return max(0.0, q - (1.0 - q) / b)
+
+
+def bracket_bps(
+    legs: Iterable[tuple[float | None, float | None, float]],
+    price: float,
+    atr_bps: float,
+    stop_atr_multiple: float,
+    take_profit_atr_multiple: float,
+) -> tuple[float, float] | None:
+    """(stop, take-profit) distances in bps of ``price``.
+
+    ``legs`` are the ``(stop_loss, take_profit, weight)`` of the votes used: their weighted mean
+    where they carry a bracket, else the ATR multiples, else None.  The one definition, used by
+    :meth:`Ensemble.decide` and by the journal when it recomputes a logged decision.
+    """
+    if not (math.isfinite(price) and price > 0.0):
+        return None
+    sl_sum = tp_sum = w_sum = 0.0
+    for stop_loss, take_profit, w in legs:
+        if stop_loss is None or take_profit is None:
+            continue
+        sl = abs(price - stop_loss) / price * 1e4
+        tp = abs(take_profit - price) / price * 1e4
+        if sl > 0.0 and tp > 0.0 and math.isfinite(sl) and math.isfinite(tp):
+            sl_sum += w * sl
+            tp_sum += w * tp
+            w_sum += w
+    if w_sum > 0.0:
+        return sl_sum / w_sum, tp_sum / w_sum
+    if math.isfinite(atr_bps) and atr_bps > 0.0:
+        return atr_bps * stop_atr_multiple, atr_bps * take_profit_atr_multiple
+    return None

@@ -27,6 +27,7 @@ def _subcommand_modules() -> list[ModuleType]:
         config_cmd,
         convert_onnx,
         data,
+        db,
         demo,
         features,
         model_server,
@@ -35,7 +36,7 @@ def _subcommand_modules() -> list[ModuleType]:
         train,
     )
 
-    return [data, features, train, convert_onnx, model_server, paper_exchange, config_cmd, demo, risk]
+    return [data, features, train, convert_onnx, model_server, paper_exchange, config_cmd, demo, risk, db]
 
 
 def build_parser() -> argparse.ArgumentParser:
