@@ -1,0 +1,182 @@
+"""The coordinator's Prometheus metrics (DESIGN §7: ``xylen_`` prefix, units in the names).
+
+:class:`Metrics` owns its own ``CollectorRegistry`` (never the process-global one), so tests and
+several coordinators in one process never collide.  ``/metrics`` is served by a small aiohttp app on
+``monitoring.metrics_host:metrics_port`` in the Prometheus text exposition format.
+
+Families (labels in brackets):
+
+==========================================  =========  =========================================
+``xylen_beat_duration_seconds``             histogram  one heartbeat, features to orders
+``xylen_votes_total`` [server, status]      counter    one per server per beat (ok, timeout, ...)
+``xylen_vote_latency_seconds`` [server]     histogram  ``/predict`` round trip seen by the client
+``xylen_decisions_total`` [action, reason]  counter    reason ``trade`` for LONG/SHORT
+``xylen_orders_total`` [state]              counter    order state transitions reached
+``xylen_exchange_errors_total`` [code]      counter    Binance error code or HTTP status
+``xylen_rate_limit_weight_used``            gauge      ``X-MBX-USED-WEIGHT-1M``
+``xylen_equity_usd``                        gauge      wallet balance plus unrealized PnL
+``xylen_daily_pnl_usd``                     gauge      realized plus unrealized since 00:00 UTC
+``xylen_open_positions``                    gauge      positions not flat
+``xylen_breaker_state`` [breaker]           gauge      1 tripped, 0 armed
+``xylen_model_server_up`` [server]          gauge      1 asked each beat, 0 in backoff/disabled
+==========================================  =========  =========================================
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+
+from aiohttp import web
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+
+logger = logging.getLogger(__name__)
+
+BEAT_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0)
+VOTE_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0)
+
+
+class Metrics:
+    """Every coordinator metric, registered in a private registry, with small update helpers."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.beat_duration_seconds = Histogram(
+            "xylen_beat_duration_seconds", "Duration of one heartbeat", buckets=BEAT_BUCKETS_S, registry=r
+        )
+        self.votes_total = Counter(
+            "xylen_votes_total", "Model server answers per beat by status", ["server", "status"], registry=r
+        )
+        self.vote_latency_seconds = Histogram(
+            "xylen_vote_latency_seconds",
+            "Round trip of /predict seen by the coordinator",
+            ["server"],
+            buckets=VOTE_BUCKETS_S,
+            registry=r,
+        )
+        self.decisions_total = Counter(
+            "xylen_decisions_total",
+            "Ensemble decisions by action and reason",
+            ["action", "reason"],
+            registry=r,
+        )
+        self.orders_total = Counter("xylen_orders_total", "Orders reaching each state", ["state"], registry=r)
+        self.exchange_errors_total = Counter(
+            "xylen_exchange_errors_total",
+            "Exchange errors by Binance code or HTTP status",
+            ["code"],
+            registry=r,
+        )
+        self.rate_limit_weight_used = Gauge(
+            "xylen_rate_limit_weight_used", "Request weight used in the current minute", registry=r
+        )
+        self.equity_usd = Gauge("xylen_equity_usd", "Account equity in USD", registry=r)
+        self.daily_pnl_usd = Gauge("xylen_daily_pnl_usd", "PnL since 00:00 UTC in USD", registry=r)
+        self.open_positions = Gauge("xylen_open_positions", "Open positions", registry=r)
+        self.breaker_state = Gauge(
+            "xylen_breaker_state", "Circuit breaker state (1 tripped, 0 armed)", ["breaker"], registry=r
+        )
+        self.model_server_up = Gauge(
+            "xylen_model_server_up",
+            "Model server asked each beat (1) or in backoff (0)",
+            ["server"],
+            registry=r,
+        )
+
+    # ------------------------------------------------------------------ helpers
+
+    def observe_beat(self, seconds: float) -> None:
+        """One heartbeat took ``seconds``."""
+        self.beat_duration_seconds.observe(seconds)
+
+    def observe_vote(self, server: str, status: str, latency_seconds: float | None) -> None:
+        """One server's result in a beat; ``latency_seconds`` None when it was not asked."""
+        self.votes_total.labels(server=server, status=status).inc()
+        if latency_seconds is not None:
+            self.vote_latency_seconds.labels(server=server).observe(latency_seconds)
+
+    def observe_decision(self, action: str, reasons: Iterable[str]) -> None:
+        """One decision: counted once per HOLD reason, or once with reason ``trade``."""
+        labels = list(reasons) or ["trade" if action != "HOLD" else "none"]
+        for reason in labels:
+            self.decisions_total.labels(action=action, reason=reason).inc()
+
+    def order_state(self, state: str) -> None:
+        """An order reached ``state``."""
+        self.orders_total.labels(state=state).inc()
+
+    def exchange_error(self, code: int | str) -> None:
+        """The exchange answered with error ``code``."""
+        self.exchange_errors_total.labels(code=str(code)).inc()
+
+    def set_breaker(self, breaker: str, tripped: bool) -> None:
+        """Breaker ``breaker`` is tripped (1) or armed (0)."""
+        self.breaker_state.labels(breaker=breaker).set(1.0 if tripped else 0.0)
+
+    def set_model_server_up(self, server: str, up: bool) -> None:
+        """Server ``server`` is asked each beat (1) or not (0)."""
+        self.model_server_up.labels(server=server).set(1.0 if up else 0.0)
+
+    def set_account(self, equity_usd: float, daily_pnl_usd: float, open_positions: int) -> None:
+        """The account figures after a beat."""
+        self.equity_usd.set(equity_usd)
+        self.daily_pnl_usd.set(daily_pnl_usd)
+        self.open_positions.set(open_positions)
+
+    # ------------------------------------------------------------------ exposition
+
+    def exposition(self) -> bytes:
+        """The registry in the Prometheus text format."""
+        data: bytes = generate_latest(self.registry)
+        return data
+
+    async def handle_metrics(self, request: web.Request) -> web.Response:
+        """aiohttp handler for ``GET /metrics``."""
+        return web.Response(body=self.exposition(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    def make_app(self) -> web.Application:
+        """An aiohttp application serving ``GET /metrics``."""
+        app = web.Application()
+        app.router.add_get("/metrics", self.handle_metrics)
+        return app
+
+
+class MetricsServer:
+    """``/metrics`` on ``host:port``: :meth:`start` binds, :meth:`stop` closes (with a timeout)."""
+
+    def __init__(self, metrics: Metrics, host: str, port: int) -> None:
+        self._metrics = metrics
+        self._host = host
+        self._port = port
+        self._runner: web.AppRunner | None = None
+
+    @property
+    def port(self) -> int:
+        """The bound port (the real one when started with port 0)."""
+        if self._runner is not None and self._runner.addresses:
+            port: int = self._runner.addresses[0][1]
+            return port
+        return self._port
+
+    async def start(self) -> None:
+        """Bind and serve."""
+        runner = web.AppRunner(self._metrics.make_app(), access_log=None, shutdown_timeout=2.0)
+        await runner.setup()
+        site = web.TCPSite(runner, self._host, self._port)
+        await site.start()
+        self._runner = runner
+        logger.info("metrics on http://%s:%s/metrics", self._host, self.port)
+
+    async def stop(self) -> None:
+        """Stop serving (connections closed within about 2 s)."""
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None

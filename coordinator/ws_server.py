@@ -1,0 +1,598 @@
+"""The dashboard feed: a read-only WebSocket plus a small JSON history API (aiohttp).
+
+``GET /ws`` sends a ``snapshot`` message on connect, then one ``beat`` message per heartbeat and
+``log`` messages as lines are logged.  Messages are serialized ONCE per publish and pushed to every
+client through its own bounded queue, drained by that client's writer task: :meth:`publish_beat` is
+synchronous and never waits, and a client whose queue is full (or whose send takes longer than
+``send_timeout_s``) is dropped (close code 1013), so a slow browser never slows the beat.  Client
+messages are ignored, except ``ping`` (text ``ping`` or ``{"type": "ping"}``), answered by ``pong``.
+
+``GET /api/trades?since=MS&limit=N``, ``/api/decisions?limit=N`` and ``/api/equity?since=MS&limit=N``
+serve history from a :class:`HistoryProvider` (the coordinator's journal).
+
+Auth: with ``require_token`` every route needs ``XYLEN_DASHBOARD_TOKEN`` as ``?token=`` (browsers cannot
+set headers on a WebSocket) or ``Authorization: Bearer``; otherwise 401.  The access log is off, so a
+token in a query string is never written to a log.  No payload model has a secret field, and every
+outgoing text is scrubbed of the token (and any other ``redact`` value) as a second line of defence.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import logging
+import math
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Annotated, Any, Literal, Protocol, TypeVar
+
+import orjson
+from aiohttp import WSCloseCode, WSMsgType, web
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, TypeAdapter
+
+from coordinator.ensemble.types import Decision
+
+logger = logging.getLogger(__name__)
+
+MAX_LIMIT = 5000
+DEFAULT_LIMIT = 100
+_MIN_REDACT_CHARS = 6
+_T = TypeVar("_T")
+
+
+# ---------------------------------------------------------------------- message schema
+
+
+class _View(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PositionView(_View):
+    """One open position."""
+
+    symbol: str
+    side: Literal["LONG", "SHORT"]
+    quantity: float
+    entry_price: float
+    mark_price: float | None = None
+    unrealized_pnl_usd: float | None = None
+    leverage: int | None = None
+    stop_loss: float | None = None
+    take_profit: float | None = None
+    opened_ms: int | None = None
+
+
+class TradeView(_View):
+    """One trade (a position's life: entry, and exit once closed)."""
+
+    trade_id: str
+    symbol: str
+    side: Literal["LONG", "SHORT"]
+    quantity: float
+    entry_price: float
+    exit_price: float | None = None
+    pnl_usd: float | None = None
+    fees_usd: float | None = None
+    opened_ms: int
+    closed_ms: int | None = None
+    exit_reason: str | None = None
+
+
+class VoteView(_View):
+    """One model's part in a decision: raw and calibrated probability, normalised weight."""
+
+    model_id: str
+    prob_raw: float | None
+    prob: float | None
+    weight: float | None
+
+
+class DecisionView(_View):
+    """An ensemble decision (the fields of ``Decision.to_dict()``; non-finite numbers become null)."""
+
+    timestamp_ms: int
+    action: Literal["LONG", "SHORT", "HOLD"]
+    probability: float | None
+    confidence: float | None
+    expected_value_bps: float | None
+    size_fraction: float | None
+    stop_loss: float | None
+    take_profit: float | None
+    votes: list[VoteView]
+    reasons: list[str]
+    disagreement: float | None
+    source: str
+
+    @classmethod
+    def from_decision(cls, decision: Decision) -> DecisionView:
+        """The view of an ensemble :class:`Decision`."""
+        return cls.model_validate(_finite_tree(decision.to_dict()))
+
+
+class ModelStatusView(_View):
+    """One model server as the last beat saw it."""
+
+    server_id: str
+    up: bool
+    status: str | None = None
+    latency_ms: float | None = None
+    model_version: str | None = None
+
+
+class EquityPoint(_View):
+    """One point of the equity curve."""
+
+    ts: int
+    equity_usd: float
+    daily_pnl_usd: float | None = None
+
+
+class LogLine(_View):
+    """One log line."""
+
+    ts: int
+    level: str
+    logger: str
+    message: str
+
+
+class SnapshotMessage(_View):
+    """Sent once on connect: the current state and recent history."""
+
+    type: Literal["snapshot"] = "snapshot"
+    ts: int
+    positions: list[PositionView] = Field(default_factory=list)
+    decisions: list[DecisionView] = Field(default_factory=list)
+    trades: list[TradeView] = Field(default_factory=list)
+    models: list[ModelStatusView] = Field(default_factory=list)
+    equity: list[EquityPoint] = Field(default_factory=list)
+    logs: list[LogLine] = Field(default_factory=list)
+    breakers: dict[str, bool] = Field(default_factory=dict)
+
+
+class BeatMessage(_View):
+    """Sent each heartbeat: full current positions/models/breakers, and what is NEW since the last beat."""
+
+    type: Literal["beat"] = "beat"
+    ts: int
+    positions: list[PositionView] = Field(default_factory=list)
+    decisions: list[DecisionView] = Field(default_factory=list)
+    trades: list[TradeView] = Field(default_factory=list)
+    models: list[ModelStatusView] = Field(default_factory=list)
+    equity: list[EquityPoint] = Field(default_factory=list)
+    logs: list[LogLine] = Field(default_factory=list)
+    breakers: dict[str, bool] = Field(default_factory=dict)
+
+
+class LogMessage(_View):
+    """One log line, as it is logged."""
+
+    type: Literal["log"] = "log"
+    ts: int
+    line: LogLine
+
+
+class PongMessage(_View):
+    """The answer to a client's ``ping``."""
+
+    type: Literal["pong"] = "pong"
+    ts: int
+
+
+ServerMessage = Annotated[
+    SnapshotMessage | BeatMessage | LogMessage | PongMessage, Field(discriminator="type")
+]
+SERVER_MESSAGE: TypeAdapter[SnapshotMessage | BeatMessage | LogMessage | PongMessage] = TypeAdapter(
+    ServerMessage
+)
+
+
+class TradesPage(_View):
+    trades: list[TradeView]
+
+
+class DecisionsPage(_View):
+    decisions: list[DecisionView]
+
+
+class EquityPage(_View):
+    equity: list[EquityPoint]
+
+
+def _finite_tree(value: object) -> object:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite_tree(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite_tree(v) for v in value]
+    return value
+
+
+# ---------------------------------------------------------------------- history provider
+
+
+class HistoryProvider(Protocol):
+    """Where the history API reads from (the coordinator's journal implements it)."""
+
+    async def trades_since(self, since_ms: int, limit: int) -> Sequence[TradeView]:
+        """Trades opened or closed at or after ``since_ms``, oldest first, at most ``limit``."""
+        ...
+
+    async def recent_decisions(self, limit: int) -> Sequence[DecisionView]:
+        """The newest ``limit`` decisions, oldest first."""
+        ...
+
+    async def equity_since(self, since_ms: int, limit: int) -> Sequence[EquityPoint]:
+        """Equity points at or after ``since_ms``, oldest first, at most ``limit``."""
+        ...
+
+
+# ---------------------------------------------------------------------- server
+
+
+@dataclass(eq=False)
+class _Client:
+    ws: web.WebSocketResponse
+    queue: asyncio.Queue[str]
+    peer: str
+    abort: Callable[[], None]
+    writer: asyncio.Task[None] | None = None
+    dropped: bool = False
+    sent: int = field(default=0)
+
+
+class DashboardServer:
+    """The WebSocket feed and history API.  Publish from the event loop's thread only."""
+
+    def __init__(
+        self,
+        provider: HistoryProvider,
+        *,
+        token: SecretStr | str | None,
+        require_token: bool = True,
+        queue_size: int = 64,
+        send_timeout_s: float = 5.0,
+        history_timeout_s: float = 5.0,
+        history: int = 200,
+        redact: Iterable[SecretStr | str] = (),
+        clock_ms: Callable[[], int] | None = None,
+    ) -> None:
+        secret = token.get_secret_value() if isinstance(token, SecretStr) else token
+        if require_token and not secret:
+            raise ValueError("dashboard.require_token is true but XYLEN_DASHBOARD_TOKEN is not set")
+        self._provider = provider
+        self._token = secret.encode() if secret else None
+        self._require_token = require_token
+        self._queue_size = max(1, queue_size)
+        self._send_timeout_s = send_timeout_s
+        self._history_timeout_s = history_timeout_s
+        self._clock_ms = clock_ms or (lambda: int(time.time() * 1000))
+        scrub = [s.get_secret_value() if isinstance(s, SecretStr) else s for s in redact]
+        self._redact = _redaction_forms([*scrub, *([secret] if secret else [])])
+        self._clients: set[_Client] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._positions: list[PositionView] = []
+        self._models: list[ModelStatusView] = []
+        self._breakers: dict[str, bool] = {}
+        self._decisions: deque[DecisionView] = deque(maxlen=history)
+        self._trades: deque[TradeView] = deque(maxlen=history)
+        self._equity: deque[EquityPoint] = deque(maxlen=history * 10)
+        self._logs: deque[LogLine] = deque(maxlen=history)
+        self._runner: web.AppRunner | None = None
+
+    # ------------------------------------------------------------------ app and lifecycle
+
+    def make_app(self) -> web.Application:
+        """The aiohttp application (``/ws`` and ``/api/*``)."""
+        app = web.Application()
+        app.router.add_get("/ws", self._ws)
+        app.router.add_get("/api/trades", self._api_trades)
+        app.router.add_get("/api/decisions", self._api_decisions)
+        app.router.add_get("/api/equity", self._api_equity)
+        return app
+
+    async def start(self, host: str, port: int) -> None:
+        """Bind ``host:port`` (port 0 picks a free one, see :attr:`port`)."""
+        runner = web.AppRunner(self.make_app(), access_log=None, shutdown_timeout=2.0)
+        await runner.setup()
+        await web.TCPSite(runner, host, port).start()
+        self._runner = runner
+        logger.info("dashboard feed on ws://%s:%s/ws", host, self.port)
+
+    @property
+    def port(self) -> int:
+        """The bound port (0 before :meth:`start`)."""
+        if self._runner is None or not self._runner.addresses:
+            return 0
+        port: int = self._runner.addresses[0][1]
+        return port
+
+    @property
+    def client_count(self) -> int:
+        """Connected clients."""
+        return len(self._clients)
+
+    async def stop(self, timeout_s: float = 3.0) -> None:
+        """Close every client (1001), cancel and await the writer tasks (``timeout_s``), unbind."""
+        for client in list(self._clients):
+            self._drop(client, WSCloseCode.GOING_AWAY, "server stopping")
+        tasks = list(self._tasks)
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=timeout_s)
+            for task in pending:
+                task.cancel()
+                logger.warning("dashboard task %s did not finish within %.1f s", task.get_name(), timeout_s)
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def load_history(self, limit: int = DEFAULT_LIMIT) -> None:
+        """Seed the snapshot's recent decisions, trades and equity from the provider."""
+        self._decisions.extend(await self._provider.recent_decisions(limit))
+        self._trades.extend(await self._provider.trades_since(0, limit))
+        self._equity.extend(await self._provider.equity_since(0, limit))
+
+    # ------------------------------------------------------------------ publishing
+
+    def snapshot(self) -> SnapshotMessage:
+        """The message a new client gets first."""
+        return SnapshotMessage(
+            ts=self._clock_ms(),
+            positions=list(self._positions),
+            decisions=list(self._decisions),
+            trades=list(self._trades),
+            models=list(self._models),
+            equity=list(self._equity),
+            logs=list(self._logs),
+            breakers=dict(self._breakers),
+        )
+
+    def publish_beat(self, message: BeatMessage) -> None:
+        """Record one beat's state and queue it for every client (never waits)."""
+        self._positions = list(message.positions)
+        self._models = list(message.models)
+        self._breakers = dict(message.breakers)
+        self._decisions.extend(message.decisions)
+        self._trades.extend(message.trades)
+        self._equity.extend(message.equity)
+        self._logs.extend(message.logs)
+        self._broadcast(message.model_dump_json())
+
+    def publish_log(self, line: LogLine) -> None:
+        """Record one log line and queue it as a ``log`` message (never waits)."""
+        self._logs.append(line)
+        self._broadcast(LogMessage(ts=line.ts, line=line).model_dump_json())
+
+    def _scrub(self, text: str) -> str:
+        for secret in self._redact:
+            if secret in text:
+                text = text.replace(secret, "***")
+        return text
+
+    def _broadcast(self, text: str) -> None:
+        text = self._scrub(text)
+        for client in list(self._clients):
+            self._offer(client, text)
+
+    def _offer(self, client: _Client, text: str) -> None:
+        try:
+            client.queue.put_nowait(text)
+        except asyncio.QueueFull:
+            self._drop(client, WSCloseCode.TRY_AGAIN_LATER, "too slow")
+
+    def _drop(self, client: _Client, code: int, reason: str) -> None:
+        """Forget ``client`` now; close its socket in a tracked task (aborted if closing hangs)."""
+        if client.dropped:
+            return
+        client.dropped = True
+        self._clients.discard(client)
+        if code != WSCloseCode.GOING_AWAY:
+            logger.warning("dashboard client %s dropped: %s", client.peer, reason)
+        if client.writer is not None:
+            client.writer.cancel()
+        self._track(self._close(client, code, reason), f"ws-close:{client.peer}")
+
+    async def _close(self, client: _Client, code: int, reason: str) -> None:
+        try:
+            await asyncio.wait_for(client.ws.close(code=code, message=reason.encode()), 1.0)
+        except asyncio.TimeoutError:
+            client.abort()
+        except (ConnectionError, RuntimeError):
+            client.abort()
+
+    def _track(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+        task = asyncio.create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("dashboard task %s crashed", task.get_name(), exc_info=task.exception())
+
+    async def _writer(self, client: _Client) -> None:
+        """Drain one client's queue onto its socket; a slow or broken socket drops the client."""
+        try:
+            while True:
+                text = await client.queue.get()
+                await asyncio.wait_for(client.ws.send_str(text), self._send_timeout_s)
+                client.sent += 1
+        except asyncio.CancelledError:
+            raise
+        except asyncio.TimeoutError:
+            self._drop(client, WSCloseCode.TRY_AGAIN_LATER, f"send took over {self._send_timeout_s} s")
+        except (ConnectionError, RuntimeError) as exc:
+            self._drop(client, WSCloseCode.GOING_AWAY, f"send failed: {exc}")
+
+    # ------------------------------------------------------------------ handlers
+
+    def _authorized(self, request: web.Request) -> bool:
+        if not self._require_token:
+            return True
+        assert self._token is not None
+        given = request.query.get("token", "")
+        header = request.headers.get("Authorization", "")
+        if not given and header.lower().startswith("bearer "):
+            given = header[7:].strip()
+        return hmac.compare_digest(given.encode(), self._token)
+
+    @staticmethod
+    def _unauthorized() -> web.Response:
+        return web.json_response(
+            {"error": "missing or invalid dashboard token"},
+            status=401,
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+
+    async def _ws(self, request: web.Request) -> web.StreamResponse:
+        if not self._authorized(request):
+            return self._unauthorized()
+        ws = web.WebSocketResponse(heartbeat=30.0, max_msg_size=4096)
+        await ws.prepare(request)
+        transport = request.transport
+        client = _Client(
+            ws=ws,
+            queue=asyncio.Queue(maxsize=self._queue_size),
+            peer=str(request.remote),
+            abort=transport.abort if transport is not None else (lambda: None),
+        )
+        # no await between the snapshot and joining the set: no beat can fall in between
+        client.queue.put_nowait(self._scrub(self.snapshot().model_dump_json()))
+        self._clients.add(client)
+        client.writer = asyncio.create_task(self._writer(client), name=f"ws-writer:{client.peer}")
+        self._tasks.add(client.writer)
+        client.writer.add_done_callback(self._task_done)
+        try:
+            async for msg in ws:
+                if msg.type is WSMsgType.TEXT and _is_ping(msg.data) and not client.dropped:
+                    self._offer(client, PongMessage(ts=self._clock_ms()).model_dump_json())
+                # everything else is ignored: the feed is read-only
+        finally:
+            if not client.dropped:
+                client.dropped = True
+                self._clients.discard(client)
+                client.writer.cancel()
+        return ws
+
+    async def _api_trades(self, request: web.Request) -> web.Response:
+        if not self._authorized(request):
+            return self._unauthorized()
+        try:
+            since, limit = _int_param(request, "since", 0), _limit(request)
+        except ValueError as exc:
+            return web.json_response({"error": str(exc)}, status=400)
+        trades = await self._history(self._provider.trades_since(since, limit))
+        if trades is None:
+            return web.json_response({"error": "history unavailable"}, status=503)
+        return self._json(TradesPage(trades=list(trades)))
+
+    async def _api_decisions(self, request: web.Request) -> web.Response:
+        if not self._authorized(request):
+            return self._unauthorized()
+        try:
+            limit = _limit(request)
+        except ValueError as exc:
+            return web.json_response({"error": str(exc)}, status=400)
+        decisions = await self._history(self._provider.recent_decisions(limit))
+        if decisions is None:
+            return web.json_response({"error": "history unavailable"}, status=503)
+        return self._json(DecisionsPage(decisions=list(decisions)))
+
+    async def _api_equity(self, request: web.Request) -> web.Response:
+        if not self._authorized(request):
+            return self._unauthorized()
+        try:
+            since, limit = _int_param(request, "since", 0), _limit(request)
+        except ValueError as exc:
+            return web.json_response({"error": str(exc)}, status=400)
+        points = await self._history(self._provider.equity_since(since, limit))
+        if points is None:
+            return web.json_response({"error": "history unavailable"}, status=503)
+        return self._json(EquityPage(equity=list(points)))
+
+    async def _history(self, call: Awaitable[Sequence[_T]]) -> Sequence[_T] | None:
+        """Await a provider call with a timeout; a failure is logged and answered 503."""
+        try:
+            return await asyncio.wait_for(call, self._history_timeout_s)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            logger.exception("history provider failed")
+            return None
+
+    def _json(self, page: BaseModel) -> web.Response:
+        return web.Response(text=self._scrub(page.model_dump_json()), content_type="application/json")
+
+
+class DashboardLogHandler(logging.Handler):
+    """A logging handler that forwards records to :meth:`DashboardServer.publish_log` (thread-safe)."""
+
+    def __init__(
+        self, server: DashboardServer, loop: asyncio.AbstractEventLoop, level: int = logging.INFO
+    ) -> None:
+        super().__init__(level)
+        self._server = server
+        self._loop = loop
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """Schedule the line on the server's loop (never publishes re-entrantly)."""
+        try:
+            line = LogLine(
+                ts=int(record.created * 1000),
+                level=record.levelname,
+                logger=record.name,
+                message=record.getMessage(),
+            )
+            if not self._loop.is_closed():
+                self._loop.call_soon_threadsafe(self._server.publish_log, line)
+        except Exception:  # a log handler must never raise into the code that logs
+            self.handleError(record)
+
+
+def _is_ping(data: str) -> bool:
+    text = data.strip()
+    if text == "ping":
+        return True
+    if not text.startswith("{") or len(text) > 256:
+        return False
+    with contextlib.suppress(orjson.JSONDecodeError):
+        parsed = orjson.loads(text)
+        return isinstance(parsed, dict) and parsed.get("type") == "ping"
+    return False
+
+
+def _int_param(request: web.Request, name: str, default: int) -> int:
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(f"{name}: expected an integer, got {raw[:32]!r}") from None
+    if value < 0:
+        raise ValueError(f"{name}: must be >= 0")
+    return value
+
+
+def _limit(request: web.Request) -> int:
+    value = _int_param(request, "limit", DEFAULT_LIMIT)
+    if not 1 <= value <= MAX_LIMIT:
+        raise ValueError(f"limit: must be between 1 and {MAX_LIMIT}")
+    return value
+
+
+def _redaction_forms(secrets: Iterable[str]) -> tuple[str, ...]:
+    """Each secret as it would appear raw and JSON-escaped (too-short values are refused)."""
+    forms: set[str] = set()
+    for secret in secrets:
+        if not secret:
+            continue
+        if len(secret) < _MIN_REDACT_CHARS:
+            raise ValueError(f"secrets shorter than {_MIN_REDACT_CHARS} characters cannot be redacted safely")
+        forms.add(secret)
+        forms.add(orjson.dumps(secret).decode()[1:-1])
+    return tuple(sorted(forms, key=len, reverse=True))
