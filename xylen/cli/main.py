@@ -33,10 +33,13 @@ def _subcommand_modules() -> list[ModuleType]:
         model_server,
         paper_exchange,
         risk,
+        run,
         train,
     )
 
-    return [data, features, train, convert_onnx, model_server, paper_exchange, config_cmd, demo, risk, db]
+    return [
+        data, features, train, convert_onnx, model_server, paper_exchange, config_cmd, demo, risk, db, run,
+    ]  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:

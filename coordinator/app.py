@@ -1,0 +1,351 @@
+"""The coordinator's composition root: everything built from one config, run as one supervised group.
+
+:class:`CoordinatorApp` builds, in order: the SQLite database (``init_db``, migrations), the exchange
+(:class:`FuturesExchange`: connect, reconcile SQLite with the exchange, monitor orders), margin mode
+and leverage per symbol, the clock (accelerated and instant clocks start at the exchange's time, so
+a paper exchange replaying 2024 and the coordinator agree on "now"), the model clients, the ensemble
+and risk manager (state restored from SQLite), metrics and the dashboard servers, then the
+:class:`~coordinator.heartbeat.Heartbeat`.
+
+Tasks (named, supervised: the first one to crash stops the group and the process exits 1):
+``heartbeat`` (the beat loop; with ``beats`` it ends the run after that many), ``backup`` (the daily
+SQLite backup), ``watchdog`` (systemd ``WATCHDOG=1`` when ``WATCHDOG_USEC`` is set).
+
+Signals: SIGINT/SIGTERM finish the beat in progress, stop the tasks (each bounded by a timeout),
+checkpoint and close SQLite, close the connections and exit 0; protective stop and take-profit orders
+stay on the exchange.  SIGHUP reloads the config file: an invalid file is refused with one log line
+naming the key and the reason and the running config is kept; a valid one is applied before the next
+beat (ensemble, risk and trading settings, beat timing; changes to sections that need a restart are
+named in a warning and not applied).
+
+systemd: with ``NOTIFY_SOCKET`` set, ``READY=1`` after start-up, ``WATCHDOG=1`` every half
+``WATCHDOG_USEC``, ``STOPPING=1`` at shutdown (the datagram protocol of ``sd_notify(3)``, no library).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import sqlite3
+from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from coordinator.clock import Clock, InstantClock, make_clock
+from coordinator.ensemble import Ensemble, EnsembleStore
+from coordinator.exchange.facade import FuturesExchange
+from coordinator.heartbeat import BeatReport, Heartbeat
+from coordinator.metrics import Metrics, MetricsServer
+from coordinator.model_client import ModelClients
+from coordinator.risk import RiskManager
+from coordinator.risk.state import RiskStore
+from coordinator.snapshot import MarketData
+from coordinator.storage.backup import DailyBackup
+from coordinator.storage.db import init_db
+from coordinator.storage.journal import DecisionParams, Journal
+from coordinator.ws_server import DashboardServer, DecisionView, EquityPoint, TradeView
+from xylen.config import XylenConfig, load_config
+from xylen.config.secrets import Secrets, load_secrets
+from xylen.errors import ConfigError
+from xylen.paths import Home
+
+logger = logging.getLogger(__name__)
+
+RESTART_SECTIONS = ("exchange", "market", "model_servers", "storage", "monitoring", "dashboard")
+SHUTDOWN_TIMEOUT_S = 5.0
+
+
+def sd_notify(message: str) -> bool:
+    """Send ``message`` to systemd's ``NOTIFY_SOCKET`` (False when unset or unreachable)."""
+    address = os.environ.get("NOTIFY_SOCKET")
+    if not address:
+        return False
+    if address.startswith("@"):
+        address = "\0" + address[1:]
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+            sock.settimeout(0.5)
+            sock.sendto(message.encode(), address)
+    except OSError as exc:
+        logger.warning("sd_notify %r failed: %s", message, exc)
+        return False
+    return True
+
+
+class JournalHistory:
+    """The dashboard's history API (:class:`~coordinator.ws_server.HistoryProvider`) over the journal."""
+
+    def __init__(self, journal: Journal) -> None:
+        self.journal = journal
+
+    async def trades_since(self, since_ms: int, limit: int) -> Sequence[TradeView]:
+        return [
+            TradeView(
+                trade_id=t.intent_id,
+                symbol=t.symbol,
+                side=t.side,
+                quantity=float(t.qty),
+                entry_price=float(t.entry_price),
+                exit_price=float(t.exit_price),
+                pnl_usd=float(t.net_pnl),
+                fees_usd=float(t.fees),
+                opened_ms=t.entry_ms,
+                closed_ms=t.exit_ms,
+            )
+            for t in self.journal.trades(since_ms)[:limit]
+        ]
+
+    async def recent_decisions(self, limit: int) -> Sequence[DecisionView]:
+        keys = set(DecisionView.model_fields)
+        out = []
+        for row in reversed(self.journal.recent_decisions(limit)):
+            row["votes"] = [
+                {k: v[k] for k in ("model_id", "prob_raw", "prob", "weight")} for v in row["votes"]
+            ]
+            out.append(DecisionView.model_validate({k: v for k, v in row.items() if k in keys}))
+        return out
+
+    async def equity_since(self, since_ms: int, limit: int) -> Sequence[EquityPoint]:
+        return [
+            EquityPoint(ts=ts, equity_usd=float(eq), daily_pnl_usd=float(pnl))
+            for ts, eq, pnl in self.journal.equity_curve(since_ms)[:limit]
+        ]
+
+
+@dataclass
+class CoordinatorApp:
+    """Build, run and stop the coordinator (module docstring).  ``run()`` returns the exit status."""
+
+    config: XylenConfig
+    home: Home
+    config_path: Path | None = None
+    beats: int | None = None
+    secrets: Secrets | None = None
+    on_beat: Callable[[BeatReport], None] | None = None
+    stop_event: asyncio.Event = field(default_factory=asyncio.Event)
+    heartbeat: Heartbeat | None = None
+    metrics_server: MetricsServer | None = None
+    dashboard: DashboardServer | None = None
+    exchange: FuturesExchange | None = None
+    reloads: int = 0
+    _conn: sqlite3.Connection | None = None
+    _ensemble_store: EnsembleStore | None = None
+    _models: ModelClients | None = None
+
+    def stop(self) -> None:
+        """Ask for a graceful stop (what SIGINT/SIGTERM do)."""
+        if not self.stop_event.is_set():
+            logger.info("stop requested: finishing the current beat")
+        self.stop_event.set()
+
+    # ------------------------------------------------------------------ start-up
+
+    async def _build(self) -> Heartbeat:
+        config = self.config
+        secrets = self.secrets or load_secrets()
+        self.home.root.mkdir(parents=True, exist_ok=True)
+        self._conn = conn = init_db(self.home.database)
+        self.exchange = exchange = await FuturesExchange.create(
+            config.exchange, secrets, self.home.database, symbols=config.market.symbols
+        )
+        result = await exchange.start()
+        logger.info("reconciliation done: %s", result)
+        for symbol in config.market.symbols:
+            await exchange.set_margin_mode(symbol, config.exchange.margin_mode)
+            await exchange.set_leverage(symbol, config.exchange.leverage)
+        logger.info("margin mode %s and leverage %dx set on %s", config.exchange.margin_mode,
+                    config.exchange.leverage, ", ".join(config.market.symbols))  # fmt: skip
+        start_ms = None if config.heartbeat.clock == "wall" else await exchange.client.server_time()
+        clock: Clock = make_clock(config.heartbeat, start_ms)
+        self._models = ModelClients(config.model_servers, secrets.model_token)
+        self._ensemble_store = EnsembleStore.open(self.home.database)
+        ensemble = Ensemble.from_config(config, self._ensemble_store)
+        risk = RiskManager.from_config(config, RiskStore(conn))
+        metrics = Metrics()
+        self.metrics_server = MetricsServer(
+            metrics, config.monitoring.metrics_host, config.monitoring.metrics_port
+        )
+        await self.metrics_server.start()
+        journal = Journal(conn, DecisionParams.from_ensemble(ensemble))
+        if config.dashboard.enabled:
+            self.dashboard = DashboardServer(
+                JournalHistory(journal),
+                token=secrets.dashboard_token,
+                require_token=config.dashboard.require_token,
+                redact=[s for s in (secrets.model_token, secrets.paper_api_secret) if s is not None],
+                clock_ms=clock.now_ms,
+            )
+            await self.dashboard.start(config.dashboard.host, config.dashboard.port)
+        market = MarketData(
+            exchange.client, config.market.symbols, config.market.base_interval, config.market.history_candles
+        )
+        return Heartbeat(
+            config, clock, market, exchange, self._models, ensemble, risk, journal, metrics,
+            self.dashboard, on_beat=self.on_beat,
+        )  # fmt: skip
+
+    # ------------------------------------------------------------------ reload
+
+    def reload(self) -> bool:
+        """Re-read the config file (SIGHUP); True when the new one was accepted."""
+        if self.config_path is None:
+            logger.warning("SIGHUP: no config file was given; nothing to reload")
+            return False
+        try:
+            new = load_config(self.config_path)
+        except ConfigError as exc:
+            logger.error("config reload refused, keeping the running config: %s", exc)
+            return False
+        old = self.config
+        needs_restart = [s for s in RESTART_SECTIONS if getattr(new, s) != getattr(old, s)]
+        if needs_restart:
+            logger.warning(
+                "config reload: changes to %s need a restart; not applied", ", ".join(needs_restart)
+            )
+            new = new.model_copy(update={s: getattr(old, s) for s in RESTART_SECTIONS})
+        hb = self.heartbeat
+        if hb is not None and self._conn is not None:
+            hb.stage(new, Ensemble.from_config(new, self._ensemble_store),
+                     RiskManager.from_config(new, RiskStore(self._conn)))  # fmt: skip
+        self.config = new
+        self.reloads += 1
+        logger.info("config reloaded from %s (applied before the next beat)", self.config_path)
+        return True
+
+    # ------------------------------------------------------------------ run
+
+    async def run(self) -> int:
+        """Start, beat until stopped (or ``beats`` done), stop cleanly; the exit status."""
+        loop = asyncio.get_running_loop()
+        installed: list[signal.Signals] = []
+        for sig, handler in ((signal.SIGTERM, self.stop), (signal.SIGINT, self.stop),
+                             (signal.SIGHUP, self.reload)):  # fmt: skip
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.add_signal_handler(sig, handler)
+                installed.append(sig)
+        status = 1
+        try:
+            self.heartbeat = await self._build()
+            sd_notify("READY=1\nSTATUS=beating")
+            logger.info("coordinator started: %s, %d model server(s), clock %s",
+                        ", ".join(self.config.market.symbols), len(self.config.model_servers),
+                        self.config.heartbeat.clock)  # fmt: skip
+            status = await self._supervise(self.heartbeat)
+        finally:
+            sd_notify("STOPPING=1")
+            await self._shutdown()
+            for sig in installed:
+                loop.remove_signal_handler(sig)
+        logger.info("coordinator stopped (exit %d)", status)
+        return status
+
+    def _loops(self, hb: Heartbeat) -> dict[str, Callable[[], Coroutine[Any, Any, None]]]:
+        backup = DailyBackup(
+            self.home.database, self.home.backups, self.config.storage.backup_keep,
+            self.config.storage.backup_hour_utc,
+        )  # fmt: skip
+
+        async def heartbeat() -> None:
+            await hb.run(self.beats, self.stop_event)
+            self.stop_event.set()
+
+        # an instant clock moves when slept on: only the beat loop may drive it
+        sleep = asyncio.sleep if isinstance(hb.clock, InstantClock) else hb.clock.sleep
+        loops: dict[str, Callable[[], Coroutine[Any, Any, None]]] = {
+            "heartbeat": heartbeat,
+            "backup": lambda: backup.run_daily(hb.clock.now_ms, sleep),
+        }
+        usec = os.environ.get("WATCHDOG_USEC")
+        if usec and usec.isdigit() and int(usec) > 0:
+            loops["watchdog"] = lambda: _watchdog(int(usec) / 2e6)
+        return loops
+
+    async def _supervise(self, hb: Heartbeat) -> int:
+        tasks = {name: asyncio.create_task(loop(), name=name) for name, loop in self._loops(hb).items()}
+        stopper = asyncio.create_task(self.stop_event.wait(), name="stop")
+        status = 0
+        try:
+            done, _ = await asyncio.wait([*tasks.values(), stopper], return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                if task is not stopper and not task.cancelled() and task.exception() is not None:
+                    logger.critical("task %s crashed: stopping", task.get_name(), exc_info=task.exception())
+                    status = 1
+            self.stop_event.set()
+            beat_task = tasks.pop("heartbeat")
+            if not beat_task.done():
+                # the loop sees the stop event after the beat in progress
+                finished, _ = await asyncio.wait([beat_task], timeout=SHUTDOWN_TIMEOUT_S)
+                if not finished:
+                    logger.error("the beat in progress did not finish within %.0f s", SHUTDOWN_TIMEOUT_S)
+                    beat_task.cancel()
+                    await asyncio.wait([beat_task], timeout=1.0)
+                elif beat_task.exception() is not None:
+                    logger.critical("heartbeat crashed: stopping", exc_info=beat_task.exception())
+                    status = 1
+        finally:
+            for task in [*tasks.values(), stopper]:
+                task.cancel()
+            pending = [t for t in [*tasks.values(), stopper] if not t.done()]
+            if pending:
+                _done, late = await asyncio.wait(pending, timeout=SHUTDOWN_TIMEOUT_S)
+                for task in late:
+                    logger.error("task %s did not stop within %.0f s", task.get_name(), SHUTDOWN_TIMEOUT_S)
+        return status
+
+    async def _shutdown(self) -> None:
+        """Close everything this app opened, each step bounded and independent of the others."""
+        steps: list[tuple[str, Callable[[], Coroutine[Any, Any, None]]]] = []
+        if self.heartbeat is not None:
+            steps.append(("heartbeat", self.heartbeat.close))
+        if self.dashboard is not None:
+            steps.append(("dashboard", self.dashboard.stop))
+        if self.metrics_server is not None:
+            steps.append(("metrics", self.metrics_server.stop))
+        if self._models is not None:
+            steps.append(("model clients", self._models.close))
+        if self.exchange is not None:
+            steps.append(("exchange", self.exchange.stop))
+        for name, step in steps:
+            try:
+                await asyncio.wait_for(step(), SHUTDOWN_TIMEOUT_S)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("stopping %s failed", name)
+        if self._ensemble_store is not None:
+            self._ensemble_store.close()
+        if self._conn is not None:
+            with contextlib.suppress(sqlite3.Error):
+                self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            self._conn.close()
+            self._conn = None
+
+
+async def _watchdog(interval_s: float) -> None:
+    """``WATCHDOG=1`` every ``interval_s`` while the event loop runs."""
+    while True:
+        sd_notify("WATCHDOG=1")
+        await asyncio.sleep(interval_s)
+
+
+def resolve_home(config: XylenConfig, home: str | None) -> Home:
+    """``--home``, else ``$XYLEN_HOME``, else the config's ``storage.home``."""
+    if home is None and not os.environ.get("XYLEN_HOME"):
+        return Home.resolve(config.storage.home)
+    return Home.resolve(home)
+
+
+def run_coordinator(config_path: str | None, home: str | None = None, beats: int | None = None) -> int:
+    """Load the config (a bad one raises :class:`ConfigError`, exit 2) and run the coordinator."""
+    path = Path(config_path) if config_path else None
+    config = load_config(path)
+    app = CoordinatorApp(config, resolve_home(config, home), path, beats)
+    return asyncio.run(app.run())
+
+
+__all__ = ["CoordinatorApp", "JournalHistory", "resolve_home", "run_coordinator", "sd_notify"]

@@ -1,0 +1,498 @@
+"""The heartbeat (DESIGN §1): one decision cycle per ``heartbeat.interval_seconds`` of clock time.
+
+One beat, for every symbol at once::
+
+    snapshot (coordinator.snapshot) + account  ->  parallel fan-out to every model server
+    (per-server timeout, beat deadline)  ->  ensemble.decide  ->  risk.validate  ->  order
+    (FuturesExchange.place_order, only for an approved entry with no position or open intent on the
+    symbol; never when ``trading.enabled`` is false)  ->  metrics  ->  journal.log_beat  ->  dashboard
+
+Every beat is logged, HOLDs and refusals included: the snapshot's features, every server's vote
+(failures as NaN votes with their status), the decision with its HOLD reasons, the risk answer with
+its reasons and the order's ``clientOrderId``.
+
+Outcomes: a decision taken on a new closed candle waits until its horizon (``trading.horizon_minutes``)
+has closed too; then its label (close after the horizon > close at the decision) goes to
+``ensemble.observe`` and the journal's outcomes, and, in batches of ``retrain_batch``, to every model
+server's ``/retrain`` (a tracked background task: the beat never waits for it).  Equity and the
+number of votes go to the risk manager every beat (drawdown and quorum breakers).
+
+Errors, by reaction (STYLE practice 4): :data:`FATAL` errors (the exchange refusing our keys) stop the
+loop and so the process; any other failure of a beat is logged with its traceback, counted
+(:attr:`Heartbeat.failed_beats`; exchange errors also feed the risk manager's error-burst breaker and
+``xylen_exchange_errors_total``) and the loop goes on with the next beat.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+from coordinator.clock import Clock
+from coordinator.decision import proposal_from_decision
+from coordinator.ensemble import Decision, Ensemble, Market, Outcome, Vote
+from coordinator.exchange.errors import ExchangeError, FatalError
+from coordinator.exchange.facade import FuturesExchange
+from coordinator.exchange.schemas import Balance, Position
+from coordinator.metrics import Metrics
+from coordinator.model_client import FanOut, ModelClients, VoteStatus
+from coordinator.orders.manager import Placement, SymbolBusy
+from coordinator.orders.models import Side as OrderSide
+from coordinator.risk import AccountView, MarketView, PositionView, RiskManager, Side
+from coordinator.risk.manager import RiskResult
+from coordinator.snapshot import MarketData, MarketSnapshot
+from coordinator.storage.journal import DecisionParams, Journal, Prediction, PredictionStatus, Snapshot
+from coordinator.ws_server import (
+    BeatMessage,
+    DashboardServer,
+    DecisionView,
+    EquityPoint,
+    ModelStatusView,
+)
+from coordinator.ws_server import PositionView as PositionMessage
+from xylen.config.schema import XylenConfig
+from xylen.contract import Outcome as WireOutcome
+from xylen.contract import PredictRequest
+from xylen.features import FEATURE_VERSION
+
+logger = logging.getLogger(__name__)
+
+FATAL: tuple[type[BaseException], ...] = (FatalError, MemoryError)
+ZERO = Decimal(0)
+_PREDICTION_STATUS: dict[VoteStatus, PredictionStatus] = {
+    VoteStatus.TIMEOUT: "timeout",
+    VoteStatus.DEADLINE: "timeout",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class SymbolBeat:
+    """What one beat did for one symbol."""
+
+    beat_id: str
+    snapshot: MarketSnapshot
+    fanout: FanOut
+    decision: Decision
+    risk: RiskResult | None = None
+    placement: Placement | None = None
+    note: str = ""  # why no order was sent although the ensemble traded
+
+
+@dataclass(frozen=True, slots=True)
+class BeatReport:
+    """One beat: per symbol results, its duration and ``decide_to_order_s`` (snapshot in hand -> sent)."""
+
+    number: int
+    started_ms: int
+    symbols: dict[str, SymbolBeat]
+    duration_s: float
+    outcomes: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Pending:
+    """A decision waiting for its horizon to close."""
+
+    beat_id: str
+    symbol: str
+    decision_ms: int
+    entry: float
+    votes: tuple[Vote, ...]
+    market: Market
+    features: dict[str, float]
+
+
+@dataclass
+class Heartbeat:
+    """The beat loop over composed parts (all built by :mod:`coordinator.app`)."""
+
+    config: XylenConfig
+    clock: Clock
+    market: MarketData
+    exchange: FuturesExchange
+    models: ModelClients
+    ensemble: Ensemble
+    risk: RiskManager
+    journal: Journal
+    metrics: Metrics
+    dashboard: DashboardServer | None = None
+    retrain_batch: int = 32
+    on_beat: Callable[[BeatReport], None] | None = None
+    beats: int = 0
+    failed_beats: int = 0
+    pending: list[Pending] = field(default_factory=list)
+    retrain_buffer: list[WireOutcome] = field(default_factory=list)
+    _decided: dict[str, int] = field(default_factory=dict)
+    _tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    _staged: tuple[XylenConfig, Ensemble, RiskManager] | None = None
+
+    # ------------------------------------------------------------------ configuration
+
+    def apply(self, config: XylenConfig, ensemble: Ensemble, risk: RiskManager) -> None:
+        """Take a reloaded config (between beats): new ensemble, risk manager and beat timing."""
+        self.config = config
+        self.ensemble = ensemble
+        self.risk = risk
+        self.journal.params = DecisionParams.from_ensemble(ensemble)
+
+    def stage(self, config: XylenConfig, ensemble: Ensemble, risk: RiskManager) -> None:
+        """Apply a reloaded config at the start of the next beat (never in the middle of one)."""
+        self._staged = (config, ensemble, risk)
+
+    @property
+    def interval_ms(self) -> int:
+        return int(self.config.heartbeat.interval_seconds * 1000)
+
+    def deadline_s(self) -> float:
+        """The fan-out's real-time deadline: the config's, within 80% of the beat's real length."""
+        hb = self.config.heartbeat
+        return min(hb.deadline_seconds, 0.8 * self.clock.wall_seconds(hb.interval_seconds))
+
+    # ------------------------------------------------------------------ loop
+
+    async def run(self, beats: int | None = None, stop: asyncio.Event | None = None) -> None:
+        """Beat at every interval boundary (+ a small grace for the candle to close) until ``stop``
+        is set or ``beats`` beats have run.  A beat in progress always finishes."""
+        stop = stop or asyncio.Event()
+        done = 0
+        while not stop.is_set() and (beats is None or done < beats):
+            interval = self.interval_ms
+            grace = min(2_000, interval // 10)
+            target = (self.clock.now_ms() // interval + 1) * interval + grace
+            if await self._wait(target, stop):
+                break
+            done += 1
+            try:
+                await self.beat()
+            except asyncio.CancelledError:
+                raise
+            except FATAL:
+                logger.critical("fatal error in beat %d: stopping", self.beats, exc_info=True)
+                raise
+            except Exception as exc:
+                self.failed_beats += 1
+                if isinstance(exc, ExchangeError):
+                    self.risk.on_exchange_error(self.clock.now_ms(), str(exc))
+                    self.metrics.exchange_error(exc.code if exc.code is not None else exc.status or "?")
+                logger.exception("beat %d failed (%d failed so far); going on", self.beats, self.failed_beats)
+
+    async def _wait(self, target_ms: int, stop: asyncio.Event) -> bool:
+        """Sleep until ``target_ms`` on the clock; True when ``stop`` was set meanwhile."""
+        sleeper = asyncio.ensure_future(self.clock.sleep_until(target_ms))
+        stopper = asyncio.ensure_future(stop.wait())
+        try:
+            await asyncio.wait({sleeper, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (sleeper, stopper):
+                task.cancel()
+            await asyncio.gather(sleeper, stopper, return_exceptions=True)
+        return stop.is_set()
+
+    async def close(self, timeout_s: float = 5.0) -> None:
+        """Send the buffered outcomes and wait (bounded) for retrain posts in flight."""
+        self._flush_retrain(force=True)
+        if self._tasks:
+            _done, pending = await asyncio.wait(self._tasks, timeout=timeout_s)
+            for task in pending:
+                logger.warning("retrain post %s still running at shutdown: cancelled", task.get_name())
+                task.cancel()
+
+    # ------------------------------------------------------------------ one beat
+
+    async def beat(self) -> BeatReport:
+        """One full beat (module docstring); raises only when the beat could not be done."""
+        if self._staged is not None:
+            self.apply(*self._staged)
+            self._staged = None
+        self.beats += 1
+        t0 = time.perf_counter()
+        now = self.clock.now_ms()
+        snaps, (balances, positions) = await asyncio.gather(self.market.snapshot_all(now), self._account())
+        account = self._account_view(balances, positions)
+        matured = self._mature(snaps)
+        fanouts = await asyncio.gather(*(self._fan_out(s) for s in snaps.values()))
+        results: dict[str, SymbolBeat] = {}
+        for snap, fanout in zip(snaps.values(), fanouts, strict=True):
+            results[snap.symbol] = await self._decide_and_act(snap, fanout, account)
+        now = self.clock.now_ms()
+        self.risk.on_quorum(min((len(f.votes) for _, f in fanouts), default=0), now)
+        self.risk.on_equity(account.equity, account.unrealised_pnl, now)
+        stats = self.risk.statistics(now)
+        self.journal.log_equity(now, account.equity, stats.daily_pnl, account.unrealised_pnl)
+        duration = time.perf_counter() - t0
+        self._record_metrics(results, account, positions, stats.breaker_trips, stats.breakers_blocking)
+        self.metrics.observe_beat(duration)
+        report = BeatReport(self.beats, now, results, duration, matured)
+        self._publish(report, account, positions, stats.daily_pnl, stats.breakers_blocking)
+        logger.info(
+            "beat %d: %s in %.0f ms",
+            self.beats,
+            ", ".join(f"{s} {r.decision.action.value}" + (" ORDER" if r.placement else "")
+                      for s, r in results.items()),
+            duration * 1000,
+        )  # fmt: skip
+        if self.on_beat is not None:
+            self.on_beat(report)
+        return report
+
+    async def _account(self) -> tuple[list[Balance], list[Position]]:
+        balances, positions = await asyncio.gather(
+            self.exchange.get_account_balance(), self.exchange.get_open_positions()
+        )
+        return balances, positions
+
+    def _account_view(self, balances: Sequence[Balance], positions: Sequence[Position]) -> AccountView:
+        usdt = next((b for b in balances if b.asset == "USDT"), None)
+        wallet = usdt.balance if usdt is not None else ZERO
+        available = usdt.availableBalance if usdt is not None else ZERO
+        open_positions = [p for p in positions if p.positionAmt != 0]
+        unrealised = sum((p.unRealizedProfit for p in open_positions), ZERO)
+        return AccountView(
+            equity=wallet + unrealised,
+            available_balance=available,
+            unrealised_pnl=unrealised,
+            positions=tuple(PositionView(p.symbol, p.positionAmt, p.markPrice) for p in open_positions),
+            leverage=Decimal(self.config.exchange.leverage),
+        )
+
+    def request(self, snap: MarketSnapshot, beat_id: str) -> PredictRequest:
+        """The ``/predict`` body of one symbol's beat (features and the newest candles)."""
+        return PredictRequest(
+            request_id=beat_id,
+            symbol=snap.symbol,
+            timeframe=snap.interval,
+            timestamp=snap.close_time_ms,
+            candles=snap.candles,
+            features=snap.features,
+            feature_version=snap.feature_version,
+            meta={"price": snap.close},
+        )
+
+    async def _fan_out(self, snap: MarketSnapshot) -> tuple[str, FanOut]:
+        beat_id = uuid.uuid4().hex
+        return beat_id, await self.models.predict_all(self.request(snap, beat_id), self.deadline_s())
+
+    def market_of(self, snap: MarketSnapshot) -> Market:
+        """The ensemble's market context of a snapshot."""
+        return Market(
+            timestamp_ms=snap.close_time_ms,
+            price=snap.close,
+            funding_rate=snap.funding_rate,
+            atr=snap.atr,
+            next_funding_ms=snap.next_funding_ms,
+        )
+
+    async def _decide_and_act(
+        self, snap: MarketSnapshot, beat: tuple[str, FanOut], account: AccountView
+    ) -> SymbolBeat:
+        beat_id, fanout = beat
+        market = self.market_of(snap)
+        decision = self.ensemble.decide(fanout.votes, market)
+        risk_result: RiskResult | None = None
+        placement: Placement | None = None
+        note = ""
+        proposal = proposal_from_decision(decision, snap.symbol, snap.close)
+        if proposal is not None:
+            view = MarketView(
+                snap.symbol,
+                snap.mark_price,
+                snap.last_price,
+                snap.taken_ms,
+                self.exchange.client.symbol_rules(snap.symbol),
+            )
+            risk_result = self.risk.validate(proposal, account, view, self.clock.now_ms())
+            placement, note = await self._order(snap, proposal.side, risk_result, account, decision)
+        self._remember(beat_id, snap, fanout.votes, market)
+        self.journal.log_beat(
+            Snapshot(
+                beat_id, snap.symbol, market, float(snap.mark_price), snap.features, snap.feature_version
+            ),
+            self._predictions(fanout),
+            decision,
+            risk_result,
+            placement.entry.client_order_id if placement is not None else None,
+        )
+        return SymbolBeat(beat_id, snap, fanout, decision, risk_result, placement, note)
+
+    async def _order(
+        self, snap: MarketSnapshot, side: Side, result: RiskResult, account: AccountView, decision: Decision
+    ) -> tuple[Placement | None, str]:
+        """Send the approved entry; returns the placement or why none was sent."""
+        if not result.approved or result.quantity <= 0:
+            return None, "risk refused: " + ", ".join(r.value for r in result.reasons)
+        if not self.config.trading.enabled:
+            logger.info(
+                "%s: %s %s approved; trading disabled, not sent", snap.symbol, side.value, result.quantity
+            )
+            return None, "trading disabled"
+        if account.position(snap.symbol) != 0 or any(
+            i.symbol == snap.symbol for i in self.exchange.store.open_intents()
+        ):
+            return None, "position or intent already open"
+        assert decision.stop_loss is not None and decision.take_profit is not None
+        try:
+            placement = await self.exchange.place_order(
+                snap.symbol,
+                OrderSide.BUY if side is Side.LONG else OrderSide.SELL,
+                result.quantity,
+                stop_loss=Decimal(str(decision.stop_loss)),
+                take_profit=Decimal(str(decision.take_profit)),
+            )
+        except SymbolBusy:
+            return None, "symbol busy"
+        self.metrics.order_state(placement.entry.state.value)
+        if placement.rejected:
+            logger.warning("%s: entry rejected: %s", snap.symbol, placement.reason)
+        else:
+            logger.info(
+                "%s: %s %s sent as %s",
+                snap.symbol,
+                side.value,
+                result.quantity,
+                placement.entry.client_order_id,
+            )
+        return placement, placement.reason
+
+    @staticmethod
+    def _predictions(fanout: FanOut) -> list[Prediction]:
+        votes = {v.model_id: v for v in fanout.votes}
+        out: list[Prediction] = []
+        for r in fanout.results:
+            if r.status is VoteStatus.OK and r.response is not None and r.server_id in votes:
+                resp = r.response
+                out.append(Prediction(votes[r.server_id], resp.model_version, resp.backend))
+            else:
+                vote = Vote(r.server_id, math.nan, latency_ms=r.latency_ms)
+                status = _PREDICTION_STATUS.get(r.status, "error")
+                out.append(Prediction(vote, status=status, error=f"{r.status.value}: {r.detail}"[:500]))
+        return out
+
+    # ------------------------------------------------------------------ outcomes
+
+    def _remember(self, beat_id: str, snap: MarketSnapshot, votes: Sequence[Vote], market: Market) -> None:
+        """Keep the first decision on each new closed candle until its horizon closes."""
+        if self._decided.get(snap.symbol) == snap.close_time_ms or not votes:
+            return
+        self._decided[snap.symbol] = snap.close_time_ms
+        self.pending.append(
+            Pending(beat_id, snap.symbol, snap.close_time_ms, snap.close, tuple(votes), market, snap.features)
+        )
+
+    def _mature(self, snaps: dict[str, MarketSnapshot]) -> int:
+        """Label the pending decisions whose horizon has closed; returns how many."""
+        horizon = self.config.trading.horizon_minutes * 60_000
+        keep: list[Pending] = []
+        done = 0
+        for p in self.pending:
+            snap = snaps.get(p.symbol)
+            target = p.decision_ms + horizon
+            if snap is None or snap.close_time_ms < target:
+                keep.append(p)
+                continue
+            tail = self.market.tails[p.symbol]
+            index = int(tail.open_time.searchsorted(target + 1 - self.market.step_ms))
+            if index >= len(tail):
+                keep.append(p)
+                continue
+            exit_price = float(tail.columns["close"][index])
+            label = 1 if exit_price > p.entry else 0
+            return_bps = (exit_price / p.entry - 1.0) * 1e4
+            self.ensemble.observe(Outcome.from_votes(p.votes, p.market, label, target))
+            self.journal.log_outcome(p.beat_id, target, label, exit_price, return_bps)
+            self.retrain_buffer.append(
+                WireOutcome(request_id=p.beat_id, timestamp=p.decision_ms, features=p.features, label=label)
+            )
+            done += 1
+        self.pending = keep
+        self._flush_retrain()
+        return done
+
+    def _flush_retrain(self, *, force: bool = False) -> None:
+        if not self.retrain_buffer or (len(self.retrain_buffer) < self.retrain_batch and not force):
+            return
+        batch, self.retrain_buffer = self.retrain_buffer, []
+        task = asyncio.create_task(self._retrain(batch), name=f"retrain:{len(batch)}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _retrain(self, batch: list[WireOutcome]) -> None:
+        results = await self.models.retrain_all(batch, FEATURE_VERSION)
+        failed = [r.server_id for r in results if not r.ok]
+        logger.info("sent %d outcomes to %d server(s) for retraining; failed: %s",
+                    len(batch), len(results), failed or "none")  # fmt: skip
+
+    # ------------------------------------------------------------------ metrics and dashboard
+
+    def _record_metrics(
+        self,
+        results: dict[str, SymbolBeat],
+        account: AccountView,
+        positions: Sequence[Position],
+        trips: dict[str, int],
+        blocking: Sequence[str],
+    ) -> None:
+        m = self.metrics
+        for r in results.values():
+            for res in r.fanout.results:
+                asked = res.status is not VoteStatus.BACKOFF
+                m.observe_vote(res.server_id, res.status.value, res.latency_ms / 1000.0 if asked else None)
+            m.observe_decision(r.decision.action.value, [x.value for x in r.decision.reasons])
+        for state in self.models.states():
+            m.set_model_server_up(state.config.id, state.up)
+        for name in trips:
+            m.set_breaker(name, name in blocking)
+        stats_pnl = self.risk.statistics(self.clock.now_ms()).daily_pnl
+        m.set_account(
+            float(account.equity), float(stats_pnl), sum(1 for p in positions if p.positionAmt != 0)
+        )
+
+    def _publish(
+        self,
+        report: BeatReport,
+        account: AccountView,
+        positions: Sequence[Position],
+        daily_pnl: Decimal,
+        blocking: Sequence[str],
+    ) -> None:
+        if self.dashboard is None:
+            return
+        views = [
+            PositionMessage(
+                symbol=p.symbol,
+                side="LONG" if p.positionAmt > 0 else "SHORT",
+                quantity=float(abs(p.positionAmt)),
+                entry_price=float(p.entryPrice),
+                mark_price=float(p.markPrice),
+                unrealized_pnl_usd=float(p.unRealizedProfit),
+                leverage=self.config.exchange.leverage,
+            )
+            for p in positions
+            if p.positionAmt != 0
+        ]
+        models = [
+            ModelStatusView(
+                server_id=s.config.id,
+                up=s.up,
+                status=s.last_status.value if s.last_status else None,
+                latency_ms=s.last_latency_ms,
+                model_version=s.last_model_version,
+            )
+            for s in self.models.states()
+        ]
+        self.dashboard.publish_beat(
+            BeatMessage(
+                ts=report.started_ms,
+                positions=views,
+                decisions=[DecisionView.from_decision(r.decision) for r in report.symbols.values()],
+                models=models,
+                equity=[EquityPoint(ts=report.started_ms, equity_usd=float(account.equity),
+                                    daily_pnl_usd=float(daily_pnl))],
+                breakers={name: True for name in blocking},
+            )
+        )  # fmt: skip
