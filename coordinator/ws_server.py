@@ -139,32 +139,29 @@ class LogLine(_View):
     message: str
 
 
-class SnapshotMessage(_View):
+class _StateFields(_View):
+    """The fields a snapshot and a beat share."""
+
+    ts: int
+    positions: list[PositionView] = Field(default_factory=list)
+    decisions: list[DecisionView] = Field(default_factory=list)
+    trades: list[TradeView] = Field(default_factory=list)
+    models: list[ModelStatusView] = Field(default_factory=list)
+    equity: list[EquityPoint] = Field(default_factory=list)
+    logs: list[LogLine] = Field(default_factory=list)
+    breakers: dict[str, bool] = Field(default_factory=dict)
+
+
+class SnapshotMessage(_StateFields):
     """Sent once on connect: the current state and recent history."""
 
     type: Literal["snapshot"] = "snapshot"
-    ts: int
-    positions: list[PositionView] = Field(default_factory=list)
-    decisions: list[DecisionView] = Field(default_factory=list)
-    trades: list[TradeView] = Field(default_factory=list)
-    models: list[ModelStatusView] = Field(default_factory=list)
-    equity: list[EquityPoint] = Field(default_factory=list)
-    logs: list[LogLine] = Field(default_factory=list)
-    breakers: dict[str, bool] = Field(default_factory=dict)
 
 
-class BeatMessage(_View):
+class BeatMessage(_StateFields):
     """Sent each heartbeat: full current positions/models/breakers, and what is NEW since the last beat."""
 
     type: Literal["beat"] = "beat"
-    ts: int
-    positions: list[PositionView] = Field(default_factory=list)
-    decisions: list[DecisionView] = Field(default_factory=list)
-    trades: list[TradeView] = Field(default_factory=list)
-    models: list[ModelStatusView] = Field(default_factory=list)
-    equity: list[EquityPoint] = Field(default_factory=list)
-    logs: list[LogLine] = Field(default_factory=list)
-    breakers: dict[str, bool] = Field(default_factory=dict)
 
 
 class LogMessage(_View):
