@@ -51,6 +51,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_training.py
 	$(BIN)/python bench/bench_model_server.py
 	$(BIN)/python bench/bench_fanout.py
+	$(BIN)/python bench/bench_beat.py
 
 requirements: $(STAMP)
 	$(BIN)/python scripts/gen_requirements.py

@@ -17,6 +17,15 @@ has closed too; then its label (close after the horizon > close at the decision)
 server's ``/retrain`` (a tracked background task: the beat never waits for it).  Equity and the
 number of votes go to the risk manager every beat (drawdown and quorum breakers).
 
+Closed trades (:meth:`Heartbeat.settle_trades`, at the start of every beat, before any decision): every
+intent the order layer has closed (a bracket leg fired, a close, a liquidation or a manual close seen
+as a flat position) becomes one round trip computed from its fills in the order store (VWAP entry and
+exit, quantity, realised PnL, fees; funding is not known to the order layer and is logged as 0).  It is
+written with ``journal.log_trade``, and only when that row is new do its fills go to
+``risk.on_fill`` (the fees) and the trade to ``risk.on_close`` (daily PnL, win/loss counts, the
+consecutive-losses breaker and the loss cooldown): the ``trades`` row is the idempotency key, so a
+second scan or a restart never counts a trade twice.
+
 Errors, by reaction (STYLE practice 4): :data:`FATAL` errors (the exchange refusing our keys) stop the
 loop and so the process; any other failure of a beat is logged with its traceback, counted
 (:attr:`Heartbeat.failed_beats`; exchange errors also feed the risk manager's error-burst breaker and
@@ -42,12 +51,22 @@ from coordinator.exchange.facade import FuturesExchange
 from coordinator.exchange.schemas import Balance, Position
 from coordinator.metrics import Metrics
 from coordinator.model_client import FanOut, ModelClients, VoteStatus
+from coordinator.orders.brackets import EXIT_KINDS
+from coordinator.orders.events import Fill
 from coordinator.orders.manager import Placement, SymbolBusy
+from coordinator.orders.models import Intent, IntentStatus, Order, OrderKind
 from coordinator.orders.models import Side as OrderSide
 from coordinator.risk import AccountView, MarketView, PositionView, RiskManager, Side
 from coordinator.risk.manager import RiskResult
 from coordinator.snapshot import MarketData, MarketSnapshot
-from coordinator.storage.journal import DecisionParams, Journal, Prediction, PredictionStatus, Snapshot
+from coordinator.storage.journal import (
+    DecisionParams,
+    Journal,
+    Prediction,
+    PredictionStatus,
+    Snapshot,
+    TradeRecord,
+)
 from coordinator.ws_server import (
     BeatMessage,
     DashboardServer,
@@ -108,6 +127,65 @@ class Pending:
     features: dict[str, float]
 
 
+def _vwap(fills: Sequence[Fill]) -> tuple[Decimal, Decimal]:
+    """(quantity, volume-weighted price) of ``fills`` (price 0 when there are none)."""
+    qty = sum((f.qty for f in fills), ZERO)
+    if qty == 0:
+        return ZERO, ZERO
+    return qty, sum((f.qty * f.price for f in fills), ZERO) / qty
+
+
+def trade_of(
+    intent: Intent, orders: Sequence[Order], now_ms: int, fallback_exit: Decimal | None = None
+) -> TradeRecord | None:
+    """The round trip of a closed intent from its orders' fills; ``None`` when no exposure was taken.
+
+    Entry and exit prices are the VWAP of the entry's and the exit legs' fills.  A position closed
+    outside our legs (liquidation, by hand) has no exit fill of ours: its exit price is
+    ``fallback_exit`` (the mark price when the close was seen), else the entry price, and its reason
+    ``position_closed_outside``.  The realised PnL is the venue's (the exit fills' ``realized_pnl``)
+    when it reported one, else computed from the prices; fees are the USDT commissions of every fill.
+    """
+    entry_fills = [f for o in orders if o.kind is OrderKind.ENTRY for f in o.fills]
+    exit_orders = [o for o in orders if o.kind in EXIT_KINDS and o.fills]
+    exit_fills = sorted((f for o in exit_orders for f in o.fills), key=lambda f: f.time_ms)
+    qty, entry_price = _vwap(entry_fills)
+    if qty == 0:
+        return None
+    sign = Decimal(1) if intent.side is OrderSide.BUY else Decimal(-1)
+    exit_qty, exit_price = _vwap(exit_fills)
+    if exit_fills:
+        main = max(exit_orders, key=lambda o: sum((f.qty for f in o.fills), ZERO))
+        reason = main.kind.value
+        exit_ms = exit_fills[-1].time_ms
+    else:
+        exit_price = fallback_exit if fallback_exit is not None else entry_price
+        reason = "position_closed_outside"
+        exit_ms = now_ms
+    venue_pnl = [f.realized_pnl for f in exit_fills]
+    if any(p != 0 for p in venue_pnl):
+        realised = sum(venue_pnl, ZERO)
+    else:
+        realised = sign * (exit_price - entry_price) * (exit_qty if exit_fills else qty)
+    fees = sum(
+        (f.commission for f in (*entry_fills, *exit_fills) if f.commission_asset in ("USDT", "")), ZERO
+    )
+    return TradeRecord(
+        intent_id=intent.intent_id,
+        symbol=intent.symbol,
+        side="LONG" if intent.side is OrderSide.BUY else "SHORT",
+        entry_ms=min(f.time_ms for f in entry_fills),
+        exit_ms=max(exit_ms, min(f.time_ms for f in entry_fills)),
+        entry_price=entry_price,
+        exit_price=exit_price,
+        qty=qty,
+        realised_pnl=realised,
+        fees=fees,
+        funding=ZERO,
+        exit_reason=reason,
+    )
+
+
 @dataclass
 class Heartbeat:
     """The beat loop over composed parts (all built by :mod:`coordinator.app`)."""
@@ -131,6 +209,7 @@ class Heartbeat:
     _decided: dict[str, int] = field(default_factory=dict)
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
     _staged: tuple[XylenConfig, Ensemble, RiskManager] | None = None
+    _settled: set[str] = field(default_factory=set)  # closed intents already turned into trades
 
     # ------------------------------------------------------------------ configuration
 
@@ -215,6 +294,7 @@ class Heartbeat:
         now = self.clock.now_ms()
         snaps, (balances, positions) = await asyncio.gather(self.market.snapshot_all(now), self._account())
         account = self._account_view(balances, positions)
+        self.settle_trades({p.symbol: p.markPrice for p in positions})
         matured = self._mature(snaps)
         fanouts = await asyncio.gather(*(self._fan_out(s) for s in snaps.values()))
         results: dict[str, SymbolBeat] = {}
@@ -240,6 +320,52 @@ class Heartbeat:
         if self.on_beat is not None:
             self.on_beat(report)
         return report
+
+    def settle_trades(self, marks: dict[str, Decimal] | None = None) -> list[TradeRecord]:
+        """Turn the intents closed since the last call into trades (module docstring); returns the new ones.
+
+        ``marks``: mark prices per symbol, the exit price of a position closed outside our legs.
+        """
+        store = self.exchange.store
+        rows = store.connection.execute(
+            "SELECT intent_id FROM intents WHERE status = ? ORDER BY updated_ms, intent_id",
+            (IntentStatus.CLOSED.value,),
+        ).fetchall()
+        new: list[TradeRecord] = []
+        for (intent_id,) in rows:
+            if intent_id in self._settled:
+                continue
+            self._settled.add(intent_id)
+            try:
+                trade = self._settle(intent_id, marks or {})
+            except Exception:
+                logger.exception("closed intent %s could not be turned into a trade", intent_id)
+                continue
+            if trade is not None:
+                new.append(trade)
+        return new
+
+    def _settle(self, intent_id: str, marks: dict[str, Decimal]) -> TradeRecord | None:
+        store = self.exchange.store
+        intent = store.get_intent(intent_id)
+        if intent is None:
+            return None
+        orders = store.orders_of_intent(intent_id)
+        now = self.clock.now_ms()
+        trade = trade_of(intent, orders, now, marks.get(intent.symbol))
+        if trade is None or not self.journal.log_trade(trade):
+            return None  # no exposure was taken, or counted before (a restart)
+        for order in orders:
+            for fill in order.fills:
+                fee = fill.commission if fill.commission_asset in ("USDT", "") else ZERO
+                self.risk.on_fill(order.symbol, fill.qty, fill.price, fee, now)
+        self.risk.on_close(trade.symbol, trade.realised_pnl, now, trade.fees)
+        logger.info(
+            "trade %s %s %s %s @ %s -> %s (%s): realised %s, fees %s",
+            intent_id, trade.symbol, trade.side, trade.qty, trade.entry_price, trade.exit_price,
+            trade.exit_reason, trade.realised_pnl, trade.fees,
+        )  # fmt: skip
+        return trade
 
     async def _account(self) -> tuple[list[Balance], list[Position]]:
         balances, positions = await asyncio.gather(

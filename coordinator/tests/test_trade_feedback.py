@@ -1,0 +1,132 @@
+"""Closed intents reach the journal and the risk manager once: real paper exchange, real app.
+
+A bracket's take-profit fires on the replay (a win), then a position closed at once by hand pays its
+fees for nothing (a loss, exit reason ``close``).  Each is one ``trades`` row and one ``on_close``;
+scanning again, a beat, and a restart on the same database count nothing twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from decimal import Decimal
+from pathlib import Path
+
+from coordinator.app import CoordinatorApp
+from coordinator.heartbeat import Heartbeat
+from coordinator.orders import IntentStatus, OrderState, Side
+from coordinator.tests.heartbeat_support import (
+    KEY,
+    SECRET,
+    STEP_MS,
+    SYMBOL,
+    coordinator_config,
+    free_port,
+    paper_venue,
+    venue_service,
+)
+from coordinator.tests.test_exchange_support import candles  # noqa: F401 - fixture
+from coordinator.tests.test_manager_support import until
+from model_server.tests.server_support import TOKEN
+from xylen.config import parse_config
+from xylen.config.secrets import Secrets
+from xylen.paths import Home
+
+
+def _secrets() -> Secrets:
+    return Secrets(paper_api_key=KEY, paper_api_secret=SECRET, model_token=TOKEN)  # type: ignore[arg-type]
+
+
+def _app(url: str, home: Path) -> CoordinatorApp:
+    data = coordinator_config(url, [], trading=False)
+    # no model server is needed: a dead one only makes the beats HOLD
+    data["model_servers"] = [{"id": "ms-0", "url": f"http://127.0.0.1:{free_port()}", "timeout_ms": 500}]
+    return CoordinatorApp(parse_config(data), Home(home), secrets=_secrets())
+
+
+def _status(hb: Heartbeat, intent_id: str) -> IntentStatus | None:
+    intent = hb.exchange.store.get_intent(intent_id)
+    return None if intent is None else intent.status
+
+
+def test_closed_intents_become_one_trade_and_one_risk_update_each(
+    candles: Path,  # noqa: F811 - fixture
+    tmp_path: Path,
+) -> None:
+    service = venue_service(candles, tmp_path)
+    home = tmp_path / "home"
+
+    async def scenario() -> None:
+        async with paper_venue(service) as url:
+            app = _app(url, home)
+            hb = await app._build()
+            try:
+                # a win: the replay rises through the take-profit within a few candles
+                placed = await hb.exchange.place_order(
+                    SYMBOL, Side.BUY, Decimal("0.01"), Decimal("44000"), Decimal("44400")
+                )
+                assert placed.entry.state is OrderState.FILLED
+                win_id = placed.intent.intent_id
+                for _ in range(60):
+                    if _status(hb, win_id) is not IntentStatus.OPEN:
+                        break
+                    service.step_to(service.now_ms() + STEP_MS // 2)
+                    await asyncio.sleep(0.05)
+                await until(lambda: _status(hb, win_id) is IntentStatus.CLOSED, what="take-profit fired")
+                hb._settled.clear()  # the scan relies on the journal, not on memory
+                trades = hb.settle_trades()
+                (win,) = trades
+                assert win.intent_id == win_id and win.exit_reason == "take_profit" and win.side == "LONG"
+                assert win.realised_pnl > 0 and win.exit_price > win.entry_price
+                assert win.qty == Decimal("0.010")
+                stats = hb.risk.statistics(hb.clock.now_ms())
+                assert stats.trades == 1 and stats.wins == 1 and stats.losses == 0
+                assert hb.risk.state.breakers.consecutive_losses == 0
+                assert stats.daily_pnl == win.realised_pnl - win.fees
+
+                # a loss: opened and closed at once, the fees are lost
+                placed = await hb.exchange.place_order(
+                    SYMBOL, Side.BUY, Decimal("0.01"), Decimal("40000"), Decimal("50000")
+                )
+                loss_id = placed.intent.intent_id
+                closing = await hb.exchange.close_position(SYMBOL)
+                assert closing is not None
+                await until(lambda: _status(hb, loss_id) is IntentStatus.CLOSED, what="closed by hand")
+                (loss,) = hb.settle_trades()
+                assert loss.intent_id == loss_id and loss.exit_reason == "close"
+                assert loss.net_pnl < 0 and loss.fees > 0
+                stats = hb.risk.statistics(hb.clock.now_ms())
+                assert stats.trades == 2 and stats.wins == 1 and stats.losses == 1
+                assert hb.risk.state.breakers.consecutive_losses == 1
+                expected = win.realised_pnl + loss.realised_pnl - win.fees - loss.fees
+                assert stats.daily_pnl == expected
+
+                # scanning again and a beat count nothing twice
+                assert hb.settle_trades() == []
+                hb._settled.clear()
+                assert hb.settle_trades() == []
+                await hb.beat()
+                assert hb.risk.statistics(hb.clock.now_ms()).trades == 2
+            finally:
+                await app._shutdown()
+
+            # a restart on the same database: the risk state is restored, nothing is re-counted
+            app = _app(url, home)
+            hb = await app._build()
+            try:
+                assert hb.settle_trades() == []
+                await hb.beat()
+                stats = hb.risk.statistics(hb.clock.now_ms())
+                assert stats.trades == 2 and stats.losses == 1
+                assert stats.daily_pnl == expected
+            finally:
+                await app._shutdown()
+
+        conn = sqlite3.connect(Home(home).database)
+        try:
+            rows = conn.execute("SELECT intent_id, exit_reason FROM trades ORDER BY id").fetchall()
+        finally:
+            conn.close()
+        assert rows == [(win_id, "take_profit"), (loss_id, "close")]
+
+    asyncio.run(scenario())
