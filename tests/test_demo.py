@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import re
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +14,7 @@ import pandas as pd
 from xylen.features import FEATURE_NAMES, FEATURE_VERSION
 
 
-def _demo(home: Path, shared: Path) -> subprocess.CompletedProcess[str]:
+def _demo(home: Path, shared: Path, *extra: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [
             sys.executable,
@@ -24,16 +27,25 @@ def _demo(home: Path, shared: Path) -> subprocess.CompletedProcess[str]:
             str(shared),
             "--symbols",
             "BTCUSDT",
+            *extra,
         ],
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=180,
         check=False,
     )
 
 
-def test_demo_runs_the_pipeline_and_is_idempotent(tmp_path: Path, shared_data: Path) -> None:
-    first = _demo(tmp_path, shared_data)
+def _gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+def test_demo_runs_the_pipeline_and_the_services_and_is_idempotent(tmp_path: Path, shared_data: Path) -> None:
+    first = _demo(tmp_path, shared_data, "--duration", "25")
     assert first.returncode == 0, first.stderr
     out = first.stdout
     assert "BTCUSDT 5m: 143,900 candles 2023-01-01 00:00 .. 2024-05-14 15:35" in out
@@ -54,6 +66,52 @@ def test_demo_runs_the_pipeline_and_is_idempotent(tmp_path: Path, shared_data: P
     assert "bracket: STOP_MARKET at " in out and "TAKE_PROFIT_MARKET at " in out
     assert "bracket cancelled, balance 99" in out  # 10,000 USDT less fees and slippage
 
-    second = _demo(tmp_path, shared_data)
+    # the services: a model trained, five children up on 127.0.0.1, beats printed from the journal
+    assert "model: training a small LightGBM model on BTCUSDT 5m into " in out
+    for name in ("paper exchange: http://127.0.0.1:", "model server lightgbm: http://127.0.0.1:",
+                 "model server onnx: http://127.0.0.1:", "model server river: http://127.0.0.1:",
+                 "metrics:   http://127.0.0.1:", "WebSocket: ws://127.0.0.1:"):  # fmt: skip
+        assert name in out, out
+    beats = [line for line in out.splitlines() if line.startswith("beat ")]
+    assert len(beats) >= 5, out
+    assert "25 s done: stopping" in out and out.rstrip().endswith("all services stopped")
+    assert (tmp_path / "demo-config.yaml").is_file()
+    assert {p.name for p in (tmp_path / "logs").glob("*.log")} >= {
+        "train.log", "paper-exchange.log", "coordinator.log",
+        "model-server-lgbm.log", "model-server-onnx.log", "model-server-river.log",
+    }  # fmt: skip
+    with sqlite3.connect(tmp_path / "xylen.db") as conn:
+        journal = conn.execute(
+            "SELECT s.ts_ms, s.price, d.action FROM snapshots s JOIN decisions d USING (beat_id)"
+            " ORDER BY s.rowid"
+        ).fetchall()
+        voted = {
+            row[0]
+            for row in conn.execute(
+                "SELECT model_id FROM model_predictions WHERE status = 'ok' AND prob_up >= 0"
+            )
+        }
+    assert len(journal) == len(beats)  # every printed beat is in the journal, and only those
+    for line, (_ts, price, action) in zip(beats, journal, strict=True):
+        assert f" {price:,.2f} | " in line and f"| {action}" in line
+    assert voted == {"demo-lgbm", "demo-onnx", "demo-river"}
+    pids = [int(p) for p in re.findall(r"pid (\d+)", out)]
+    assert len(pids) == 5 and all(_gone(pid) for pid in pids)
+
+    second = _demo(tmp_path, shared_data, "--pipeline-only")
     assert second.returncode == 0, second.stderr
     assert "(0 new this run)" in second.stdout
+    assert "beat " not in second.stdout
+
+
+def test_demo_config_is_a_valid_coordinator_config() -> None:
+    from xylen.config import XylenConfig
+    from xylen.demo_services import SPEED, demo_config
+
+    config = XylenConfig.model_validate(
+        demo_config("BTCUSDT", 9001, {"lgbm": 9002, "onnx": 9003, "river": 9004}, 9005, 9006)
+    )
+    assert config.heartbeat.clock == "accelerated" and config.heartbeat.speed == SPEED
+    assert config.heartbeat.interval_seconds / SPEED <= 2.0  # a beat every second or two
+    assert [s.url for s in config.model_servers] == [f"http://127.0.0.1:{p}" for p in (9002, 9003, 9004)]
+    assert config.monitoring.metrics_host == config.dashboard.host == "127.0.0.1"

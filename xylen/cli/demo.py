@@ -1,8 +1,10 @@
 """``xylen demo``: the end-to-end run behind ``make run``, on embedded defaults.
 
-Today it runs the data and feature pipeline (:mod:`xylen.pipeline`) on the real Binance data
-shipped beside the repository, then a short bracketed trade through the paper exchange over
-HTTP (:mod:`paper_exchange.smoke`); the other services join it as they are built.
+It runs the data and feature pipeline (:mod:`xylen.pipeline`) on the real Binance data shipped
+beside the repository, a short bracketed trade through the paper exchange over HTTP
+(:mod:`paper_exchange.smoke`), then the whole system as child processes (:mod:`xylen.demo_services`):
+the paper exchange replaying the first symbol, three model servers and the coordinator, printing
+one line per beat until Ctrl-C or ``--duration`` seconds.
 """
 
 from __future__ import annotations
@@ -13,13 +15,15 @@ import time
 from typing import Any
 
 from xylen.config import load_config
+from xylen.demo_services import run_services
+from xylen.errors import UsageError
 from xylen.paths import Home
 from xylen.pipeline import candidate_dirs, format_report, run_symbol
 
 
 def register(sub: Any) -> None:
     parser: argparse.ArgumentParser = sub.add_parser(
-        "demo", help="run the data and feature pipeline end to end on the shipped data"
+        "demo", help="run the whole system end to end on the shipped data (pipeline, services, beats)"
     )
     parser.add_argument("--config", default=None, help="config file (default: embedded defaults)")
     parser.add_argument(
@@ -31,10 +35,24 @@ def register(sub: Any) -> None:
     parser.add_argument(
         "--symbols", default="BTCUSDT,ETHUSDT", help="comma-separated symbols (default BTCUSDT,ETHUSDT)"
     )
+    parser.add_argument(
+        "--duration",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="stop the services this long after the coordinator is up (default: run until Ctrl-C)",
+    )
+    parser.add_argument(
+        "--pipeline-only",
+        action="store_true",
+        help="only the data pipeline and the trade through the paper exchange, no services",
+    )
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.duration is not None and args.duration <= 0:
+        raise UsageError("--duration: must be positive")
     config = load_config(args.config)
     home = Home.resolve(args.home or (config.storage.home if args.config else None))
     dirs = candidate_dirs(args.data, config.data.source_dir)
@@ -52,8 +70,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"a {symbols[0]} trade through the paper exchange, over HTTP with signed requests:")
         for line in asyncio.run(smoke_trade(home, symbols[0])):
             print(f"  {line}", flush=True)
-    print(
-        f"done in {time.perf_counter() - started:.1f} s. The model servers, coordinator and dashboard "
-        "join this demo as they are built (see README.md)."
-    )
-    return 0
+    if args.pipeline_only or not symbols:
+        print(f"done in {time.perf_counter() - started:.1f} s.")
+        return 0
+    print(f"pipeline done in {time.perf_counter() - started:.1f} s; starting the services on 127.0.0.1:")
+    return run_services(home, symbols[0], args.duration, lambda line: print(line, flush=True))

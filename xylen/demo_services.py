@@ -1,0 +1,431 @@
+"""The services behind ``xylen demo``: every one a child process, watched, and stopped cleanly.
+
+:func:`run_services` trains (or reuses) the demo's LightGBM model with ``xylen train``, then starts
+the paper exchange, three model servers (LightGBM, ONNX, River) and the coordinator, each as
+``sys.executable -m xylen --home HOME ...`` on free 127.0.0.1 ports, each waited for over HTTP, each
+logging to ``<home>/logs/<name>.log``.  While the coordinator beats, one line per beat is printed
+from its journal (``<home>/xylen.db``).  Ctrl-C/SIGTERM or the end of ``duration`` stops the children
+(coordinator first): SIGTERM, a bounded wait, then SIGKILL.  A failed step stops them too and raises
+:class:`~xylen.errors.XylenError` with a one-line reason.
+
+Time: the paper exchange replays at :data:`SPEED` x wall time and the coordinator runs the
+``accelerated`` clock at the same speed with a 5-minute beat, so a beat passes every
+``300 / SPEED`` wall seconds (1.5 s).  Only the standard library and PyYAML are used here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from types import FrameType
+from typing import IO, Any
+
+import yaml
+
+from xylen.errors import XylenError
+from xylen.paths import Home
+
+SPEED = 200.0  # replay and clock speed: 5 minutes of market time per 1.5 s of wall time
+BEAT_SECONDS = 300.0  # one beat per 5m candle, in clock seconds
+STOP_TIMEOUT_S = 10.0  # SIGTERM -> SIGKILL
+MODEL_DIR = "demo-lgbm"
+RIVER_DIR = "demo-river"
+SERVERS = (("lgbm", "lightgbm"), ("onnx", "onnx"), ("river", "river"))
+
+Print = Callable[[str], None]
+
+
+class Stop(Exception):
+    """SIGINT/SIGTERM arrived: stop everything and exit 0."""
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1 (bound to 0, then released)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass
+class Child:
+    """One child process and its log file."""
+
+    name: str
+    proc: subprocess.Popen[bytes]
+    log_path: Path
+    log: IO[bytes]
+
+    def last_line(self) -> str:
+        """The last non-empty line of the log (for a failure's one-line reason)."""
+        try:
+            lines = [s for s in self.log_path.read_text(errors="replace").splitlines() if s.strip()]
+        except OSError:
+            return ""
+        return lines[-1].strip()[:300] if lines else ""
+
+    def check_alive(self) -> None:
+        code = self.proc.poll()
+        if code is not None:
+            raise XylenError(
+                f"{self.name} exited with status {code}: {self.last_line()} (see {self.log_path})"
+            )
+
+
+@dataclass
+class Children:
+    """Start children in their own sessions (Ctrl-C reaches only us) and stop them in reverse order."""
+
+    home: Home
+    env: dict[str, str]
+    children: list[Child] = field(default_factory=list)
+
+    def start(self, name: str, args: list[str]) -> Child:
+        logs = self.home.root / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        log_path = logs / f"{name}.log"
+        log = log_path.open("ab")
+        log.write(f"\n--- xylen demo {datetime.now(timezone.utc):%Y-%m-%d %H:%M:%S} UTC ---\n".encode())
+        log.flush()
+        command = [sys.executable, "-m", "xylen", "--home", str(self.home.root), *args]
+        proc = subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=self.env,
+            start_new_session=True,
+        )
+        child = Child(name, proc, log_path, log)
+        self.children.append(child)
+        return child
+
+    def stop_all(self, timeout_s: float = STOP_TIMEOUT_S) -> None:
+        """SIGTERM each child (newest first), wait up to ``timeout_s`` for all, then SIGKILL."""
+        for child in reversed(self.children):
+            if child.proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    child.proc.send_signal(signal.SIGTERM)
+            if child.name == "coordinator":  # let it finish its beat before the others go
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    child.proc.wait(timeout_s)
+        deadline = time.monotonic() + timeout_s
+        for child in self.children:
+            try:
+                child.proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                child.proc.kill()
+                child.proc.wait(5.0)
+            child.log.close()
+        self.children.clear()
+
+
+def http_get(url: str, timeout_s: float = 2.0) -> tuple[int, bytes]:
+    """GET ``url``: (status, body); (0, b"") when nothing answers."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s) as response:
+            return int(response.status), bytes(response.read())
+    except urllib.error.HTTPError as exc:
+        return int(exc.code), b""
+    except (OSError, ValueError):
+        return 0, b""
+
+
+def wait_ready(child: Child, url: str, timeout_s: float, ok: Callable[[int, bytes], bool]) -> None:
+    """Poll ``url`` until ``ok(status, body)``; the child dying or the timeout raises XylenError."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        child.check_alive()
+        status, body = http_get(url)
+        if ok(status, body):
+            return
+        if time.monotonic() > deadline:
+            raise XylenError(
+                f"{child.name} did not answer {url} within {timeout_s:.0f} s (see {child.log_path})"
+            )
+        time.sleep(0.2)
+
+
+def _health_ok(status: int, body: bytes) -> bool:
+    if status != 200:
+        return False
+    try:
+        health = json.loads(body)
+    except ValueError:
+        return False
+    return bool(health.get("model_loaded")) and health.get("status") == "ok"
+
+
+def find_model(folder: Path) -> Path | None:
+    """The newest complete model directory (metadata.json, model.txt, model.onnx) under ``folder``."""
+    if not folder.is_dir():
+        return None
+    done = [
+        p
+        for p in folder.iterdir()
+        if all((p / name).is_file() for name in ("metadata.json", "model.txt", "model.onnx"))
+    ]
+    return max(done, default=None)
+
+
+def ensure_model(children: Children, symbol: str, out: Print) -> Path:
+    """Reuse ``<home>/models/demo-lgbm/<version>``, else train one with ``xylen train`` (small, fast)."""
+    folder = children.home.root / "models" / MODEL_DIR
+    found = find_model(folder)
+    if found is not None:
+        out(f"model: reusing {found}")
+        return found
+    target = folder / time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    out(f"model: training a small LightGBM model on {symbol} 5m into {target} (log: logs/train.log) ...")
+    started = time.monotonic()
+    child = children.start(
+        "train",
+        ["train", "--symbol", symbol, "--out", str(target), "--profile", "8gb", "--folds", "2",
+         "--rounds", "60", "--max-rows", "40000", "--threads", "2"],
+    )  # fmt: skip
+    code = child.proc.wait()
+    children.children.remove(child)
+    child.log.close()
+    if code != 0 or find_model(folder) is None:
+        raise XylenError(f"training failed (status {code}): {child.last_line()} (see {child.log_path})")
+    out(f"model: trained in {time.monotonic() - started:.1f} s")
+    return target
+
+
+def demo_config(
+    symbol: str, exchange_port: int, servers: dict[str, int], metrics_port: int, dashboard_port: int
+) -> dict[str, Any]:
+    """The coordinator's config for the demo (written to ``<home>/demo-config.yaml``)."""
+    return {
+        "exchange": {"mode": "paper", "paper_url": f"http://127.0.0.1:{exchange_port}"},
+        "market": {"symbols": [symbol]},
+        "heartbeat": {
+            "interval_seconds": BEAT_SECONDS,
+            "deadline_seconds": BEAT_SECONDS * 0.8,  # clock seconds; the real deadline is 0.8 x 1.5 s
+            "clock": "accelerated",
+            "speed": SPEED,
+        },
+        "model_servers": [
+            {"id": f"demo-{name}", "url": f"http://127.0.0.1:{port}", "timeout_ms": 1000}
+            for name, port in servers.items()
+        ],
+        "risk": {"max_snapshot_age_seconds": 900.0},  # clock seconds: one 5m candle plus slack
+        "trading": {"entry": "market"},
+        "monitoring": {"metrics_host": "127.0.0.1", "metrics_port": metrics_port},
+        "dashboard": {"enabled": True, "host": "127.0.0.1", "port": dashboard_port, "require_token": True},
+        "logging": {"level": "INFO", "format": "text"},
+    }
+
+
+@dataclass
+class BeatReader:
+    """New beats from the coordinator's journal, read-only, one line each."""
+
+    database: Path
+    after_rowid: int = 0
+    _conn: sqlite3.Connection | None = None
+
+    @classmethod
+    def at_end(cls, database: Path) -> BeatReader:
+        reader = cls(database)
+        with contextlib.suppress(sqlite3.Error):
+            conn = reader.connect()
+            if conn is not None:
+                row = conn.execute("SELECT COALESCE(MAX(rowid), 0) FROM snapshots").fetchone()
+                reader.after_rowid = int(row[0])
+        return reader
+
+    def connect(self) -> sqlite3.Connection | None:
+        if self._conn is None and self.database.exists():
+            self._conn = sqlite3.connect(f"file:{self.database}?mode=ro", uri=True, timeout=2.0)
+        return self._conn
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def new_lines(self) -> list[str]:
+        try:
+            conn = self.connect()
+            if conn is None:
+                return []
+            rows = conn.execute(
+                "SELECT s.rowid, s.beat_id, s.ts_ms, s.symbol, s.price, d.action, d.hold_reasons,"
+                " d.risk_approved FROM snapshots s LEFT JOIN decisions d USING (beat_id)"
+                " WHERE s.rowid > ? ORDER BY s.rowid",
+                (self.after_rowid,),
+            ).fetchall()
+            lines = []
+            for rowid, beat_id, ts_ms, symbol, price, action, reasons, approved in rows:
+                self.after_rowid = rowid
+                lines.append(self._line(conn, beat_id, ts_ms, symbol, price, action, reasons, approved))
+            return lines
+        except sqlite3.Error:  # the database is being created or migrated: next time
+            self.close()
+            return []
+
+    @staticmethod
+    def _line(
+        conn: sqlite3.Connection,
+        beat_id: str,
+        ts_ms: int,
+        symbol: str,
+        price: float,
+        action: str | None,
+        reasons: str | None,
+        approved: int | None,
+    ) -> str:
+        votes = conn.execute(
+            "SELECT model_id, status, prob_up FROM model_predictions WHERE beat_id = ? ORDER BY position",
+            (beat_id,),
+        ).fetchall()
+        shown = " ".join(
+            f"{m.removeprefix('demo-')} {p:.3f}"
+            if s == "ok" and p is not None
+            else f"{m.removeprefix('demo-')} {s}"
+            for m, s, p in votes
+        )
+        if action is None:
+            decision = "no decision"
+        else:
+            why = json.loads(reasons or "[]")
+            decision = action + (f" ({', '.join(why)})" if why else "")
+            if approved is not None and action != "HOLD":
+                decision += " approved" if approved else " refused by risk"
+        position = conn.execute(
+            "SELECT side, qty FROM intents WHERE symbol = ? AND status = 'OPEN'"
+            " ORDER BY created_ms DESC LIMIT 1",
+            (symbol,),
+        ).fetchone()
+        held = "flat" if position is None else f"{'LONG' if position[0] == 'BUY' else 'SHORT'} {position[1]}"
+        equity = conn.execute("SELECT equity FROM equity ORDER BY ts_ms DESC LIMIT 1").fetchone()
+        eq = "n/a" if equity is None else f"{float(equity[0]):,.2f}"
+        when = datetime.fromtimestamp(ts_ms / 1000, timezone.utc).strftime("%Y-%m-%d %H:%M")
+        return f"beat {when} {symbol} {price:,.2f} | votes {shown} | {decision} | {held} | equity {eq} USDT"
+
+
+@contextlib.contextmanager
+def _stop_on_signals() -> Iterator[None]:
+    """SIGINT and SIGTERM raise :class:`Stop` in the main thread while inside the block."""
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        raise Stop(signal.Signals(signum).name)
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def run_services(home: Home, symbol: str, duration_s: float | None, out: Print) -> int:
+    """Start everything, print the beats until ``duration_s`` (None: until Ctrl-C), stop; exit 0.
+
+    A failed step stops the children and raises :class:`XylenError` (one line, exit 1).
+    """
+    env = dict(os.environ)
+    env.pop("XYLEN_HOME", None)
+    env.update(
+        XYLEN_MODEL_TOKEN=secrets.token_urlsafe(24),
+        XYLEN_DASHBOARD_TOKEN=secrets.token_urlsafe(24),
+        PYTHONUNBUFFERED="1",
+    )
+    children = Children(home, env)
+    reader: BeatReader | None = None
+    try:
+        with _stop_on_signals():
+            model = ensure_model(children, symbol, out)
+            (home.root / "models" / RIVER_DIR).mkdir(parents=True, exist_ok=True)
+            exchange_port = free_port()
+            exchange = children.start(
+                "paper-exchange",
+                ["paper-exchange", "--port", str(exchange_port), "--speed", str(SPEED), "--symbols", symbol],
+            )
+            servers: dict[str, int] = {}
+            started: list[tuple[Child, int]] = []
+            for name, backend in SERVERS:
+                port = free_port()
+                path = home.root / "models" / (RIVER_DIR if backend == "river" else MODEL_DIR)
+                child = children.start(
+                    f"model-server-{name}",
+                    ["model-server", "--host", "127.0.0.1", "--port", str(port), "--model", str(path),
+                     "--model-type", backend],
+                )  # fmt: skip
+                servers[name] = port
+                started.append((child, port))
+            wait_ready(exchange, f"http://127.0.0.1:{exchange_port}/fapi/v1/ping", 60, lambda s, _b: s == 200)
+            out(
+                f"paper exchange: http://127.0.0.1:{exchange_port} replaying {symbol} 5m at {SPEED:g}x"
+                f" (pid {exchange.proc.pid})"
+            )
+            for (child, port), (_name, backend) in zip(started, SERVERS, strict=True):
+                wait_ready(child, f"http://127.0.0.1:{port}/health", 90, _health_ok)
+                source = "River, learning online" if backend == "river" else model.name
+                out(f"model server {backend}: http://127.0.0.1:{port} ({source}, pid {child.proc.pid})")
+            metrics_port, dashboard_port = free_port(), free_port()
+            config_path = home.root / "demo-config.yaml"
+            config = demo_config(symbol, exchange_port, servers, metrics_port, dashboard_port)
+            config_path.write_text(
+                "# written by `xylen demo` on every run\n" + yaml.safe_dump(config, sort_keys=False)
+            )
+            reader = BeatReader.at_end(home.database)
+            coordinator = children.start("coordinator", ["run", "--config", str(config_path)])
+            wait_ready(coordinator, f"http://127.0.0.1:{metrics_port}/metrics", 90, lambda s, _b: s == 200)
+            out(f"coordinator: pid {coordinator.proc.pid}, config {config_path}, journal {home.database}")
+            out(f"metrics:   http://127.0.0.1:{metrics_port}/metrics")
+            out(
+                f"WebSocket: ws://127.0.0.1:{dashboard_port}/ws?token={env['XYLEN_DASHBOARD_TOKEN']} "
+                "(this run's token)"
+            )
+            out(f"logs:      {home.root / 'logs'}/*.log")
+            until = "Ctrl-C to stop" if duration_s is None else f"for {duration_s:g} s"
+            out(f"beating every {BEAT_SECONDS / SPEED:g} s (5 minutes of replay each), {until}:")
+            end = None if duration_s is None else time.monotonic() + duration_s
+            while end is None or time.monotonic() < end:
+                for line in reader.new_lines():
+                    out(line)
+                for child in children.children:
+                    child.check_alive()
+                time.sleep(0.25)
+            out(f"{duration_s:g} s done: stopping")
+    except Stop as stop:
+        out(f"{stop}: stopping")
+    finally:
+        with _ignore_signals():
+            children.stop_all()
+            if reader is not None:
+                for line in reader.new_lines():
+                    out(line)
+                reader.close()
+    out("all services stopped")
+    return 0
+
+
+@contextlib.contextmanager
+def _ignore_signals() -> Iterator[None]:
+    """A second Ctrl-C does not interrupt the clean stop."""
+    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+__all__ = ["BeatReader", "Children", "demo_config", "ensure_model", "free_port", "run_services"]
