@@ -50,7 +50,7 @@ from coordinator.risk import RiskManager  # noqa: E402
 from coordinator.risk.state import RiskStore  # noqa: E402
 from coordinator.snapshot import MarketData, MarketSnapshot  # noqa: E402
 from coordinator.storage.db import init_db  # noqa: E402
-from coordinator.storage.journal import DecisionParams, Journal  # noqa: E402
+from coordinator.storage.journal import Journal  # noqa: E402
 from xylen.config import XylenConfig, parse_config  # noqa: E402
 
 WARMUP_BEATS = 10
@@ -197,7 +197,7 @@ async def run_beats(
         hb = Heartbeat(
             config, InstantClock(START_MS), cast(MarketData, PreparedMarket(watch, rows, candles)), exchange,
             models, ensemble, RiskManager.from_config(config, RiskStore(conn)),
-            Journal(conn, DecisionParams.from_ensemble(ensemble)), Metrics(),
+            Journal(conn, ensemble.params), Metrics(),
         )  # fmt: skip
         clock = cast(InstantClock, hb.clock)
         for i in range(beats + WARMUP_BEATS):

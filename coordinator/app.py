@@ -47,7 +47,7 @@ from coordinator.risk.state import RiskStore
 from coordinator.snapshot import MarketData
 from coordinator.storage.backup import DailyBackup
 from coordinator.storage.db import init_db
-from coordinator.storage.journal import DecisionParams, Journal
+from coordinator.storage.journal import Journal
 from coordinator.ws_server import DashboardServer, DecisionView, EquityPoint, TradeView
 from xylen.config import XylenConfig, load_config
 from xylen.config.secrets import Secrets, load_secrets
@@ -171,7 +171,7 @@ class CoordinatorApp:
             metrics, config.monitoring.metrics_host, config.monitoring.metrics_port
         )
         await self.metrics_server.start()
-        journal = Journal(conn, DecisionParams.from_ensemble(ensemble))
+        journal = Journal(conn, ensemble.params)
         if config.dashboard.enabled:
             self.dashboard = DashboardServer(
                 JournalHistory(journal),

@@ -60,7 +60,6 @@ from coordinator.risk import AccountView, MarketView, PositionView, RiskManager,
 from coordinator.risk.manager import RiskResult
 from coordinator.snapshot import MarketData, MarketSnapshot
 from coordinator.storage.journal import (
-    DecisionParams,
     Journal,
     Prediction,
     PredictionStatus,
@@ -218,7 +217,7 @@ class Heartbeat:
         self.config = config
         self.ensemble = ensemble
         self.risk = risk
-        self.journal.params = DecisionParams.from_ensemble(ensemble)
+        self.journal.params = ensemble.params
 
     def stage(self, config: XylenConfig, ensemble: Ensemble, risk: RiskManager) -> None:
         """Apply a reloaded config at the start of the next beat (never in the middle of one)."""

@@ -28,12 +28,13 @@ from collections import deque
 from collections.abc import Mapping, Sequence
 
 from coordinator.ensemble.calibration import ModelCalibration
-from coordinator.ensemble.ev import Costs, bracket_bps, expected_value_bps, funding_bps, kelly_fraction
-from coordinator.ensemble.gating import gate, log_odds_average, weighted_disagreement
+from coordinator.ensemble.ev import Costs
+from coordinator.ensemble.gating import log_odds_average, weighted_disagreement
 from coordinator.ensemble.meta import MetaLearner, MetaRow, meta_features
+from coordinator.ensemble.resolve import DecisionParams, resolve
 from coordinator.ensemble.store import EnsembleStore, GlobalRecord, ModelRecord, OutcomeRow, RefitRow
 from coordinator.ensemble.tracking import ModelStats, ModelTracker, snapshot
-from coordinator.ensemble.types import Action, Decision, Market, Outcome, Vote, WeightedVote
+from coordinator.ensemble.types import Decision, Market, Outcome, Vote, WeightedVote
 from coordinator.ensemble.weighting import MS_PER_HOUR, BayesianWeights
 from xylen.config.schema import EnsembleConfig, TradingConfig, XylenConfig
 
@@ -159,13 +160,18 @@ class Ensemble:
             out.append(vote)
         return out
 
-    def _bracket(
-        self, votes: Sequence[Vote], weights: Sequence[float], market: Market
-    ) -> tuple[float, float] | None:
-        """(stop, take-profit) distances in bps: weighted mean over the votes' brackets, else ATR."""
-        legs = ((v.stop_loss, v.take_profit, w) for v, w in zip(votes, weights, strict=True))
-        return bracket_bps(
-            legs, market.price, market.atr_bps, self.stop_atr_multiple, self.take_profit_atr_multiple
+    @property
+    def params(self) -> DecisionParams:
+        """The config values :meth:`decide` uses now (logged with every decision)."""
+        return DecisionParams(
+            quorum=self.config.quorum,
+            min_edge=self.config.min_edge,
+            max_disagreement=self.config.max_disagreement,
+            costs_bps=self.costs.total_bps,
+            horizon_ms=self.horizon_ms,
+            stop_atr_multiple=self.stop_atr_multiple,
+            take_profit_atr_multiple=self.take_profit_atr_multiple,
+            bracket_odds=self.bracket_odds,
         )
 
     def decide(self, votes: Sequence[Vote], market: Market) -> Decision:
@@ -189,55 +195,23 @@ class Ensemble:
             )
             p = self.meta.predict(row)
             source = "meta"
-        long = p >= 0.5
-        p_dir = p if long else 1.0 - p
-        bracket = self._bracket(usable, weights, market)
-        ev = math.nan
-        size = 0.0
-        stop = take = None
-        if bracket is not None:
-            sl_bps, tp_bps = bracket
-            funding = funding_bps(
-                market.funding_rate,
-                long,
-                self.horizon_ms,
-                now_ms=market.timestamp_ms,
-                next_funding_ms=market.next_funding_ms,
-                interval_hours=market.funding_interval_hours,
-            )
-            ev = expected_value_bps(
-                p_dir, tp_bps, sl_bps, self.costs.total_bps, funding, bracket_odds=self.bracket_odds
-            )
-            size = kelly_fraction(p_dir, tp_bps, sl_bps, bracket_odds=self.bracket_odds)
-            sign = 1.0 if long else -1.0
-            stop = market.price * (1.0 - sign * sl_bps / 1e4)
-            take = market.price * (1.0 + sign * tp_bps / 1e4)
-        reasons = gate(
-            n_votes=len(usable),
-            quorum=self.config.quorum,
-            disagreement=disagreement,
-            max_disagreement=self.config.max_disagreement,
-            probability=p,
-            min_edge=self.config.min_edge,
-            has_bracket=bracket is not None,
-            ev_bps=ev,
-        )
-        action = Action.HOLD if reasons else (Action.LONG if long else Action.SHORT)
+        legs = ((v.stop_loss, v.take_profit, w) for v, w in zip(usable, weights, strict=True))
+        r = resolve(p, disagreement, len(usable), legs, market, self.params)
         return Decision(
             timestamp_ms=market.timestamp_ms,
-            action=action,
-            probability=p,
-            confidence=p_dir,
-            expected_value_bps=ev,
-            size_fraction=0.0 if reasons else size,
-            stop_loss=stop,
-            take_profit=take,
+            action=r.action,
+            probability=r.probability,
+            confidence=r.confidence,
+            expected_value_bps=r.expected_value_bps,
+            size_fraction=r.size_fraction,
+            stop_loss=r.stop_loss,
+            take_profit=r.take_profit,
             votes=tuple(
                 WeightedVote(v.model_id, v.prob_up, q, w)
                 for v, q, w in zip(usable, probs, weights, strict=True)
             ),
-            reasons=reasons,
-            disagreement=disagreement,
+            reasons=r.reasons,
+            disagreement=r.disagreement,
             source=source,
         )
 

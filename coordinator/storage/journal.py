@@ -32,64 +32,18 @@ import math
 import secrets
 import sqlite3
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
-from coordinator.ensemble.ev import bracket_bps, expected_value_bps, funding_bps, kelly_fraction
-from coordinator.ensemble.gating import gate, log_odds_average, weighted_disagreement
+from coordinator.ensemble.gating import log_odds_average, weighted_disagreement
+from coordinator.ensemble.resolve import DecisionParams, Resolved, resolve
 from coordinator.ensemble.types import Action, Decision, HoldReason, Market, Vote
 
 if TYPE_CHECKING:
-    from coordinator.ensemble.ensemble import Ensemble
     from coordinator.risk.manager import RiskResult
 
 PredictionStatus = Literal["ok", "timeout", "error"]
-
-
-@dataclass(frozen=True, slots=True)
-class DecisionParams:
-    """The config values :meth:`Ensemble.decide` uses besides its learned state."""
-
-    quorum: int
-    min_edge: float
-    max_disagreement: float
-    costs_bps: float
-    horizon_ms: int
-    stop_atr_multiple: float
-    take_profit_atr_multiple: float
-    bracket_odds: bool
-
-    @classmethod
-    def from_ensemble(cls, ensemble: Ensemble) -> DecisionParams:
-        """The values ``ensemble`` decides with now."""
-        return cls(
-            quorum=ensemble.config.quorum,
-            min_edge=ensemble.config.min_edge,
-            max_disagreement=ensemble.config.max_disagreement,
-            costs_bps=ensemble.costs.total_bps,
-            horizon_ms=ensemble.horizon_ms,
-            stop_atr_multiple=ensemble.stop_atr_multiple,
-            take_profit_atr_multiple=ensemble.take_profit_atr_multiple,
-            bracket_odds=ensemble.bracket_odds,
-        )
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
-
-    @classmethod
-    def from_json(cls, text: str) -> DecisionParams:
-        data = json.loads(text)
-        return cls(
-            quorum=int(data["quorum"]),
-            min_edge=float(data["min_edge"]),
-            max_disagreement=float(data["max_disagreement"]),
-            costs_bps=float(data["costs_bps"]),
-            horizon_ms=int(data["horizon_ms"]),
-            stop_atr_multiple=float(data["stop_atr_multiple"]),
-            take_profit_atr_multiple=float(data["take_profit_atr_multiple"]),
-            bracket_odds=bool(data["bracket_odds"]),
-        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,19 +99,7 @@ class TradeRecord:
         return self.realised_pnl - self.fees - self.funding
 
 
-@dataclass(frozen=True, slots=True)
-class Recomputed:
-    """A decision recomputed from the log (compare with the logged or original :class:`Decision`)."""
-
-    action: Action
-    probability: float
-    confidence: float
-    expected_value_bps: float
-    size_fraction: float
-    stop_loss: float | None
-    take_profit: float | None
-    disagreement: float
-    reasons: tuple[HoldReason, ...]
+Recomputed = Resolved  # a decision recomputed from the log, compared with the logged one
 
 
 class _HasClientOrderId(Protocol):
@@ -513,57 +455,8 @@ def recompute_decision(conn: sqlite3.Connection, beat_id: str) -> Recomputed:
     disagreement = weighted_disagreement(probs, weights)
     if row[7] == "meta":
         p = float(row[8])  # the booster's output: logged, not recomputable without the booster
-    long = p >= 0.5
-    p_dir = p if long else 1.0 - p
-    bracket = bracket_bps(
-        [(v[2], v[3], float(v[1])) for v in votes],
-        market.price,
-        market.atr_bps,
-        params.stop_atr_multiple,
-        params.take_profit_atr_multiple,
-    )
-    ev = math.nan
-    size = 0.0
-    stop = take = None
-    if bracket is not None:
-        sl_bps, tp_bps = bracket
-        funding = funding_bps(
-            market.funding_rate,
-            long,
-            params.horizon_ms,
-            now_ms=market.timestamp_ms,
-            next_funding_ms=market.next_funding_ms,
-            interval_hours=market.funding_interval_hours,
-        )
-        ev = expected_value_bps(
-            p_dir, tp_bps, sl_bps, params.costs_bps, funding, bracket_odds=params.bracket_odds
-        )
-        size = kelly_fraction(p_dir, tp_bps, sl_bps, bracket_odds=params.bracket_odds)
-        sign = 1.0 if long else -1.0
-        stop = market.price * (1.0 - sign * sl_bps / 1e4)
-        take = market.price * (1.0 + sign * tp_bps / 1e4)
-    reasons = gate(
-        n_votes=len(votes),
-        quorum=params.quorum,
-        disagreement=disagreement,
-        max_disagreement=params.max_disagreement,
-        probability=p,
-        min_edge=params.min_edge,
-        has_bracket=bracket is not None,
-        ev_bps=ev,
-    )
-    action = Action.HOLD if reasons else (Action.LONG if long else Action.SHORT)
-    return Recomputed(
-        action=action,
-        probability=p,
-        confidence=p_dir,
-        expected_value_bps=ev,
-        size_fraction=0.0 if reasons else size,
-        stop_loss=stop,
-        take_profit=take,
-        disagreement=disagreement,
-        reasons=reasons,
-    )
+    legs = [(v[2], v[3], float(v[1])) for v in votes]
+    return resolve(p, disagreement, len(votes), legs, market, params)
 
 
 def logged_decision(conn: sqlite3.Connection, beat_id: str) -> Recomputed:

@@ -13,7 +13,7 @@ import pytest
 
 from coordinator.storage.db import init_db
 from coordinator.storage.export import STATE_FILE, export_csv
-from coordinator.storage.journal import DecisionParams, Journal
+from coordinator.storage.journal import Journal
 from coordinator.tests.storage_support import STEP, T0, simulated_beat, trade, trained_ensemble
 from xylen.errors import UsageError, XylenError
 
@@ -25,7 +25,7 @@ def read(path: Path) -> list[list[str]]:
 
 def log_beats(conn: sqlite3.Connection, start: int, n: int) -> None:
     ens = trained_ensemble(n=60)
-    journal = Journal(conn, DecisionParams.from_ensemble(ens))
+    journal = Journal(conn, ens.params)
     rng = random.Random(start)
     for i in range(start, start + n):
         snap, preds, market = simulated_beat(rng, i, T0 + i * STEP)

@@ -15,7 +15,6 @@ from coordinator.risk.checks import Reason, Violation
 from coordinator.risk.manager import RiskResult
 from coordinator.storage.db import init_db
 from coordinator.storage.journal import (
-    DecisionParams,
     Journal,
     Prediction,
     logged_decision,
@@ -47,7 +46,7 @@ def test_recompute_matches_real_ensemble_decisions(conn: sqlite3.Connection) -> 
     assert any(s.calibrated for s in stats.values())  # real calibrators, not the shrink
     weights = ens.weights(list(MODELS))
     assert max(weights.values()) - min(weights.values()) > 0.05  # weights learned, not equal
-    journal = Journal(conn, DecisionParams.from_ensemble(ens))
+    journal = Journal(conn, ens.params)
     rng = random.Random(11)
     originals = {}
     for i in range(50):
@@ -80,7 +79,7 @@ def test_recompute_matches_real_ensemble_decisions(conn: sqlite3.Connection) -> 
 
 def test_a_failure_mid_beat_leaves_nothing(conn: sqlite3.Connection) -> None:
     ens = trained_ensemble(n=60)
-    journal = Journal(conn, DecisionParams.from_ensemble(ens))
+    journal = Journal(conn, ens.params)
     rng = random.Random(3)
     snap, preds, market = simulated_beat(rng, 0, T0)
     decision = ens.decide([p.vote for p in preds], market)
@@ -138,7 +137,7 @@ def test_decision_of_other_votes_is_refused(conn: sqlite3.Connection) -> None:
 
 def test_dashboard_queries(conn: sqlite3.Connection) -> None:
     ens = trained_ensemble(n=60)
-    journal = Journal(conn, DecisionParams.from_ensemble(ens))
+    journal = Journal(conn, ens.params)
     rng = random.Random(9)
     ids = []
     for i in range(5):

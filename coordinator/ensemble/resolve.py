@@ -1,0 +1,121 @@
+"""From an aggregated probability to a decision: bracket, EV, Kelly, prices and gates.
+
+The one definition of what follows aggregation, used by :meth:`Ensemble.decide` and by the
+journal when it recomputes a logged decision from its rows alone
+(:func:`coordinator.storage.journal.recompute_decision`), so the two can never drift apart.
+:class:`DecisionParams` holds the config values a decision depends on besides learned state.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+
+from coordinator.ensemble.ev import bracket_bps, expected_value_bps, funding_bps, kelly_fraction
+from coordinator.ensemble.gating import gate
+from coordinator.ensemble.types import Action, HoldReason, Market
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionParams:
+    """The config values a decision uses besides the ensemble's learned state."""
+
+    quorum: int
+    min_edge: float
+    max_disagreement: float
+    costs_bps: float
+    horizon_ms: int
+    stop_atr_multiple: float
+    take_profit_atr_multiple: float
+    bracket_odds: bool
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> DecisionParams:
+        data = json.loads(text)
+        return cls(
+            quorum=int(data["quorum"]),
+            min_edge=float(data["min_edge"]),
+            max_disagreement=float(data["max_disagreement"]),
+            costs_bps=float(data["costs_bps"]),
+            horizon_ms=int(data["horizon_ms"]),
+            stop_atr_multiple=float(data["stop_atr_multiple"]),
+            take_profit_atr_multiple=float(data["take_profit_atr_multiple"]),
+            bracket_odds=bool(data["bracket_odds"]),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Resolved:
+    """Everything of a decision that follows from the aggregated probability."""
+
+    action: Action
+    probability: float
+    confidence: float
+    expected_value_bps: float
+    size_fraction: float
+    stop_loss: float | None
+    take_profit: float | None
+    disagreement: float
+    reasons: tuple[HoldReason, ...]
+
+
+def resolve(
+    p: float,
+    disagreement: float,
+    n_votes: int,
+    legs: Iterable[tuple[float | None, float | None, float]],
+    market: Market,
+    params: DecisionParams,
+) -> Resolved:
+    """The decision for probability ``p`` (of up) given the votes' ``(stop, take-profit, weight)`` legs."""
+    long = p >= 0.5
+    p_dir = p if long else 1.0 - p
+    bracket = bracket_bps(
+        legs, market.price, market.atr_bps, params.stop_atr_multiple, params.take_profit_atr_multiple
+    )
+    ev = math.nan
+    size = 0.0
+    stop = take = None
+    if bracket is not None:
+        sl_bps, tp_bps = bracket
+        funding = funding_bps(
+            market.funding_rate,
+            long,
+            params.horizon_ms,
+            now_ms=market.timestamp_ms,
+            next_funding_ms=market.next_funding_ms,
+            interval_hours=market.funding_interval_hours,
+        )
+        ev = expected_value_bps(
+            p_dir, tp_bps, sl_bps, params.costs_bps, funding, bracket_odds=params.bracket_odds
+        )
+        size = kelly_fraction(p_dir, tp_bps, sl_bps, bracket_odds=params.bracket_odds)
+        sign = 1.0 if long else -1.0
+        stop = market.price * (1.0 - sign * sl_bps / 1e4)
+        take = market.price * (1.0 + sign * tp_bps / 1e4)
+    reasons = gate(
+        n_votes=n_votes,
+        quorum=params.quorum,
+        disagreement=disagreement,
+        max_disagreement=params.max_disagreement,
+        probability=p,
+        min_edge=params.min_edge,
+        has_bracket=bracket is not None,
+        ev_bps=ev,
+    )
+    return Resolved(
+        action=Action.HOLD if reasons else (Action.LONG if long else Action.SHORT),
+        probability=p,
+        confidence=p_dir,
+        expected_value_bps=ev,
+        size_fraction=0.0 if reasons else size,
+        stop_loss=stop,
+        take_profit=take,
+        disagreement=disagreement,
+        reasons=reasons,
+    )
