@@ -476,40 +476,40 @@ class DashboardServer:
         return ws
 
     async def _api_trades(self, request: web.Request) -> web.Response:
-        if not self._authorized(request):
-            return self._unauthorized()
-        try:
-            since, limit = _int_param(request, "since", 0), _limit(request)
-        except ValueError as exc:
-            return web.json_response({"error": str(exc)}, status=400)
-        trades = await self._history(self._provider.trades_since(since, limit))
-        if trades is None:
-            return web.json_response({"error": "history unavailable"}, status=503)
-        return self._json(TradesPage(trades=list(trades)))
+        return await self._history_page(
+            request, lambda since, limit: self._provider.trades_since(since, limit),
+            lambda rows: TradesPage(trades=list(rows)),
+        )  # fmt: skip
 
     async def _api_decisions(self, request: web.Request) -> web.Response:
-        if not self._authorized(request):
-            return self._unauthorized()
-        try:
-            limit = _limit(request)
-        except ValueError as exc:
-            return web.json_response({"error": str(exc)}, status=400)
-        decisions = await self._history(self._provider.recent_decisions(limit))
-        if decisions is None:
-            return web.json_response({"error": "history unavailable"}, status=503)
-        return self._json(DecisionsPage(decisions=list(decisions)))
+        return await self._history_page(
+            request, lambda _since, limit: self._provider.recent_decisions(limit),
+            lambda rows: DecisionsPage(decisions=list(rows)),
+        )  # fmt: skip
 
     async def _api_equity(self, request: web.Request) -> web.Response:
+        return await self._history_page(
+            request, lambda since, limit: self._provider.equity_since(since, limit),
+            lambda rows: EquityPage(equity=list(rows)),
+        )  # fmt: skip
+
+    async def _history_page(
+        self,
+        request: web.Request,
+        fetch: Callable[[int, int], Awaitable[Sequence[Any]]],
+        page: Callable[[Sequence[Any]], BaseModel],
+    ) -> web.Response:
+        """One history route: auth, ``since``/``limit`` (400 when bad), the provider call (503 on failure)."""
         if not self._authorized(request):
             return self._unauthorized()
         try:
             since, limit = _int_param(request, "since", 0), _limit(request)
         except ValueError as exc:
             return web.json_response({"error": str(exc)}, status=400)
-        points = await self._history(self._provider.equity_since(since, limit))
-        if points is None:
+        rows = await self._history(fetch(since, limit))
+        if rows is None:
             return web.json_response({"error": "history unavailable"}, status=503)
-        return self._json(EquityPage(equity=list(points)))
+        return self._json(page(rows))
 
     async def _history(self, call: Awaitable[Sequence[_T]]) -> Sequence[_T] | None:
         """Await a provider call with a timeout; a failure is logged and answered 503."""
