@@ -10,13 +10,18 @@ stays continuous (no jump at the seams; returns, ranges and volumes are the real
 
 Figures printed:
 * the whole feature set (``compute_features``, DataFrame out; and the bare float32 block),
-  median of K runs, and rows per second;
+  median of K runs, and rows per second: the headline, a fresh result per call as a user
+  gets it;
+* for reference only, the float32 block written into one caller-provided block reused
+  across calls (``feature_block(..., out=block)``): no fresh 168 MB allocation per call;
 * the TA-Lib floor: the very same TA-Lib calls the engine makes, on the same arrays (HTF
   calls on pre-resampled 15m/1h arrays, resampling not counted), median of K runs.
   "core" = the indicators themselves (RSI, EMA, MACD, BBANDS, ATR, OBV, LINEARREG_SLOPE,
   ADX, PLUS_DI, MINUS_DI and the HTF RSI/EMA/ATR); "all" adds the TA-Lib rolling helpers
   the engine also calls (SUM x3, SMA, STDDEV);
-* the newest row via ``latest_row_array`` at the default history, median of 200 calls.
+* the newest row via ``latest_row_array`` at the default history, median of 200 calls;
+* with ``--breakdown``: the time of each part of the engine inside whole-set calls (fresh
+  block each call, median of K), beside the TA-Lib calls that part makes (same arrays).
 """
 
 from __future__ import annotations
@@ -47,6 +52,7 @@ from xylen.features import (  # noqa: E402
     latest_row_array,
     resample_arrays,
 )
+from xylen.features import compute as engine  # noqa: E402
 from xylen.features import spec as S  # noqa: E402
 
 BASE_MS = 300_000
@@ -121,11 +127,105 @@ def talib_floor(a: Arrays, htf: dict[str, Arrays]) -> tuple[Callable[[], None], 
     return core, everything
 
 
+_KERNEL_PARTS = (
+    "talib_direct",
+    "ema_dists",
+    "macd",
+    "bbands",
+    "atr",
+    "obv",
+    "candle_shape",
+    "returns",
+    "volume",
+)
+
+
+def part_talib_calls(a: Arrays, htf: dict[str, Arrays]) -> dict[str, Callable[[], object]]:
+    """The TA-Lib calls each engine part makes (the engine's own, not the floor's list)."""
+    h, lo, c, v = a["high"], a["low"], a["close"], a["volume"]
+    obv = talib.OBV(c, v)
+    r2 = np.diff(np.log(c)) ** 2
+    p = S.ADX_PERIOD
+    return {
+        "talib_direct": lambda: (
+            [talib.RSI(c, k) for k in S.RSI_PERIODS],
+            talib.ADX(h, lo, c, p),
+            talib.PLUS_DI(h, lo, c, p),
+            talib.MINUS_DI(h, lo, c, p),
+        ),
+        "ema_dists": lambda: [talib.EMA(c, k) for k in S.EMA_PERIODS],
+        "macd": lambda: talib.MACD(c, S.MACD_FAST, S.MACD_SLOW, S.MACD_SIGNAL),
+        "bbands": lambda: talib.BBANDS(c, S.BB_PERIOD, S.BB_NBDEV, S.BB_NBDEV, talib.MA_Type.SMA),  # type: ignore[attr-defined]
+        "atr": lambda: talib.ATR(h, lo, c, S.ATR_PERIOD),
+        "obv": lambda: (
+            talib.OBV(c, v),
+            talib.SUM(v, S.OBV_FLOW_PERIOD),
+            talib.LINEARREG_SLOPE(obv, S.OBV_SLOPE_PERIOD),
+        ),
+        "returns": lambda: talib.SUM(r2, S.REALISED_VOL_PERIOD),
+        "volume": lambda: (
+            talib.SUM(v, S.VOLUME_MOM_PERIOD),
+            talib.SMA(v, S.VOLUME_Z_PERIOD),
+            talib.STDDEV(v, S.VOLUME_Z_PERIOD, 1.0),
+        ),
+        "htf_block": lambda: [
+            (
+                talib.RSI(x["close"], S.HTF_RSI_PERIOD),
+                talib.EMA(x["close"], S.HTF_EMA_PERIOD),
+                talib.ATR(x["high"], x["low"], x["close"], S.HTF_ATR_PERIOD),
+            )
+            for x in htf.values()
+        ],
+    }
+
+
+def breakdown(a: Arrays, htf: dict[str, Arrays], runs: int) -> None:
+    """Time each engine part inside ``feature_block`` calls (wrapped in place, then restored)."""
+    spent: dict[str, list[float]] = {}
+
+    def timed(label: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            t = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                spent.setdefault(label, []).append(time.perf_counter() - t)
+
+        return call
+
+    owners: list[tuple[object, str]] = [(engine._Kernel, name) for name in _KERNEL_PARTS]
+    owners += [(engine, "time_features"), (engine, "htf_block")]
+    saved = [(owner, name, getattr(owner, name)) for owner, name in owners]
+    try:
+        for owner, name, fn in saved:
+            setattr(owner, name, timed(name, fn))
+        totals = []
+        for _ in range(runs):
+            t = time.perf_counter()
+            feature_block(a)
+            totals.append(time.perf_counter() - t)
+    finally:
+        for owner, name, fn in saved:
+            setattr(owner, name, fn)
+    talib_parts = part_talib_calls(a, htf)
+    print(f"breakdown of the float32 block (median of {runs}; fresh block each call):")
+    print(f"  {'part':14s} {'engine':>8s} {'its TA-Lib':>10s} {'rest':>8s}")
+    parts = 0.0
+    for name in (*_KERNEL_PARTS, "time_features", "htf_block"):
+        t_part = statistics.median(spent[name])
+        parts += t_part
+        t_ta = median_time(talib_parts[name], runs) if name in talib_parts else 0.0
+        print(f"  {name:14s} {t_part * 1e3:8.1f} {t_ta * 1e3:10.1f} {(t_part - t_ta) * 1e3:8.1f}")
+    rest = statistics.median(totals) - parts
+    print(f"  {'other':14s} {rest * 1e3:8.1f} {'':10s} {rest * 1e3:8.1f}  (checks, allocation)")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--calls", type=int, default=200)
+    parser.add_argument("--breakdown", action="store_true", help="time each part of the engine")
     args = parser.parse_args()
 
     a = build_candles(args.rows)
@@ -138,6 +238,8 @@ def main() -> int:
 
     t_frame = median_time(lambda: compute_features(a), args.runs)
     t_block = median_time(lambda: feature_block(a), args.runs)
+    reused = feature_block(a)
+    t_reused = median_time(lambda: feature_block(a, out=reused), args.runs)
     t_core = median_time(core, args.runs)
     t_all = median_time(everything, args.runs)
     tail = {k: x[-DEFAULT_HISTORY:] for k, x in a.items()}
@@ -153,11 +255,18 @@ def main() -> int:
         f"whole set, float32 block   (median of {args.runs}): {t_block * 1e3:8.1f} ms"
         f"  ({args.rows / t_block:,.0f} rows/s)"
     )
+    print(
+        f"  (reference) block into a reused out= block:  {t_reused * 1e3:8.1f} ms"
+        f"  ({args.rows / t_reused:,.0f} rows/s)"
+    )
     print(f"TA-Lib floor, core indicators:            {t_core * 1e3:8.1f} ms")
     print(f"TA-Lib floor, all TA-Lib calls made:      {t_all * 1e3:8.1f} ms")
     print(f"ratio whole set / floor(all):  DataFrame {t_frame / t_all:.2f}x, block {t_block / t_all:.2f}x")
+    print(f"  (reference) ratio reused out= block / floor(all): {t_reused / t_all:.2f}x")
     print(f"ratio whole set / floor(core): DataFrame {t_frame / t_core:.2f}x, block {t_block / t_core:.2f}x")
     print(f"newest row, history {DEFAULT_HISTORY} (median of {args.calls}): {t_row * 1e3:.3f} ms")
+    if args.breakdown:
+        breakdown(a, htf, args.runs)
     return 0
 
 

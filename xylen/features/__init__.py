@@ -5,6 +5,7 @@ Public API::
     FEATURE_VERSION, FEATURE_NAMES, FEATURES, FeatureSpec, feature_specs(interval), max_warmup(interval)
     compute_features(candles, interval="5m") -> pandas.DataFrame      # open_time + float32 features
     compute_feature_matrix(candles, interval="5m") -> ndarray (n, F) float32
+    feature_block(arrays, interval="5m", start=0, contiguous=None, out=None) -> ndarray (F, n - start)
     raw_indicators(candles) -> dict[str, ndarray]                      # raw EMA/MACD/BB/OBV values
     resample_candles(frame, base_interval, target_interval) -> DataFrame
     resample_arrays(open_time, columns, base_ms, target_ms)

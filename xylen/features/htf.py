@@ -17,17 +17,18 @@ import talib
 
 from xylen.data.schema import interval_ms
 from xylen.features import spec as S
-from xylen.features.timeframes import contiguous_layout, resample_arrays, resample_contiguous
+from xylen.features.timeframes import aggregate_contiguous, contiguous_layout, resample_arrays
 
 F32 = npt.NDArray[np.float32]
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
 
 _MONDAY_MS = 4 * S.DAY_MS  # 1970-01-05 00:00 UTC, the first Monday after the epoch
+_FILL_CHUNK = 8192  # HTF values per chunk of _fill_steps
 
 
-def _fill_steps(col: F32, vals: F32, first: int, n_per: int) -> None:
-    """col[first + j*n_per : first + (j+1)*n_per] = vals[j]; NaN before ``first``."""
+def _fill_steps(col: F32, vals: F64, first: int, n_per: int) -> None:
+    """col[first + j*n_per : first + (j+1)*n_per] = float32(vals[j]); NaN before ``first``."""
     size = len(col)
     if first > 0:
         col[: min(first, size)] = np.nan
@@ -45,11 +46,19 @@ def _fill_steps(col: F32, vals: F32, first: int, n_per: int) -> None:
         return
     full = min((size - pos) // n_per, len(vals) - j)
     steps = col[pos : pos + full * n_per].reshape(full, n_per)
-    if n_per <= 4:  # a few long strided copies beat a broadcast with a tiny inner loop
-        for k in range(n_per):
-            steps[:, k] = vals[j : j + full]
-    else:
-        steps[:] = vals[j : j + full, None]
+    # In chunks: the float64 -> float32 cast goes once per value into a small scratch (a
+    # strided assignment that also casts is several times slower), and the few strided
+    # passes over a chunk of ``col`` find it still in cache.
+    buf = np.empty(min(_FILL_CHUNK, full), dtype=np.float32)
+    for a in range(0, full, _FILL_CHUNK):
+        b = min(a + _FILL_CHUNK, full)
+        v = buf[: b - a]
+        np.copyto(v, vals[j + a : j + b], casting="same_kind")
+        if n_per <= 4:  # a few strided copies beat a broadcast with a tiny inner loop
+            for k in range(n_per):
+                steps[a:b, k] = v
+        else:
+            steps[a:b] = v[:, None]
     pos, j = pos + full * n_per, j + full
     if pos < size:
         col[pos:] = vals[min(j, len(vals) - 1)]
@@ -92,15 +101,16 @@ def _time_values(tod_ms: I64, weekday: I64) -> F32:
     )
 
 
-def _htf_values(h: F64, lo: F64, c: F64) -> tuple[F32, F32, F32]:
-    """RSI, EMA distance and relative ATR of one higher-timeframe series (float32)."""
+def _htf_values(h: F64, lo: F64, c: F64) -> tuple[F64, F64, F64]:
+    """RSI, EMA distance and relative ATR of one higher-timeframe series (float64; the
+    writes into the float32 block round them, as a separate ``astype`` would)."""
     rsi = talib.RSI(c, S.HTF_RSI_PERIOD)
     ema = talib.EMA(c, S.HTF_EMA_PERIOD)
     atr = talib.ATR(h, lo, c, S.HTF_ATR_PERIOD)
     np.divide(c, ema, out=ema)
     np.subtract(ema, 1.0, out=ema)
     np.divide(atr, c, out=atr)
-    return rsi.astype(np.float32), ema.astype(np.float32), atr.astype(np.float32)
+    return rsi, ema, atr
 
 
 def htf_block(
@@ -112,29 +122,38 @@ def htf_block(
 ) -> None:
     """The 3 x len(HIGHER_TIMEFRAMES) HTF rows of ``out`` (in spec order)."""
     ot: I64 = arr["open_time"]  # type: ignore[assignment]
-    n = len(ot)
-    prev: tuple[int, I64, dict[str, F64]] | None = None
+    base: dict[str, F64] = {k: arr[k] for k in ("high", "low", "close")}  # type: ignore[misc]
+    if not contiguous:
+        _htf_rows_general(ot, base, start, base_ms, out)
+        return
+    # Contiguous rows: bucket positions follow from the first open time alone.  The source
+    # of a timeframe is (interval, first open time, rows, columns): the base rows, or the
+    # previous timeframe's complete buckets when it divides this one (1h from 15m: the
+    # same buckets, a quarter of the work).
+    t0 = int(ot[0])
+    src_ms, src_t0, src_n, src = base_ms, t0, len(ot), base
     row = 0
     for tf in S.HIGHER_TIMEFRAMES:
         target = interval_ms(tf)
+        if target % src_ms:
+            src_ms, src_t0, src_n, src = base_ms, t0, len(ot), base
+        agg = aggregate_contiguous(src_t0, src_n, src, src_ms, target)
+        off, m = contiguous_layout(src_t0, src_n, src_ms, target)
+        src_ms, src_t0, src_n, src = target, src_t0 + off * src_ms, m, agg
         n_per = target // base_ms
-        src_ms, src_t = base_ms, ot
-        src: dict[str, F64] = {k: arr[k] for k in ("high", "low", "close")}  # type: ignore[misc]
-        if contiguous and prev is not None and target % prev[0] == 0:
-            src_ms, src_t, src = prev  # 1h from complete 15m buckets: same buckets, less work
-        if contiguous:
-            times, agg = resample_contiguous(src_t, src, src_ms, target)
-        else:
-            times, agg = resample_arrays(src_t, src, src_ms, target)
-        prev = (target, times, agg)
-        vals = _htf_values(agg["high"], agg["low"], agg["close"])
-        if contiguous:
-            off, _ = contiguous_layout(int(ot[0]), n, base_ms, target)
-            for v in vals:
-                _fill_steps(out[row], v, off + n_per - 1 - start, n_per)
-                row += 1
-        else:
-            idx = np.searchsorted(times + (target - 1), ot[start:] + (base_ms - 1), side="right")
-            for v in vals:
-                np.take(np.concatenate(([np.float32(np.nan)], v)), idx, out=out[row])
-                row += 1
+        first = (src_t0 - t0) // base_ms + n_per - 1 - start  # the row closing with bucket 0
+        for v in _htf_values(agg["high"], agg["low"], agg["close"]):
+            _fill_steps(out[row], v, first, n_per)
+            row += 1
+
+
+def _htf_rows_general(ot: I64, base: dict[str, F64], start: int, base_ms: int, out: F32) -> None:
+    """:func:`htf_block` for rows with holes: values mapped to rows by close time."""
+    row = 0
+    for tf in S.HIGHER_TIMEFRAMES:
+        target = interval_ms(tf)
+        times, agg = resample_arrays(ot, base, base_ms, target)
+        idx = np.searchsorted(times + (target - 1), ot[start:] + (base_ms - 1), side="right")
+        for v in _htf_values(agg["high"], agg["low"], agg["close"]):
+            np.take(np.concatenate(([np.nan], v)).astype(np.float32), idx, out=out[row])
+            row += 1

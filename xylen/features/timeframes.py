@@ -64,10 +64,50 @@ def contiguous_layout(open_time0: int, n: int, base_ms: int, target_ms: int) -> 
     return offset, max(0, (n - offset) // n_per)
 
 
-def _strided_reduce(x: F64, offset: int, m: int, n_per: int, ufunc: np.ufunc) -> F64:
-    out: F64 = x[offset : offset + m * n_per : n_per].copy()
-    for k in range(1, n_per):
-        ufunc(out, x[offset + k : offset + m * n_per : n_per], out=out)
+def _strided_reduce(x: F64, offset: int, m: int, n_per: int, ufunc: np.ufunc, out: F64) -> None:
+    """out[j] = x[offset + j*n_per] (ufunc) ... (ufunc) x[offset + j*n_per + n_per - 1], in that order."""
+    end = offset + m * n_per
+    if n_per == 1:
+        np.copyto(out, x[offset:end])
+        return
+    ufunc(x[offset:end:n_per], x[offset + 1 : end : n_per], out=out)
+    for k in range(2, n_per):
+        ufunc(out, x[offset + k : end : n_per], out=out)
+
+
+def aggregate_contiguous(
+    open_time0: int,
+    n: int,
+    columns: Mapping[str, F64],
+    base_ms: int,
+    target_ms: int,
+) -> dict[str, F64]:
+    """The aggregated columns of :func:`resample_contiguous` for ``n`` contiguous rows from
+    ``open_time0`` (bucket times not built).
+
+    The columns are rows of one C-ordered block: one allocation instead of one per column
+    (and, from 4 MB on, one numpy marks for huge pages, so far fewer page faults).
+    """
+    n_per = target_ms // base_ms
+    offset, m = contiguous_layout(open_time0, n, base_ms, target_ms)
+    end = offset + m * n_per
+    out: dict[str, F64] = {}
+    block = np.empty((len(columns), m), dtype=np.float64)
+    for row, (name, col) in zip(block, columns.items(), strict=True):
+        x = np.ascontiguousarray(col, dtype=np.float64)
+        if name == "open":
+            np.copyto(row, x[offset:end:n_per])
+        elif name == "close":
+            np.copyto(row, x[offset + n_per - 1 : end : n_per])
+        elif name == "high":
+            _strided_reduce(x, offset, m, n_per, np.maximum, row)
+        elif name == "low":
+            _strided_reduce(x, offset, m, n_per, np.minimum, row)
+        elif name in SUM_COLUMNS:
+            _strided_reduce(x, offset, m, n_per, np.add, row)
+        else:
+            raise ValueError(f"no aggregation rule for column {name!r}")
+        out[name] = row
     return out
 
 
@@ -78,27 +118,12 @@ def resample_contiguous(
     target_ms: int,
 ) -> tuple[I64, dict[str, F64]]:
     """:func:`resample_arrays` for rows already known to be contiguous (no re-check)."""
-    n_per = target_ms // base_ms
-    out: dict[str, F64] = {}
     if len(open_time) == 0:
         return np.empty(0, np.int64), {k: np.empty(0, np.float64) for k in columns}
+    n_per = target_ms // base_ms
     offset, m = contiguous_layout(int(open_time[0]), len(open_time), base_ms, target_ms)
     times = open_time[offset : offset + m * n_per : n_per].copy()
-    for name, col in columns.items():
-        x = np.ascontiguousarray(col, dtype=np.float64)
-        if name == "open":
-            out[name] = x[offset : offset + m * n_per : n_per].copy()
-        elif name == "close":
-            out[name] = x[offset + n_per - 1 : offset + m * n_per : n_per].copy()
-        elif name == "high":
-            out[name] = _strided_reduce(x, offset, m, n_per, np.maximum)
-        elif name == "low":
-            out[name] = _strided_reduce(x, offset, m, n_per, np.minimum)
-        elif name in SUM_COLUMNS:
-            out[name] = _strided_reduce(x, offset, m, n_per, np.add)
-        else:
-            raise ValueError(f"no aggregation rule for column {name!r}")
-    return times, out
+    return times, aggregate_contiguous(int(open_time[0]), len(open_time), columns, base_ms, target_ms)
 
 
 def resample_arrays(
