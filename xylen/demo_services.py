@@ -8,6 +8,18 @@ from its journal (``<home>/xylen.db``).  Ctrl-C/SIGTERM or the end of ``duration
 (coordinator first): SIGTERM, a bounded wait, then SIGKILL.  A failed step stops them too and raises
 :class:`~xylen.errors.XylenError` with a one-line reason.
 
+Children run in their own sessions (Ctrl-C reaches only the demo, which stops them in order).  So that
+they do not outlive a demo that is killed outright (SIGKILL, OOM killer), on Linux each child asks the
+kernel for SIGTERM when its parent dies (``prctl(PR_SET_PDEATHSIG)``) and, in case the parent died
+while it was being spawned, checks that its parent is still the one that started it.  The signal
+follows the *thread* that started the child, so start children from a thread that lives as long as
+they should (the demo's main thread).  macOS (and other systems) have no equivalent: there a killed
+demo leaves its children running, to be stopped by hand (their pids are printed).
+
+The pieces (:class:`Children`, :func:`start_paper_exchange`, :func:`start_model_server`,
+:func:`start_coordinator`, :func:`wait_ready`, :func:`ensure_model`, :func:`demo_config`) are also
+what the end-to-end test (``tests/test_e2e_system.py``) starts its processes with.
+
 Time: the paper exchange replays at :data:`SPEED` x wall time and the coordinator runs the
 ``accelerated`` clock at the same speed with a 5-minute beat, so a beat passes every
 ``300 / SPEED`` wall seconds (1.5 s).  Only the standard library and PyYAML are used here.
@@ -16,6 +28,7 @@ Time: the paper exchange replays at :data:`SPEED` x wall time and the coordinato
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
 import os
 import secrets
@@ -45,6 +58,7 @@ STOP_TIMEOUT_S = 10.0  # SIGTERM -> SIGKILL
 MODEL_DIR = "demo-lgbm"
 RIVER_DIR = "demo-river"
 SERVERS = (("lgbm", "lightgbm"), ("onnx", "onnx"), ("river", "river"))
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 Print = Callable[[str], None]
 
@@ -86,9 +100,40 @@ class Child:
             )
 
 
+def parent_death_signal(sig: signal.Signals = signal.SIGTERM) -> Callable[[], None] | None:
+    """A ``preexec_fn`` making the child receive ``sig`` when this process dies (Linux; else None).
+
+    ``prctl`` is looked up here, in the parent, so the child only makes the call.  The check that
+    ``getppid()`` is still this process closes the race of a parent dying before ``prctl`` ran (the
+    child would then never get the signal): the child ends itself at once, before ``exec``.  The
+    signal's disposition is reset first, so a handler inherited from the parent cannot swallow it.
+    """
+    if not sys.platform.startswith("linux"):
+        return None  # macOS has no PR_SET_PDEATHSIG: a killed demo leaves its children running
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    parent = os.getpid()
+    number = ctypes.c_ulong(int(sig))
+
+    def setup() -> None:  # in the child between fork and exec: three system calls, no locks
+        # a handler inherited from the parent (the demo's Stop) would swallow the signal before exec
+        signal.signal(sig, signal.SIG_DFL)
+        prctl(PR_SET_PDEATHSIG, number, ctypes.c_ulong(0), ctypes.c_ulong(0), ctypes.c_ulong(0))
+        if os.getppid() != parent:  # the parent died before prctl: no signal will come, so end now
+            os.kill(os.getpid(), sig)
+
+    return setup
+
+
 @dataclass
 class Children:
-    """Start children in their own sessions (Ctrl-C reaches only us) and stop them in reverse order."""
+    """Start children in their own sessions (Ctrl-C reaches only us) and stop them in reverse order.
+
+    Each child runs ``python -m xylen --home HOME ARGS`` with ``env``, logs to ``<home>/logs/<name>.log``
+    (appended) and, on Linux, gets SIGTERM if this process dies (module docstring).
+    """
 
     home: Home
     env: dict[str, str]
@@ -102,17 +147,28 @@ class Children:
         log.write(f"\n--- xylen demo {datetime.now(timezone.utc):%Y-%m-%d %H:%M:%S} UTC ---\n".encode())
         log.flush()
         command = [sys.executable, "-m", "xylen", "--home", str(self.home.root), *args]
-        proc = subprocess.Popen(
-            command,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=self.env,
-            start_new_session=True,
-        )
+        try:
+            proc = subprocess.Popen(
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=self.env,
+                start_new_session=True,
+                preexec_fn=parent_death_signal(),
+            )
+        except BaseException:
+            log.close()
+            raise
         child = Child(name, proc, log_path, log)
         self.children.append(child)
         return child
+
+    def forget(self, child: Child) -> None:
+        """Stop watching ``child`` (it has exited or been killed and waited for): close its log."""
+        if child in self.children:
+            self.children.remove(child)
+        child.log.close()
 
     def stop_all(self, timeout_s: float = STOP_TIMEOUT_S) -> None:
         """SIGTERM each child (newest first), wait up to ``timeout_s`` for all, then SIGKILL."""
@@ -160,7 +216,8 @@ def wait_ready(child: Child, url: str, timeout_s: float, ok: Callable[[int, byte
         time.sleep(0.2)
 
 
-def _health_ok(status: int, body: bytes) -> bool:
+def health_ok(status: int, body: bytes) -> bool:
+    """A model server's ``/health``: up with its model loaded."""
     if status != 200:
         return False
     try:
@@ -198,19 +255,92 @@ def ensure_model(children: Children, symbol: str, out: Print) -> Path:
          "--rounds", "60", "--max-rows", "40000", "--threads", "2"],
     )  # fmt: skip
     code = child.proc.wait()
-    children.children.remove(child)
-    child.log.close()
+    children.forget(child)
     if code != 0 or find_model(folder) is None:
         raise XylenError(f"training failed (status {code}): {child.last_line()} (see {child.log_path})")
     out(f"model: trained in {time.monotonic() - started:.1f} s")
     return target
 
 
+def start_paper_exchange(
+    children: Children, symbol: str, speed: float = SPEED, port: int | None = None, *extra: str
+) -> tuple[Child, int]:
+    """``xylen paper-exchange`` replaying ``symbol`` at ``speed`` on ``port`` (default: a free one)."""
+    port = free_port() if port is None else port
+    child = children.start(
+        "paper-exchange",
+        ["paper-exchange", "--port", str(port), "--speed", f"{speed:g}", "--symbols", symbol, *extra],
+    )
+    return child, port
+
+
+def model_path(home: Home, backend: str) -> Path:
+    """What a demo model server of ``backend`` serves: the trained directory's folder, or River's."""
+    return home.models / (RIVER_DIR if backend == "river" else MODEL_DIR)
+
+
+def start_model_server(
+    children: Children, name: str, backend: str, port: int | None = None
+) -> tuple[Child, int]:
+    """``xylen model-server`` named ``model-server-<name>`` serving ``backend`` on ``port``."""
+    port = free_port() if port is None else port
+    path = model_path(children.home, backend)
+    path.mkdir(parents=True, exist_ok=True)  # River starts from an empty folder and learns online
+    child = children.start(
+        f"model-server-{name}",
+        ["model-server", "--host", "127.0.0.1", "--port", str(port), "--model", str(path),
+         "--model-type", backend],
+    )  # fmt: skip
+    return child, port
+
+
+def start_coordinator(children: Children, config_path: Path) -> Child:
+    """``xylen run --config CONFIG`` (the coordinator) as the child ``coordinator``."""
+    return children.start("coordinator", ["run", "--config", str(config_path)])
+
+
+SHOW_TRADES_NOTE = (
+    "--show-trades: the coordinator prices no fees or slippage and needs no minimum edge, so it trades"
+    " on edges that would not pay for real costs (the paper exchange still charges them)"
+)
+HOLD_NOTE = (
+    "the ensemble trades only on positive expected value after fees and slippage: with these models"
+    " most beats HOLD (LOW_EDGE / NON_POSITIVE_EV); `xylen demo --show-trades` exercises the order path"
+)
+
+
+def show_trades(config: dict[str, Any]) -> dict[str, Any]:
+    """``config`` made to trade on the demo's weak models: the coordinator's cost model is zero
+    (fees and slippage 0 bps; the paper exchange still charges its own), ``min_edge`` is 0 with a
+    wide disagreement gate, sizing is a fixed 1% at the stop, and the loss cooldown and breakers are
+    widened so that a losing streak in the replay does not stop the trading.  For seeing the order
+    path work (entries, brackets, closes, the trades table), never for judging a strategy."""
+    config["ensemble"] = {"quorum": 1, "min_edge": 0.0, "max_disagreement": 0.5}
+    config["risk"].update(
+        sizing="fixed_fraction",
+        fixed_fraction=0.01,
+        cooldown_after_loss_seconds=0.0,
+        breaker_consecutive_losses=1000,
+        daily_loss_limit_pct=50.0,
+        daily_loss_limit_usd=5000.0,
+        max_orders_per_minute=100,
+    )
+    config["trading"].update(horizon_minutes=10, taker_fee_bps=0.0, maker_fee_bps=0.0, slippage_bps=0.0)
+    return config
+
+
 def demo_config(
-    symbol: str, exchange_port: int, servers: dict[str, int], metrics_port: int, dashboard_port: int
+    symbol: str,
+    exchange_port: int,
+    servers: dict[str, int],
+    metrics_port: int,
+    dashboard_port: int,
+    *,
+    trade_freely: bool = False,
 ) -> dict[str, Any]:
-    """The coordinator's config for the demo (written to ``<home>/demo-config.yaml``)."""
-    return {
+    """The coordinator's config for the demo (written to ``<home>/demo-config.yaml``);
+    ``trade_freely``: :func:`show_trades` applied."""
+    config = {
         "exchange": {"mode": "paper", "paper_url": f"http://127.0.0.1:{exchange_port}"},
         "market": {"symbols": [symbol]},
         "heartbeat": {
@@ -229,6 +359,7 @@ def demo_config(
         "dashboard": {"enabled": True, "host": "127.0.0.1", "port": dashboard_port, "require_token": True},
         "logging": {"level": "INFO", "format": "text"},
     }
+    return show_trades(config) if trade_freely else config
 
 
 @dataclass
@@ -334,8 +465,12 @@ def _stop_on_signals() -> Iterator[None]:
             signal.signal(sig, old)
 
 
-def run_services(home: Home, symbol: str, duration_s: float | None, out: Print) -> int:
+def run_services(
+    home: Home, symbol: str, duration_s: float | None, out: Print, *, trade_freely: bool = False
+) -> int:
     """Start everything, print the beats until ``duration_s`` (None: until Ctrl-C), stop; exit 0.
+
+    ``trade_freely``: the coordinator runs with :func:`show_trades`'s config.
 
     A failed step stops the children and raises :class:`XylenError` (one line, exit 1).
     """
@@ -351,22 +486,11 @@ def run_services(home: Home, symbol: str, duration_s: float | None, out: Print) 
     try:
         with _stop_on_signals():
             model = ensure_model(children, symbol, out)
-            (home.root / "models" / RIVER_DIR).mkdir(parents=True, exist_ok=True)
-            exchange_port = free_port()
-            exchange = children.start(
-                "paper-exchange",
-                ["paper-exchange", "--port", str(exchange_port), "--speed", str(SPEED), "--symbols", symbol],
-            )
+            exchange, exchange_port = start_paper_exchange(children, symbol)
             servers: dict[str, int] = {}
             started: list[tuple[Child, int]] = []
             for name, backend in SERVERS:
-                port = free_port()
-                path = home.root / "models" / (RIVER_DIR if backend == "river" else MODEL_DIR)
-                child = children.start(
-                    f"model-server-{name}",
-                    ["model-server", "--host", "127.0.0.1", "--port", str(port), "--model", str(path),
-                     "--model-type", backend],
-                )  # fmt: skip
+                child, port = start_model_server(children, name, backend)
                 servers[name] = port
                 started.append((child, port))
             wait_ready(exchange, f"http://127.0.0.1:{exchange_port}/fapi/v1/ping", 60, lambda s, _b: s == 200)
@@ -375,17 +499,19 @@ def run_services(home: Home, symbol: str, duration_s: float | None, out: Print) 
                 f" (pid {exchange.proc.pid})"
             )
             for (child, port), (_name, backend) in zip(started, SERVERS, strict=True):
-                wait_ready(child, f"http://127.0.0.1:{port}/health", 90, _health_ok)
+                wait_ready(child, f"http://127.0.0.1:{port}/health", 90, health_ok)
                 source = "River, learning online" if backend == "river" else model.name
                 out(f"model server {backend}: http://127.0.0.1:{port} ({source}, pid {child.proc.pid})")
             metrics_port, dashboard_port = free_port(), free_port()
             config_path = home.root / "demo-config.yaml"
-            config = demo_config(symbol, exchange_port, servers, metrics_port, dashboard_port)
+            config = demo_config(
+                symbol, exchange_port, servers, metrics_port, dashboard_port, trade_freely=trade_freely
+            )
             config_path.write_text(
                 "# written by `xylen demo` on every run\n" + yaml.safe_dump(config, sort_keys=False)
             )
             reader = BeatReader.at_end(home.database)
-            coordinator = children.start("coordinator", ["run", "--config", str(config_path)])
+            coordinator = start_coordinator(children, config_path)
             wait_ready(coordinator, f"http://127.0.0.1:{metrics_port}/metrics", 90, lambda s, _b: s == 200)
             out(f"coordinator: pid {coordinator.proc.pid}, config {config_path}, journal {home.database}")
             out(f"metrics:   http://127.0.0.1:{metrics_port}/metrics")
@@ -395,6 +521,7 @@ def run_services(home: Home, symbol: str, duration_s: float | None, out: Print) 
             )
             out(f"logs:      {home.root / 'logs'}/*.log")
             until = "Ctrl-C to stop" if duration_s is None else f"for {duration_s:g} s"
+            out(SHOW_TRADES_NOTE if trade_freely else HOLD_NOTE)
             out(f"beating every {BEAT_SECONDS / SPEED:g} s (5 minutes of replay each), {until}:")
             end = None if duration_s is None else time.monotonic() + duration_s
             while end is None or time.monotonic() < end:
@@ -428,4 +555,22 @@ def _ignore_signals() -> Iterator[None]:
             signal.signal(sig, old)
 
 
-__all__ = ["BeatReader", "Children", "demo_config", "ensure_model", "free_port", "run_services"]
+__all__ = [
+    "SERVERS",
+    "BeatReader",
+    "Child",
+    "Children",
+    "demo_config",
+    "ensure_model",
+    "free_port",
+    "health_ok",
+    "http_get",
+    "model_path",
+    "parent_death_signal",
+    "run_services",
+    "show_trades",
+    "start_coordinator",
+    "start_model_server",
+    "start_paper_exchange",
+    "wait_ready",
+]

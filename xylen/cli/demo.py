@@ -47,6 +47,12 @@ def register(sub: Any) -> None:
         action="store_true",
         help="only the data pipeline and the trade through the paper exchange, no services",
     )
+    parser.add_argument(
+        "--show-trades",
+        action="store_true",
+        help="paper only: the coordinator prices no costs and needs no minimum edge, so the demo's weak "
+        "models trade and the order path (entries, brackets, closes) can be watched",
+    )
     parser.set_defaults(func=run)
 
 
@@ -74,4 +80,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"done in {time.perf_counter() - started:.1f} s.")
         return 0
     print(f"pipeline done in {time.perf_counter() - started:.1f} s; starting the services on 127.0.0.1:")
-    return run_services(home, symbols[0], args.duration, lambda line: print(line, flush=True))
+    return run_services(
+        home, symbols[0], args.duration, lambda line: print(line, flush=True), trade_freely=args.show_trades
+    )
