@@ -167,6 +167,8 @@ class CoordinatorApp:
         ensemble = Ensemble.from_config(config, self._ensemble_store)
         risk = RiskManager.from_config(config, RiskStore(conn))
         metrics = Metrics()
+        limiter = exchange.client.transport.limiter
+        metrics.watch_rate_limit(lambda: limiter.used_weight)
         self.metrics_server = MetricsServer(
             metrics, config.monitoring.metrics_host, config.monitoring.metrics_port
         )

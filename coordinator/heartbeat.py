@@ -17,14 +17,27 @@ has closed too; then its label (close after the horizon > close at the decision)
 server's ``/retrain`` (a tracked background task: the beat never waits for it).  Equity and the
 number of votes go to the risk manager every beat (drawdown and quorum breakers).
 
+Entries (:mod:`coordinator.entries`): ``trading.entry`` ``market`` sends a MARKET order; ``limit`` and
+``maker_preferred`` a post-only LIMIT at the touch, whose ``trading.maker_timeout_seconds`` (clock
+time, kept in SQLite) is enforced at the start of every beat (:meth:`EntryDesk.check`) and, with a
+wall or accelerated clock, by a watcher task at the deadline; ``maker_preferred`` falls back to a
+MARKET entry only when the decision re-priced with taker costs still has a positive EV.
+
 Closed trades (:meth:`Heartbeat.settle_trades`, at the start of every beat, before any decision): every
 intent the order layer has closed (a bracket leg fired, a close, a liquidation or a manual close seen
 as a flat position) becomes one round trip computed from its fills in the order store (VWAP entry and
-exit, quantity, realised PnL, fees; funding is not known to the order layer and is logged as 0).  It is
-written with ``journal.log_trade``, and only when that row is new do its fills go to
-``risk.on_fill`` (the fees) and the trade to ``risk.on_close`` (daily PnL, win/loss counts, the
-consecutive-losses breaker and the loss cooldown): the ``trades`` row is the idempotency key, so a
-second scan or a restart never counts a trade twice.
+exit, quantity, realised PnL, fees; an order executed beyond its recorded fills -- a missed stream
+event -- gets its trades from ``userTrades`` first) and the funding the position paid: the sum of
+the exchange's ``FUNDING_FEE`` income entries for the symbol between the entry and the exit
+(``/fapi/v1/income``; one intent per symbol at a time, so they are the trade's).  It is written
+with ``journal.log_trade``, and only when that row is new do its fills go to ``risk.on_fill`` (the
+fees) and the trade to ``risk.on_close`` with its realised PnL net of funding (daily PnL, win/loss
+counts, the consecutive-losses breaker and the loss cooldown), so the risk manager's daily PnL and
+the trade's ``net_pnl`` (realised - fees - funding) agree.  The ``trades`` row is the idempotency
+key: a second scan or a restart never counts a trade twice, and a trade already logged costs no
+income request (nor does one open between two hours: funding is settled only on the hour).  When
+the income request fails it is tried again next beat; an exchange without income history (refused)
+gets funding 0, logged as an error.
 
 Errors, by reaction (STYLE practice 4): :data:`FATAL` errors (the exchange refusing our keys) stop the
 loop and so the process; any other failure of a beat is logged with its traceback, counted
@@ -46,15 +59,20 @@ from decimal import Decimal
 from coordinator.clock import Clock
 from coordinator.decision import proposal_from_decision
 from coordinator.ensemble import Decision, Ensemble, Market, Outcome, Vote
-from coordinator.exchange.errors import ExchangeError, FatalError
+from coordinator.entries import EntryContext, EntryDesk
+from coordinator.exchange.errors import (
+    ExchangeError,
+    FatalError,
+    RejectedError,
+    RetryableError,
+    UnknownOutcomeError,
+)
 from coordinator.exchange.facade import FuturesExchange
 from coordinator.exchange.schemas import Balance, Position
 from coordinator.metrics import Metrics
 from coordinator.model_client import FanOut, ModelClients, VoteStatus
-from coordinator.orders.brackets import EXIT_KINDS
-from coordinator.orders.events import Fill
 from coordinator.orders.manager import Placement, SymbolBusy
-from coordinator.orders.models import Intent, IntentStatus, Order, OrderKind
+from coordinator.orders.models import IntentStatus
 from coordinator.orders.models import Side as OrderSide
 from coordinator.risk import AccountView, MarketView, PositionView, RiskManager, Side
 from coordinator.risk.manager import RiskResult
@@ -66,6 +84,7 @@ from coordinator.storage.journal import (
     Snapshot,
     TradeRecord,
 )
+from coordinator.trades import funding_possible, trade_of
 from coordinator.ws_server import (
     BeatMessage,
     DashboardServer,
@@ -126,65 +145,6 @@ class Pending:
     features: dict[str, float]
 
 
-def _vwap(fills: Sequence[Fill]) -> tuple[Decimal, Decimal]:
-    """(quantity, volume-weighted price) of ``fills`` (price 0 when there are none)."""
-    qty = sum((f.qty for f in fills), ZERO)
-    if qty == 0:
-        return ZERO, ZERO
-    return qty, sum((f.qty * f.price for f in fills), ZERO) / qty
-
-
-def trade_of(
-    intent: Intent, orders: Sequence[Order], now_ms: int, fallback_exit: Decimal | None = None
-) -> TradeRecord | None:
-    """The round trip of a closed intent from its orders' fills; ``None`` when no exposure was taken.
-
-    Entry and exit prices are the VWAP of the entry's and the exit legs' fills.  A position closed
-    outside our legs (liquidation, by hand) has no exit fill of ours: its exit price is
-    ``fallback_exit`` (the mark price when the close was seen), else the entry price, and its reason
-    ``position_closed_outside``.  The realised PnL is the venue's (the exit fills' ``realized_pnl``)
-    when it reported one, else computed from the prices; fees are the USDT commissions of every fill.
-    """
-    entry_fills = [f for o in orders if o.kind is OrderKind.ENTRY for f in o.fills]
-    exit_orders = [o for o in orders if o.kind in EXIT_KINDS and o.fills]
-    exit_fills = sorted((f for o in exit_orders for f in o.fills), key=lambda f: f.time_ms)
-    qty, entry_price = _vwap(entry_fills)
-    if qty == 0:
-        return None
-    sign = Decimal(1) if intent.side is OrderSide.BUY else Decimal(-1)
-    exit_qty, exit_price = _vwap(exit_fills)
-    if exit_fills:
-        main = max(exit_orders, key=lambda o: sum((f.qty for f in o.fills), ZERO))
-        reason = main.kind.value
-        exit_ms = exit_fills[-1].time_ms
-    else:
-        exit_price = fallback_exit if fallback_exit is not None else entry_price
-        reason = "position_closed_outside"
-        exit_ms = now_ms
-    venue_pnl = [f.realized_pnl for f in exit_fills]
-    if any(p != 0 for p in venue_pnl):
-        realised = sum(venue_pnl, ZERO)
-    else:
-        realised = sign * (exit_price - entry_price) * (exit_qty if exit_fills else qty)
-    fees = sum(
-        (f.commission for f in (*entry_fills, *exit_fills) if f.commission_asset in ("USDT", "")), ZERO
-    )
-    return TradeRecord(
-        intent_id=intent.intent_id,
-        symbol=intent.symbol,
-        side="LONG" if intent.side is OrderSide.BUY else "SHORT",
-        entry_ms=min(f.time_ms for f in entry_fills),
-        exit_ms=max(exit_ms, min(f.time_ms for f in entry_fills)),
-        entry_price=entry_price,
-        exit_price=exit_price,
-        qty=qty,
-        realised_pnl=realised,
-        fees=fees,
-        funding=ZERO,
-        exit_reason=reason,
-    )
-
-
 @dataclass
 class Heartbeat:
     """The beat loop over composed parts (all built by :mod:`coordinator.app`)."""
@@ -209,6 +169,12 @@ class Heartbeat:
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
     _staged: tuple[XylenConfig, Ensemble, RiskManager] | None = None
     _settled: set[str] = field(default_factory=set)  # closed intents already turned into trades
+    entries: EntryDesk = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.entries = EntryDesk(
+            self.exchange, self.clock, lambda: self.config.trading, lambda: self.ensemble.params
+        )
 
     # ------------------------------------------------------------------ configuration
 
@@ -273,7 +239,9 @@ class Heartbeat:
         return stop.is_set()
 
     async def close(self, timeout_s: float = 5.0) -> None:
-        """Send the buffered outcomes and wait (bounded) for retrain posts in flight."""
+        """Send the buffered outcomes and wait (bounded) for retrain posts in flight; stop the maker
+        entries' watchers (their deadlines stay in SQLite)."""
+        await self.entries.close(timeout_s)
         self._flush_retrain(force=True)
         if self._tasks:
             _done, pending = await asyncio.wait(self._tasks, timeout=timeout_s)
@@ -293,7 +261,8 @@ class Heartbeat:
         now = self.clock.now_ms()
         snaps, (balances, positions) = await asyncio.gather(self.market.snapshot_all(now), self._account())
         account = self._account_view(balances, positions)
-        self.settle_trades({p.symbol: p.markPrice for p in positions})
+        await self.entries.check()
+        await self.settle_trades({p.symbol: p.markPrice for p in positions})
         matured = self._mature(snaps)
         fanouts = await asyncio.gather(*(self._fan_out(s) for s in snaps.values()))
         results: dict[str, SymbolBeat] = {}
@@ -320,7 +289,7 @@ class Heartbeat:
             self.on_beat(report)
         return report
 
-    def settle_trades(self, marks: dict[str, Decimal] | None = None) -> list[TradeRecord]:
+    async def settle_trades(self, marks: dict[str, Decimal] | None = None) -> list[TradeRecord]:
         """Turn the intents closed since the last call into trades (module docstring); returns the new ones.
 
         ``marks``: mark prices per symbol, the exit price of a position closed outside our legs.
@@ -334,35 +303,64 @@ class Heartbeat:
         for (intent_id,) in rows:
             if intent_id in self._settled:
                 continue
-            self._settled.add(intent_id)
             try:
-                trade = self._settle(intent_id, marks or {})
+                trade = await self._settle(intent_id, marks or {})
+            except FATAL:
+                raise
+            except (RetryableError, UnknownOutcomeError) as exc:
+                logger.warning("closed intent %s: funding not fetched (%s); next beat", intent_id, exc)
+                continue
             except Exception:
                 logger.exception("closed intent %s could not be turned into a trade", intent_id)
-                continue
+                trade = None
+            self._settled.add(intent_id)
             if trade is not None:
                 new.append(trade)
         return new
 
-    def _settle(self, intent_id: str, marks: dict[str, Decimal]) -> TradeRecord | None:
+    def _logged(self, intent_id: str) -> bool:
+        row = self.journal.conn.execute("SELECT 1 FROM trades WHERE intent_id = ?", (intent_id,)).fetchone()
+        return row is not None
+
+    async def _funding(self, symbol: str, entry_ms: int, exit_ms: int) -> Decimal:
+        """Funding the position paid between its entry and exit (0, logged, if the venue refuses)."""
+        if not funding_possible(entry_ms, exit_ms):
+            return ZERO  # no funding time inside: no request
+        try:
+            return await self.exchange.funding_paid(symbol, entry_ms, exit_ms)
+        except RejectedError as exc:
+            logger.error("%s: no income history (%s); funding of the trade logged as 0", symbol, exc)
+            return ZERO
+
+    async def _settle(self, intent_id: str, marks: dict[str, Decimal]) -> TradeRecord | None:
         store = self.exchange.store
         intent = store.get_intent(intent_id)
-        if intent is None:
-            return None
+        if intent is None or self._logged(intent_id):
+            return None  # counted before (a restart)
         orders = store.orders_of_intent(intent_id)
+        if any(o.executed_qty > o.filled_qty_from_fills for o in orders):
+            # an execution we know of (a REST reply, a cumulative quantity) without its fills: the
+            # stream's trade event was missed; fetch the trades before computing the round trip
+            for order in orders:
+                await self.exchange.manager.backfill_fills(order)
+            orders = store.orders_of_intent(intent_id)
         now = self.clock.now_ms()
         trade = trade_of(intent, orders, now, marks.get(intent.symbol))
+        if trade is None:
+            return None  # no exposure was taken
+        funding = await self._funding(trade.symbol, trade.entry_ms, trade.exit_ms)
+        trade = trade_of(intent, orders, now, marks.get(intent.symbol), funding)
         if trade is None or not self.journal.log_trade(trade):
-            return None  # no exposure was taken, or counted before (a restart)
+            return None
         for order in orders:
             for fill in order.fills:
                 fee = fill.commission if fill.commission_asset in ("USDT", "") else ZERO
                 self.risk.on_fill(order.symbol, fill.qty, fill.price, fee, now)
-        self.risk.on_close(trade.symbol, trade.realised_pnl, now, trade.fees)
+        self.risk.on_close(trade.symbol, trade.realised_pnl - trade.funding, now, trade.fees)
         logger.info(
-            "trade %s %s %s %s @ %s -> %s (%s): realised %s, fees %s",
+            "trade %s %s %s %s @ %s -> %s (%s): realised %s, fees %s, funding %s",
             intent_id, trade.symbol, trade.side, trade.qty, trade.entry_price, trade.exit_price,
-            trade.exit_reason, trade.realised_pnl, trade.fees,
+            trade.exit_reason, trade.realised_pnl, trade.fees, trade.funding,
         )  # fmt: skip
         return trade
 
@@ -461,28 +459,40 @@ class Heartbeat:
         ):
             return None, "position or intent already open"
         assert decision.stop_loss is not None and decision.take_profit is not None
+        context = EntryContext(
+            probability=decision.confidence,
+            decision_ms=self.clock.now_ms(),
+            funding_rate=snap.funding_rate,
+            next_funding_ms=snap.next_funding_ms,
+        )
         try:
-            placement = await self.exchange.place_order(
+            entry = await self.entries.enter(
                 snap.symbol,
                 OrderSide.BUY if side is Side.LONG else OrderSide.SELL,
                 result.quantity,
-                stop_loss=Decimal(str(decision.stop_loss)),
-                take_profit=Decimal(str(decision.take_profit)),
+                Decimal(str(decision.stop_loss)),
+                Decimal(str(decision.take_profit)),
+                context=context,
+                last_price=snap.last_price,
             )
         except SymbolBusy:
             return None, "symbol busy"
+        placement = entry.placement
+        if placement is None:
+            return None, entry.note
         self.metrics.order_state(placement.entry.state.value)
         if placement.rejected:
-            logger.warning("%s: entry rejected: %s", snap.symbol, placement.reason)
+            logger.warning("%s: entry rejected: %s", snap.symbol, entry.note or placement.reason)
         else:
             logger.info(
-                "%s: %s %s sent as %s",
+                "%s: %s %s sent as %s (%s)",
                 snap.symbol,
                 side.value,
                 result.quantity,
                 placement.entry.client_order_id,
+                placement.entry.type.value,
             )
-        return placement, placement.reason
+        return placement, entry.note
 
     @staticmethod
     def _predictions(fanout: FanOut) -> list[Prediction]:

@@ -13,7 +13,7 @@ Families (labels in brackets):
 ``xylen_decisions_total`` [action, reason]  counter    reason ``trade`` for LONG/SHORT
 ``xylen_orders_total`` [state]              counter    order state transitions reached
 ``xylen_exchange_errors_total`` [code]      counter    Binance error code or HTTP status
-``xylen_rate_limit_weight_used``            gauge      ``X-MBX-USED-WEIGHT-1M``
+``xylen_rate_limit_weight_used``            gauge      last ``X-MBX-USED-WEIGHT-1M`` reported
 ``xylen_equity_usd``                        gauge      wallet balance plus unrealized PnL
 ``xylen_daily_pnl_usd``                     gauge      realized plus unrealized since 00:00 UTC
 ``xylen_open_positions``                    gauge      positions not flat
@@ -25,7 +25,7 @@ Families (labels in brackets):
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from aiohttp import web
 from prometheus_client import (
@@ -124,6 +124,15 @@ class Metrics:
     def set_model_server_up(self, server: str, up: bool) -> None:
         """Server ``server`` is asked each beat (1) or not (0)."""
         self.model_server_up.labels(server=server).set(1.0 if up else 0.0)
+
+    def watch_rate_limit(self, used_weight: Callable[[], int | None]) -> None:
+        """Read ``xylen_rate_limit_weight_used`` from ``used_weight()`` at every scrape (0 until known)."""
+
+        def read() -> float:
+            value = used_weight()
+            return float(value) if value is not None else 0.0
+
+        self.rate_limit_weight_used.set_function(read)
 
     def set_account(self, equity_usd: float, daily_pnl_usd: float, open_positions: int) -> None:
         """The account figures after a beat."""

@@ -118,8 +118,13 @@ ROUTES: tuple[Route, ...] = (
 )
 
 # Endpoints beyond the protocol's core set: served only when the service has the method (the
-# real service does; a minimal one need not).  ccxt's fetch_positions reads leverageBracket.
-OPTIONAL_ROUTES: tuple[Route, ...] = (Route("GET", "/fapi/v1/leverageBracket", "leverage_bracket", _U),)
+# real service does; a minimal one need not).  ccxt's fetch_positions reads leverageBracket; the
+# coordinator reads bookTicker (maker entries at the touch) and income (funding per trade).
+OPTIONAL_ROUTES: tuple[Route, ...] = (
+    Route("GET", "/fapi/v1/leverageBracket", "leverage_bracket", _U),
+    Route("GET", "/fapi/v1/ticker/bookTicker", "book_ticker", _M, 2, 5),
+    Route("GET", "/fapi/v1/income", "income", _U, 30),
+)
 
 LISTEN_KEY_TARGETS = frozenset({"listen_key_create", "listen_key_keepalive", "listen_key_delete"})
 

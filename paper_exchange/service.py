@@ -258,6 +258,18 @@ class PaperExchangeService:
             )
         return out[0] if p.text(params, "symbol") is not None and out else out
 
+    def book_ticker(self, params: p.Params) -> dict[str, Any] | list[dict[str, Any]]:
+        """Best bid and ask as the engine honours them (:meth:`Engine.quote`: the taker prices)."""
+        symbols = self._symbols(params)
+        now = self._run(lambda: self.engine.now)
+        out = []
+        for s in symbols:
+            if self.feed.price_at(s, now) is None:
+                continue
+            bid, ask, size = self.engine.quote(s)
+            out.append(views.book_ticker_json(s, self.engine.specs[s], bid, ask, size, now))
+        return out[0] if p.text(params, "symbol") is not None and out else out
+
     def premium_index(self, params: p.Params) -> dict[str, Any] | list[dict[str, Any]]:
         symbols = self._symbols(params)
         now = self._run(lambda: self.engine.now)
@@ -458,6 +470,30 @@ class PaperExchangeService:
                 rows.append(t)
             chosen = rows[:count] if from_id is not None or start is not None else rows[-count:]
             return [views.trade_json(t, spec) for t in chosen]
+
+        return self._run(op)
+
+    def income(self, account: str, params: p.Params) -> list[dict[str, Any]]:
+        """Income history, oldest first: without a time range the last 7 days (replay time)."""
+        symbol = p.text(params, "symbol")
+        if symbol is not None:
+            self.engine.spec(symbol)
+        income_type = p.text(params, "incomeType")
+        start = p.integer(params, "startTime")
+        end = p.integer(params, "endTime")
+        count = p.limit(params, 100, 1000)
+
+        def op() -> list[dict[str, Any]]:
+            lo = start if start is not None or end is not None else self.engine.now - 7 * DAY_MS
+            rows = [
+                i
+                for i in self.engine.incomes.get(account, [])
+                if (symbol is None or i.symbol == symbol)
+                and (income_type is None or i.income_type == income_type)
+                and (lo is None or i.time >= lo)
+                and (end is None or i.time <= end)
+            ]
+            return [views.income_json(i) for i in rows[:count]]
 
         return self._run(op)
 

@@ -2,8 +2,8 @@
 
 One row per object, keyed by its identity, holding the object's fields as JSON (``data``):
 ``accounts``, ``settings`` (leverage, margin type), ``positions``, ``orders``, ``algo_orders``,
-``trades`` (insert-only), ``meta`` (replay clock position) and ``listen_keys``.  Id counters are
-derived from the highest stored ids on load.
+``trades`` and ``income`` (insert-only), ``meta`` (replay clock position) and ``listen_keys``.  Id
+counters are derived from the highest stored ids on load.
 
 Durability: WAL journal; ``synchronous=NORMAL`` by default (a commit reaches the OS before
 the call returns, so it survives the process being killed - SIGKILL included - though not a
@@ -27,6 +27,7 @@ from paper_exchange.engine.models import (
     Account,
     AlgoOrder,
     Changes,
+    Income,
     Order,
     Position,
     SymbolSettings,
@@ -35,7 +36,7 @@ from paper_exchange.engine.models import (
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2  # 2: the income table (a version-1 file gains it on open)
 _SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS accounts (key TEXT PRIMARY KEY, data TEXT NOT NULL);
@@ -52,6 +53,9 @@ CREATE TABLE IF NOT EXISTS algo_orders (
 CREATE TABLE IF NOT EXISTS trades (
     trade_id INTEGER PRIMARY KEY, account TEXT NOT NULL, symbol TEXT NOT NULL,
     order_id INTEGER NOT NULL, time INTEGER NOT NULL, data TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS income (
+    tran_id INTEGER PRIMARY KEY, account TEXT NOT NULL, symbol TEXT NOT NULL,
+    income_type TEXT NOT NULL, time INTEGER NOT NULL, data TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS listen_keys (
     listen_key TEXT PRIMARY KEY, account TEXT NOT NULL, expires_ms INTEGER NOT NULL);
 """
@@ -73,7 +77,7 @@ class ExchangeStore:
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute(f"PRAGMA synchronous={synchronous}")
         version = self._conn.execute("PRAGMA user_version").fetchone()[0]
-        if version not in (0, SCHEMA_VERSION):
+        if version not in (0, 1, SCHEMA_VERSION):
             raise RuntimeError(f"{self.path}: schema version {version} is newer than this code")
         self._conn.executescript(_SCHEMA)
         self._conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
@@ -138,6 +142,14 @@ class ExchangeStore:
                         for t in changes.trades
                     ],
                 )
+            if changes.incomes:
+                conn.executemany(
+                    "INSERT INTO income VALUES (?, ?, ?, ?, ?, ?)",
+                    [
+                        (i.tran_id, i.account, i.symbol, i.income_type, i.time, _dumps(i.to_row()))
+                        for i in changes.incomes
+                    ],
+                )
             if changes.clock_ms is not None:
                 conn.execute("INSERT OR REPLACE INTO meta VALUES ('clock_ms', ?)", (str(changes.clock_ms),))
         except BaseException:
@@ -185,5 +197,6 @@ class ExchangeStore:
             orders=[Order.from_row(r) for r in self._rows("orders", "order_id")],
             algos=[AlgoOrder.from_row(r) for r in self._rows("algo_orders", "algo_id")],
             trades=[Trade.from_row(r) for r in self._rows("trades", "trade_id")],
+            incomes=[Income.from_row(r) for r in self._rows("income", "tran_id")],
             clock_ms=int(clock) if clock is not None else None,
         )

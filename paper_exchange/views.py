@@ -17,7 +17,7 @@ from typing import Any
 from paper_exchange.engine.core import max_notional
 from paper_exchange.engine.events import money
 from paper_exchange.engine.instruments import SymbolSpec
-from paper_exchange.engine.models import ZERO, AlgoOrder, Order, Trade
+from paper_exchange.engine.models import ZERO, AlgoOrder, Income, Order, Trade
 from paper_exchange.engine.state import AccountView, PositionView
 
 RATE_LIMITS: list[dict[str, Any]] = [
@@ -235,6 +235,34 @@ def trade_json(trade: Trade, spec: SymbolSpec) -> dict[str, Any]:
         "positionSide": trade.position_side,
         "symbol": trade.symbol,
         "time": trade.time,
+    }
+
+
+def income_json(income: Income) -> dict[str, Any]:
+    """A ``/fapi/v1/income`` item (``tradeId`` is a string, empty when not from a fill)."""
+    return {
+        "symbol": income.symbol,
+        "incomeType": income.income_type,
+        "income": money(income.income),
+        "asset": income.asset,
+        "info": income.income_type,
+        "time": income.time,
+        "tranId": income.tran_id,
+        "tradeId": str(income.trade_id) if income.trade_id else "",
+    }
+
+
+def book_ticker_json(
+    symbol: str, spec: SymbolSpec, bid: Decimal, ask: Decimal, size: Decimal, now: int
+) -> dict[str, Any]:
+    """A ``/fapi/v1/ticker/bookTicker`` item."""
+    return {
+        "symbol": symbol,
+        "bidPrice": spec.fmt_price(bid),
+        "bidQty": spec.fmt_qty(size),
+        "askPrice": spec.fmt_price(ask),
+        "askQty": spec.fmt_qty(size),
+        "time": now,
     }
 
 

@@ -15,9 +15,12 @@ whenever the take-profit is wider than the stop.
 
 Fees (round trip, from :class:`~xylen.config.schema.TradingConfig`): ``market`` entries pay the taker
 fee twice; ``limit`` and ``maker_preferred`` entries pay the maker fee on entry and the taker fee on
-exit (stops and take-profits are ``*_MARKET`` orders).  ``maker_preferred`` is assumed to fill as
-maker; its taker fallback after ``maker_timeout_seconds`` is not priced in.  Slippage is charged on
-every taker leg (twice for market entries, once otherwise).
+exit (stops and take-profits are ``*_MARKET`` orders).  ``maker_preferred`` is priced as filling as
+maker; its taker fallback after ``maker_timeout_seconds`` is taken only when the trade, re-priced
+with :meth:`Costs.taker` (taker fee and slippage on both legs) by
+:func:`~coordinator.ensemble.resolve.bracket_ev_bps`, still has a positive EV
+(:mod:`coordinator.entries`).  Slippage is charged on every taker leg (twice for market entries,
+once otherwise).
 
 Funding: Binance's rate per interval (fraction; longs pay when positive).  The expected cost over the
 horizon is ``rate · 1e4 · (number of funding times in the horizon)`` with the sign of the position:
@@ -50,8 +53,13 @@ class Costs:
     def from_trading(cls, trading: TradingConfig) -> Costs:
         """Round-trip fees and slippage for the configured entry style (see the module docstring)."""
         if trading.entry == "market":
-            return cls(2.0 * trading.taker_fee_bps, 2.0 * trading.slippage_bps)
+            return cls.taker(trading)
         return cls(trading.maker_fee_bps + trading.taker_fee_bps, trading.slippage_bps)
+
+    @classmethod
+    def taker(cls, trading: TradingConfig) -> Costs:
+        """Round-trip costs when both legs take: a market entry, or a maker entry's fallback."""
+        return cls(2.0 * trading.taker_fee_bps, 2.0 * trading.slippage_bps)
 
 
 def funding_bps(

@@ -64,6 +64,45 @@ class Resolved:
     reasons: tuple[HoldReason, ...]
 
 
+def _ev_bps(
+    p_dir: float, long: bool, sl_bps: float, tp_bps: float, market: Market, params: DecisionParams
+) -> float:
+    """EV after ``params.costs_bps`` and the funding expected over the horizon (the one composition)."""
+    funding = funding_bps(
+        market.funding_rate,
+        long,
+        params.horizon_ms,
+        now_ms=market.timestamp_ms,
+        next_funding_ms=market.next_funding_ms,
+        interval_hours=market.funding_interval_hours,
+    )
+    return expected_value_bps(
+        p_dir, tp_bps, sl_bps, params.costs_bps, funding, bracket_odds=params.bracket_odds
+    )
+
+
+def bracket_ev_bps(
+    p_dir: float, long: bool, stop_loss: float, take_profit: float, market: Market, params: DecisionParams
+) -> float:
+    """EV of entering now at ``market.price`` into a bracket with fixed prices, as :func:`resolve` prices it.
+
+    ``p_dir`` is the probability of the trade's direction (a decision's ``confidence``); the stop and
+    take-profit distances are measured from ``market.price``, so a price that moved towards the
+    take-profit since the decision leaves less to win and more to lose.  ``-inf`` when the price is
+    not strictly between the stop and the take-profit (the bracket would fire at once).  Used to
+    re-price a maker entry's taker fallback with ``params.costs_bps`` = :meth:`Costs.taker`.
+    """
+    price = market.price
+    if not (math.isfinite(price) and price > 0.0):
+        return -math.inf
+    sign = 1.0 if long else -1.0
+    sl_bps = sign * (price - stop_loss) / price * 1e4
+    tp_bps = sign * (take_profit - price) / price * 1e4
+    if not (sl_bps > 0.0 and tp_bps > 0.0):
+        return -math.inf
+    return _ev_bps(p_dir, long, sl_bps, tp_bps, market, params)
+
+
 def resolve(
     p: float,
     disagreement: float,
@@ -83,17 +122,7 @@ def resolve(
     stop = take = None
     if bracket is not None:
         sl_bps, tp_bps = bracket
-        funding = funding_bps(
-            market.funding_rate,
-            long,
-            params.horizon_ms,
-            now_ms=market.timestamp_ms,
-            next_funding_ms=market.next_funding_ms,
-            interval_hours=market.funding_interval_hours,
-        )
-        ev = expected_value_bps(
-            p_dir, tp_bps, sl_bps, params.costs_bps, funding, bracket_odds=params.bracket_odds
-        )
+        ev = _ev_bps(p_dir, long, sl_bps, tp_bps, market, params)
         size = kelly_fraction(p_dir, tp_bps, sl_bps, bracket_odds=params.bracket_odds)
         sign = 1.0 if long else -1.0
         stop = market.price * (1.0 - sign * sl_bps / 1e4)

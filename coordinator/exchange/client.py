@@ -46,7 +46,9 @@ from coordinator.exchange.schemas import (
     AlgoCancel,
     AlgoOrder,
     Balance,
+    BookTicker,
     ExchangeInfo,
+    Income,
     LeverageChange,
     ListenKey,
     Order,
@@ -69,6 +71,8 @@ _ALGOS = TypeAdapter(list[AlgoOrder])
 _TRADES = TypeAdapter(list[UserTrade])
 _BALANCES = TypeAdapter(list[Balance])
 _POSITIONS = TypeAdapter(list[Position])
+_INCOME = TypeAdapter(list[Income])
+INCOME_PAGE = 1000  # the most /fapi/v1/income returns per request
 
 
 def credentials(config: ExchangeConfig, secrets: Secrets) -> tuple[SecretStr, SecretStr]:
@@ -174,6 +178,10 @@ class BinanceFuturesClient:
         self.info = info
         self.rules = {s.symbol: SymbolRules.from_symbol_info(s) for s in info.symbols}
         return info
+
+    async def book_ticker(self, symbol: str) -> BookTicker:
+        """The best bid and ask of ``symbol`` (``/fapi/v1/ticker/bookTicker``, weight 2)."""
+        return BookTicker.model_validate(await self.transport.request(c.BOOK_TICKER, {"symbol": symbol}))
 
     def symbol_rules(self, symbol: str) -> SymbolRules:
         """The filters of ``symbol`` (a local -1121 rejection when the exchange does not list it)."""
@@ -349,6 +357,52 @@ class BinanceFuturesClient:
         return _TRADES.validate_python(await self.transport.request(c.USER_TRADES, params))
 
     # -- account -------------------------------------------------------------------------------
+    async def get_income(
+        self,
+        symbol: str | None = None,
+        income_type: str | None = None,
+        *,
+        start_time_ms: int | None = None,
+        end_time_ms: int | None = None,
+        limit: int = INCOME_PAGE,
+    ) -> list[Income]:
+        """Income history, oldest first (``/fapi/v1/income``, weight 30; at most ``limit`` <= 1000).
+
+        Without a time range the exchange answers for the last 7 days.  When a range holds more
+        than ``limit`` entries the exchange returns the first ``limit`` from ``startTime``: page
+        with :meth:`income_between`.
+        """
+        params: dict[str, str] = {"limit": str(min(max(limit, 1), INCOME_PAGE))}
+        for name, value in (
+            ("symbol", symbol),
+            ("incomeType", income_type),
+            ("startTime", start_time_ms),
+            ("endTime", end_time_ms),
+        ):
+            if value is not None:
+                params[name] = str(value)
+        return _INCOME.validate_python(await self.transport.request(c.INCOME, params))
+
+    async def income_between(
+        self, symbol: str, income_type: str, start_time_ms: int, end_time_ms: int, *, max_pages: int = 10
+    ) -> list[Income]:
+        """Every ``income_type`` entry of ``symbol`` in ``[start, end]`` (inclusive), paging by time."""
+        out: list[Income] = []
+        seen: set[int] = set()
+        start = start_time_ms
+        for _ in range(max_pages):
+            page = await self.get_income(
+                symbol, income_type, start_time_ms=start, end_time_ms=end_time_ms, limit=INCOME_PAGE
+            )
+            fresh = [i for i in page if i.tranId not in seen]
+            seen.update(i.tranId for i in fresh)
+            out.extend(fresh)
+            if len(page) < INCOME_PAGE or not fresh:
+                return out
+            start = max(i.time for i in page)
+        logger.warning("income of %s %s: more than %d pages, truncated", symbol, income_type, max_pages)
+        return out
+
     async def get_account_balance(self) -> list[Balance]:
         """Balances per asset (``/fapi/v3/balance``)."""
         return _BALANCES.validate_python(await self.transport.request(c.BALANCE))

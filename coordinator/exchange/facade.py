@@ -20,7 +20,7 @@ notional is checked against the mark price before anything is sent.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from decimal import Decimal
 from pathlib import Path
 from types import TracebackType
@@ -29,10 +29,10 @@ from typing import Literal
 from coordinator.exchange.client import BinanceFuturesClient
 from coordinator.exchange.constants import Endpoint
 from coordinator.exchange.retry import RetryPolicy
-from coordinator.exchange.schemas import Balance, LeverageChange, Position
+from coordinator.exchange.schemas import Balance, BookTicker, LeverageChange, Position
 from coordinator.exchange.user_stream import UserStream
 from coordinator.orders.manager import OrderManager, Placement
-from coordinator.orders.models import Order, Side
+from coordinator.orders.models import Intent, Order, Side
 from coordinator.orders.monitor import Monitor
 from coordinator.orders.reconcile import Reconciler, ReconciliationResult
 from coordinator.orders.store import OrderStore
@@ -147,6 +147,7 @@ class FuturesExchange:
         order_type: Literal["MARKET", "LIMIT"] = "MARKET",
         price: Decimal | None = None,
         post_only: bool = False,
+        before_send: Callable[[Intent, Order], None] | None = None,
     ) -> Placement:
         """An entry with its protective bracket (stop and take-profit placed once it fills).
 
@@ -158,7 +159,21 @@ class FuturesExchange:
         return await self.manager.open_position(
             symbol, Side(side), quantity, stop_loss=stop_loss, take_profit=take_profit,
             order_type=order_type, price=price, post_only=post_only, reference_price=reference,
+            before_send=before_send,
         )  # fmt: skip
+
+    async def book_ticker(self, symbol: str) -> BookTicker:
+        """The best bid and ask of ``symbol``."""
+        return await self.client.book_ticker(symbol)
+
+    async def funding_paid(self, symbol: str, start_ms: int, end_ms: int) -> Decimal:
+        """Funding paid on ``symbol`` between two times, inclusive (received: negative).
+
+        The sum of the account's ``FUNDING_FEE`` income entries (``/fapi/v1/income``, weight 30 a page),
+        whose sign is the wallet's, hence the minus.
+        """
+        entries = await self.client.income_between(symbol, "FUNDING_FEE", start_ms, end_ms)
+        return -sum((e.income for e in entries if e.symbol == symbol), Decimal(0))
 
     async def get_order_status(self, client_order_id: str, *, refresh: bool = True) -> Order:
         """The order as SQLite knows it, looked up on the exchange first when ``refresh``."""

@@ -4,7 +4,9 @@
   buckets (capacity = the limit, refilled evenly over the interval), seeded from exchangeInfo's
   ``rateLimits``.  A request takes its endpoint's weight, an order placement also one ORDERS token.
 - Every reply's ``X-MBX-USED-WEIGHT-1M`` / ``X-MBX-ORDER-COUNT-10S`` / ``-1M`` lowers a bucket to
-  ``limit - used`` when the server has counted more than we did (other clients on the IP, a restart).
+  ``limit - used`` when the server has counted more than we did (other clients on the IP, a restart);
+  the last used weight reported is kept in :attr:`RateLimiter.used_weight` (the
+  ``xylen_rate_limit_weight_used`` gauge reads it).
 - A 429 or 418 pauses ALL requests until its ``Retry-After`` (or the ban) ends and empties the
   buckets; a request waiting in :meth:`RateLimiter.acquire` leaves only after the pause.
 
@@ -105,6 +107,7 @@ class RateLimiter:
         self.orders_1m = TokenBucket(orders_per_minute, 60.0, now)
         self.pause_until = 0.0
         self.pauses = 0
+        self.used_weight: int | None = None  # the last X-MBX-USED-WEIGHT-1M the server reported
         self._lock = asyncio.Lock()
 
     @classmethod
@@ -163,6 +166,8 @@ class RateLimiter:
             raw = headers.get(name)
             if raw is not None and raw.isdigit():
                 bucket.observe_used(int(raw), now)
+                if bucket is self.weight:
+                    self.used_weight = int(raw)
 
     def pause(self, seconds: float, *, banned: bool = False) -> None:
         """A 429 (or a 418 ban): hold every request for ``seconds`` and empty the buckets."""

@@ -154,7 +154,31 @@ class UserTrade(Wire):
     time: int
 
 
+class BookTicker(Wire):
+    """``GET /fapi/v1/ticker/bookTicker`` (one symbol): the best bid and ask."""
+
+    symbol: str
+    bidPrice: Decimal
+    bidQty: Decimal = ZERO
+    askPrice: Decimal
+    askQty: Decimal = ZERO
+    time: int = 0
+
+
 # -- account ---------------------------------------------------------------------------------------
+class Income(Wire):
+    """``GET /fapi/v1/income`` items; ``income`` is signed as the wallet sees it (paid: negative)."""
+
+    symbol: str = ""
+    incomeType: str
+    income: Decimal
+    asset: str = ""
+    info: str = ""
+    time: int
+    tranId: int = 0
+    tradeId: str = ""
+
+
 class Balance(Wire):
     """``GET /fapi/v3/balance`` items."""
 

@@ -165,8 +165,14 @@ class OrderManager:
         price: Decimal | None = None,
         post_only: bool = False,
         reference_price: Decimal | None = None,
+        before_send: Callable[[Intent, Order], None] | None = None,
     ) -> Placement:
-        """An entry with its bracket: the stop and take-profit follow the entry's first fill."""
+        """An entry with its bracket: the stop and take-profit follow the entry's first fill.
+
+        ``before_send(intent, entry)`` runs (synchronously) once both are written and before the
+        entry is sent: what a caller records about the entry is in SQLite before the exchange
+        knows of it (a maker entry's timeout row).
+        """
         side = Side(side)
         rules = self.client.symbol_rules(symbol)
         if any(intent.symbol == symbol for intent in self.store.open_intents()):
@@ -184,6 +190,8 @@ class OrderManager:
         entry = self.store.create_order(
             intent.intent_id, OrderKind.ENTRY, side=side, type=OrderType(order_type), qty=qty, price=rounded
         )
+        if before_send is not None:
+            before_send(intent, entry)
         reason = await self.submit(entry, post_only=post_only)
         await self.ensure_bracket(intent.intent_id)
         return Placement(

@@ -74,7 +74,7 @@ def test_closed_intents_become_one_trade_and_one_risk_update_each(
                     await asyncio.sleep(0.05)
                 await until(lambda: _status(hb, win_id) is IntentStatus.CLOSED, what="take-profit fired")
                 hb._settled.clear()  # the scan relies on the journal, not on memory
-                trades = hb.settle_trades()
+                trades = await hb.settle_trades()
                 (win,) = trades
                 assert win.intent_id == win_id and win.exit_reason == "take_profit" and win.side == "LONG"
                 assert win.realised_pnl > 0 and win.exit_price > win.entry_price
@@ -92,7 +92,7 @@ def test_closed_intents_become_one_trade_and_one_risk_update_each(
                 closing = await hb.exchange.close_position(SYMBOL)
                 assert closing is not None
                 await until(lambda: _status(hb, loss_id) is IntentStatus.CLOSED, what="closed by hand")
-                (loss,) = hb.settle_trades()
+                (loss,) = await hb.settle_trades()
                 assert loss.intent_id == loss_id and loss.exit_reason == "close"
                 assert loss.net_pnl < 0 and loss.fees > 0
                 stats = hb.risk.statistics(hb.clock.now_ms())
@@ -102,9 +102,9 @@ def test_closed_intents_become_one_trade_and_one_risk_update_each(
                 assert stats.daily_pnl == expected
 
                 # scanning again and a beat count nothing twice
-                assert hb.settle_trades() == []
+                assert await hb.settle_trades() == []
                 hb._settled.clear()
-                assert hb.settle_trades() == []
+                assert await hb.settle_trades() == []
                 await hb.beat()
                 assert hb.risk.statistics(hb.clock.now_ms()).trades == 2
             finally:
@@ -114,7 +114,7 @@ def test_closed_intents_become_one_trade_and_one_risk_update_each(
             app = _app(url, home)
             hb = await app._build()
             try:
-                assert hb.settle_trades() == []
+                assert await hb.settle_trades() == []
                 await hb.beat()
                 stats = hb.risk.statistics(hb.clock.now_ms())
                 assert stats.trades == 2 and stats.losses == 1

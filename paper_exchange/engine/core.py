@@ -29,13 +29,14 @@ from paper_exchange.engine.errors import (
     MSG_MARGIN_SAME,
     ApiError,
 )
-from paper_exchange.engine.matching import cross_time, participation_qty
+from paper_exchange.engine.matching import cross_time, participation_qty, taker_price
 from paper_exchange.engine.models import (
     FUNDING_INTERVAL_MS,
     ZERO,
     Account,
     AlgoOrder,
     Changes,
+    Income,
     Order,
     Position,
     SymbolSettings,
@@ -85,6 +86,7 @@ class Snapshot:
     orders: list[Order] = field(default_factory=list)
     algos: list[AlgoOrder] = field(default_factory=list)
     trades: list[Trade] = field(default_factory=list)
+    incomes: list[Income] = field(default_factory=list)
     clock_ms: int | None = None
 
 
@@ -140,6 +142,24 @@ class Engine(Settlement):
             raise ApiError(-4067, MSG_DUAL_ORDERS)
         acct.dual_side = dual
         self.touch_account(acct)
+
+    # -- quotes -------------------------------------------------------------------------------------
+    def quote(self, symbol: str) -> tuple[Decimal, Decimal, Decimal]:
+        """``(bid, ask, size)`` the engine honours now (the ``bookTicker`` rule).
+
+        The ask is what a MARKET BUY fills at (the path price plus ``slippage_bps``, on the tick),
+        the bid what a MARKET SELL fills at, each at least one tick away from the path price: a
+        post-only BUY at the bid (SELL at the ask) rests as a maker, one at the ask takes.  The size
+        on either side is what a resting order may fill in the current leg (``participation`` x
+        the leg's volume, rounded down to the step).
+        """
+        spec = self.spec(symbol)
+        mark = self.mark(symbol)
+        tick = spec.tick_size
+        bid = min(taker_price(mark, "SELL", self.config.slippage_bps, tick), mark - tick)
+        ask = max(taker_price(mark, "BUY", self.config.slippage_bps, tick), mark + tick)
+        _start, volume = self.feed.full_leg(symbol, self.now)
+        return bid, ask, participation_qty(volume, self.config.participation, spec.step_size)
 
     # -- the walk -----------------------------------------------------------------------------------
     def _busy(self) -> bool:
@@ -297,6 +317,10 @@ class Engine(Settlement):
         self.next_order_id = max(self.orders, default=0) + 1
         self.next_algo_id = max(self.algos, default=0) + 1
         self.next_trade_id = max((t.trade_id for t in snap.trades), default=0) + 1
+        self.incomes = {}
+        for income in sorted(snap.incomes, key=lambda i: i.tran_id):
+            self.incomes.setdefault(income.account, []).append(income)
+        self.next_tran_id = max((i.tran_id for i in snap.incomes), default=0) + 1
         if snap.clock_ms is not None:
             self.now = snap.clock_ms
         self._mark_cache = (-1, {})

@@ -284,6 +284,28 @@ class Trade(Row):
     )
 
 
+@dataclass(slots=True)
+class Income(Row):
+    """One entry of the account's income history (``GET /fapi/v1/income``).
+
+    ``income_type`` is Binance's: ``FUNDING_FEE`` (one per position per funding time),
+    ``COMMISSION`` and ``REALIZED_PNL`` (one each per fill, when not zero).  ``income`` is signed
+    as the wallet sees it (a fee or funding paid is negative).  ``trade_id`` is 0 when the entry
+    does not come from a fill.
+    """
+
+    tran_id: int
+    account: str
+    symbol: str
+    income_type: str
+    income: Decimal
+    time: int
+    trade_id: int = 0
+    asset: str = "USDT"
+
+    _decimals: ClassVar[frozenset[str]] = frozenset({"income"})
+
+
 @dataclass
 class Changes:
     """What one engine operation changed; the store writes it in one transaction."""
@@ -294,6 +316,7 @@ class Changes:
     orders: dict[int, Order] = field(default_factory=dict)
     algos: dict[int, AlgoOrder] = field(default_factory=dict)
     trades: list[Trade] = field(default_factory=list)
+    incomes: list[Income] = field(default_factory=list)
     clock_ms: int | None = None
 
     def __bool__(self) -> bool:
@@ -304,5 +327,6 @@ class Changes:
             or self.orders
             or self.algos
             or self.trades
+            or self.incomes
             or self.clock_ms is not None
         )

@@ -3,7 +3,8 @@
 Funding: at 00:00, 08:00 and 16:00 UTC every open position pays or receives
 ``amount x mark x rate`` (a long pays when the rate is positive); the rate comes from the feed
 (real freqtrade funding files, else the default).  Isolated positions pay from their isolated
-wallet.  Each account with a payment gets an ``ACCOUNT_UPDATE`` with reason ``FUNDING_FEE``.
+wallet.  Each account with a payment gets an ``ACCOUNT_UPDATE`` with reason ``FUNDING_FEE``, and
+each payment one ``FUNDING_FEE`` entry in the income history (``GET /fapi/v1/income``).
 
 Liquidation: an isolated position is liquidated when its isolated wallet plus unrealised PnL
 falls below its maintenance margin; cross positions when the cross margin balance (cross
@@ -39,6 +40,7 @@ class Settlement(AlgoBook):
                 payment = (-pos.amount * self.mark(pos.symbol) * rate).quantize(MONEY)
                 acct.wallet += payment
                 acct.funding += payment
+                self.add_income(account, pos.symbol, "FUNDING_FEE", payment)
                 if self.setting(account, pos.symbol).margin_type == "ISOLATED":
                     pos.isolated_wallet += payment
                 self.touch_position(pos)

@@ -36,6 +36,7 @@ from paper_exchange.engine.models import (
     Account,
     AlgoOrder,
     Changes,
+    Income,
     Order,
     Position,
     SymbolSettings,
@@ -121,10 +122,12 @@ class EngineState:
         self.open_algos: dict[int, AlgoOrder] = {}
         self.algo_client_ids: dict[tuple[str, str], int] = {}
         self.trades: dict[str, list[Trade]] = {}
+        self.incomes: dict[str, list[Income]] = {}
         self.order_agg: dict[tuple[str, str, str, str], list[Decimal]] = {}
         self.next_order_id = 1
         self.next_algo_id = 1
         self.next_trade_id = 1
+        self.next_tran_id = 1
         self.on_commit: Callable[[Changes], None] | None = None
         self._changes = Changes()
         self._events: list[tuple[str, dict[str, object]]] = []
@@ -198,8 +201,22 @@ class EngineState:
         self._changes.settings[(setting.account, setting.symbol)] = setting
 
     def add_trade(self, trade: Trade) -> None:
+        """Record a fill, and its commission and realised PnL as income entries (when not zero)."""
         self.trades.setdefault(trade.account, []).append(trade)
         self._changes.trades.append(trade)
+        if trade.commission != 0:
+            self.add_income(trade.account, trade.symbol, "COMMISSION", -trade.commission, trade.trade_id)
+        if trade.realized_pnl != 0:
+            self.add_income(trade.account, trade.symbol, "REALIZED_PNL", trade.realized_pnl, trade.trade_id)
+
+    def add_income(
+        self, account: str, symbol: str, income_type: str, amount: Decimal, trade_id: int = 0
+    ) -> None:
+        """Append one income-history entry at the current replay time."""
+        income = Income(self.next_tran_id, account, symbol, income_type, amount, self.now, trade_id)
+        self.next_tran_id += 1
+        self.incomes.setdefault(account, []).append(income)
+        self._changes.incomes.append(income)
 
     def emit(self, account: str, event: dict[str, object]) -> None:
         self._events.append((account, event))
