@@ -2,9 +2,10 @@
 
 :class:`CoordinatorApp` builds, in order: the SQLite database (``init_db``, migrations), the exchange
 (:class:`FuturesExchange`: connect, reconcile SQLite with the exchange, monitor orders), margin mode
-and leverage per symbol, the clock (accelerated and instant clocks start at the exchange's time, so
-a paper exchange replaying 2024 and the coordinator agree on "now"), the model clients, the ensemble
-and risk manager (state restored from SQLite), metrics and the dashboard servers, then the
+and leverage per symbol, the clock (accelerated and instant clocks start at the market data's
+time, ``premiumIndex``'s ``time``, so a paper exchange replaying 2024 and the coordinator agree on
+"now"), the model clients, the ensemble and risk manager (state restored from SQLite), metrics and
+the dashboard servers, then the
 :class:`~coordinator.heartbeat.Heartbeat`.
 
 Tasks (named, supervised: the first one to crash stops the group and the process exits 1):
@@ -160,7 +161,11 @@ class CoordinatorApp:
             await exchange.set_leverage(symbol, config.exchange.leverage)
         logger.info("margin mode %s and leverage %dx set on %s", config.exchange.margin_mode,
                     config.exchange.leverage, ", ".join(config.market.symbols))  # fmt: skip
-        start_ms = None if config.heartbeat.clock == "wall" else await exchange.client.server_time()
+        start_ms = (
+            None
+            if config.heartbeat.clock == "wall"
+            else await exchange.market_time(config.market.symbols[0])
+        )
         clock: Clock = make_clock(config.heartbeat, start_ms)
         self._models = ModelClients(config.model_servers, secrets.model_token)
         self._ensemble_store = EnsembleStore.open(self.home.database)

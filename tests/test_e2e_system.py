@@ -35,11 +35,8 @@ and its log's ``beat N`` numbering, 1..N without gaps); the beat in progress at 
 lost whole, never in part.  In candle time, each life's beats step one 5m candle at a time (a beat
 that overran its slot on a loaded machine leaves a candle without a beat; counted and bounded);
 between the two lives exactly the candles that closed while no coordinator ran are missing.  The
-coordinator's accelerated clock starts at the paper exchange's ``/fapi/v1/time``, which is its wall
-clock, not its replay time, so beats are not aligned with candle closes: a beat falling within a few
-milliseconds of a close can decide the same candle as the beat before (and the next beat skips one).
-Such repeats are counted (``candles decided twice``), not failed, until the clock is anchored at
-the replay time.
+coordinator's accelerated clock starts at the replay time (``premiumIndex.time``), so each beat falls
+just after a candle closes and no candle is decided twice.
 
 SQLite against the exchange after the run: every order SQLite knows is on the exchange with the
 same status and executed quantity (or absent, for orders refused before sending), every open order
@@ -53,6 +50,7 @@ read just before it) is allowed to differ; everything older must agree exactly.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import os
@@ -66,6 +64,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 import yaml
 from e2e_support import FINAL_STATES, ExchangeApi, JournalView, metric, scrape, wait_until
@@ -97,6 +96,7 @@ ALGO_TYPES = frozenset({"STOP_MARKET", "TAKE_PROFIT_MARKET", "STOP", "TAKE_PROFI
 MAX_UNBEATEN_CANDLES = 10  # per life: slots lost to beats that overran them on a loaded machine
 BEAT_LINE = re.compile(r"^beat (\d+): ")
 LIFE_SEPARATOR = "--- xylen demo "
+DASHBOARD_TOKEN = "e2e-dashboard-token-4f1c"
 
 
 @dataclass
@@ -127,9 +127,11 @@ class System:
         print(line, flush=True)
 
 
-def _config(exchange_port: int, servers: dict[str, int], metrics_port: int) -> dict[str, Any]:
+def _config(
+    exchange_port: int, servers: dict[str, int], metrics_port: int, dashboard_port: int
+) -> dict[str, Any]:
     """The demo's coordinator config at :data:`SPEED`, made to trade (module docstring)."""
-    config = demo_config(SYMBOL, exchange_port, servers, metrics_port, free_port(), trade_freely=True)
+    config = demo_config(SYMBOL, exchange_port, servers, metrics_port, dashboard_port, trade_freely=True)
     config["model_servers"] = [
         {"id": f"e2e-{name}", "url": f"http://127.0.0.1:{port}", "timeout_ms": 1000}
         for name, port in servers.items()
@@ -137,7 +139,6 @@ def _config(exchange_port: int, servers: dict[str, int], metrics_port: int) -> d
     config["heartbeat"].update(speed=SPEED, deadline_seconds=240.0)  # 0.8 x 0.4 s real
     config["market"]["history_candles"] = 1000
     config["exchange"].update(request_timeout_seconds=5.0, poll_interval_seconds=5.0)  # wall seconds
-    config["dashboard"]["enabled"] = False
     config["logging"] = {"level": "INFO", "format": "json"}
     return config
 
@@ -151,6 +152,7 @@ def system(tmp_path: Path, candles: Path) -> Iterator[System]:  # noqa: F811 - f
     env = {k: v for k, v in os.environ.items() if k not in {"XYLEN_HOME", "NOTIFY_SOCKET", "WATCHDOG_USEC"}}
     env.update(
         XYLEN_PAPER_API_KEY=KEY, XYLEN_PAPER_API_SECRET=SECRET, XYLEN_MODEL_TOKEN="e2e-model-token",
+        XYLEN_DASHBOARD_TOKEN=DASHBOARD_TOKEN,
         TRAINING_INTERVAL="0", PYTHONUNBUFFERED="1",
     )  # fmt: skip
     children = Children(home, env)
@@ -164,9 +166,10 @@ def system(tmp_path: Path, candles: Path) -> Iterator[System]:  # noqa: F811 - f
         for name, _backend in SERVERS:
             child = next(c for c in children.children if c.name == f"model-server-{name}")
             wait_ready(child, f"http://127.0.0.1:{servers[name]}/health", 90, health_ok)
-        metrics_port = free_port()
+        metrics_port, dashboard_port = free_port(), free_port()
         config_path = home.root / "e2e-config.yaml"
-        config_path.write_text(yaml.safe_dump(_config(exchange_port, servers, metrics_port), sort_keys=False))
+        config = _config(exchange_port, servers, metrics_port, dashboard_port)
+        config_path.write_text(yaml.safe_dump(config, sort_keys=False))
         system = System(
             home,
             children,
@@ -174,7 +177,7 @@ def system(tmp_path: Path, candles: Path) -> Iterator[System]:  # noqa: F811 - f
             JournalView(home.database),
             config_path,
             f"http://127.0.0.1:{metrics_port}/metrics",
-            {"exchange": exchange_port, "metrics": metrics_port, **servers},
+            {"exchange": exchange_port, "metrics": metrics_port, "dashboard": dashboard_port, **servers},
         )
         start_coordinator(children, config_path)
         yield system
@@ -398,6 +401,20 @@ def _check_orders_against_exchange(system: System, term_ms: int) -> dict[str, in
         " FROM orders o WHERE o.kind = 'entry' GROUP BY o.intent_id"
     )
     assert all(filled <= 1 for _intent, _n, filled in entry_fills), entry_fills
+    # entries go in as the default trading.entry, maker_preferred: a post-only LIMIT first, a MARKET
+    # fallback only in place of a maker entry that timed out unfilled (or would have taken)
+    makers = journal.rows(
+        "SELECT m.status, o.type, o.executed_qty, f.type FROM maker_entries m"
+        " JOIN orders o USING (client_order_id)"
+        " LEFT JOIN orders f ON f.client_order_id = m.fallback_client_order_id"
+    )
+    assert makers and all(m[1] == "LIMIT" for m in makers), makers
+    assert all((m[0] == "fallback") == (m[3] is not None) for m in makers), makers
+    assert all(m[3] in {None, "MARKET"} for m in makers), makers
+    assert all(Decimal(m[2]) == 0 for m in makers if m[0] in {"fallback", "abandoned", "unfilled"}), makers
+    assert sum(m[0] == "pending" for m in makers) <= 1, makers  # at most the newest, at the SIGTERM
+    markets = journal.scalar("SELECT COUNT(*) FROM orders WHERE kind = 'entry' AND type = 'MARKET'")
+    assert markets == sum(m[0] == "fallback" for m in makers), (markets, makers)
     _assert_position_protected(api)
     return {
         "orders": len(orders),
@@ -406,6 +423,7 @@ def _check_orders_against_exchange(system: System, term_ms: int) -> dict[str, in
         "fills": len(fills),
         "changed after SIGTERM": len(moved_after_stop),
         "fills after SIGTERM": len(late),
+        **{f"maker {status}": n for status, n in sorted(Counter(m[0] for m in makers).items())},
     }
 
 
@@ -437,8 +455,9 @@ def _check_journal(
     first, second = times[:life1_rows], times[life1_rows:]
     # candles a life spanned without a beat: beats that overran their slot (bounded), or beats lost
     unbeaten = [(life[-1] - life[0]) // STEP_MS + 1 - len(life) for life in (first, second)]
-    assert all(-1 <= n <= MAX_UNBEATEN_CANDLES for n in unbeaten), unbeaten  # -1: a last beat repeated
+    assert all(0 <= n <= MAX_UNBEATEN_CANDLES for n in unbeaten), unbeaten
     repeats = sum(b == a for life in (first, second) for a, b in itertools.pairwise(life))
+    assert repeats == 0, "a candle decided twice: the clock is not anchored at the replay time"
     # between the lives: only candles closing while no coordinator ran (plus the beat in progress)
     assert killed_ms - 3 * STEP_MS <= first[-1] < second[0] <= restarted_ms + STEP_MS, (
         first[-1], killed_ms, second[0], restarted_ms,
@@ -451,6 +470,37 @@ def _check_journal(
         "candles decided twice": repeats,
         "candles missed while down": (second[0] - first[-1]) // STEP_MS - 1,
     }
+
+
+async def _watch_dashboard(port: int) -> dict[str, int]:
+    """The running coordinator's dashboard feed: refused without the token; with it a snapshot of
+    the three model servers, the recent decisions and equity, then a ``beat`` message per beat; the
+    history API answers; no message carries the token."""
+    base = f"http://127.0.0.1:{port}"
+    timeout = aiohttp.ClientTimeout(total=20)
+    async with aiohttp.ClientSession(timeout=timeout) as session:
+        async with session.get(f"{base}/ws") as refused:
+            assert refused.status == 401, refused.status
+        texts: list[str] = []
+        async with session.ws_connect(f"{base}/ws?token={DASHBOARD_TOKEN}", heartbeat=None) as ws:
+            texts.append(await ws.receive_str(timeout=10))
+            snapshot = json.loads(texts[-1])
+            assert snapshot["type"] == "snapshot", snapshot["type"]
+            servers = sorted(m["server_id"] for m in snapshot["models"])
+            assert servers == [f"e2e-{name}" for name, _backend in sorted(SERVERS)], servers
+            assert snapshot["decisions"] and snapshot["equity"], snapshot
+            beats = 0
+            while beats < 3:
+                texts.append(await ws.receive_str(timeout=10))
+                message = json.loads(texts[-1])
+                if message["type"] == "beat":
+                    assert message["decisions"] and message["ts"] >= snapshot["ts"], message
+                    beats += 1
+        async with session.get(f"{base}/api/decisions?limit=5&token={DASHBOARD_TOKEN}") as reply:
+            assert reply.status == 200, await reply.text()
+            history = (await reply.json())["decisions"]
+    assert history and all(DASHBOARD_TOKEN not in text for text in texts)
+    return {"messages": len(texts), "beat messages": beats, "decisions via /api": len(history)}
 
 
 @pytest.mark.slow
@@ -481,6 +531,8 @@ def test_system_200_beats_with_a_dead_model_server_and_a_killed_coordinator(syst
                      "xylen_exchange_errors_total", "xylen_rate_limit_weight_used")
     }  # fmt: skip
     system.note(f"metrics of life 2 after {counted:.0f} beats: {figures}")
+    dashboard = asyncio.run(_watch_dashboard(system.ports["dashboard"]))
+    system.note(f"dashboard feed: {dashboard}")
     term_ms = system.api.replay_time(SYMBOL)
     coordinator = system.child("coordinator")
     t0 = time.monotonic()

@@ -325,7 +325,9 @@ def show_trades(config: dict[str, Any]) -> dict[str, Any]:
         daily_loss_limit_usd=5000.0,
         max_orders_per_minute=100,
     )
-    config["trading"].update(horizon_minutes=10, taker_fee_bps=0.0, maker_fee_bps=0.0, slippage_bps=0.0)
+    config.setdefault("trading", {}).update(
+        horizon_minutes=10, taker_fee_bps=0.0, maker_fee_bps=0.0, slippage_bps=0.0
+    )
     return config
 
 
@@ -354,7 +356,6 @@ def demo_config(
             for name, port in servers.items()
         ],
         "risk": {"max_snapshot_age_seconds": 900.0},  # clock seconds: one 5m candle plus slack
-        "trading": {"entry": "market"},
         "monitoring": {"metrics_host": "127.0.0.1", "metrics_port": metrics_port},
         "dashboard": {"enabled": True, "host": "127.0.0.1", "port": dashboard_port, "require_token": True},
         "logging": {"level": "INFO", "format": "text"},

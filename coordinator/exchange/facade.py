@@ -136,6 +136,13 @@ class FuturesExchange:
         reply = await self.client.raw_request(PREMIUM_INDEX, {"symbol": symbol})
         return Decimal(str(reply["markPrice"]))
 
+    async def market_time(self, symbol: str) -> int:
+        """The time of the market data in ms: ``premiumIndex``'s ``time``.  On Binance it is the
+        server's clock; on the paper exchange it is the replay clock, whereas ``/fapi/v1/time``
+        stays wall time there (the clock signed requests are checked against)."""
+        reply = await self.client.raw_request(PREMIUM_INDEX, {"symbol": symbol})
+        return int(reply["time"])
+
     async def place_order(
         self,
         symbol: str,
