@@ -162,9 +162,7 @@ class CoordinatorApp:
         logger.info("margin mode %s and leverage %dx set on %s", config.exchange.margin_mode,
                     config.exchange.leverage, ", ".join(config.market.symbols))  # fmt: skip
         start_ms = (
-            None
-            if config.heartbeat.clock == "wall"
-            else await exchange.market_time(config.market.symbols[0])
+            None if config.heartbeat.clock == "wall" else await exchange.market_time(config.market.symbols[0])
         )
         clock: Clock = make_clock(config.heartbeat, start_ms)
         self._models = ModelClients(config.model_servers, secrets.model_token)

@@ -1,14 +1,35 @@
-"""Client-side rate limiting: token buckets seeded from exchangeInfo, corrected by reply headers.
+"""Client-side rate limiting: fixed windows on the exchange's clock, corrected by reply headers.
 
-- REQUEST_WEIGHT per minute (per IP) and ORDERS per 10 s and per minute (per account) are token
-  buckets (capacity = the limit, refilled evenly over the interval), seeded from exchangeInfo's
-  ``rateLimits``.  A request takes its endpoint's weight, an order placement also one ORDERS token.
-- Every reply's ``X-MBX-USED-WEIGHT-1M`` / ``X-MBX-ORDER-COUNT-10S`` / ``-1M`` lowers a bucket to
-  ``limit - used`` when the server has counted more than we did (other clients on the IP, a restart);
-  the last used weight reported is kept in :attr:`RateLimiter.used_weight` (the
-  ``xylen_rate_limit_weight_used`` gauge reads it).
-- A 429 or 418 pauses ALL requests until its ``Retry-After`` (or the ban) ends and empties the
-  buckets; a request waiting in :meth:`RateLimiter.acquire` leaves only after the pause.
+- Binance counts REQUEST_WEIGHT per minute (per IP) and ORDERS per 10 s and per minute (per
+  account) in FIXED windows aligned on its own clock: the weight and the 1-minute order count
+  restart at every clock minute (``now_ms // 60000``), the 10-second count at every multiple of
+  10 s (the paper exchange's ``FixedWindow`` does the same).  A token bucket does not mirror that:
+  after a header says the minute is nearly spent, it keeps refilling (40/s at 2400/min), so one
+  window could take ``2400 + 40 x seconds left`` and earn a 429.  So each limit here is a
+  :class:`WindowCounter` (limit, window size, current window, used) seeded from exchangeInfo's
+  ``rateLimits``: a request goes when its cost still fits the current window, else it waits for
+  the next one.  A request takes its endpoint's weight, an order placement also one ORDERS count;
+  a cost above the limit goes alone in a fresh window.
+- The windows follow the EXCHANGE's clock as the transport estimates it (local time plus the
+  offset synced from ``/fapi/v1/time``): :class:`~coordinator.exchange.transport.Transport` binds
+  :attr:`RateLimiter.exchange_ms` to its ``now_ms``; a standalone limiter uses wall time.
+- Clock skew at a boundary ``B``: our estimate ``E`` of the exchange's time ``T`` at the moment a
+  request arrives there is off by ``err`` (offset error plus one-way latency); we assume
+  ``|err| < BOUNDARY_MARGIN_MS``.  Our window ``k + 1`` starts at ``B + margin``, so whenever we are
+  in window ``k + 1`` the exchange is too (``T > E - margin >= B``): we never start counting from
+  zero while the exchange still counts the old window.  A request sent with ``E`` in
+  ``[B - margin, B + margin)`` may land in either window, so it counts in both (in the current
+  window and, carried over, in the next); outside that span a request is in our window for sure.
+  Our count is then never below the exchange's count of our own requests.  What we cannot see
+  (other clients on the IP, a restart) the first reply's header corrects.  A header is applied to
+  the window current when the reply arrives; one from the previous exchange window arriving after
+  our boundary (a reply slower than the margin) only over-counts: it delays, never a 429.
+- Every reply's ``X-MBX-USED-WEIGHT-1M`` / ``X-MBX-ORDER-COUNT-10S`` / ``-1M`` raises a counter to
+  the used value the exchange reports when it counted more than we did; the last used weight
+  reported is kept in :attr:`RateLimiter.used_weight` (the ``xylen_rate_limit_weight_used`` gauge
+  reads it).
+- A 429 or 418 pauses ALL requests until its ``Retry-After`` (or the ban) ends and marks the current
+  windows full; a request waiting in :meth:`RateLimiter.acquire` leaves only after the pause.
 
 Waiters queue in FIFO order behind one lock, so a paused limiter holds everyone back at once.
 """
@@ -31,46 +52,86 @@ logger = logging.getLogger(__name__)
 
 _INTERVAL_S = {"SECOND": 1.0, "MINUTE": 60.0, "HOUR": 3600.0, "DAY": 86400.0}
 
+MINUTE_MS = 60_000
+TEN_SECONDS_MS = 10_000
+# How far our estimate of the exchange's clock may be off when a request arrives there (offset
+# error plus one-way latency).  Our windows start this long after the exchange's boundaries and
+# requests within it of a boundary count in both windows (see the module docstring).
+BOUNDARY_MARGIN_MS = 1_000
+_NO_WINDOW = -(2**62)
 
-class TokenBucket:
-    """``capacity`` tokens refilled at ``capacity / interval_s`` per second; never above capacity."""
 
-    __slots__ = ("capacity", "rate", "stamp", "tokens")
+def wall_ms() -> int:
+    """Local wall time in ms (the window clock of a limiter not bound to a transport)."""
+    return time.time_ns() // 1_000_000
 
-    def __init__(self, capacity: float, interval_s: float, now: float) -> None:
-        if capacity <= 0 or interval_s <= 0:
-            raise ValueError("capacity and interval_s must be positive")
-        self.capacity = float(capacity)
-        self.rate = self.capacity / interval_s
-        self.tokens = self.capacity
-        self.stamp = now
 
-    def refill(self, now: float) -> None:
-        """Add the tokens earned since the last call."""
-        if now > self.stamp:
-            self.tokens = min(self.capacity, self.tokens + (now - self.stamp) * self.rate)
-            self.stamp = now
+def _ms_of(clock: Callable[[], float]) -> Callable[[], int]:
+    """``clock`` (seconds) in whole ms."""
+    return lambda: round(clock() * 1000)
 
-    def delay_for(self, amount: float, now: float) -> float:
-        """Seconds until ``amount`` tokens (at most ``capacity``) are available; 0.0 if they are now."""
-        self.refill(now)
-        missing = min(amount, self.capacity) - self.tokens
-        return 0.0 if missing <= 0 else missing / self.rate
 
-    def take(self, amount: float, now: float) -> None:
-        """Spend ``amount`` tokens (the balance may go negative: it then has to refill first)."""
-        self.refill(now)
-        self.tokens -= amount
+class WindowCounter:
+    """``used`` of ``limit`` in the current fixed window of ``size_ms`` (see the module docstring).
 
-    def observe_used(self, used: float, now: float) -> None:
-        """The server says ``used`` of the limit is spent: never believe we have more than the rest."""
-        self.refill(now)
-        self.tokens = min(self.tokens, self.capacity - used)
+    Window ``k`` is ``[k * size_ms + margin_ms, (k + 1) * size_ms + margin_ms)`` on the exchange's
+    clock; ``carry`` is what was taken within ``margin_ms`` before the next window's exchange
+    boundary, already counted in the next window.
+    """
 
-    def drain(self, now: float) -> None:
-        """Nothing left (after a 429)."""
-        self.refill(now)
-        self.tokens = min(self.tokens, 0.0)
+    __slots__ = ("carry", "index", "limit", "margin_ms", "size_ms", "used")
+
+    def __init__(self, limit: int, size_ms: int, margin_ms: int = BOUNDARY_MARGIN_MS) -> None:
+        if limit <= 0 or size_ms <= 0:
+            raise ValueError("limit and size_ms must be positive")
+        if not 0 <= 2 * margin_ms < size_ms:
+            raise ValueError("margin_ms must be at least 0 and under half the window")
+        self.limit = limit
+        self.size_ms = size_ms
+        self.margin_ms = margin_ms
+        self.index = _NO_WINDOW
+        self.used = 0
+        self.carry = 0
+
+    def roll(self, now_ms: int) -> None:
+        """Move to the window of ``now_ms`` (the count restarts, from the carry, in a new window).
+
+        Never moves back: after a resync moved our clock back across a boundary, counting on in the
+        later window only over-counts.
+        """
+        index = (now_ms - self.margin_ms) // self.size_ms
+        if index > self.index:
+            self.used = self.carry if index == self.index + 1 else 0
+            self.carry = 0
+            self.index = index
+
+    def next_start_ms(self) -> int:
+        """When our next window starts (the exchange's boundary plus the margin)."""
+        return (self.index + 1) * self.size_ms + self.margin_ms
+
+    def delay_for(self, amount: int, now_ms: int) -> float:
+        """Seconds until ``amount`` fits (0.0: now).  Above the limit it needs an empty window."""
+        self.roll(now_ms)
+        if self.used + min(amount, self.limit) <= self.limit:
+            return 0.0
+        return max(self.next_start_ms() - now_ms, 1) / 1000.0
+
+    def take(self, amount: int, now_ms: int) -> None:
+        """Count ``amount``; near the boundary also in the next window."""
+        self.roll(now_ms)
+        self.used += amount
+        if now_ms >= self.next_start_ms() - 2 * self.margin_ms:
+            self.carry += amount
+
+    def observe_used(self, used: int, now_ms: int) -> None:
+        """The exchange says ``used`` is spent: never believe we used less."""
+        self.roll(now_ms)
+        self.used = max(self.used, used)
+
+    def drain(self, now_ms: int) -> None:
+        """Nothing left in this window (after a 429)."""
+        self.roll(now_ms)
+        self.used = max(self.used, self.limit)
 
 
 def limits_of(limits: Iterable[RateLimit]) -> tuple[int, int, int]:
@@ -88,7 +149,13 @@ def limits_of(limits: Iterable[RateLimit]) -> tuple[int, int, int]:
 
 
 class RateLimiter:
-    """REQUEST_WEIGHT and ORDERS buckets plus a global pause (see the module docstring)."""
+    """REQUEST_WEIGHT and ORDERS window counters plus a global pause (see the module docstring).
+
+    ``clock`` (seconds, default monotonic) times the 429/418 pause and ``sleep`` waits;
+    :attr:`exchange_ms` is the exchange's clock in ms the windows follow: wall time by default,
+    ``clock`` in ms when a ``clock`` is injected (a test's fake clock drives both), and the
+    transport rebinds it to its ``now_ms``.
+    """
 
     def __init__(
         self,
@@ -96,15 +163,19 @@ class RateLimiter:
         orders_per_10s: int = 300,
         orders_per_minute: int = 1200,
         *,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        exchange_ms: Callable[[], int] | None = None,
+        margin_ms: int = BOUNDARY_MARGIN_MS,
     ) -> None:
-        self._clock = clock
+        if exchange_ms is None:
+            exchange_ms = wall_ms if clock is None else _ms_of(clock)
+        self._clock = time.monotonic if clock is None else clock
         self._sleep = sleep
-        now = clock()
-        self.weight = TokenBucket(weight_per_minute, 60.0, now)
-        self.orders_10s = TokenBucket(orders_per_10s, 10.0, now)
-        self.orders_1m = TokenBucket(orders_per_minute, 60.0, now)
+        self.exchange_ms = exchange_ms
+        self.weight = WindowCounter(weight_per_minute, MINUTE_MS, margin_ms)
+        self.orders_10s = WindowCounter(orders_per_10s, TEN_SECONDS_MS, margin_ms)
+        self.orders_1m = WindowCounter(orders_per_minute, MINUTE_MS, margin_ms)
         self.pause_until = 0.0
         self.pauses = 0
         self.used_weight: int | None = None  # the last X-MBX-USED-WEIGHT-1M the server reported
@@ -115,66 +186,67 @@ class RateLimiter:
         cls,
         limits: Iterable[RateLimit],
         *,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        exchange_ms: Callable[[], int] | None = None,
     ) -> RateLimiter:
         """A limiter seeded from exchangeInfo's ``rateLimits`` (Binance's defaults for missing ones)."""
         weight, orders_10s, orders_1m = limits_of(limits)
-        return cls(weight, orders_10s, orders_1m, clock=clock, sleep=sleep)
+        return cls(weight, orders_10s, orders_1m, clock=clock, sleep=sleep, exchange_ms=exchange_ms)
 
     def reseed(self, limits: Iterable[RateLimit]) -> None:
-        """Replace the capacities with exchangeInfo's (keeps the pause; buckets start full)."""
-        weight, orders_10s, orders_1m = limits_of(limits)
-        now = self._clock()
-        self.weight = TokenBucket(weight, 60.0, now)
-        self.orders_10s = TokenBucket(orders_10s, 10.0, now)
-        self.orders_1m = TokenBucket(orders_1m, 60.0, now)
+        """Replace the limits with exchangeInfo's (keeps the pause and what the windows counted)."""
+        self.weight.limit, self.orders_10s.limit, self.orders_1m.limit = limits_of(limits)
 
     def paused_for(self) -> float:
         """Seconds left of the current 429/418 pause (0.0: not paused)."""
         return max(0.0, self.pause_until - self._clock())
 
-    def delay_for(self, weight: int, orders: int, now: float) -> float:
-        """Seconds before a request of this cost may go (0.0: now)."""
-        delay = max(0.0, self.pause_until - now, self.weight.delay_for(weight, now))
+    def delay_for(self, weight: int, orders: int = 0, now_ms: int | None = None) -> float:
+        """Seconds before a request of this cost may go (0.0: now); ``now_ms`` on the exchange's clock."""
+        if now_ms is None:
+            now_ms = self.exchange_ms()
+        delay = max(self.paused_for(), self.weight.delay_for(weight, now_ms))
         if orders:
-            delay = max(delay, self.orders_10s.delay_for(orders, now), self.orders_1m.delay_for(orders, now))
+            delay = max(
+                delay, self.orders_10s.delay_for(orders, now_ms), self.orders_1m.delay_for(orders, now_ms)
+            )
         return delay
 
     async def acquire(self, weight: int, orders: int = 0) -> None:
-        """Wait (FIFO) until the pause is over and the buckets hold the cost, then spend it."""
+        """Wait (FIFO) until the pause is over and the windows hold the cost, then count it."""
         async with self._lock:
             while True:
-                now = self._clock()
-                delay = self.delay_for(weight, orders, now)
+                now_ms = self.exchange_ms()
+                delay = self.delay_for(weight, orders, now_ms)
                 if delay <= 0.0:
-                    self.weight.take(weight, now)
+                    self.weight.take(weight, now_ms)
                     if orders:
-                        self.orders_10s.take(orders, now)
-                        self.orders_1m.take(orders, now)
+                        self.orders_10s.take(orders, now_ms)
+                        self.orders_1m.take(orders, now_ms)
                     return
                 await self._sleep(delay)
 
     def observe(self, headers: Mapping[str, str]) -> None:
-        """Correct the buckets from a reply's ``X-MBX-USED-WEIGHT-1M`` / ``X-MBX-ORDER-COUNT-*``."""
-        now = self._clock()
-        for name, bucket in (
+        """Correct the windows from a reply's ``X-MBX-USED-WEIGHT-1M`` / ``X-MBX-ORDER-COUNT-*``."""
+        now_ms = self.exchange_ms()
+        for name, counter in (
             (USED_WEIGHT_HEADER, self.weight),
             (ORDER_COUNT_10S_HEADER, self.orders_10s),
             (ORDER_COUNT_1M_HEADER, self.orders_1m),
         ):
             raw = headers.get(name)
             if raw is not None and raw.isdigit():
-                bucket.observe_used(int(raw), now)
-                if bucket is self.weight:
+                counter.observe_used(int(raw), now_ms)
+                if counter is self.weight:
                     self.used_weight = int(raw)
 
     def pause(self, seconds: float, *, banned: bool = False) -> None:
-        """A 429 (or a 418 ban): hold every request for ``seconds`` and empty the buckets."""
-        now = self._clock()
-        self.pause_until = max(self.pause_until, now + max(seconds, 0.0))
+        """A 429 (or a 418 ban): hold every request for ``seconds`` and mark the windows full."""
+        self.pause_until = max(self.pause_until, self._clock() + max(seconds, 0.0))
         self.pauses += 1
-        for bucket in (self.weight, self.orders_10s, self.orders_1m):
-            bucket.drain(now)
+        now_ms = self.exchange_ms()
+        for counter in (self.weight, self.orders_10s, self.orders_1m):
+            counter.drain(now_ms)
         log = logger.error if banned else logger.warning
         log("rate limited (%s): pausing all requests for %.1f s", "418 ban" if banned else "429", seconds)

@@ -1,6 +1,7 @@
 """HTTP transport: one aiohttp session, signing, encoding, rate limits, and error translation.
 
-Every request: wait for the :class:`RateLimiter` (weight, ORDERS, any 429/418 pause) -> encode the
+Every request: wait for the :class:`RateLimiter` (weight, ORDERS, any 429/418 pause; its fixed
+windows follow our estimate of the exchange's clock, :meth:`Transport.now_ms`) -> encode the
 parameters once (query for GET, form body otherwise) -> sign when needed (timestamp from the local
 clock plus the offset synced from ``/fapi/v1/time``) -> send with a per-request timeout -> feed the
 reply's rate-limit headers to the limiter -> parse the JSON, or translate the failure into
@@ -141,6 +142,7 @@ class Transport:
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
         self._key_headers = {API_KEY_HEADER: signer.api_key}
         self._form_headers = {API_KEY_HEADER: signer.api_key, "Content-Type": FORM}
+        self.limiter.exchange_ms = self.now_ms  # the exchange's windows are on its clock
 
     # -- life cycle ------------------------------------------------------------------------------
     @property

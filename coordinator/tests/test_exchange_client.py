@@ -35,7 +35,7 @@ def test_every_method_round_trips(candles: Path, tmp_path: Path) -> None:  # noq
                     Decimal("0.001"),
                     Decimal("100"),
                 )
-                assert client.transport.limiter.weight.capacity == 2400  # seeded from rateLimits
+                assert client.transport.limiter.weight.limit == 2400  # seeded from rateLimits
                 price = await last_price(client)
 
                 assert (await client.set_leverage(SYMBOL, 5)).leverage == 5

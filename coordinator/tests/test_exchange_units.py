@@ -22,7 +22,7 @@ from coordinator.exchange.errors import (
     UnknownOutcomeError,
 )
 from coordinator.exchange.filters import SymbolRules
-from coordinator.exchange.rate_limit import RateLimiter, TokenBucket
+from coordinator.exchange.rate_limit import RateLimiter, WindowCounter
 from coordinator.exchange.retry import RetryPolicy, is_retryable, with_retries
 from coordinator.exchange.schemas import (
     AccountUpdate,
@@ -142,8 +142,8 @@ def test_prepare_order_rounds_and_refuses() -> None:
 
 # -- rate limiter ----------------------------------------------------------------------------------
 class FakeTime:
-    def __init__(self) -> None:
-        self.now = 1000.0
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
         self.sleeps: list[float] = []
 
     def __call__(self) -> float:
@@ -154,20 +154,24 @@ class FakeTime:
         self.now += seconds
 
 
-def test_token_bucket_arithmetic() -> None:
-    bucket = TokenBucket(60, 60.0, now=0.0)  # 1 token per second
-    assert bucket.delay_for(60, 0.0) == 0.0
-    bucket.take(50, 0.0)
-    assert bucket.delay_for(20, 0.0) == pytest.approx(10.0)
-    assert bucket.delay_for(20, 10.0) == 0.0
-    bucket.refill(1000.0)
-    assert bucket.tokens == 60  # never above capacity
-    bucket.observe_used(45, 1000.0)
-    assert bucket.tokens == 15
-    bucket.observe_used(5, 1000.0)  # the server counted less: keep our lower estimate
-    assert bucket.tokens == 15
-    bucket.drain(1000.0)
-    assert bucket.tokens == 0 and bucket.delay_for(1, 1000.0) == pytest.approx(1.0)
+MINUTE_START = 1_704_153_600.0  # an exchange minute boundary (2024-01-02 00:00 UTC), in s
+
+
+def test_window_counter_arithmetic() -> None:
+    counter = WindowCounter(60, 60_000, margin_ms=1_000)
+    t0 = 1_704_153_600_000 + 10_000  # 10 s into an exchange minute
+    assert counter.delay_for(60, t0) == 0.0
+    counter.take(50, t0)
+    assert counter.delay_for(10, t0) == 0.0
+    assert counter.delay_for(11, t0) == pytest.approx(51.0)  # to the boundary plus the margin
+    counter.observe_used(55, t0)
+    assert counter.used == 55
+    counter.observe_used(5, t0)  # the server counted less: keep our higher count
+    assert counter.used == 55
+    counter.drain(t0)
+    assert counter.used == 60 and counter.delay_for(1, t0) == pytest.approx(51.0)
+    counter.roll(t0 - 30_000)  # our clock moved back across a boundary: stay in the later window
+    assert counter.used == 60
 
 
 def test_limiter_is_seeded_from_exchange_info() -> None:
@@ -176,27 +180,102 @@ def test_limiter_is_seeded_from_exchange_info() -> None:
         RateLimit(rateLimitType="ORDERS", interval="SECOND", intervalNum=10, limit=50),
         RateLimit(rateLimitType="ORDERS", interval="MINUTE", intervalNum=1, limit=100),
     ]
-    limiter = RateLimiter.from_rate_limits(limits)
-    assert (limiter.weight.capacity, limiter.orders_10s.capacity, limiter.orders_1m.capacity) == (
-        600,
-        50,
-        100,
-    )
+    clock = FakeTime(MINUTE_START + 5)
+    limiter = RateLimiter.from_rate_limits(limits, clock=clock, sleep=clock.sleep)
+    assert (limiter.weight.limit, limiter.orders_10s.limit, limiter.orders_1m.limit) == (600, 50, 100)
+    asyncio.run(limiter.acquire(7, orders=1))
+    limiter.reseed([])  # Binance's defaults; what the windows counted stays
+    assert (limiter.weight.limit, limiter.orders_10s.limit, limiter.orders_1m.limit) == (2400, 300, 1200)
+    assert (limiter.weight.used, limiter.orders_10s.used, limiter.orders_1m.used) == (7, 1, 1)
 
 
-def test_limiter_waits_for_weight_and_orders_and_obeys_headers() -> None:
-    clock = FakeTime()
-    limiter = RateLimiter(60, 10, 100, clock=clock, sleep=clock.sleep)
+def test_header_near_the_limit_waits_for_the_next_window_not_a_refill() -> None:
+    clock = FakeTime(MINUTE_START + 30)  # 30 s left in the exchange's minute
+    limiter = RateLimiter(2400, 300, 1200, clock=clock, sleep=clock.sleep)
 
     async def scenario() -> None:
-        for _ in range(10):
-            await limiter.acquire(5, orders=1)
+        limiter.observe({c.USED_WEIGHT_HEADER: "2390"})
+        assert limiter.used_weight == 2390
+        await limiter.acquire(10)  # 2400: still fits
         assert clock.sleeps == []
-        await limiter.acquire(5, orders=1)  # weight 50+5 fits, but the 11th order in 10 s must wait 1 s
-        assert clock.sleeps == [pytest.approx(1.0)]
-        limiter.observe({c.USED_WEIGHT_HEADER: "60", c.ORDER_COUNT_10S_HEADER: "3"})
-        await limiter.acquire(2)
-        assert clock.sleeps[-1] == pytest.approx(2.0)  # the server said the minute is spent
+        await limiter.acquire(20)
+        # A bucket refilling 40/s would have sent it after 0.25 s, into the exchange's full window.
+        assert clock.sleeps == [pytest.approx(31.0)]  # 30 s to the boundary + the 1 s margin
+        assert limiter.weight.used == 20  # counted in the new window
+
+    asyncio.run(scenario())
+
+
+def test_weight_window_restarts_exactly_at_the_boundary_plus_margin() -> None:
+    clock = FakeTime(MINUTE_START + 10)
+    limiter = RateLimiter(100, 300, 1200, clock=clock, sleep=clock.sleep)
+    boundary = MINUTE_START + 60
+
+    async def scenario() -> None:
+        await limiter.acquire(100)
+        clock.now = boundary  # the exchange's new minute, but our estimate may be 1 s early
+        assert limiter.delay_for(1) == pytest.approx(1.0)
+        clock.now = boundary + 0.999
+        assert limiter.delay_for(1) == pytest.approx(0.001)
+        clock.now = boundary + 1.0
+        assert limiter.delay_for(100) == 0.0
+        await limiter.acquire(100)
+        assert clock.sleeps == [] and limiter.weight.used == 100
+
+    asyncio.run(scenario())
+
+
+def test_requests_near_the_boundary_count_in_both_windows() -> None:
+    clock = FakeTime(MINUTE_START + 58.9)  # more than the margin before the exchange's boundary
+    limiter = RateLimiter(100, 300, 1200, clock=clock, sleep=clock.sleep)
+
+    async def scenario() -> None:
+        await limiter.acquire(30)  # surely in this minute on the exchange too
+        clock.now = MINUTE_START + 59.5  # within the margin: the exchange may already count the next
+        await limiter.acquire(20)
+        assert limiter.weight.used == 50
+        clock.now = MINUTE_START + 61.0
+        assert limiter.delay_for(80) == 0.0 and limiter.weight.used == 20  # carried over
+        assert limiter.delay_for(81) == pytest.approx(60.0)
+
+    asyncio.run(scenario())
+
+
+def test_orders_windows_of_10_s_and_1_minute() -> None:
+    clock = FakeTime(MINUTE_START + 2)
+    limiter = RateLimiter(2400, 3, 5, clock=clock, sleep=clock.sleep)
+
+    async def scenario() -> None:
+        for _ in range(3):
+            await limiter.acquire(1, orders=1)
+        assert clock.sleeps == []
+        await limiter.acquire(1, orders=1)  # the 4th order in this 10 s window
+        assert clock.sleeps == [pytest.approx(9.0)]  # to :10 plus the margin, exactly
+        assert (limiter.orders_10s.used, limiter.orders_1m.used) == (1, 4)
+        await limiter.acquire(1, orders=1)
+        await limiter.acquire(1)  # no order: the order windows do not matter
+        assert len(clock.sleeps) == 1
+        await limiter.acquire(1, orders=1)  # the 6th order in this minute waits for the next
+        assert clock.sleeps[-1] == pytest.approx(50.0)  # from :11 to 1:01
+        assert (limiter.orders_10s.used, limiter.orders_1m.used) == (1, 1)
+        limiter.observe({c.ORDER_COUNT_10S_HEADER: "3", c.ORDER_COUNT_1M_HEADER: "2"})
+        assert (limiter.orders_10s.used, limiter.orders_1m.used) == (3, 2)
+        await limiter.acquire(1, orders=1)  # the server counted 3 in these 10 s
+        assert clock.sleeps[-1] == pytest.approx(10.0)
+
+    asyncio.run(scenario())
+
+
+def test_a_weight_above_the_limit_goes_alone_in_a_fresh_window() -> None:
+    clock = FakeTime(MINUTE_START + 20)
+    limiter = RateLimiter(100, 300, 1200, clock=clock, sleep=clock.sleep)
+
+    async def scenario() -> None:
+        await limiter.acquire(1)
+        await limiter.acquire(150)  # never fits next to anything: it waits for an empty window
+        assert clock.sleeps == [pytest.approx(41.0)] and limiter.weight.used == 150
+        await limiter.acquire(1)  # and nothing else goes in that window
+        assert clock.sleeps[-1] == pytest.approx(60.0)
 
     asyncio.run(scenario())
 
