@@ -398,14 +398,16 @@ class BeatReader:
                 return []
             rows = conn.execute(
                 "SELECT s.rowid, s.beat_id, s.ts_ms, s.symbol, s.price, d.action, d.hold_reasons,"
-                " d.risk_approved FROM snapshots s LEFT JOIN decisions d USING (beat_id)"
+                " d.risk_approved, d.risk_reasons FROM snapshots s LEFT JOIN decisions d USING (beat_id)"
                 " WHERE s.rowid > ? ORDER BY s.rowid",
                 (self.after_rowid,),
             ).fetchall()
             lines = []
-            for rowid, beat_id, ts_ms, symbol, price, action, reasons, approved in rows:
+            for rowid, beat_id, ts_ms, symbol, price, action, reasons, approved, refusals in rows:
                 self.after_rowid = rowid
-                lines.append(self._line(conn, beat_id, ts_ms, symbol, price, action, reasons, approved))
+                lines.append(
+                    self._line(conn, beat_id, ts_ms, symbol, price, action, reasons, approved, refusals)
+                )
             return lines
         except sqlite3.Error:  # the database is being created or migrated: next time
             self.close()
@@ -421,6 +423,7 @@ class BeatReader:
         action: str | None,
         reasons: str | None,
         approved: int | None,
+        refusals: str | None,
     ) -> str:
         votes = conn.execute(
             "SELECT model_id, status, prob_up FROM model_predictions WHERE beat_id = ? ORDER BY position",
@@ -438,7 +441,8 @@ class BeatReader:
             why = json.loads(reasons or "[]")
             decision = action + (f" ({', '.join(why)})" if why else "")
             if approved is not None and action != "HOLD":
-                decision += " approved" if approved else " refused by risk"
+                refused = [r.get("reason", "?") for r in json.loads(refusals or "[]") if isinstance(r, dict)]
+                decision += " approved" if approved else f" refused by risk ({', '.join(refused) or '?'})"
         position = conn.execute(
             "SELECT side, qty FROM intents WHERE symbol = ? AND status = 'OPEN'"
             " ORDER BY created_ms DESC LIMIT 1",
