@@ -7,7 +7,9 @@
 * a config for a coordinator trading on them (:func:`coordinator_config`).  To let real models
   trade in a short test, costs are zero (fees and slippage 0 bps), ``min_edge`` is 0 and the
   disagreement gate wide: then any calibrated probability off 0.5 has a positive EV and the
-  ensemble takes the favoured side.  Nothing is stubbed.
+  ensemble takes the favoured side.  Nothing is stubbed;
+* a coordinator without a live model server, for tests that place orders themselves
+  (:func:`offline_app`), its heartbeat built and the app shut down by :func:`built_heartbeat`.
 """
 
 from __future__ import annotations
@@ -16,16 +18,28 @@ import contextlib
 import socket
 import time
 from collections.abc import AsyncIterator, Iterator
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from coordinator.app import CoordinatorApp
+from coordinator.heartbeat import Heartbeat
 from coordinator.tests.test_exchange_support import START_MS, SYMBOL
-from model_server.tests.server_support import ServerProcess, start_server, train_booster, write_model_dir
+from model_server.tests.server_support import (
+    TOKEN,
+    ServerProcess,
+    start_server,
+    train_booster,
+    write_model_dir,
+)
 from paper_exchange.service import PaperExchangeService, ServiceConfig
 from paper_exchange.settings import TransportSettings
 from paper_exchange.tests.test_transport_support import KEY, KEYS, SECRET, running_app
+from xylen.config import parse_config
+from xylen.config.secrets import Secrets
+from xylen.paths import Home
 
 __all__ = ["KEY", "SECRET", "START_MS", "SYMBOL"]
 STEP_MS = 300_000
@@ -38,12 +52,15 @@ def free_port() -> int:
         return port
 
 
-def venue_service(candles: Path, tmp_path: Path, speed: float | None = None) -> PaperExchangeService:
+def venue_service(
+    candles: Path, tmp_path: Path, speed: float | None = None, balance: Decimal = Decimal(10_000)
+) -> PaperExchangeService:
     """A real paper exchange service in a fresh home (candles linked), replay at START_MS."""
     home = tmp_path / f"venue-{time.monotonic_ns()}"
     home.mkdir()
     (home / "candles").symlink_to(candles, target_is_directory=True)
-    return PaperExchangeService(ServiceConfig.from_home(home, start_ms=START_MS, speed=speed))
+    config = ServiceConfig.from_home(home, start_ms=START_MS, speed=speed, balance=balance)
+    return PaperExchangeService(config)
 
 
 @contextlib.asynccontextmanager
@@ -107,3 +124,23 @@ def coordinator_config(
 def write_config(path: Path, data: dict[str, Any]) -> Path:
     path.write_text(yaml.safe_dump(data), encoding="utf-8")
     return path
+
+
+def offline_app(url: str, home: Path, *, trading: bool = False, **trading_overrides: Any) -> CoordinatorApp:
+    """A coordinator on the paper exchange at ``url`` whose only model server is dead (its beats
+    HOLD): for tests that place orders themselves.  ``trading_overrides`` update its ``trading``."""
+    data = coordinator_config(url, [], trading=trading)
+    data["model_servers"] = [{"id": "ms-0", "url": f"http://127.0.0.1:{free_port()}", "timeout_ms": 500}]
+    data["trading"].update(trading_overrides)
+    secrets = Secrets(paper_api_key=KEY, paper_api_secret=SECRET, model_token=TOKEN)
+    return CoordinatorApp(parse_config(data), Home(home), secrets=secrets)
+
+
+@contextlib.asynccontextmanager
+async def built_heartbeat(app: CoordinatorApp) -> AsyncIterator[Heartbeat]:
+    """``app`` started (its heartbeat built, not beating on its own); shut down on exit."""
+    hb = await app._build()
+    try:
+        yield hb
+    finally:
+        await app._shutdown()

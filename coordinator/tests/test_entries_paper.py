@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import time
 from decimal import Decimal
 from pathlib import Path
 
@@ -31,44 +30,24 @@ from coordinator.orders.manager import SymbolBusy
 from coordinator.risk import Side as RiskSide
 from coordinator.risk.manager import RiskResult
 from coordinator.tests.heartbeat_support import (
-    KEY,
-    SECRET,
-    START_MS,
     STEP_MS,
     SYMBOL,
-    coordinator_config,
-    free_port,
+    built_heartbeat,
+    offline_app,
     paper_venue,
+    venue_service,
 )
 from coordinator.tests.test_exchange_support import candles  # noqa: F401 - fixture
 from coordinator.tests.test_manager_support import until
-from model_server.tests.server_support import TOKEN
-from paper_exchange.service import PaperExchangeService, ServiceConfig
-from xylen.config import parse_config
 from xylen.config.schema import TradingConfig
-from xylen.config.secrets import Secrets
-from xylen.paths import Home
 
 ORDER = "POST /fapi/v1/order"
 CENT = Decimal("0.01")
 
 
-def _venue(candle_dir: Path, tmp_path: Path, balance: Decimal = Decimal(10_000)) -> PaperExchangeService:
-    home = tmp_path / f"venue-{time.monotonic_ns()}"
-    home.mkdir()
-    (home / "candles").symlink_to(candle_dir, target_is_directory=True)
-    return PaperExchangeService(ServiceConfig.from_home(home, start_ms=START_MS, balance=balance))
-
-
 def _app(url: str, home: Path, entry: str = "maker_preferred", trading: bool = False) -> CoordinatorApp:
-    data = coordinator_config(url, [], trading=trading)
-    # no model server is needed (a dead one makes the beats HOLD): the tests place entries themselves
-    data["model_servers"] = [{"id": "ms-0", "url": f"http://127.0.0.1:{free_port()}", "timeout_ms": 500}]
-    data["trading"].update(
-        entry=entry, maker_timeout_seconds=30.0, taker_fee_bps=5.0, maker_fee_bps=2.0, slippage_bps=1.0
-    )
-    secrets = Secrets(paper_api_key=KEY, paper_api_secret=SECRET, model_token=TOKEN)
-    return CoordinatorApp(parse_config(data), Home(home), secrets=secrets)
+    costs = {"taker_fee_bps": 5.0, "maker_fee_bps": 2.0, "slippage_bps": 1.0}
+    return offline_app(url, home, trading=trading, entry=entry, maker_timeout_seconds=30.0, **costs)
 
 
 def _instant(hb: Heartbeat) -> InstantClock:
@@ -123,35 +102,33 @@ def test_the_beat_sends_an_approved_entry_in_the_configured_style(
     candles: Path,  # noqa: F811 - fixture
     tmp_path: Path,
 ) -> None:
-    service = _venue(candles, tmp_path)
+    service = venue_service(candles, tmp_path)
 
     async def scenario() -> None:
-        async with paper_venue(service) as url:
-            app = _app(url, tmp_path / "home", trading=True)
-            hb = await app._build()
-            try:
-                snap = (await hb.market.snapshot_all(hb.clock.now_ms()))[SYMBOL]
-                account = hb._account_view(*await hb._account())
-                price = float(snap.last_price)
-                decision = Decision(
-                    timestamp_ms=snap.close_time_ms, action=Action.LONG, probability=0.7, confidence=0.7,
-                    expected_value_bps=50.0, size_fraction=0.1, stop_loss=price * 0.97,
-                    take_profit=price * 1.03, votes=(), reasons=(), disagreement=0.0,
-                )  # fmt: skip
-                approved = RiskResult(True, Decimal("0.01"))
-                placement, _note = await hb._order(snap, RiskSide.LONG, approved, account, decision)
-                assert placement is not None and placement.entry.type is OrderType.LIMIT
-                cid = placement.entry.client_order_id
-                on_venue = await hb.exchange.client.get_order(SYMBOL, client_order_id=cid)
-                assert on_venue.timeInForce == "GTX" and on_venue.status == "NEW"
-                row = hb.entries.get(cid)
-                assert row is not None and row.style == "maker_preferred"
-                assert row.context.probability == 0.7 and row.context.funding_rate == snap.funding_rate
-                again, note = await hb._order(snap, RiskSide.LONG, approved, account, decision)
-                assert again is None and note == "position or intent already open"
-                assert _sent(hb) == 1
-            finally:
-                await app._shutdown()
+        async with (
+            paper_venue(service) as url,
+            built_heartbeat(_app(url, tmp_path / "home", trading=True)) as hb,
+        ):
+            snap = (await hb.market.snapshot_all(hb.clock.now_ms()))[SYMBOL]
+            account = hb._account_view(*await hb._account())
+            price = float(snap.last_price)
+            decision = Decision(
+                timestamp_ms=snap.close_time_ms, action=Action.LONG, probability=0.7, confidence=0.7,
+                expected_value_bps=50.0, size_fraction=0.1, stop_loss=price * 0.97,
+                take_profit=price * 1.03, votes=(), reasons=(), disagreement=0.0,
+            )  # fmt: skip
+            approved = RiskResult(True, Decimal("0.01"))
+            placement, _note = await hb._order(snap, RiskSide.LONG, approved, account, decision)
+            assert placement is not None and placement.entry.type is OrderType.LIMIT
+            cid = placement.entry.client_order_id
+            on_venue = await hb.exchange.client.get_order(SYMBOL, client_order_id=cid)
+            assert on_venue.timeInForce == "GTX" and on_venue.status == "NEW"
+            row = hb.entries.get(cid)
+            assert row is not None and row.style == "maker_preferred"
+            assert row.context.probability == 0.7 and row.context.funding_rate == snap.funding_rate
+            again, note = await hb._order(snap, RiskSide.LONG, approved, account, decision)
+            assert again is None and note == "position or intent already open"
+            assert _sent(hb) == 1
 
     asyncio.run(scenario())
 
@@ -160,57 +137,55 @@ def test_maker_entry_rests_at_the_bid_fills_as_maker_and_gets_its_bracket(
     candles: Path,  # noqa: F811 - fixture
     tmp_path: Path,
 ) -> None:
-    service = _venue(candles, tmp_path)
+    service = venue_service(candles, tmp_path)
 
     async def scenario() -> None:
-        async with paper_venue(service) as url:
-            app = _app(url, tmp_path / "home", entry="limit")
-            hb = await app._build()
-            try:
-                ex = hb.exchange
-                mark = await ex.mark_price(SYMBOL)
-                book = await ex.book_ticker(SYMBOL)
-                result = await _enter(hb.entries, mark)
-                placement, row = result.placement, result.maker
-                assert placement is not None and row is not None and row.status is EntryStatus.PENDING
-                assert placement.entry.type is OrderType.LIMIT and placement.entry.state is OrderState.NEW
-                assert placement.entry.price == book.bidPrice < mark  # at the touch, passive
-                cid = placement.entry.client_order_id
-                on_venue = await ex.client.get_order(SYMBOL, client_order_id=cid)
-                assert on_venue.timeInForce == "GTX" and on_venue.price == book.bidPrice
-                assert row.deadline_ms - row.created_ms == 30_000 and row.created_ms == hb.clock.now_ms()
-                # the symbol is busy while the entry rests
-                with pytest.raises(SymbolBusy):
-                    await _enter(hb.entries, mark)
-                assert await hb.entries.check() == []  # before the deadline: nothing to do
+        async with (
+            paper_venue(service) as url,
+            built_heartbeat(_app(url, tmp_path / "home", entry="limit")) as hb,
+        ):
+            ex = hb.exchange
+            mark = await ex.mark_price(SYMBOL)
+            book = await ex.book_ticker(SYMBOL)
+            result = await _enter(hb.entries, mark)
+            placement, row = result.placement, result.maker
+            assert placement is not None and row is not None and row.status is EntryStatus.PENDING
+            assert placement.entry.type is OrderType.LIMIT and placement.entry.state is OrderState.NEW
+            assert placement.entry.price == book.bidPrice < mark  # at the touch, passive
+            cid = placement.entry.client_order_id
+            on_venue = await ex.client.get_order(SYMBOL, client_order_id=cid)
+            assert on_venue.timeInForce == "GTX" and on_venue.price == book.bidPrice
+            assert row.deadline_ms - row.created_ms == 30_000 and row.created_ms == hb.clock.now_ms()
+            # the symbol is busy while the entry rests
+            with pytest.raises(SymbolBusy):
+                await _enter(hb.entries, mark)
+            assert await hb.entries.check() == []  # before the deadline: nothing to do
 
-                for _ in range(30):  # the replay's path comes down to the bid within a candle or two
-                    service.step_to(service.now_ms() + STEP_MS // 3)
-                    await asyncio.sleep(0.05)
-                    if _state(hb, cid) is OrderState.FILLED:
-                        break
-                await until(lambda: _state(hb, cid) is OrderState.FILLED, what="maker entry filled")
-                entry = ex.store.get_order(cid)
-                assert entry is not None and all(f.maker for f in entry.fills) and entry.fills
-                assert all(f.price == book.bidPrice for f in entry.fills)
-                fee = sum((f.commission for f in entry.fills), Decimal(0))
-                assert fee == (book.bidPrice * Decimal("0.010") * Decimal("0.0002")).quantize(Decimal("1e-8"))
+            for _ in range(30):  # the replay's path comes down to the bid within a candle or two
+                service.step_to(service.now_ms() + STEP_MS // 3)
+                await asyncio.sleep(0.05)
+                if _state(hb, cid) is OrderState.FILLED:
+                    break
+            await until(lambda: _state(hb, cid) is OrderState.FILLED, what="maker entry filled")
+            entry = ex.store.get_order(cid)
+            assert entry is not None and all(f.maker for f in entry.fills) and entry.fills
+            assert all(f.price == book.bidPrice for f in entry.fills)
+            fee = sum((f.commission for f in entry.fills), Decimal(0))
+            assert fee == (book.bidPrice * Decimal("0.010") * Decimal("0.0002")).quantize(Decimal("1e-8"))
 
-                def bracketed() -> bool:
-                    legs = latest_legs(ex.store.orders_of_intent(placement.intent.intent_id))
-                    return all(
-                        k in legs and legs[k].state is OrderState.NEW
-                        for k in (OrderKind.STOP_LOSS, OrderKind.TAKE_PROFIT)
-                    )
+            def bracketed() -> bool:
+                legs = latest_legs(ex.store.orders_of_intent(placement.intent.intent_id))
+                return all(
+                    k in legs and legs[k].state is OrderState.NEW
+                    for k in (OrderKind.STOP_LOSS, OrderKind.TAKE_PROFIT)
+                )
 
-                await until(bracketed, what="stop and take-profit placed")
-                (settled,) = await hb.entries.check()
-                assert settled.status is EntryStatus.FILLED
-                assert hb.entries.get(cid) == settled
-                assert _intent_status(hb, placement.intent.intent_id) is IntentStatus.OPEN
-                assert _sent(hb) == 1  # only the maker order
-            finally:
-                await app._shutdown()
+            await until(bracketed, what="stop and take-profit placed")
+            (settled,) = await hb.entries.check()
+            assert settled.status is EntryStatus.FILLED
+            assert hb.entries.get(cid) == settled
+            assert _intent_status(hb, placement.intent.intent_id) is IntentStatus.OPEN
+            assert _sent(hb) == 1  # only the maker order
 
     asyncio.run(scenario())
 
@@ -219,45 +194,40 @@ def test_timeout_without_a_fill_falls_back_to_market_when_the_taker_ev_is_positi
     candles: Path,  # noqa: F811 - fixture
     tmp_path: Path,
 ) -> None:
-    service = _venue(candles, tmp_path)
+    service = venue_service(candles, tmp_path)
 
     async def scenario() -> None:
-        async with paper_venue(service) as url:
-            app = _app(url, tmp_path / "home")
-            hb = await app._build()
-            try:
-                ex = hb.exchange
-                mark = await ex.mark_price(SYMBOL)
-                result = await _enter(hb.entries, mark, p=0.7)
-                assert result.placement is not None and result.maker is not None
-                maker = result.placement
-                cid = maker.entry.client_order_id
-                _instant(hb).advance(29_999)
-                assert await hb.entries.check() == []
-                assert _state(hb, cid) is OrderState.NEW
+        async with paper_venue(service) as url, built_heartbeat(_app(url, tmp_path / "home")) as hb:
+            ex = hb.exchange
+            mark = await ex.mark_price(SYMBOL)
+            result = await _enter(hb.entries, mark, p=0.7)
+            assert result.placement is not None and result.maker is not None
+            maker = result.placement
+            cid = maker.entry.client_order_id
+            _instant(hb).advance(29_999)
+            assert await hb.entries.check() == []
+            assert _state(hb, cid) is OrderState.NEW
 
-                _instant(hb).advance(1)  # the deadline: the beat's check enforces it
-                await hb.beat()
-                row = hb.entries.get(cid)
-                assert row is not None and row.status is EntryStatus.FALLBACK, row
-                assert "taker EV" in row.note and row.fallback_client_order_id is not None
-                assert _state(hb, cid) is OrderState.CANCELED
-                venue_order = await ex.client.get_order(SYMBOL, client_order_id=cid)
-                assert venue_order.status == "CANCELED"
-                assert _intent_status(hb, maker.intent.intent_id) is IntentStatus.CANCELED
-                market = ex.store.get_order(row.fallback_client_order_id)
-                assert market is not None and market.type is OrderType.MARKET
-                assert market.state is OrderState.FILLED and not any(f.maker for f in market.fills)
-                assert _intent_status(hb, market.intent_id) is IntentStatus.OPEN
-                fallback_intent = ex.store.get_intent(market.intent_id)
-                assert fallback_intent is not None and fallback_intent.qty == Decimal("0.010")
-                assert fallback_intent.stop_price == maker.intent.stop_price
-                (position,) = await ex.get_open_positions()
-                assert position.positionAmt == Decimal("0.010")
-                assert _sent(hb) == 2  # the maker order and the market order, nothing else
-                assert await hb.entries.check() == []  # settled once
-            finally:
-                await app._shutdown()
+            _instant(hb).advance(1)  # the deadline: the beat's check enforces it
+            await hb.beat()
+            row = hb.entries.get(cid)
+            assert row is not None and row.status is EntryStatus.FALLBACK, row
+            assert "taker EV" in row.note and row.fallback_client_order_id is not None
+            assert _state(hb, cid) is OrderState.CANCELED
+            venue_order = await ex.client.get_order(SYMBOL, client_order_id=cid)
+            assert venue_order.status == "CANCELED"
+            assert _intent_status(hb, maker.intent.intent_id) is IntentStatus.CANCELED
+            market = ex.store.get_order(row.fallback_client_order_id)
+            assert market is not None and market.type is OrderType.MARKET
+            assert market.state is OrderState.FILLED and not any(f.maker for f in market.fills)
+            assert _intent_status(hb, market.intent_id) is IntentStatus.OPEN
+            fallback_intent = ex.store.get_intent(market.intent_id)
+            assert fallback_intent is not None and fallback_intent.qty == Decimal("0.010")
+            assert fallback_intent.stop_price == maker.intent.stop_price
+            (position,) = await ex.get_open_positions()
+            assert position.positionAmt == Decimal("0.010")
+            assert _sent(hb) == 2  # the maker order and the market order, nothing else
+            assert await hb.entries.check() == []  # settled once
 
     asyncio.run(scenario())
 
@@ -266,36 +236,31 @@ def test_timeout_is_abandoned_when_the_edge_only_covered_maker_costs(
     candles: Path,  # noqa: F811 - fixture
     tmp_path: Path,
 ) -> None:
-    service = _venue(candles, tmp_path)
+    service = venue_service(candles, tmp_path)
 
     async def scenario() -> None:
-        async with paper_venue(service) as url:
-            app = _app(url, tmp_path / "home")
-            hb = await app._build()
-            try:
-                ex = hb.exchange
-                mark = await ex.mark_price(SYMBOL)
-                # a symmetric 1% bracket and p = 0.55: +10 bps gross, -8 maker costs, -12 taker costs
-                params = hb.ensemble.params
-                assert params.costs_bps == Costs.from_trading(hb.config.trading).total_bps == 8.0
-                stop, take = float(mark) * 0.99, float(mark) * 1.01
-                at_mark = Market(timestamp_ms=hb.clock.now_ms(), price=float(mark))
-                assert bracket_ev_bps(0.55, True, stop, take, at_mark, params) > 0  # it would trade
-                taker = dataclasses.replace(params, costs_bps=Costs.taker(hb.config.trading).total_bps)
-                assert bracket_ev_bps(0.55, True, stop, take, at_mark, taker) <= 0
+        async with paper_venue(service) as url, built_heartbeat(_app(url, tmp_path / "home")) as hb:
+            ex = hb.exchange
+            mark = await ex.mark_price(SYMBOL)
+            # a symmetric 1% bracket and p = 0.55: +10 bps gross, -8 maker costs, -12 taker costs
+            params = hb.ensemble.params
+            assert params.costs_bps == Costs.from_trading(hb.config.trading).total_bps == 8.0
+            stop, take = float(mark) * 0.99, float(mark) * 1.01
+            at_mark = Market(timestamp_ms=hb.clock.now_ms(), price=float(mark))
+            assert bracket_ev_bps(0.55, True, stop, take, at_mark, params) > 0  # it would trade
+            taker = dataclasses.replace(params, costs_bps=Costs.taker(hb.config.trading).total_bps)
+            assert bracket_ev_bps(0.55, True, stop, take, at_mark, taker) <= 0
 
-                result = await _enter(hb.entries, mark, p=0.55, width=Decimal("0.01"))
-                assert result.placement is not None
-                cid = result.placement.entry.client_order_id
-                _instant(hb).advance(31_000)
-                (row,) = await hb.entries.check()
-                assert row.client_order_id == cid and row.status is EntryStatus.ABANDONED, row
-                assert "EV" in row.note and "<= 0" in row.note and row.fallback_client_order_id is None
-                assert _state(hb, cid) is OrderState.CANCELED
-                assert _intent_status(hb, result.placement.intent.intent_id) is IntentStatus.CANCELED
-                assert _sent(hb) == 1 and await ex.get_open_positions() == []
-            finally:
-                await app._shutdown()
+            result = await _enter(hb.entries, mark, p=0.55, width=Decimal("0.01"))
+            assert result.placement is not None
+            cid = result.placement.entry.client_order_id
+            _instant(hb).advance(31_000)
+            (row,) = await hb.entries.check()
+            assert row.client_order_id == cid and row.status is EntryStatus.ABANDONED, row
+            assert "EV" in row.note and "<= 0" in row.note and row.fallback_client_order_id is None
+            assert _state(hb, cid) is OrderState.CANCELED
+            assert _intent_status(hb, result.placement.intent.intent_id) is IntentStatus.CANCELED
+            assert _sent(hb) == 1 and await ex.get_open_positions() == []
 
     asyncio.run(scenario())
 
@@ -313,37 +278,35 @@ def test_a_post_only_entry_that_would_take_is_no_trade_for_limit_and_a_checked_f
     candles: Path,  # noqa: F811 - fixture
     tmp_path: Path,
 ) -> None:
-    service = _venue(candles, tmp_path)
+    service = venue_service(candles, tmp_path)
 
     async def scenario() -> None:
-        async with paper_venue(service) as url:
-            app = _app(url, tmp_path / "home", entry="limit")
-            hb = await app._build()
-            try:
-                ex = hb.exchange
-                stale = _StaleQuote(ex, hb.clock, lambda: hb.config.trading, lambda: hb.ensemble.params)
-                mark = await ex.mark_price(SYMBOL)
+        async with (
+            paper_venue(service) as url,
+            built_heartbeat(_app(url, tmp_path / "home", entry="limit")) as hb,
+        ):
+            ex = hb.exchange
+            stale = _StaleQuote(ex, hb.clock, lambda: hb.config.trading, lambda: hb.ensemble.params)
+            mark = await ex.mark_price(SYMBOL)
 
-                limit = await _enter(stale, mark)
-                assert limit.placement is not None and limit.placement.rejected
-                assert limit.placement.reason.startswith("-5022")
-                assert limit.maker is not None and limit.maker.status is EntryStatus.UNFILLED
-                assert limit.note.startswith("no trade this beat") and "would take" in limit.note
-                assert _intent_status(hb, limit.placement.intent.intent_id) is IntentStatus.CANCELED
-                assert _sent(hb) == 1 and await ex.get_open_positions() == []
+            limit = await _enter(stale, mark)
+            assert limit.placement is not None and limit.placement.rejected
+            assert limit.placement.reason.startswith("-5022")
+            assert limit.maker is not None and limit.maker.status is EntryStatus.UNFILLED
+            assert limit.note.startswith("no trade this beat") and "would take" in limit.note
+            assert _intent_status(hb, limit.placement.intent.intent_id) is IntentStatus.CANCELED
+            assert _sent(hb) == 1 and await ex.get_open_positions() == []
 
-                # maker_preferred: a taker EV <= 0 -> nothing more is sent ...
-                poor = await _enter(stale, mark, p=0.55, width=Decimal("0.01"), style="maker_preferred")
-                assert poor.maker is not None and poor.maker.status is EntryStatus.ABANDONED
-                assert "would take" in poor.note and "<= 0" in poor.note and _sent(hb) == 2
-                # ... a taker EV > 0 -> a market entry at once
-                good = await _enter(stale, mark, p=0.7, style="maker_preferred")
-                assert good.maker is not None and good.maker.status is EntryStatus.FALLBACK
-                assert good.placement is not None and good.placement.entry.type is OrderType.MARKET
-                assert good.placement.entry.state is OrderState.FILLED and _sent(hb) == 4
-                assert good.maker.fallback_client_order_id == good.placement.entry.client_order_id
-            finally:
-                await app._shutdown()
+            # maker_preferred: a taker EV <= 0 -> nothing more is sent ...
+            poor = await _enter(stale, mark, p=0.55, width=Decimal("0.01"), style="maker_preferred")
+            assert poor.maker is not None and poor.maker.status is EntryStatus.ABANDONED
+            assert "would take" in poor.note and "<= 0" in poor.note and _sent(hb) == 2
+            # ... a taker EV > 0 -> a market entry at once
+            good = await _enter(stale, mark, p=0.7, style="maker_preferred")
+            assert good.maker is not None and good.maker.status is EntryStatus.FALLBACK
+            assert good.placement is not None and good.placement.entry.type is OrderType.MARKET
+            assert good.placement.entry.state is OrderState.FILLED and _sent(hb) == 4
+            assert good.maker.fallback_client_order_id == good.placement.entry.client_order_id
 
     asyncio.run(scenario())
 
@@ -353,46 +316,41 @@ def test_partial_fill_then_timeout_keeps_the_filled_part_bracketed(
     tmp_path: Path,
 ) -> None:
     # 400 BTC at the bid: the paper exchange fills a resting order by at most 10% of each leg's volume
-    service = _venue(candles, tmp_path, balance=Decimal(100_000_000))
+    service = venue_service(candles, tmp_path, balance=Decimal(100_000_000))
 
     async def scenario() -> None:
-        async with paper_venue(service) as url:
-            app = _app(url, tmp_path / "home")
-            hb = await app._build()
-            try:
-                ex = hb.exchange
-                mark = await ex.mark_price(SYMBOL)
-                result = await _enter(hb.entries, mark, qty="400", p=0.7)
-                assert result.placement is not None and result.placement.entry.state is OrderState.NEW
-                cid = result.placement.entry.client_order_id
-                for _ in range(30):
-                    service.step_to(service.now_ms() + STEP_MS // 3)
-                    await asyncio.sleep(0.05)
-                    if _state(hb, cid) is OrderState.PARTIALLY_FILLED:
-                        break
-                await until(lambda: _state(hb, cid) is OrderState.PARTIALLY_FILLED, what="a partial fill")
-                _instant(hb).advance(30_000)
-                (row,) = await hb.entries.check()
-                assert row.status is EntryStatus.PARTIAL and row.fallback_client_order_id is None, row
-                entry = ex.store.get_order(cid)
-                assert entry is not None and entry.state is OrderState.CANCELED
-                assert Decimal(0) < entry.executed_qty < Decimal(400)
-                venue_order = await ex.client.get_order(SYMBOL, client_order_id=cid)
-                assert venue_order.status == "CANCELED" and venue_order.executedQty == entry.executed_qty
-                intent_id = result.placement.intent.intent_id
-                assert _intent_status(hb, intent_id) is IntentStatus.OPEN
-                (position,) = await ex.get_open_positions()
-                assert position.positionAmt == entry.executed_qty
-                # closePosition legs: they cover the filled quantity, whatever it is
-                legs = latest_legs(ex.store.orders_of_intent(intent_id))
-                open_algos = {a.clientAlgoId: a for a in await ex.client.get_open_algo_orders(SYMBOL)}
-                for kind in (OrderKind.STOP_LOSS, OrderKind.TAKE_PROFIT):
-                    leg = legs[kind]
-                    assert leg.state is OrderState.NEW and leg.close_position
-                    assert open_algos[leg.client_order_id].closePosition
-                assert _sent(hb) == 1  # no fallback for a partial fill
-            finally:
-                await app._shutdown()
+        async with paper_venue(service) as url, built_heartbeat(_app(url, tmp_path / "home")) as hb:
+            ex = hb.exchange
+            mark = await ex.mark_price(SYMBOL)
+            result = await _enter(hb.entries, mark, qty="400", p=0.7)
+            assert result.placement is not None and result.placement.entry.state is OrderState.NEW
+            cid = result.placement.entry.client_order_id
+            for _ in range(30):
+                service.step_to(service.now_ms() + STEP_MS // 3)
+                await asyncio.sleep(0.05)
+                if _state(hb, cid) is OrderState.PARTIALLY_FILLED:
+                    break
+            await until(lambda: _state(hb, cid) is OrderState.PARTIALLY_FILLED, what="a partial fill")
+            _instant(hb).advance(30_000)
+            (row,) = await hb.entries.check()
+            assert row.status is EntryStatus.PARTIAL and row.fallback_client_order_id is None, row
+            entry = ex.store.get_order(cid)
+            assert entry is not None and entry.state is OrderState.CANCELED
+            assert Decimal(0) < entry.executed_qty < Decimal(400)
+            venue_order = await ex.client.get_order(SYMBOL, client_order_id=cid)
+            assert venue_order.status == "CANCELED" and venue_order.executedQty == entry.executed_qty
+            intent_id = result.placement.intent.intent_id
+            assert _intent_status(hb, intent_id) is IntentStatus.OPEN
+            (position,) = await ex.get_open_positions()
+            assert position.positionAmt == entry.executed_qty
+            # closePosition legs: they cover the filled quantity, whatever it is
+            legs = latest_legs(ex.store.orders_of_intent(intent_id))
+            open_algos = {a.clientAlgoId: a for a in await ex.client.get_open_algo_orders(SYMBOL)}
+            for kind in (OrderKind.STOP_LOSS, OrderKind.TAKE_PROFIT):
+                leg = legs[kind]
+                assert leg.state is OrderState.NEW and leg.close_position
+                assert open_algos[leg.client_order_id].closePosition
+            assert _sent(hb) == 1  # no fallback for a partial fill
 
     asyncio.run(scenario())
 
@@ -401,25 +359,19 @@ def test_a_restart_during_a_pending_maker_entry_enforces_its_stored_deadline(
     candles: Path,  # noqa: F811 - fixture
     tmp_path: Path,
 ) -> None:
-    service = _venue(candles, tmp_path)
+    service = venue_service(candles, tmp_path)
     home = tmp_path / "home"
 
     async def scenario() -> None:
         async with paper_venue(service) as url:
-            app = _app(url, home)
-            hb = await app._build()
-            try:
+            async with built_heartbeat(_app(url, home)) as hb:
                 mark = await hb.exchange.mark_price(SYMBOL)
                 result = await _enter(hb.entries, mark, p=0.7)
                 assert result.maker is not None and result.placement is not None
                 cid, created = result.placement.entry.client_order_id, result.maker.created_ms
                 _instant(hb).advance(20_000)  # 20 s of the 30 pass before the coordinator stops
-            finally:
-                await app._shutdown()
 
-            app = _app(url, home)
-            hb = await app._build()
-            try:
+            async with built_heartbeat(_app(url, home)) as hb:
                 clock = _instant(hb)
                 clock.set(created + 20_000)  # the restarted clock reads the venue's time again
                 (pending,) = hb.entries.pending()
@@ -438,8 +390,6 @@ def test_a_restart_during_a_pending_maker_entry_enforces_its_stored_deadline(
                 assert market is not None and market.state is OrderState.FILLED
                 (position,) = await hb.exchange.get_open_positions()
                 assert position.positionAmt == Decimal("0.010")
-            finally:
-                await app._shutdown()
 
     asyncio.run(scenario())
 
@@ -448,32 +398,30 @@ def test_an_accelerated_clock_times_the_entry_out_without_a_beat(
     candles: Path,  # noqa: F811 - fixture
     tmp_path: Path,
 ) -> None:
-    service = _venue(candles, tmp_path)
+    service = venue_service(candles, tmp_path)
 
     async def scenario() -> None:
-        async with paper_venue(service) as url:
-            app = _app(url, tmp_path / "home", entry="limit")
-            hb = await app._build()
-            try:
-                clock = AcceleratedClock(2000.0, start_ms=hb.clock.now_ms())
-                desk = EntryDesk(hb.exchange, clock, lambda: hb.config.trading, lambda: hb.ensemble.params)
-                mark = await hb.exchange.mark_price(SYMBOL)
-                result = await _enter(desk, mark)
-                assert result.placement is not None
-                cid = result.placement.entry.client_order_id
+        async with (
+            paper_venue(service) as url,
+            built_heartbeat(_app(url, tmp_path / "home", entry="limit")) as hb,
+        ):
+            clock = AcceleratedClock(2000.0, start_ms=hb.clock.now_ms())
+            desk = EntryDesk(hb.exchange, clock, lambda: hb.config.trading, lambda: hb.ensemble.params)
+            mark = await hb.exchange.mark_price(SYMBOL)
+            result = await _enter(desk, mark)
+            assert result.placement is not None
+            cid = result.placement.entry.client_order_id
 
-                def settled() -> bool:
-                    row = desk.get(cid)
-                    return row is not None and row.status is EntryStatus.UNFILLED
-
-                await until(settled, timeout_s=5.0, what="the watcher cancelled the entry")
+            def settled() -> bool:
                 row = desk.get(cid)
-                assert row is not None and row.resolved_ms is not None
-                assert row.resolved_ms >= row.deadline_ms  # not before its 30 s of clock time
-                assert _state(hb, cid) is OrderState.CANCELED and _sent(hb) == 1
-                await desk.close()
-            finally:
-                await app._shutdown()
+                return row is not None and row.status is EntryStatus.UNFILLED
+
+            await until(settled, timeout_s=5.0, what="the watcher cancelled the entry")
+            row = desk.get(cid)
+            assert row is not None and row.resolved_ms is not None
+            assert row.resolved_ms >= row.deadline_ms  # not before its 30 s of clock time
+            assert _state(hb, cid) is OrderState.CANCELED and _sent(hb) == 1
+            await desk.close()
 
     asyncio.run(scenario())
 

@@ -15,37 +15,24 @@ from pathlib import Path
 
 import aiohttp
 
-from coordinator.app import CoordinatorApp
 from coordinator.orders import IntentStatus, OrderState, Side
 from coordinator.tests.heartbeat_support import (
     KEY,
-    SECRET,
     START_MS,
     SYMBOL,
-    coordinator_config,
-    free_port,
+    built_heartbeat,
+    offline_app,
     paper_venue,
     venue_service,
 )
 from coordinator.tests.test_exchange_support import candles  # noqa: F401 - fixture
 from coordinator.tests.test_manager_support import until
 from coordinator.trades import funding_possible
-from model_server.tests.server_support import TOKEN
 from paper_exchange.faults import FaultConfig, Faults
 from paper_exchange.settings import TransportSettings
 from paper_exchange.tests.test_transport_support import KEYS, running_app
-from xylen.config import parse_config
-from xylen.config.secrets import Secrets
-from xylen.paths import Home
 
 H8 = 8 * 3_600_000
-
-
-def _app(url: str, home: Path) -> CoordinatorApp:
-    data = coordinator_config(url, [], trading=False)
-    data["model_servers"] = [{"id": "ms-0", "url": f"http://127.0.0.1:{free_port()}", "timeout_ms": 500}]
-    secrets = Secrets(paper_api_key=KEY, paper_api_secret=SECRET, model_token=TOKEN)
-    return CoordinatorApp(parse_config(data), Home(home), secrets=secrets)
 
 
 def test_a_trade_across_a_funding_time_logs_the_funding_it_paid(
@@ -55,60 +42,51 @@ def test_a_trade_across_a_funding_time_logs_the_funding_it_paid(
     service = venue_service(candles, tmp_path)
 
     async def scenario() -> None:
-        async with paper_venue(service) as url:
-            app = _app(url, tmp_path / "home")
-            hb = await app._build()
-            try:
-                ex = hb.exchange
-                placed = await ex.place_order(
-                    SYMBOL, Side.BUY, Decimal("0.01"), Decimal(30_000), Decimal(60_000)
-                )
-                assert placed.entry.state is OrderState.FILLED
-                intent_id = placed.intent.intent_id
-                service.step_to(START_MS + H8 + 300_000)  # through the 08:00 funding
-                (position,) = await ex.get_open_positions()
-                assert position.positionAmt == Decimal("0.010")
-                venue_funding = service.engine.account(KEY).funding
-                assert venue_funding != 0  # the venue settled funding on our position
-                income = await ex.client.get_income(SYMBOL, "FUNDING_FEE")
-                assert [i.time for i in income] == [START_MS + H8]
-                assert income[0].income == venue_funding and income[0].incomeType == "FUNDING_FEE"
+        async with paper_venue(service) as url, built_heartbeat(offline_app(url, tmp_path / "home")) as hb:
+            ex = hb.exchange
+            placed = await ex.place_order(SYMBOL, Side.BUY, Decimal("0.01"), Decimal(30_000), Decimal(60_000))
+            assert placed.entry.state is OrderState.FILLED
+            intent_id = placed.intent.intent_id
+            service.step_to(START_MS + H8 + 300_000)  # through the 08:00 funding
+            (position,) = await ex.get_open_positions()
+            assert position.positionAmt == Decimal("0.010")
+            venue_funding = service.engine.account(KEY).funding
+            assert venue_funding != 0  # the venue settled funding on our position
+            income = await ex.client.get_income(SYMBOL, "FUNDING_FEE")
+            assert [i.time for i in income] == [START_MS + H8]
+            assert income[0].income == venue_funding and income[0].incomeType == "FUNDING_FEE"
 
-                assert await ex.close_position(SYMBOL) is not None
+            assert await ex.close_position(SYMBOL) is not None
 
-                def closed() -> bool:
-                    intent = ex.store.get_intent(intent_id)
-                    return intent is not None and intent.status is IntentStatus.CLOSED
+            def closed() -> bool:
+                intent = ex.store.get_intent(intent_id)
+                return intent is not None and intent.status is IntentStatus.CLOSED
 
-                await until(closed, what="closed by hand")
-                (trade,) = await hb.settle_trades()
-                assert trade.entry_ms <= START_MS + H8 <= trade.exit_ms
-                assert trade.funding == -venue_funding  # paid is positive
-                assert trade.net_pnl == trade.realised_pnl - trade.fees - trade.funding
-                # the wallet moved by exactly the trade's net PnL
-                account = service.engine.account(KEY)
-                assert account.wallet - account.deposit == trade.net_pnl
-                stats = hb.risk.statistics(hb.clock.now_ms())
-                assert stats.daily_pnl == trade.net_pnl and stats.trades == 1
-                logged = hb.journal.trades()
-                assert [(t.intent_id, t.funding) for t in logged] == [(intent_id, trade.funding)]
-                # a trade already logged costs no income request again
-                hb._settled.clear()
-                before = ex.client.transport.sent["GET /fapi/v1/income"]
-                assert await hb.settle_trades() == []
-                assert ex.client.transport.sent["GET /fapi/v1/income"] == before
+            await until(closed, what="closed by hand")
+            (trade,) = await hb.settle_trades()
+            assert trade.entry_ms <= START_MS + H8 <= trade.exit_ms
+            assert trade.funding == -venue_funding  # paid is positive
+            assert trade.net_pnl == trade.realised_pnl - trade.fees - trade.funding
+            # the wallet moved by exactly the trade's net PnL
+            account = service.engine.account(KEY)
+            assert account.wallet - account.deposit == trade.net_pnl
+            stats = hb.risk.statistics(hb.clock.now_ms())
+            assert stats.daily_pnl == trade.net_pnl and stats.trades == 1
+            logged = hb.journal.trades()
+            assert [(t.intent_id, t.funding) for t in logged] == [(intent_id, trade.funding)]
+            # a trade already logged costs no income request again
+            hb._settled.clear()
+            before = ex.client.transport.sent["GET /fapi/v1/income"]
+            assert await hb.settle_trades() == []
+            assert ex.client.transport.sent["GET /fapi/v1/income"] == before
 
-                # nor does one opened and closed between two hours (funding is settled on the hour)
-                quick = await ex.place_order(
-                    SYMBOL, Side.BUY, Decimal("0.01"), Decimal(30_000), Decimal(60_000)
-                )
-                assert await ex.close_position(SYMBOL) is not None
-                await until(lambda: ex.store.get_intent(quick.intent.intent_id).status is IntentStatus.CLOSED)  # type: ignore[union-attr]
-                (short,) = await hb.settle_trades()
-                assert short.funding == 0 and short.net_pnl == short.realised_pnl - short.fees
-                assert ex.client.transport.sent["GET /fapi/v1/income"] == before
-            finally:
-                await app._shutdown()
+            # nor does one opened and closed between two hours (funding is settled on the hour)
+            quick = await ex.place_order(SYMBOL, Side.BUY, Decimal("0.01"), Decimal(30_000), Decimal(60_000))
+            assert await ex.close_position(SYMBOL) is not None
+            await until(lambda: ex.store.get_intent(quick.intent.intent_id).status is IntentStatus.CLOSED)  # type: ignore[union-attr]
+            (short,) = await hb.settle_trades()
+            assert short.funding == 0 and short.net_pnl == short.realised_pnl - short.fees
+            assert ex.client.transport.sent["GET /fapi/v1/income"] == before
 
     asyncio.run(scenario())
 
@@ -126,28 +104,24 @@ def test_a_trade_whose_stream_fills_were_lost_is_settled_from_user_trades(
     settings = TransportSettings(api_keys=KEYS, port=0, tick_ms=20)
 
     async def scenario() -> None:
-        async with running_app(service, settings, faults=faults) as (url, _web):
-            app = _app(url, tmp_path / "home")
-            hb = await app._build()
-            try:
-                ex = hb.exchange
-                placed = await ex.place_order(
-                    SYMBOL, Side.BUY, Decimal("0.01"), Decimal(30_000), Decimal(60_000)
-                )
-                assert placed.entry.state is OrderState.FILLED
-                closing = await ex.close_position(SYMBOL)
-                assert closing is not None and closing.state is OrderState.FILLED
-                intent_id = placed.intent.intent_id
-                await until(lambda: ex.store.get_intent(intent_id).status is IntentStatus.CLOSED)  # type: ignore[union-attr]
-                entry = ex.store.get_order(placed.entry.client_order_id)
-                assert entry is not None and entry.fills == ()  # the stream's fill never came
-                (trade,) = await hb.settle_trades()
-                assert trade.intent_id == intent_id and trade.qty == Decimal("0.010")
-                assert trade.exit_reason == "close" and trade.fees > 0
-                venue = {t.id: t for t in await ex.client.get_user_trades(SYMBOL)}
-                assert trade.fees == sum((t.commission for t in venue.values()), Decimal(0))
-            finally:
-                await app._shutdown()
+        async with (
+            running_app(service, settings, faults=faults) as (url, _web),
+            built_heartbeat(offline_app(url, tmp_path / "home")) as hb,
+        ):
+            ex = hb.exchange
+            placed = await ex.place_order(SYMBOL, Side.BUY, Decimal("0.01"), Decimal(30_000), Decimal(60_000))
+            assert placed.entry.state is OrderState.FILLED
+            closing = await ex.close_position(SYMBOL)
+            assert closing is not None and closing.state is OrderState.FILLED
+            intent_id = placed.intent.intent_id
+            await until(lambda: ex.store.get_intent(intent_id).status is IntentStatus.CLOSED)  # type: ignore[union-attr]
+            entry = ex.store.get_order(placed.entry.client_order_id)
+            assert entry is not None and entry.fills == ()  # the stream's fill never came
+            (trade,) = await hb.settle_trades()
+            assert trade.intent_id == intent_id and trade.qty == Decimal("0.010")
+            assert trade.exit_reason == "close" and trade.fees > 0
+            venue = {t.id: t for t in await ex.client.get_user_trades(SYMBOL)}
+            assert trade.fees == sum((t.commission for t in venue.values()), Decimal(0))
 
     asyncio.run(scenario())
 
@@ -167,9 +141,8 @@ def test_the_used_weight_gauge_shows_the_last_reported_weight(
 
     async def scenario() -> None:
         async with paper_venue(service) as url:
-            app = _app(url, tmp_path / "home")
-            await app._build()
-            try:
+            app = offline_app(url, tmp_path / "home")
+            async with built_heartbeat(app):
                 assert app.metrics_server is not None and app.exchange is not None
                 limiter = app.exchange.client.transport.limiter
                 timeout = aiohttp.ClientTimeout(total=5)
@@ -182,7 +155,5 @@ def test_the_used_weight_gauge_shows_the_last_reported_weight(
                 assert match is not None, text
                 assert limiter.used_weight is not None and limiter.used_weight > 0
                 assert float(match.group(1)) == float(limiter.used_weight)
-            finally:
-                await app._shutdown()
 
     asyncio.run(scenario())

@@ -12,36 +12,19 @@ import sqlite3
 from decimal import Decimal
 from pathlib import Path
 
-from coordinator.app import CoordinatorApp
 from coordinator.heartbeat import Heartbeat
 from coordinator.orders import IntentStatus, OrderState, Side
 from coordinator.tests.heartbeat_support import (
-    KEY,
-    SECRET,
     STEP_MS,
     SYMBOL,
-    coordinator_config,
-    free_port,
+    built_heartbeat,
+    offline_app,
     paper_venue,
     venue_service,
 )
 from coordinator.tests.test_exchange_support import candles  # noqa: F401 - fixture
 from coordinator.tests.test_manager_support import until
-from model_server.tests.server_support import TOKEN
-from xylen.config import parse_config
-from xylen.config.secrets import Secrets
 from xylen.paths import Home
-
-
-def _secrets() -> Secrets:
-    return Secrets(paper_api_key=KEY, paper_api_secret=SECRET, model_token=TOKEN)  # type: ignore[arg-type]
-
-
-def _app(url: str, home: Path) -> CoordinatorApp:
-    data = coordinator_config(url, [], trading=False)
-    # no model server is needed: a dead one only makes the beats HOLD
-    data["model_servers"] = [{"id": "ms-0", "url": f"http://127.0.0.1:{free_port()}", "timeout_ms": 500}]
-    return CoordinatorApp(parse_config(data), Home(home), secrets=_secrets())
 
 
 def _status(hb: Heartbeat, intent_id: str) -> IntentStatus | None:
@@ -58,9 +41,7 @@ def test_closed_intents_become_one_trade_and_one_risk_update_each(
 
     async def scenario() -> None:
         async with paper_venue(service) as url:
-            app = _app(url, home)
-            hb = await app._build()
-            try:
+            async with built_heartbeat(offline_app(url, home)) as hb:
                 # a win: the replay rises through the take-profit within a few candles
                 placed = await hb.exchange.place_order(
                     SYMBOL, Side.BUY, Decimal("0.01"), Decimal("44000"), Decimal("44400")
@@ -107,20 +88,14 @@ def test_closed_intents_become_one_trade_and_one_risk_update_each(
                 assert await hb.settle_trades() == []
                 await hb.beat()
                 assert hb.risk.statistics(hb.clock.now_ms()).trades == 2
-            finally:
-                await app._shutdown()
 
             # a restart on the same database: the risk state is restored, nothing is re-counted
-            app = _app(url, home)
-            hb = await app._build()
-            try:
+            async with built_heartbeat(offline_app(url, home)) as hb:
                 assert await hb.settle_trades() == []
                 await hb.beat()
                 stats = hb.risk.statistics(hb.clock.now_ms())
                 assert stats.trades == 2 and stats.losses == 1
                 assert stats.daily_pnl == expected
-            finally:
-                await app._shutdown()
 
         conn = sqlite3.connect(Home(home).database)
         try:
