@@ -48,6 +48,7 @@ loop and so the process; any other failure of a beat is logged with its tracebac
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import math
 import time
@@ -349,8 +350,8 @@ class Heartbeat:
         if trade is None:
             return None  # no exposure was taken
         funding = await self._funding(trade.symbol, trade.entry_ms, trade.exit_ms)
-        trade = trade_of(intent, orders, now, marks.get(intent.symbol), funding)
-        if trade is None or not self.journal.log_trade(trade):
+        trade = dataclasses.replace(trade, funding=funding)
+        if not self.journal.log_trade(trade):
             return None
         for order in orders:
             for fill in order.fills:

@@ -1,7 +1,7 @@
 """Closed intents as round trips: :func:`trade_of` turns an intent's orders into one ``trades`` row.
 
 Entry and exit prices are the VWAP of the entry's and the exit legs' fills; fees are the USDT
-commissions of every fill; funding (paid positive, received negative) is given by the caller, who
+commissions of every fill; funding (paid positive, received negative) is set by the caller, who
 reads it from the exchange's income history (``FUNDING_FEE`` entries between the entry and the exit,
 :meth:`coordinator.exchange.facade.FuturesExchange.funding_paid`) when :func:`funding_possible`.
 """
@@ -43,7 +43,6 @@ def trade_of(
     orders: Sequence[Order],
     now_ms: int,
     fallback_exit: Decimal | None = None,
-    funding: Decimal = ZERO,
 ) -> TradeRecord | None:
     """The round trip of a closed intent from its orders' fills; ``None`` when no exposure was taken.
 
@@ -51,8 +50,8 @@ def trade_of(
     outside our legs (liquidation, by hand) has no exit fill of ours: its exit price is
     ``fallback_exit`` (the mark price when the close was seen), else the entry price, and its reason
     ``position_closed_outside``.  The realised PnL is the venue's (the exit fills' ``realized_pnl``)
-    when it reported one, else computed from the prices; fees are the USDT commissions of every fill;
-    ``funding`` is what the position paid while open (the caller's, from the income history).
+    when it reported one, else computed from the prices; fees are the USDT commissions of every fill.
+    Funding is 0 here: the caller sets what the position paid (from the income history).
     """
     entry_fills = [f for o in orders if o.kind is OrderKind.ENTRY for f in o.fills]
     exit_orders = [o for o in orders if o.kind in EXIT_KINDS and o.fills]
@@ -89,6 +88,6 @@ def trade_of(
         qty=qty,
         realised_pnl=realised,
         fees=fees,
-        funding=funding,
+        funding=ZERO,
         exit_reason=reason,
     )
