@@ -48,7 +48,6 @@ loop and so the process; any other failure of a beat is logged with its tracebac
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import math
 import time
@@ -63,17 +62,12 @@ from coordinator.ensemble import Decision, Ensemble, Market, Outcome, Vote
 from coordinator.entries import EntryContext, EntryDesk
 from coordinator.exchange.errors import (
     ExchangeError,
-    FatalError,
-    RejectedError,
-    RetryableError,
-    UnknownOutcomeError,
 )
 from coordinator.exchange.facade import FuturesExchange
 from coordinator.exchange.schemas import Balance, Position
 from coordinator.metrics import Metrics
 from coordinator.model_client import FanOut, ModelClients, VoteStatus
 from coordinator.orders.manager import Placement, SymbolBusy
-from coordinator.orders.models import IntentStatus
 from coordinator.orders.models import Side as OrderSide
 from coordinator.risk import AccountView, MarketView, PositionView, RiskManager, Side
 from coordinator.risk.manager import RiskResult
@@ -85,7 +79,7 @@ from coordinator.storage.journal import (
     Snapshot,
     TradeRecord,
 )
-from coordinator.trades import funding_possible, trade_of
+from coordinator.trades import FATAL, TradeSettler
 from coordinator.ws_server import (
     BeatMessage,
     DashboardServer,
@@ -101,7 +95,6 @@ from xylen.features import FEATURE_VERSION
 
 logger = logging.getLogger(__name__)
 
-FATAL: tuple[type[BaseException], ...] = (FatalError, MemoryError)
 ZERO = Decimal(0)
 _PREDICTION_STATUS: dict[VoteStatus, PredictionStatus] = {
     VoteStatus.TIMEOUT: "timeout",
@@ -169,13 +162,14 @@ class Heartbeat:
     _decided: dict[str, int] = field(default_factory=dict)
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
     _staged: tuple[XylenConfig, Ensemble, RiskManager] | None = None
-    _settled: set[str] = field(default_factory=set)  # closed intents already turned into trades
     entries: EntryDesk = field(init=False)
+    trades: TradeSettler = field(init=False)
 
     def __post_init__(self) -> None:
         self.entries = EntryDesk(
             self.exchange, self.clock, lambda: self.config.trading, lambda: self.ensemble.params
         )
+        self.trades = TradeSettler(self.exchange, self.journal, self.clock)
 
     # ------------------------------------------------------------------ configuration
 
@@ -295,75 +289,7 @@ class Heartbeat:
 
         ``marks``: mark prices per symbol, the exit price of a position closed outside our legs.
         """
-        store = self.exchange.store
-        rows = store.connection.execute(
-            "SELECT intent_id FROM intents WHERE status = ? ORDER BY updated_ms, intent_id",
-            (IntentStatus.CLOSED.value,),
-        ).fetchall()
-        new: list[TradeRecord] = []
-        for (intent_id,) in rows:
-            if intent_id in self._settled:
-                continue
-            try:
-                trade = await self._settle(intent_id, marks or {})
-            except FATAL:
-                raise
-            except (RetryableError, UnknownOutcomeError) as exc:
-                logger.warning("closed intent %s: funding not fetched (%s); next beat", intent_id, exc)
-                continue
-            except Exception:
-                logger.exception("closed intent %s could not be turned into a trade", intent_id)
-                trade = None
-            self._settled.add(intent_id)
-            if trade is not None:
-                new.append(trade)
-        return new
-
-    def _logged(self, intent_id: str) -> bool:
-        row = self.journal.conn.execute("SELECT 1 FROM trades WHERE intent_id = ?", (intent_id,)).fetchone()
-        return row is not None
-
-    async def _funding(self, symbol: str, entry_ms: int, exit_ms: int) -> Decimal:
-        """Funding the position paid between its entry and exit (0, logged, if the venue refuses)."""
-        if not funding_possible(entry_ms, exit_ms):
-            return ZERO  # no funding time inside: no request
-        try:
-            return await self.exchange.funding_paid(symbol, entry_ms, exit_ms)
-        except RejectedError as exc:
-            logger.error("%s: no income history (%s); funding of the trade logged as 0", symbol, exc)
-            return ZERO
-
-    async def _settle(self, intent_id: str, marks: dict[str, Decimal]) -> TradeRecord | None:
-        store = self.exchange.store
-        intent = store.get_intent(intent_id)
-        if intent is None or self._logged(intent_id):
-            return None  # counted before (a restart)
-        orders = store.orders_of_intent(intent_id)
-        if any(o.executed_qty > o.filled_qty_from_fills for o in orders):
-            # an execution we know of (a REST reply, a cumulative quantity) without its fills: the
-            # stream's trade event was missed; fetch the trades before computing the round trip
-            for order in orders:
-                await self.exchange.manager.backfill_fills(order)
-            orders = store.orders_of_intent(intent_id)
-        now = self.clock.now_ms()
-        trade = trade_of(intent, orders, now, marks.get(intent.symbol))
-        if trade is None:
-            return None  # no exposure was taken
-        funding = await self._funding(trade.symbol, trade.entry_ms, trade.exit_ms)
-        trade = dataclasses.replace(trade, funding=funding)
-        if not self.journal.log_trade(trade):
-            return None
-        for order in orders:
-            for fill in order.fills:
-                fee = fill.commission if fill.commission_asset in ("USDT", "") else ZERO
-                self.risk.on_fill(order.symbol, fill.qty, fill.price, fee, now)
-        self.risk.on_close(trade.symbol, trade.realised_pnl - trade.funding, now, trade.fees)
-        logger.info(
-            "trade %s %s %s %s @ %s -> %s (%s): realised %s, fees %s, funding %s",
-            intent_id, trade.symbol, trade.side, trade.qty, trade.entry_price, trade.exit_price,
-            trade.exit_reason, trade.realised_pnl, trade.fees, trade.funding,
-        )  # fmt: skip
-        return trade
+        return await self.trades.settle(self.risk, marks or {})
 
     async def _account(self) -> tuple[list[Balance], list[Position]]:
         balances, positions = await asyncio.gather(

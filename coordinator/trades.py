@@ -1,4 +1,6 @@
-"""Closed intents as round trips: :func:`trade_of` turns an intent's orders into one ``trades`` row.
+"""Closed intents as round trips: :func:`trade_of` turns an intent's orders into one ``trades`` row,
+and :class:`TradeSettler` does it once per closed intent, with the funding paid, and tells the
+risk manager (see :mod:`coordinator.heartbeat`, "Closed trades").
 
 Entry and exit prices are the VWAP of the entry's and the exit legs' fills; fees are the USDT
 commissions of every fill; funding (paid positive, received negative) is set by the caller, who
@@ -8,15 +10,25 @@ reads it from the exchange's income history (``FUNDING_FEE`` entries between the
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from decimal import Decimal
 
+from coordinator.clock import Clock
+from coordinator.exchange.errors import FatalError, RejectedError, RetryableError, UnknownOutcomeError
+from coordinator.exchange.facade import FuturesExchange
 from coordinator.orders.brackets import EXIT_KINDS
 from coordinator.orders.events import Fill
-from coordinator.orders.models import Intent, Order, OrderKind
+from coordinator.orders.models import Intent, IntentStatus, Order, OrderKind
 from coordinator.orders.models import Side as OrderSide
-from coordinator.storage.journal import TradeRecord
+from coordinator.risk import RiskManager
+from coordinator.storage.journal import Journal, TradeRecord
 
+logger = logging.getLogger(__name__)
+
+FATAL: tuple[type[BaseException], ...] = (FatalError, MemoryError)  # errors that stop the process
 ZERO = Decimal(0)
 HOUR_MS = 3_600_000
 
@@ -91,3 +103,90 @@ def trade_of(
         funding=ZERO,
         exit_reason=reason,
     )
+
+
+@dataclass
+class TradeSettler:
+    """Closed intents -> ``trades`` rows, each once, then the risk manager's fills and close."""
+
+    exchange: FuturesExchange
+    journal: Journal
+    clock: Clock
+    settled: set[str] = field(default_factory=set)  # closed intents already handled in this process
+
+    async def settle(self, risk: RiskManager, marks: dict[str, Decimal]) -> list[TradeRecord]:
+        """Settle every intent closed since the last call; returns the new trades.
+
+        ``marks``: mark prices per symbol, the exit price of a position closed outside our legs.
+        A failed income request leaves the intent for the next call.
+        """
+        rows = self.exchange.store.connection.execute(
+            "SELECT intent_id FROM intents WHERE status = ? ORDER BY updated_ms, intent_id",
+            (IntentStatus.CLOSED.value,),
+        ).fetchall()
+        new: list[TradeRecord] = []
+        for (intent_id,) in rows:
+            if intent_id in self.settled:
+                continue
+            try:
+                trade = await self._settle(intent_id, risk, marks)
+            except FATAL:
+                raise
+            except (RetryableError, UnknownOutcomeError) as exc:
+                logger.warning("closed intent %s: funding not fetched (%s); next beat", intent_id, exc)
+                continue
+            except Exception:
+                logger.exception("closed intent %s could not be turned into a trade", intent_id)
+                trade = None
+            self.settled.add(intent_id)
+            if trade is not None:
+                new.append(trade)
+        return new
+
+    def _logged(self, intent_id: str) -> bool:
+        row = self.journal.conn.execute("SELECT 1 FROM trades WHERE intent_id = ?", (intent_id,)).fetchone()
+        return row is not None
+
+    async def _funding(self, symbol: str, entry_ms: int, exit_ms: int) -> Decimal:
+        """Funding the position paid between its entry and exit (0, logged, if the venue refuses)."""
+        if not funding_possible(entry_ms, exit_ms):
+            return ZERO  # no funding time inside: no request
+        try:
+            return await self.exchange.funding_paid(symbol, entry_ms, exit_ms)
+        except RejectedError as exc:
+            logger.error("%s: no income history (%s); funding of the trade logged as 0", symbol, exc)
+            return ZERO
+
+    async def _settle(
+        self, intent_id: str, risk: RiskManager, marks: dict[str, Decimal]
+    ) -> TradeRecord | None:
+        store = self.exchange.store
+        intent = store.get_intent(intent_id)
+        if intent is None or self._logged(intent_id):
+            return None  # counted before (a restart)
+        orders = store.orders_of_intent(intent_id)
+        if any(o.executed_qty > o.filled_qty_from_fills for o in orders):
+            # an execution we know of (a REST reply, a cumulative quantity) without its fills: the
+            # stream's trade event was missed; fetch the trades before computing the round trip
+            for order in orders:
+                await self.exchange.manager.backfill_fills(order)
+            orders = store.orders_of_intent(intent_id)
+        now = self.clock.now_ms()
+        trade = trade_of(intent, orders, now, marks.get(intent.symbol))
+        if trade is None:
+            return None  # no exposure was taken
+        funding = await self._funding(trade.symbol, trade.entry_ms, trade.exit_ms)
+        trade = dataclasses.replace(trade, funding=funding)
+        if not self.journal.log_trade(trade):
+            return None
+        for order in orders:
+            for fill in order.fills:
+                fee = fill.commission if fill.commission_asset in ("USDT", "") else ZERO
+                risk.on_fill(order.symbol, fill.qty, fill.price, fee, now)
+        risk.on_close(trade.symbol, trade.realised_pnl - trade.funding, now, trade.fees)
+        logger.info(
+            "trade %s %s %s %s @ %s -> %s (%s): realised %s, fees %s, funding %s",
+            intent_id, trade.symbol, trade.side, trade.qty, trade.entry_price, trade.exit_price,
+            trade.exit_reason, trade.realised_pnl, trade.fees, trade.funding,
+        )  # fmt: skip
+        return trade

@@ -75,7 +75,7 @@ def test_a_trade_across_a_funding_time_logs_the_funding_it_paid(
             logged = hb.journal.trades()
             assert [(t.intent_id, t.funding) for t in logged] == [(intent_id, trade.funding)]
             # a trade already logged costs no income request again
-            hb._settled.clear()
+            hb.trades.settled.clear()
             before = ex.client.transport.sent["GET /fapi/v1/income"]
             assert await hb.settle_trades() == []
             assert ex.client.transport.sent["GET /fapi/v1/income"] == before

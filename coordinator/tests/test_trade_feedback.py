@@ -54,7 +54,7 @@ def test_closed_intents_become_one_trade_and_one_risk_update_each(
                     service.step_to(service.now_ms() + STEP_MS // 2)
                     await asyncio.sleep(0.05)
                 await until(lambda: _status(hb, win_id) is IntentStatus.CLOSED, what="take-profit fired")
-                hb._settled.clear()  # the scan relies on the journal, not on memory
+                hb.trades.settled.clear()  # the scan relies on the journal, not on memory
                 trades = await hb.settle_trades()
                 (win,) = trades
                 assert win.intent_id == win_id and win.exit_reason == "take_profit" and win.side == "LONG"
@@ -84,7 +84,7 @@ def test_closed_intents_become_one_trade_and_one_risk_update_each(
 
                 # scanning again and a beat count nothing twice
                 assert await hb.settle_trades() == []
-                hb._settled.clear()
+                hb.trades.settled.clear()
                 assert await hb.settle_trades() == []
                 await hb.beat()
                 assert hb.risk.statistics(hb.clock.now_ms()).trades == 2
