@@ -25,6 +25,10 @@ done; the run ends with one summary log line and its ``reconciliation_runs`` row
    A position on a symbol with no open intent (``orphan_position``) gets an emergency stop at
    ``orphan_stop_fraction`` from its entry price when ``protect_orphans`` is on (reported only
    otherwise).
+4. **Executions without their fills** (``missing_fills``): an order, final or not, whose executed
+   quantity is ahead of its recorded fills -- the process died between the order's reply and the
+   stream's trade events -- gets its trades from ``userTrades``, so the fills (prices, fees,
+   realised PnL) in SQLite are complete before any round trip is computed from them.
 """
 
 from __future__ import annotations
@@ -103,6 +107,7 @@ class Reconciler:
         await self._live_orders(result)
         await self._open_orders(result)
         await self._positions(result)
+        await self._missing_fills(result)
         summary = result.summary()
         conn.execute("BEGIN IMMEDIATE")
         conn.executemany(
@@ -321,3 +326,21 @@ class Reconciler:
             + (f" ({reason}; closing at market)" if reason else ""),
             symbol=position.symbol,
         )
+
+    # -- rule 4 ---------------------------------------------------------------------------------
+    async def _missing_fills(self, result: ReconciliationResult) -> None:
+        manager = self.manager
+        for order in manager.store.orders_missing_fills():
+            before = order.filled_qty_from_fills
+            await manager.backfill_fills(order)
+            after = manager.current(order.client_order_id).filled_qty_from_fills
+            result.differences.append(
+                Difference(
+                    "missing_fills",
+                    f"executed {order.executed_qty}, fills for {before}",
+                    f"fills for {after} from userTrades" if after > before else "trades not fetched",
+                    order.symbol,
+                    order.client_order_id,
+                    order.exchange_order_id,
+                )
+            )

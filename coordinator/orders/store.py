@@ -344,6 +344,18 @@ class OrderStore:
         )
         return self._orders(rows)
 
+    def orders_missing_fills(self) -> list[Order]:
+        """Orders, final or not, whose executed quantity is ahead of their recorded fills (their
+        trades' stream events were never seen), oldest first.  The SQL filter is a float
+        pre-selection; :meth:`OrderManager.backfill_fills` compares exactly."""
+        rows = self._rows(
+            "SELECT o.* FROM orders o LEFT JOIN fills f USING (client_order_id)"
+            " WHERE CAST(o.executed_qty AS REAL) > 0 GROUP BY o.client_order_id"
+            " HAVING MAX(CAST(o.executed_qty AS REAL)) > COALESCE(SUM(CAST(f.qty AS REAL)), 0) * (1 + 1e-9)"
+            " ORDER BY o.created_ms, o.rowid"
+        )
+        return self._orders(rows)
+
     def all_orders(self) -> list[Order]:
         return self._orders(self._rows("SELECT * FROM orders ORDER BY created_ms, rowid"))
 

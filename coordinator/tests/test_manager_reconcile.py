@@ -97,3 +97,45 @@ def test_restart_reconciles_every_difference_and_reports_it(
                 await second.stop()
 
     asyncio.run(scenario())
+
+
+def test_restart_fetches_the_fills_of_an_execution_whose_trade_events_were_never_seen(
+    candles: Path,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """The crash between an order's reply (FILLED, recorded) and the stream's trade events: no
+    stream here, so the entry is FILLED in SQLite without fills, as after a SIGKILL at that point."""
+
+    async def scenario() -> None:
+        async with venue(candles, tmp_path, use_stream=False) as v:
+            first = v.exchange
+            placed = await first.place_order(
+                SYMBOL, Side.BUY, Decimal("0.01"), Decimal("43000"), Decimal("46000")
+            )
+            entry = first.store.get_order(placed.entry.client_order_id)
+            assert entry is not None and entry.state is OrderState.FILLED
+            assert entry.executed_qty == Decimal("0.01") and entry.fills == ()
+            assert [o.client_order_id for o in first.store.orders_missing_fills()] == [entry.client_order_id]
+            await first.stop()
+
+            second = await FuturesExchange.create(
+                exchange_config(v.url), paper_secrets(), tmp_path / "xylen.db", use_stream=False
+            )
+            try:
+                result = await second.start()
+                (diff,) = [d for d in result.differences if d.kind == "missing_fills"]
+                assert diff.client_order_id == entry.client_order_id
+                assert diff.resolution == "fills for 0.010 from userTrades"
+                after = second.store.get_order(entry.client_order_id)
+                assert after is not None and sum(f.qty for f in after.fills) == Decimal("0.01")
+                (trade,) = await second.client.get_user_trades(
+                    SYMBOL, order_id=int(after.exchange_order_id or 0)
+                )
+                assert after.fills[0].trade_id == trade.id and after.fills[0].price == trade.price
+                assert second.store.orders_missing_fills() == []
+                again = await second.reconciler.run()
+                assert "missing_fills" not in again.counts()
+            finally:
+                await second.stop()
+
+    asyncio.run(scenario())
