@@ -121,9 +121,11 @@ class TradeSettler:
         A failed income request leaves the intent for the next call.
         """
         rows = self.exchange.store.connection.execute(
-            "SELECT intent_id FROM intents WHERE status = ? ORDER BY updated_ms, intent_id",
+            "SELECT intent_id FROM intents i WHERE status = ?"
+            " AND NOT EXISTS (SELECT 1 FROM trades t WHERE t.intent_id = i.intent_id)"
+            " ORDER BY updated_ms, intent_id",
             (IntentStatus.CLOSED.value,),
-        ).fetchall()
+        ).fetchall()  # a trade logged before (a restart) is neither fetched nor counted again
         new: list[TradeRecord] = []
         for (intent_id,) in rows:
             if intent_id in self.settled:
@@ -143,10 +145,6 @@ class TradeSettler:
                 new.append(trade)
         return new
 
-    def _logged(self, intent_id: str) -> bool:
-        row = self.journal.conn.execute("SELECT 1 FROM trades WHERE intent_id = ?", (intent_id,)).fetchone()
-        return row is not None
-
     async def _funding(self, symbol: str, entry_ms: int, exit_ms: int) -> Decimal:
         """Funding the position paid between its entry and exit (0, logged, if the venue refuses)."""
         if not funding_possible(entry_ms, exit_ms):
@@ -162,8 +160,8 @@ class TradeSettler:
     ) -> TradeRecord | None:
         store = self.exchange.store
         intent = store.get_intent(intent_id)
-        if intent is None or self._logged(intent_id):
-            return None  # counted before (a restart)
+        if intent is None:
+            return None
         orders = store.orders_of_intent(intent_id)
         if any(o.executed_qty > o.filled_qty_from_fills for o in orders):
             # an execution we know of (a REST reply, a cumulative quantity) without its fills: the
@@ -178,7 +176,7 @@ class TradeSettler:
         funding = await self._funding(trade.symbol, trade.entry_ms, trade.exit_ms)
         trade = dataclasses.replace(trade, funding=funding)
         if not self.journal.log_trade(trade):
-            return None
+            return None  # logged meanwhile: the trades row is the idempotency key
         for order in orders:
             for fill in order.fills:
                 fee = fill.commission if fill.commission_asset in ("USDT", "") else ZERO
