@@ -1,9 +1,9 @@
 """Helpers of the end-to-end system test (``tests/test_e2e_system.py``): an independent view of the run.
 
-* :class:`ExchangeApi`: a small synchronous client of the paper exchange's Binance REST API (signed
-  with HMAC-SHA256 as Binance specifies, ``urllib`` with a timeout on every call).  It shares no code
-  with the coordinator's exchange client on purpose: the test checks the coordinator against the
-  exchange through a second implementation of the protocol, not through the one under test.
+* :class:`ExchangeApi`: the paper exchange's Binance REST API through python-binance's synchronous
+  ``Client`` (a timeout on every call).  It shares no code with the coordinator's exchange client on
+  purpose: the test checks the coordinator against the exchange through a real Binance client
+  library, not through the implementation under test.
 * :class:`JournalView`: read-only queries of the coordinator's SQLite file (``<home>/xylen.db``).
 * :func:`scrape`: the coordinator's Prometheus text, parsed into ``{(name, labels): value}``.
 
@@ -13,9 +13,6 @@ The processes themselves are started with :mod:`xylen.demo_services`, as ``xylen
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import hmac
-import json
 import re
 import sqlite3
 import time
@@ -23,7 +20,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, TypeVar
@@ -35,90 +32,56 @@ NOT_FOUND = -2013  # "Order does not exist."
 FINAL_STATES = frozenset({"FILLED", "CANCELED", "EXPIRED", "REJECTED", "NOT_FOUND"})
 
 
-class ApiError(Exception):
-    """The exchange answered with an error body ``{"code": ..., "msg": ...}``."""
+def _binance_client(url: str, key: str, secret: str, timeout_s: float) -> Any:
+    """python-binance's synchronous ``Client`` pointed at the paper exchange (no ping at creation)."""
+    from binance import Client
 
-    def __init__(self, status: int, code: int, msg: str) -> None:
-        super().__init__(f"HTTP {status}: {code} {msg}")
-        self.status, self.code, self.msg = status, code, msg
+    class LocalClient(Client):  # type: ignore[misc]  # class attributes: every request goes to ``url``
+        API_URL = f"{url}/api"
+        FUTURES_URL = f"{url}/fapi"
+
+    return LocalClient(key, secret, requests_params={"timeout": timeout_s}, ping=False)
 
 
-@dataclass(frozen=True)
+@dataclass
 class ExchangeApi:
-    """Signed requests to the paper exchange at ``url`` (Binance USDⓈ-M REST)."""
+    """The paper exchange at ``url`` seen through python-binance (signed Binance USDⓈ-M REST)."""
 
     url: str
     key: str
     secret: str
     timeout_s: float = HTTP_TIMEOUT_S
+    client: Any = field(init=False, repr=False)
 
-    def request(
-        self, method: str, path: str, params: dict[str, str] | None = None, signed: bool = True
-    ) -> Any:
-        query = dict(params or {})
-        if signed:
-            query.update(timestamp=str(time.time_ns() // 1_000_000), recvWindow="10000")
-        text = urllib.parse.urlencode(query)
-        if signed:
-            signature = hmac.new(self.secret.encode(), text.encode(), hashlib.sha256).hexdigest()
-            text = f"{text}&signature={signature}"
-        request = urllib.request.Request(
-            f"{self.url}{path}?{text}", method=method, headers={"X-MBX-APIKEY": self.key}
-        )
-        try:
-            with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
-                return json.loads(response.read())
-        except urllib.error.HTTPError as exc:
-            body = exc.read()
-            try:
-                error = json.loads(body)
-                raise ApiError(exc.code, int(error["code"]), str(error.get("msg", ""))) from None
-            except (ValueError, KeyError, TypeError):
-                raise ApiError(exc.code, 0, body[:200].decode(errors="replace")) from None
-
-    def server_time(self) -> int:
-        """``/fapi/v1/time``: the paper exchange answers its WALL clock here (what signatures use)."""
-        return int(self.request("GET", "/fapi/v1/time", signed=False)["serverTime"])
+    def __post_init__(self) -> None:
+        self.client = _binance_client(self.url, self.key, self.secret, self.timeout_s)
 
     def replay_time(self, symbol: str) -> int:
-        """The exchange's replay time ("now" of its orders and fills): ``premiumIndex``'s ``time``."""
-        return int(self.request("GET", "/fapi/v1/premiumIndex", {"symbol": symbol}, signed=False)["time"])
+        """The exchange's replay time ("now" of its orders and fills): ``premiumIndex``'s ``time``;
+        its ``/fapi/v1/time`` is wall time (what signatures are checked against)."""
+        return int(self.client.futures_mark_price(symbol=symbol)["time"])
 
     def order(self, symbol: str, client_order_id: str) -> dict[str, Any] | None:
         """``GET /fapi/v1/order`` by clientOrderId; None when the exchange never saw it (-2013)."""
-        try:
-            reply: dict[str, Any] = self.request(
-                "GET", "/fapi/v1/order", {"symbol": symbol, "origClientOrderId": client_order_id}
-            )
-        except ApiError as exc:
-            if exc.code == NOT_FOUND:
-                return None
-            raise
-        return reply
+        return _unless_not_found(
+            lambda: self.client.futures_get_order(symbol=symbol, origClientOrderId=client_order_id)
+        )
 
     def algo_order(self, client_algo_id: str) -> dict[str, Any] | None:
         """``GET /fapi/v1/algoOrder`` by clientAlgoId; None when unknown."""
-        try:
-            reply: dict[str, Any] = self.request(
-                "GET", "/fapi/v1/algoOrder", {"clientAlgoId": client_algo_id}
-            )
-        except ApiError as exc:
-            if exc.code == NOT_FOUND:
-                return None
-            raise
-        return reply
+        return _unless_not_found(lambda: self.client.futures_get_order(clientAlgoId=client_algo_id))
 
     def open_orders(self, symbol: str) -> list[dict[str, Any]]:
-        rows: list[dict[str, Any]] = self.request("GET", "/fapi/v1/openOrders", {"symbol": symbol})
+        rows: list[dict[str, Any]] = self.client.futures_get_open_orders(symbol=symbol)
         return rows
 
     def open_algo_orders(self, symbol: str) -> list[dict[str, Any]]:
-        rows: list[dict[str, Any]] = self.request("GET", "/fapi/v1/openAlgoOrders", {"symbol": symbol})
+        rows: list[dict[str, Any]] = self.client.futures_get_open_orders(symbol=symbol, conditional=True)
         return rows
 
     def position(self, symbol: str) -> Decimal:
-        """The signed position amount in ``symbol`` (one-way mode)."""
-        rows = self.request("GET", "/fapi/v3/positionRisk", {"symbol": symbol})
+        """The signed position amount in ``symbol`` (one-way mode; ``/fapi/v3/positionRisk``)."""
+        rows = self.client.futures_position_information(symbol=symbol)
         return sum((Decimal(r["positionAmt"]) for r in rows if r["symbol"] == symbol), Decimal(0))
 
     def user_trades(self, symbol: str) -> list[dict[str, Any]]:
@@ -126,13 +89,24 @@ class ExchangeApi:
         out: list[dict[str, Any]] = []
         from_id = 0
         while True:
-            page: list[dict[str, Any]] = self.request(
-                "GET", "/fapi/v1/userTrades", {"symbol": symbol, "fromId": str(from_id), "limit": "1000"}
+            page: list[dict[str, Any]] = self.client.futures_account_trades(
+                symbol=symbol, fromId=from_id, limit=1000
             )
             out.extend(page)
             if len(page) < 1000:
                 return out
             from_id = int(page[-1]["id"]) + 1
+
+
+def _unless_not_found(call: Callable[[], dict[str, Any]]) -> dict[str, Any] | None:
+    from binance.exceptions import BinanceAPIException
+
+    try:
+        return call()
+    except BinanceAPIException as exc:
+        if exc.code == NOT_FOUND:
+            return None
+        raise
 
 
 @dataclass
