@@ -12,7 +12,8 @@ SQLite file, reconciles, and checks against the exchange:
 - lost: an exchange order (open, open algo, or traded) with our prefix that SQLite does not have;
 - duplicated: a second entry for an intent, a client id with two exchange orders, two stops on
   one position;
-- unprotected: an open position without a closePosition STOP_MARKET on the exchange.
+- unprotected: an open position without a closePosition STOP_MARKET on the exchange (after one
+  round of the monitor when a resting LIMIT entry filled between reconciliation and the check).
 
 All three must be 0; the exit status is 1 otherwise.
 """

@@ -10,7 +10,9 @@ close to the price so some fire on the replay, and reduce-only closes -- until i
 survive the kills), and after each kill the harness restarts the manager, reconciles, and checks
 against the exchange: no order lost (every exchange order with our prefix is in SQLite), none
 duplicated (one entry per intent, one exchange order per client id, one stop per position), and
-every open position has its stop on the exchange.
+every open position has its stop on the exchange.  A resting LIMIT entry may fill on the replay
+between that reconciliation and the check; its bracket is then the running monitor's job, so the
+check does one round of it (poll, follow-ups, sweep) before it looks again, and counts such cases.
 """
 
 from __future__ import annotations
@@ -34,8 +36,10 @@ from pathlib import Path
 
 from coordinator.exchange.errors import RetryableError
 from coordinator.exchange.facade import FuturesExchange
-from coordinator.orders import OrderKind, Side, is_ours
+from coordinator.exchange.schemas import AlgoOrder, Position
+from coordinator.orders import Order, OrderKind, Side, is_ours
 from coordinator.orders.manager import SymbolBusy
+from coordinator.orders.store import OrderStore
 from xylen.config.schema import ExchangeConfig
 from xylen.config.secrets import Secrets
 
@@ -163,6 +167,7 @@ class CrashCounts:
     duplicated: int = 0
     unprotected: int = 0
     positions_checked: int = 0
+    late_fills: int = 0  # a resting entry filled between reconciliation and the check
     reconciled: Counter[str] = field(default_factory=Counter)
     problems: list[str] = field(default_factory=list)
 
@@ -170,7 +175,7 @@ class CrashCounts:
         return (
             f"trials={self.trials} kills={self.kills} orders placed={self.orders_placed} "
             f"lost={self.lost} duplicated={self.duplicated} unprotected positions={self.unprotected} "
-            f"(positions checked={self.positions_checked})"
+            f"(positions checked={self.positions_checked}, filled after reconciliation={self.late_fills})"
         )
 
 
@@ -181,9 +186,20 @@ async def verify(url: str, db: Path, counts: CrashCounts, owners: dict[int, str]
         result = await exchange.reconciler.run()
         counts.reconciled.update(result.counts())
         client, store = exchange.client, exchange.store
+        resting = resting_entries(store)  # they may fill on the replay while we look
         open_orders = await client.get_open_orders(SYMBOL)
         algos = await client.get_open_algo_orders(SYMBOL)
         positions = await client.get_open_positions(SYMBOL)
+        if resting and any(not protected(p, algos) for p in positions):
+            # A resting entry filled after reconciliation: protecting it is the running monitor's
+            # job (stream or poll, then the bracket sweep), so do one round of it and look again.
+            counts.late_fills += 1
+            await exchange.monitor.poll_active()
+            await exchange.monitor.run_pending()
+            await exchange.monitor.sweep()
+            open_orders = await client.get_open_orders(SYMBOL)
+            algos = await client.get_open_algo_orders(SYMBOL)
+            positions = await client.get_open_positions(SYMBOL)
         trades = await client.get_user_trades(SYMBOL, limit=1000)  # the newest 1000
         for order_id in {t.orderId for t in trades} - owners.keys():
             owners[order_id] = (await client.get_order(SYMBOL, order_id=order_id)).clientOrderId
@@ -213,18 +229,43 @@ async def verify(url: str, db: Path, counts: CrashCounts, owners: dict[int, str]
                 counts.problems.append(f"intent {intent_id} has {n} entries")
         for position in positions:
             counts.positions_checked += 1
-            closing = "SELL" if position.positionAmt > 0 else "BUY"
-            stops = [
-                a for a in algos if a.orderType == "STOP_MARKET" and a.closePosition and a.side == closing
-            ]
+            stops = stops_of(position, algos)
             if not stops:
                 counts.unprotected += 1
-                counts.problems.append(f"unprotected: {position.positionAmt} {SYMBOL}; algos {algos}")
+                counts.problems.append(
+                    f"unprotected: {position.positionAmt} {SYMBOL}; algos {algos}; open orders "
+                    f"{open_orders}; resting entries after reconciliation {resting}; SQLite "
+                    f"{[(o.client_order_id, o.state.value, o.executed_qty) for o in live_orders(store)]}"
+                )
             elif len(stops) > 1:
                 counts.duplicated += 1
                 counts.problems.append(f"{len(stops)} stops on one position")
     finally:
         await exchange.stop()
+
+
+def stops_of(position: Position, algos: list[AlgoOrder]) -> list[AlgoOrder]:
+    """The closePosition STOP_MARKET orders that protect ``position``."""
+    closing = "SELL" if position.positionAmt > 0 else "BUY"
+    return [a for a in algos if a.orderType == "STOP_MARKET" and a.closePosition and a.side == closing]
+
+
+def protected(position: Position, algos: list[AlgoOrder]) -> bool:
+    return bool(stops_of(position, algos))
+
+
+def resting_entries(store: OrderStore) -> list[str]:
+    """Client ids of the open intents' entries still working on the exchange."""
+    return [
+        o.client_order_id
+        for intent in store.open_intents()
+        for o in store.orders_of_intent(intent.intent_id)
+        if o.kind is OrderKind.ENTRY and not o.is_final
+    ]
+
+
+def live_orders(store: OrderStore) -> list[Order]:
+    return [o for intent in store.open_intents() for o in store.orders_of_intent(intent.intent_id)]
 
 
 def run_trials(trials: int, candles: Path, workdir: Path, seed: int = 1, speed: float = 300.0) -> CrashCounts:
