@@ -51,9 +51,11 @@ from xylen.features import (  # noqa: E402
     feature_block,
     latest_row_array,
     resample_arrays,
+    talib_c,
 )
 from xylen.features import compute as engine  # noqa: E402
 from xylen.features import spec as S  # noqa: E402
+from xylen.features.compute import PARALLEL_MIN_ROWS  # noqa: E402
 
 BASE_MS = 300_000
 Arrays = dict[str, npt.NDArray[Any]]
@@ -84,12 +86,12 @@ def build_candles(rows: int) -> Arrays:
     return out
 
 
-def median_time(fn: Callable[[], object], runs: int) -> float:
+def median_time(fn: Callable[[], object], runs: int, clock: Callable[[], float] = time.perf_counter) -> float:
     times = []
     for _ in range(runs):
-        t = time.perf_counter()
+        t = clock()
         fn()
-        times.append(time.perf_counter() - t)
+        times.append(clock() - t)
     return statistics.median(times)
 
 
@@ -202,13 +204,13 @@ def breakdown(a: Arrays, htf: dict[str, Arrays], runs: int) -> None:
         totals = []
         for _ in range(runs):
             t = time.perf_counter()
-            feature_block(a)
+            feature_block(a, threads=1)
             totals.append(time.perf_counter() - t)
     finally:
         for owner, name, fn in saved:
             setattr(owner, name, fn)
     talib_parts = part_talib_calls(a, htf)
-    print(f"breakdown of the float32 block (median of {runs}; fresh block each call):")
+    print(f"breakdown of the float32 block on one thread (median of {runs}; fresh block each call):")
     print(f"  {'part':14s} {'engine':>8s} {'its TA-Lib':>10s} {'rest':>8s}")
     parts = 0.0
     for name in (*_KERNEL_PARTS, "time_features", "htf_block"):
@@ -238,6 +240,8 @@ def main() -> int:
 
     t_frame = median_time(lambda: compute_features(a), args.runs)
     t_block = median_time(lambda: feature_block(a), args.runs)
+    cpu_block = median_time(lambda: feature_block(a), args.runs, clock=time.process_time)
+    t_one = median_time(lambda: feature_block(a, threads=1), args.runs)
     reused = feature_block(a)
     t_reused = median_time(lambda: feature_block(a, out=reused), args.runs)
     t_core = median_time(core, args.runs)
@@ -246,14 +250,23 @@ def main() -> int:
     latest_row_array(tail)
     t_row = median_time(lambda: latest_row_array(tail), args.calls)
 
+    threads = 2 if args.rows >= PARALLEL_MIN_ROWS and talib_c.GIL_FREE and talib_c.usable_cores() >= 2 else 1
     print(f"feature version {FEATURE_VERSION}: {len(FEATURE_NAMES)} features, {args.rows:,} 5m rows")
+    print(
+        f"engine threads: {threads} (TA-Lib without the GIL: {'yes' if talib_c.GIL_FREE else 'no'}, "
+        f"{talib_c.usable_cores()} usable cores); the floor is TA-Lib's binding on one thread"
+    )
     print(
         f"whole set, DataFrame out (median of {args.runs}): {t_frame * 1e3:8.1f} ms"
         f"  ({args.rows / t_frame:,.0f} rows/s)"
     )
     print(
         f"whole set, float32 block   (median of {args.runs}): {t_block * 1e3:8.1f} ms"
-        f"  ({args.rows / t_block:,.0f} rows/s)"
+        f"  ({args.rows / t_block:,.0f} rows/s); CPU time {cpu_block * 1e3:.1f} ms"
+    )
+    print(
+        f"whole set, float32 block on one thread:        {t_one * 1e3:8.1f} ms"
+        f"  ({args.rows / t_one:,.0f} rows/s)"
     )
     print(
         f"  (reference) block into a reused out= block:  {t_reused * 1e3:8.1f} ms"
@@ -263,6 +276,10 @@ def main() -> int:
     print(f"TA-Lib floor, all TA-Lib calls made:      {t_all * 1e3:8.1f} ms")
     print(f"ratio whole set / floor(all):  DataFrame {t_frame / t_all:.2f}x, block {t_block / t_all:.2f}x")
     print(f"  (reference) ratio reused out= block / floor(all): {t_reused / t_all:.2f}x")
+    print(
+        f"ratio on one thread / floor(all): {t_one / t_all:.2f}x; "
+        f"CPU time of the whole set / floor(all): {cpu_block / t_all:.2f}x"
+    )
     print(f"ratio whole set / floor(core): DataFrame {t_frame / t_core:.2f}x, block {t_block / t_core:.2f}x")
     print(f"newest row, history {DEFAULT_HISTORY} (median of {args.calls}): {t_row * 1e3:.3f} ms")
     if args.breakdown:

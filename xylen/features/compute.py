@@ -17,7 +17,9 @@ Speed: the TA-Lib calls are the floor.  The numpy work after them runs in chunks
 full-length float64 temporary is allocated (fresh large allocations cost page faults).
 A caller computing many series of one length can pass ``out=`` to :func:`feature_block`
 and reuse one block: the fresh float32 block alone (168 MB for a million rows) costs
-~20 ms of page faults per call.
+~20 ms of page faults per call.  Long series are computed on two threads (:data:`LANES`,
+:data:`PARALLEL_MIN_ROWS`): TA-Lib is then called through :mod:`xylen.features.talib_c`,
+which releases the GIL and gives the binding's values bit for bit.
 Zero denominators (zero volume, constant prices) give the values documented in
 :mod:`xylen.features.spec`, never inf/NaN after the warm-up.
 """
@@ -25,6 +27,7 @@ Zero denominators (zero volume, constant prices) give the values documented in
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import Final, Literal
 
 import numpy as np
@@ -35,6 +38,7 @@ import talib
 from xylen.data.schema import interval_ms
 from xylen.errors import DataError, UsageError
 from xylen.features import spec as S
+from xylen.features import talib_c as T
 from xylen.features.htf import htf_block, time_features
 
 F32 = npt.NDArray[np.float32]
@@ -45,6 +49,13 @@ _SMA = talib.MA_Type.SMA  # type: ignore[attr-defined]
 _INPUT = ("open_time", "open", "high", "low", "close", "volume")
 _SAME: Final[Literal["same_kind"]] = "same_kind"
 _MAX_VOLUME_REACH: Final = 2 * S.VOLUME_MOM_PERIOD + S.VOLUME_Z_PERIOD  # farthest volume row a feature reads
+PARALLEL_MIN_ROWS: Final = 100_000  # output rows from which a second thread pays for itself
+# The kernel's parts in two lanes of about equal time (the second also writes the calendar and
+# HTF rows); with two threads each lane runs on its own, every part writing its own rows.
+LANES: Final = (
+    ("talib_direct", "ema_dists", "macd", "bbands"),
+    ("atr", "obv", "candle_shape", "returns", "volume"),
+)
 CHUNK: Final = 32_768  # rows per chunk of numpy post-processing (scratch rows stay in L2)
 
 
@@ -125,7 +136,15 @@ class _Kernel:
     float64 temporaries.
     """
 
-    def __init__(self, arr: Mapping[str, npt.NDArray[np.generic]], start: int, out: F32, names: list[str]):
+    def __init__(
+        self,
+        arr: Mapping[str, npt.NDArray[np.generic]],
+        start: int,
+        out: F32,
+        names: list[str],
+        ta: T.Functions = T.BINDING,
+    ):
+        self.ta = ta
         self.o: F64 = arr["open"]  # type: ignore[assignment]
         self.h: F64 = arr["high"]  # type: ignore[assignment]
         self.lo: F64 = arr["low"]  # type: ignore[assignment]
@@ -153,17 +172,10 @@ class _Kernel:
                 seg = self.col[name][a:b]
                 np.copyto(seg, 0.0, where=seg == seg)
 
-    def run(self) -> None:
+    def run(self, parts: tuple[str, ...]) -> None:
         with np.errstate(divide="ignore", invalid="ignore"):
-            self.talib_direct()
-            self.ema_dists()
-            self.macd()
-            self.bbands()
-            self.atr()
-            self.obv()
-            self.candle_shape()
-            self.returns()
-            self.volume()
+            for part in parts:
+                getattr(self, part)()
 
     def lagged(self, x: F64, k: int, a: int, b: int) -> F64:
         """x at rows a-k .. b-k (output row coordinates); requires start + a >= k."""
@@ -178,15 +190,15 @@ class _Kernel:
     def talib_direct(self) -> None:
         c, h, lo, s = self.c, self.h, self.lo, self.start
         for p in S.RSI_PERIODS:
-            np.copyto(self.col[f"rsi_{p}"], talib.RSI(c, p)[s:], casting=_SAME)
-        np.copyto(self.col["adx_14"], talib.ADX(h, lo, c, S.ADX_PERIOD)[s:], casting=_SAME)
-        np.copyto(self.col["plus_di_14"], talib.PLUS_DI(h, lo, c, S.ADX_PERIOD)[s:], casting=_SAME)
-        np.copyto(self.col["minus_di_14"], talib.MINUS_DI(h, lo, c, S.ADX_PERIOD)[s:], casting=_SAME)
+            np.copyto(self.col[f"rsi_{p}"], self.ta.RSI(c, p)[s:], casting=_SAME)
+        np.copyto(self.col["adx_14"], self.ta.ADX(h, lo, c, S.ADX_PERIOD)[s:], casting=_SAME)
+        np.copyto(self.col["plus_di_14"], self.ta.PLUS_DI(h, lo, c, S.ADX_PERIOD)[s:], casting=_SAME)
+        np.copyto(self.col["minus_di_14"], self.ta.MINUS_DI(h, lo, c, S.ADX_PERIOD)[s:], casting=_SAME)
 
     def ema_dists(self) -> None:
         cs = self.c[self.start :]
         for p in S.EMA_PERIODS:
-            ema = talib.EMA(self.c, p)[self.start :]
+            ema = self.ta.EMA(self.c, p)[self.start :]
             dst = self.col[f"ema_{p}_dist"]
             for a, b in _chunks(0, self.m):
                 t = self.scr[0, : b - a]
@@ -196,13 +208,13 @@ class _Kernel:
 
     def macd(self) -> None:
         cs = self.c[self.start :]
-        macd = talib.MACD(self.c, S.MACD_FAST, S.MACD_SLOW, S.MACD_SIGNAL)
+        macd = self.ta.MACD(self.c, S.MACD_FAST, S.MACD_SLOW, S.MACD_SIGNAL)
         for name, series in zip(("macd_line", "macd_signal", "macd_hist"), macd, strict=True):
             np.divide(series[self.start :], cs, out=self.col[name], casting=_SAME)
 
     def bbands(self) -> None:
         cs, col = self.c[self.start :], self.col
-        bands = talib.BBANDS(self.c, S.BB_PERIOD, S.BB_NBDEV, S.BB_NBDEV, _SMA)
+        bands = self.ta.BBANDS(self.c, S.BB_PERIOD, S.BB_NBDEV, S.BB_NBDEV, _SMA)
         upper, middle, lower = (x[self.start :] for x in bands)
         for a, b in _chunks(0, self.m):
             up, mid, low, cc = upper[a:b], middle[a:b], lower[a:b], cs[a:b]
@@ -218,7 +230,7 @@ class _Kernel:
 
     def atr(self) -> None:
         cs, col, k = self.c[self.start :], self.col, S.PRICE_MOM_PERIOD
-        atr = talib.ATR(self.h, self.lo, self.c, S.ATR_PERIOD)[self.start :]
+        atr = self.ta.ATR(self.h, self.lo, self.c, S.ATR_PERIOD)[self.start :]
         np.copyto(col["atr_14"], atr, casting=_SAME)
         np.divide(atr, cs, out=col["atr_14_rel"], casting=_SAME)
         dst = col["price_mom_12"]
@@ -231,9 +243,9 @@ class _Kernel:
     def obv(self) -> None:
         """obv_flow_20 and obv_slope_14 in one pass; both divide by SUM(volume, 20)."""
         col, k, s = self.col, S.OBV_FLOW_PERIOD, self.start
-        obv = talib.OBV(self.c, self.v)
-        vsum = talib.SUM(self.v, S.OBV_FLOW_PERIOD)[s:]
-        slope = talib.LINEARREG_SLOPE(obv, S.OBV_SLOPE_PERIOD)[s:]
+        obv = self.ta.OBV(self.c, self.v)
+        vsum = self.ta.SUM(self.v, S.OBV_FLOW_PERIOD)[s:]
+        slope = self.ta.LINEARREG_SLOPE(obv, S.OBV_SLOPE_PERIOD)[s:]
         flow, slope_dst = col["obv_flow_20"], col["obv_slope_14"]
         first = self.nan_head("obv_flow_20", k)
         for a, b in _chunks(0, self.m):
@@ -298,7 +310,7 @@ class _Kernel:
                         lc[s + a - lo : b0 - lo], lc[s + a - k - lo : b0 - k - lo], out=dst, casting=_SAME
                     )
             np.multiply(d, d, out=d)
-        ssq = talib.SUM(r2, S.REALISED_VOL_PERIOD)  # ssq[j] belongs to row j + 1
+        ssq = self.ta.SUM(r2, S.REALISED_VOL_PERIOD)  # ssq[j] belongs to row j + 1
         del r2
         dst = self.col["realised_vol_20"]
         first = self.nan_head("realised_vol_20", 1)
@@ -309,7 +321,7 @@ class _Kernel:
 
     def volume(self) -> None:
         s, col, k = self.start, self.col, S.VOLUME_MOM_PERIOD
-        vsum = talib.SUM(self.v, S.VOLUME_MOM_PERIOD)
+        vsum = self.ta.SUM(self.v, S.VOLUME_MOM_PERIOD)
         dst = col["volume_mom_12"]
         for a, b in _chunks(self.nan_head("volume_mom_12", k), self.m):
             t, den = self.scr[0, : b - a], self.lagged(vsum, k, a, b)
@@ -319,8 +331,8 @@ class _Kernel:
         self.silence("volume_mom_12", k, lag=k)
         del vsum
         vs = self.v[s:]
-        sma = talib.SMA(self.v, S.VOLUME_Z_PERIOD)[s:]
-        std = talib.STDDEV(self.v, S.VOLUME_Z_PERIOD, 1.0)[s:]
+        sma = self.ta.SMA(self.v, S.VOLUME_Z_PERIOD)[s:]
+        std = self.ta.STDDEV(self.v, S.VOLUME_Z_PERIOD, 1.0)[s:]
         dst = col["volume_z_20"]
         for a, b in _chunks(0, self.m):
             t = self.scr[0, : b - a]
@@ -336,6 +348,7 @@ def feature_block(
     start: int = 0,
     contiguous: bool | None = None,
     out: F32 | None = None,
+    threads: int | None = None,
 ) -> F32:
     """Features of rows ``start..n-1`` as a C-ordered ``(n_features, n - start)`` float32 block.
 
@@ -343,6 +356,9 @@ def feature_block(
     ``out``, if given, is a C-contiguous float32 block of that shape which is overwritten and
     returned: a caller computing many series of one length can reuse one block instead of
     paying for a fresh allocation (page faults) on every call.
+    ``threads``: 1, or 2 (more count as 2) to compute the two halves of :data:`LANES` side by
+    side; ``None`` takes 2 from :data:`PARALLEL_MIN_ROWS` output rows when TA-Lib runs without
+    the GIL (:mod:`xylen.features.talib_c`) and two cores are free.  The values are the same.
     """
     base_ms = interval_ms(base_interval)
     specs = S.feature_specs(base_interval)
@@ -360,11 +376,31 @@ def feature_block(
         )
     if m <= 0:
         return out
-    _Kernel(arr, start, out, [s.name for s in specs]).run()
+    if threads is None:
+        threads = 2 if m >= PARALLEL_MIN_ROWS and T.GIL_FREE and T.usable_cores() >= 2 else 1
+    elif threads < 1:
+        raise UsageError(f"threads must be 1 or more, got {threads}")
+    names = [s.name for s in specs]
     t0 = next(i for i, s in enumerate(specs) if s.name == "hour_sin")
-    time_features(ot, start, base_ms, contiguous, out[t0 : t0 + 4])
     h0 = next(i for i, s in enumerate(specs) if s.kind == "htf")
-    htf_block(arr, start, base_ms, contiguous, out[h0:])
+
+    ta = T.GIL_FREE_FUNCTIONS if threads > 1 else T.BINDING
+
+    def lane(parts: tuple[str, ...], calendar_and_htf: bool) -> None:
+        _Kernel(arr, start, out, names, ta).run(parts)
+        if calendar_and_htf:
+            time_features(ot, start, base_ms, contiguous, out[t0 : t0 + 4])
+            htf_block(arr, start, base_ms, contiguous, out[h0:], ta)
+
+    if threads <= 1:
+        lane(LANES[0] + LANES[1], True)
+        return out
+    with ThreadPoolExecutor(1, thread_name_prefix="xylen-features") as pool:
+        second = pool.submit(lane, LANES[1], True)
+        try:
+            lane(LANES[0], False)
+        finally:
+            second.result()  # waits for the other lane; its error, if any, is raised here
     return out
 
 

@@ -13,10 +13,10 @@ from collections.abc import Mapping
 
 import numpy as np
 import numpy.typing as npt
-import talib
 
 from xylen.data.schema import interval_ms
 from xylen.features import spec as S
+from xylen.features import talib_c as T
 from xylen.features.timeframes import aggregate_contiguous, contiguous_layout, resample_arrays
 
 F32 = npt.NDArray[np.float32]
@@ -101,12 +101,12 @@ def _time_values(tod_ms: I64, weekday: I64) -> F32:
     )
 
 
-def _htf_values(h: F64, lo: F64, c: F64) -> tuple[F64, F64, F64]:
+def _htf_values(h: F64, lo: F64, c: F64, ta: T.Functions) -> tuple[F64, F64, F64]:
     """RSI, EMA distance and relative ATR of one higher-timeframe series (float64; the
     writes into the float32 block round them, as a separate ``astype`` would)."""
-    rsi = talib.RSI(c, S.HTF_RSI_PERIOD)
-    ema = talib.EMA(c, S.HTF_EMA_PERIOD)
-    atr = talib.ATR(h, lo, c, S.HTF_ATR_PERIOD)
+    rsi = ta.RSI(c, S.HTF_RSI_PERIOD)
+    ema = ta.EMA(c, S.HTF_EMA_PERIOD)
+    atr = ta.ATR(h, lo, c, S.HTF_ATR_PERIOD)
     np.divide(c, ema, out=ema)
     np.subtract(ema, 1.0, out=ema)
     np.divide(atr, c, out=atr)
@@ -119,12 +119,13 @@ def htf_block(
     base_ms: int,
     contiguous: bool,
     out: F32,
+    ta: T.Functions = T.BINDING,
 ) -> None:
-    """The 3 x len(HIGHER_TIMEFRAMES) HTF rows of ``out`` (in spec order)."""
+    """The 3 x len(HIGHER_TIMEFRAMES) HTF rows of ``out`` (in spec order); TA-Lib through ``ta``."""
     ot: I64 = arr["open_time"]  # type: ignore[assignment]
     base: dict[str, F64] = {k: arr[k] for k in ("high", "low", "close")}  # type: ignore[misc]
     if not contiguous:
-        _htf_rows_general(ot, base, start, base_ms, out)
+        _htf_rows_general(ot, base, start, base_ms, out, ta)
         return
     # Contiguous rows: bucket positions follow from the first open time alone.  The source
     # of a timeframe is (interval, first open time, rows, columns): the base rows, or the
@@ -142,18 +143,20 @@ def htf_block(
         src_ms, src_t0, src_n, src = target, src_t0 + off * src_ms, m, agg
         n_per = target // base_ms
         first = (src_t0 - t0) // base_ms + n_per - 1 - start  # the row closing with bucket 0
-        for v in _htf_values(agg["high"], agg["low"], agg["close"]):
+        for v in _htf_values(agg["high"], agg["low"], agg["close"], ta):
             _fill_steps(out[row], v, first, n_per)
             row += 1
 
 
-def _htf_rows_general(ot: I64, base: dict[str, F64], start: int, base_ms: int, out: F32) -> None:
+def _htf_rows_general(
+    ot: I64, base: dict[str, F64], start: int, base_ms: int, out: F32, ta: T.Functions
+) -> None:
     """:func:`htf_block` for rows with holes: values mapped to rows by close time."""
     row = 0
     for tf in S.HIGHER_TIMEFRAMES:
         target = interval_ms(tf)
         times, agg = resample_arrays(ot, base, base_ms, target)
         idx = np.searchsorted(times + (target - 1), ot[start:] + (base_ms - 1), side="right")
-        for v in _htf_values(agg["high"], agg["low"], agg["close"]):
+        for v in _htf_values(agg["high"], agg["low"], agg["close"], ta):
             np.take(np.concatenate(([np.nan], v)).astype(np.float32), idx, out=out[row])
             row += 1

@@ -1,0 +1,193 @@
+"""The TA-Lib functions the feature engine calls, without holding the GIL.
+
+TA-Lib's Python binding (PyPI ``TA-Lib``) holds the GIL for the whole of each call, so two
+threads cannot run indicators at once.  Its wheels carry TA-Lib's C library as a shared
+library, and ``ctypes`` releases the GIL around a foreign call.  So this module calls the very
+library the binding loaded (found in ``/proc/self/maps`` on Linux, or beside the binding:
+``talib/.dylibs`` on macOS, ``ta_lib.libs`` on Linux), the way the binding does:
+
+- the first index where every input is a number (``begidx``) starts the computation;
+- the output has the input's length, NaN over the lookback (``begidx`` + the function's
+  ``TA_*_Lookback``), and the values after it;
+- a failing return code raises the binding's own error.
+
+So the values are the binding's, bit for bit; a check at load compares them on a short series
+(``tests/test_talib_c.py`` on real data).  When the library cannot be found, or that check
+fails, :data:`GIL_FREE_FUNCTIONS` are the binding's own (``GIL_FREE`` is ``False``) and the
+engine runs on one thread.  On one thread the engine uses :data:`BINDING` (less overhead per
+call: the newest row makes some twenty calls on a few thousand rows).
+
+Only the functions and signatures the engine uses are declared: RSI, EMA, SMA, SUM,
+LINEARREG_SLOPE, STDDEV, ATR, ADX, PLUS_DI, MINUS_DI, OBV, MACD, BBANDS.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import talib
+from talib._ta_lib import _ta_check_success  # type: ignore[attr-defined]
+
+logger = logging.getLogger(__name__)
+
+F64 = npt.NDArray[np.float64]
+_INT, _DOUBLE = ctypes.c_int, ctypes.c_double
+_BAD_PARAM = 2
+
+# name: (number of input arrays, option types, number of outputs)
+_SIGNATURES: dict[str, tuple[int, tuple[type[Any], ...], int]] = {
+    "RSI": (1, (_INT,), 1),
+    "EMA": (1, (_INT,), 1),
+    "SMA": (1, (_INT,), 1),
+    "SUM": (1, (_INT,), 1),
+    "LINEARREG_SLOPE": (1, (_INT,), 1),
+    "STDDEV": (1, (_INT, _DOUBLE), 1),
+    "ATR": (3, (_INT,), 1),
+    "ADX": (3, (_INT,), 1),
+    "PLUS_DI": (3, (_INT,), 1),
+    "MINUS_DI": (3, (_INT,), 1),
+    "OBV": (2, (), 1),
+    "MACD": (1, (_INT, _INT, _INT), 3),
+    "BBANDS": (1, (_INT, _DOUBLE, _DOUBLE, _INT), 3),
+}
+
+
+def _library_path() -> Path | None:
+    """The TA-Lib C library the binding loaded, or None."""
+    maps = Path("/proc/self/maps")
+    if maps.exists():
+        for line in maps.read_text().splitlines():
+            fields = line.split(maxsplit=5)
+            if len(fields) == 6 and Path(fields[5]).name.startswith(("libta-lib", "libta_lib")):
+                return Path(fields[5])
+    here = Path(talib.__file__).resolve().parent
+    for folder in (here / ".dylibs", here.parent / "ta_lib.libs"):
+        if folder.is_dir():
+            for candidate in sorted(folder.iterdir()):
+                if candidate.name.startswith(("libta-lib", "libta_lib")):
+                    return candidate
+    return None
+
+
+def _first_defined(arrays: tuple[F64, ...], n: int) -> int:
+    """The binding's ``begidx``: the first row where no input is NaN (n - 1 if there is none)."""
+    if not any(np.isnan(a[0]) for a in arrays):
+        return 0
+    step = 4096
+    for a0 in range(0, n, step):
+        bad = np.zeros(min(step, n - a0), dtype=np.bool_)
+        for a in arrays:
+            bad |= np.isnan(a[a0 : a0 + step])
+        good = np.flatnonzero(~bad)
+        if len(good):
+            return a0 + int(good[0])
+    return n - 1
+
+
+def _make(lib: ctypes.CDLL, name: str) -> Callable[..., Any]:
+    n_in, options, n_out = _SIGNATURES[name]
+    fn = getattr(lib, f"TA_{name}")
+    fn.restype = _INT
+    fn.argtypes = [
+        _INT, _INT, *([ctypes.c_void_p] * n_in), *options,
+        ctypes.POINTER(_INT), ctypes.POINTER(_INT), *([ctypes.c_void_p] * n_out),
+    ]  # fmt: skip
+    lookback_fn = getattr(lib, f"TA_{name}_Lookback")
+    lookback_fn.restype = _INT
+    lookback_fn.argtypes = list(options)
+    ta_name = f"TA_{name}"
+
+    def call(*args: Any) -> Any:
+        arrays = tuple(np.ascontiguousarray(a, dtype=np.float64) for a in args[:n_in])
+        opts = args[n_in:]
+        if len(opts) != len(options) or any(a.ndim != 1 for a in arrays):
+            raise TypeError(f"{name}: expected {n_in} 1-D arrays and {len(options)} options")
+        n = arrays[0].shape[0]
+        if any(a.shape[0] != n for a in arrays):
+            raise Exception("input array lengths are different")  # the binding's error
+        outs = [np.empty(n, dtype=np.float64) for _ in range(n_out)]
+        if n:
+            begin = _first_defined(arrays, n)
+            lookback = lookback_fn(*opts)
+            if lookback < 0:
+                _ta_check_success(ta_name, _BAD_PARAM)
+            lookback += begin
+            for out in outs:
+                out[: min(lookback, n)] = np.nan
+            if lookback < n:
+                out_begin, out_count = _INT(), _INT()
+                code = fn(
+                    0, n - begin - 1, *(a.ctypes.data + 8 * begin for a in arrays), *opts,
+                    ctypes.byref(out_begin), ctypes.byref(out_count),
+                    *(out.ctypes.data + 8 * lookback for out in outs),
+                )  # fmt: skip
+                _ta_check_success(ta_name, code)
+        return outs[0] if n_out == 1 else tuple(outs)
+
+    call.__name__ = call.__qualname__ = name
+    return call
+
+
+def _load() -> tuple[dict[str, Callable[..., Any]], Path | None]:
+    binding: dict[str, Callable[..., Any]] = {name: getattr(talib, name) for name in _SIGNATURES}
+    path = _library_path()
+    if path is None:
+        return binding, None
+    try:
+        lib = ctypes.CDLL(str(path))
+        funcs = {name: _make(lib, name) for name in _SIGNATURES}
+        x = np.linspace(100.0, 110.0, 64) + np.sin(np.arange(64.0))
+        x[:3] = np.nan
+        for name in ("RSI", "EMA", "BBANDS", "ATR"):
+            n_in = _SIGNATURES[name][0]
+            args = (*([x] * n_in), *((5, 2.0, 2.0, 0) if name == "BBANDS" else (5,)))
+            ours, theirs = funcs[name](*args), binding[name](*args)
+            pairs = zip(ours, theirs, strict=True) if isinstance(ours, tuple) else [(ours, theirs)]
+            if not all(np.array_equal(a, b, equal_nan=True) for a, b in pairs):
+                raise RuntimeError(f"{name} differs from the binding's")
+    except (OSError, AttributeError, RuntimeError) as exc:
+        logger.warning("TA-Lib's C library at %s is not usable (%s): one thread for features", path, exc)
+        return binding, None
+    return funcs, path
+
+
+@dataclass(frozen=True)
+class Functions:
+    """The engine's TA-Lib functions: the binding's, or their GIL-free equals."""
+
+    RSI: Callable[..., Any]
+    EMA: Callable[..., Any]
+    SMA: Callable[..., Any]
+    SUM: Callable[..., Any]
+    LINEARREG_SLOPE: Callable[..., Any]
+    STDDEV: Callable[..., Any]
+    ATR: Callable[..., Any]
+    ADX: Callable[..., Any]
+    PLUS_DI: Callable[..., Any]
+    MINUS_DI: Callable[..., Any]
+    OBV: Callable[..., Any]
+    MACD: Callable[..., Any]
+    BBANDS: Callable[..., Any]
+
+
+_FUNCS, LIBRARY = _load()
+BINDING = Functions(**{name: getattr(talib, name) for name in _SIGNATURES})
+"""TA-Lib's binding: the least overhead per call, but it holds the GIL."""
+GIL_FREE_FUNCTIONS = Functions(**_FUNCS)
+"""The same functions through ``ctypes`` (the GIL released), or the binding's if unusable."""
+GIL_FREE: bool = LIBRARY is not None
+"""Whether :data:`GIL_FREE_FUNCTIONS` really release the GIL (the library was found and checked)."""
+
+
+def usable_cores() -> int:
+    """CPU cores this process may run on."""
+    affinity = getattr(os, "sched_getaffinity", None)
+    return len(affinity(0)) if affinity is not None else os.cpu_count() or 1
