@@ -12,7 +12,7 @@ library the binding loaded (found in ``/proc/self/maps`` on Linux, or beside the
 - a failing return code raises the binding's own error.
 
 So the values are the binding's, bit for bit; a check at load compares them on a short series
-(``tests/test_talib_c.py`` on real data).  When the library cannot be found, or that check
+(``xylen/features/tests/test_talib_c.py`` on real data).  When the library cannot be found, or that check
 fails, :data:`GIL_FREE_FUNCTIONS` are the binding's own (``GIL_FREE`` is ``False``) and the
 engine runs on one thread.  On one thread the engine uses :data:`BINDING` (less overhead per
 call: the newest row makes some twenty calls on a few thousand rows).
