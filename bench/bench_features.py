@@ -8,20 +8,22 @@ The candles: the 143,900 real BTCUSDT perpetual 5m candles (shared data folder, 
 factor chosen so that its first open equals the previous copy's last close: the price path
 stays continuous (no jump at the seams; returns, ranges and volumes are the real ones).
 
-Figures printed:
+Figures printed (K rounds, default 7; in each round every measurement below runs once, in turn,
+so a drift of the machine touches them all alike; each figure is the median of its K):
 * the whole feature set (``compute_features``, DataFrame out; and the bare float32 block),
-  median of K runs, and rows per second: the headline, a fresh result per call as a user
-  gets it;
+  and rows per second: the headline, a fresh result per call as a user gets it; with the
+  engine's default threads (two for a million rows when TA-Lib's C library is usable, see
+  ``xylen.features.talib_c``) and its CPU time, then on one thread;
 * for reference only, the float32 block written into one caller-provided block reused
   across calls (``feature_block(..., out=block)``): no fresh 168 MB allocation per call;
-* the TA-Lib floor: the very same TA-Lib calls the engine makes, on the same arrays (HTF
-  calls on pre-resampled 15m/1h arrays, resampling not counted), median of K runs.
-  "core" = the indicators themselves (RSI, EMA, MACD, BBANDS, ATR, OBV, LINEARREG_SLOPE,
-  ADX, PLUS_DI, MINUS_DI and the HTF RSI/EMA/ATR); "all" adds the TA-Lib rolling helpers
-  the engine also calls (SUM x3, SMA, STDDEV);
+* the TA-Lib floor: the very same TA-Lib calls the engine makes, through TA-Lib's binding on
+  one thread, on the same arrays (HTF calls on pre-resampled 15m/1h arrays, resampling not
+  counted).  "core" = the indicators themselves (RSI, EMA, MACD, BBANDS, ATR, OBV,
+  LINEARREG_SLOPE, ADX, PLUS_DI, MINUS_DI and the HTF RSI/EMA/ATR); "all" adds the TA-Lib
+  rolling helpers the engine also calls (SUM x3, SMA, STDDEV);
 * the newest row via ``latest_row_array`` at the default history, median of 200 calls;
-* with ``--breakdown``: the time of each part of the engine inside whole-set calls (fresh
-  block each call, median of K), beside the TA-Lib calls that part makes (same arrays).
+* with ``--breakdown``: the time of each part of the engine inside one-thread whole-set
+  calls (fresh block each call, median of K), beside the TA-Lib calls that part makes.
 """
 
 from __future__ import annotations
@@ -55,7 +57,6 @@ from xylen.features import (  # noqa: E402
 )
 from xylen.features import compute as engine  # noqa: E402
 from xylen.features import spec as S  # noqa: E402
-from xylen.features.compute import PARALLEL_MIN_ROWS  # noqa: E402
 
 BASE_MS = 300_000
 Arrays = dict[str, npt.NDArray[Any]]
@@ -93,6 +94,25 @@ def median_time(fn: Callable[[], object], runs: int, clock: Callable[[], float] 
         fn()
         times.append(clock() - t)
     return statistics.median(times)
+
+
+def interleaved(
+    fns: list[Callable[[], object]], runs: int, clocks: dict[int, Callable[[], float]] | None = None
+) -> list[float]:
+    """Median time of each of ``fns``, measured in ``runs`` rounds that call each once in turn.
+
+    Interleaving keeps slow drifts of the machine (other load, memory fragmentation making the
+    fresh block's page faults dearer) from landing on one figure and not on the one it is
+    compared with.  ``clocks`` gives another clock (CPU time) for some positions.
+    """
+    times: list[list[float]] = [[] for _ in fns]
+    for _ in range(runs):
+        for i, fn in enumerate(fns):
+            clock = (clocks or {}).get(i, time.perf_counter)
+            t = clock()
+            fn()
+            times[i].append(clock() - t)
+    return [statistics.median(x) for x in times]
 
 
 def talib_floor(a: Arrays, htf: dict[str, Arrays]) -> tuple[Callable[[], None], Callable[[], None]]:
@@ -225,7 +245,7 @@ def breakdown(a: Arrays, htf: dict[str, Arrays], runs: int) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
-    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--runs", type=int, default=7, help="rounds of the interleaved measurements")
     parser.add_argument("--calls", type=int, default=200)
     parser.add_argument("--breakdown", action="store_true", help="time each part of the engine")
     args = parser.parse_args()
@@ -238,22 +258,28 @@ def main() -> int:
     core, everything = talib_floor(a, htf)
     compute_features(a)  # warm caches / imports
 
-    t_frame = median_time(lambda: compute_features(a), args.runs)
-    t_block = median_time(lambda: feature_block(a), args.runs)
-    cpu_block = median_time(lambda: feature_block(a), args.runs, clock=time.process_time)
-    t_one = median_time(lambda: feature_block(a, threads=1), args.runs)
     reused = feature_block(a)
-    t_reused = median_time(lambda: feature_block(a, out=reused), args.runs)
-    t_core = median_time(core, args.runs)
-    t_all = median_time(everything, args.runs)
+    t_frame, t_block, cpu_block, t_one, t_reused, t_core, t_all = interleaved(
+        [
+            lambda: compute_features(a),
+            lambda: feature_block(a),
+            lambda: feature_block(a),
+            lambda: feature_block(a, threads=1),
+            lambda: feature_block(a, out=reused),
+            core,
+            everything,
+        ],
+        args.runs,
+        clocks={2: time.process_time},
+    )
     tail = {k: x[-DEFAULT_HISTORY:] for k, x in a.items()}
     latest_row_array(tail)
     t_row = median_time(lambda: latest_row_array(tail), args.calls)
 
-    threads = 2 if args.rows >= PARALLEL_MIN_ROWS and talib_c.GIL_FREE and talib_c.usable_cores() >= 2 else 1
+    threads = engine.default_threads(args.rows)
     print(f"feature version {FEATURE_VERSION}: {len(FEATURE_NAMES)} features, {args.rows:,} 5m rows")
     print(
-        f"engine threads: {threads} (TA-Lib without the GIL: {'yes' if talib_c.GIL_FREE else 'no'}, "
+        f"engine threads: {threads} (TA-Lib without the GIL: {'yes' if talib_c.library() else 'no'}, "
         f"{talib_c.usable_cores()} usable cores); the floor is TA-Lib's binding on one thread"
     )
     print(

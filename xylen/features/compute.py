@@ -145,6 +145,9 @@ class _Kernel:
         ta: T.Functions = T.BINDING,
     ):
         self.ta = ta
+        # rows for TA-Lib's outputs, reused by every call of this lane (fresh 8 MB arrays per
+        # call would each cost their page faults): a part uses them and is done with them
+        self.tmp: F64 = np.empty((3, len(arr["close"])), dtype=np.float64)
         self.o: F64 = arr["open"]  # type: ignore[assignment]
         self.h: F64 = arr["high"]  # type: ignore[assignment]
         self.lo: F64 = arr["low"]  # type: ignore[assignment]
@@ -188,33 +191,32 @@ class _Kernel:
         return first
 
     def talib_direct(self) -> None:
-        c, h, lo, s = self.c, self.h, self.lo, self.start
+        c, h, lo, s, ta, t = self.c, self.h, self.lo, self.start, self.ta, self.tmp[0]
         for p in S.RSI_PERIODS:
-            np.copyto(self.col[f"rsi_{p}"], self.ta.RSI(c, p)[s:], casting=_SAME)
-        np.copyto(self.col["adx_14"], self.ta.ADX(h, lo, c, S.ADX_PERIOD)[s:], casting=_SAME)
-        np.copyto(self.col["plus_di_14"], self.ta.PLUS_DI(h, lo, c, S.ADX_PERIOD)[s:], casting=_SAME)
-        np.copyto(self.col["minus_di_14"], self.ta.MINUS_DI(h, lo, c, S.ADX_PERIOD)[s:], casting=_SAME)
+            np.copyto(self.col[f"rsi_{p}"], ta.RSI(c, p, out=t)[s:], casting=_SAME)
+        np.copyto(self.col["adx_14"], ta.ADX(h, lo, c, S.ADX_PERIOD, out=t)[s:], casting=_SAME)
+        np.copyto(self.col["plus_di_14"], ta.PLUS_DI(h, lo, c, S.ADX_PERIOD, out=t)[s:], casting=_SAME)
+        np.copyto(self.col["minus_di_14"], ta.MINUS_DI(h, lo, c, S.ADX_PERIOD, out=t)[s:], casting=_SAME)
 
     def ema_dists(self) -> None:
         cs = self.c[self.start :]
         for p in S.EMA_PERIODS:
-            ema = self.ta.EMA(self.c, p)[self.start :]
+            ema = self.ta.EMA(self.c, p, out=self.tmp[0])[self.start :]
             dst = self.col[f"ema_{p}_dist"]
             for a, b in _chunks(0, self.m):
                 t = self.scr[0, : b - a]
                 np.divide(cs[a:b], ema[a:b], out=t)
                 np.subtract(t, 1.0, out=dst[a:b], casting=_SAME)
-            del ema  # freed before the next EMA is allocated: the allocator reuses its pages
 
     def macd(self) -> None:
         cs = self.c[self.start :]
-        macd = self.ta.MACD(self.c, S.MACD_FAST, S.MACD_SLOW, S.MACD_SIGNAL)
+        macd = self.ta.MACD(self.c, S.MACD_FAST, S.MACD_SLOW, S.MACD_SIGNAL, out=tuple(self.tmp))
         for name, series in zip(("macd_line", "macd_signal", "macd_hist"), macd, strict=True):
             np.divide(series[self.start :], cs, out=self.col[name], casting=_SAME)
 
     def bbands(self) -> None:
         cs, col = self.c[self.start :], self.col
-        bands = self.ta.BBANDS(self.c, S.BB_PERIOD, S.BB_NBDEV, S.BB_NBDEV, _SMA)
+        bands = self.ta.BBANDS(self.c, S.BB_PERIOD, S.BB_NBDEV, S.BB_NBDEV, _SMA, out=tuple(self.tmp))
         upper, middle, lower = (x[self.start :] for x in bands)
         for a, b in _chunks(0, self.m):
             up, mid, low, cc = upper[a:b], middle[a:b], lower[a:b], cs[a:b]
@@ -230,7 +232,7 @@ class _Kernel:
 
     def atr(self) -> None:
         cs, col, k = self.c[self.start :], self.col, S.PRICE_MOM_PERIOD
-        atr = self.ta.ATR(self.h, self.lo, self.c, S.ATR_PERIOD)[self.start :]
+        atr = self.ta.ATR(self.h, self.lo, self.c, S.ATR_PERIOD, out=self.tmp[0])[self.start :]
         np.copyto(col["atr_14"], atr, casting=_SAME)
         np.divide(atr, cs, out=col["atr_14_rel"], casting=_SAME)
         dst = col["price_mom_12"]
@@ -243,9 +245,9 @@ class _Kernel:
     def obv(self) -> None:
         """obv_flow_20 and obv_slope_14 in one pass; both divide by SUM(volume, 20)."""
         col, k, s = self.col, S.OBV_FLOW_PERIOD, self.start
-        obv = self.ta.OBV(self.c, self.v)
-        vsum = self.ta.SUM(self.v, S.OBV_FLOW_PERIOD)[s:]
-        slope = self.ta.LINEARREG_SLOPE(obv, S.OBV_SLOPE_PERIOD)[s:]
+        obv = self.ta.OBV(self.c, self.v, out=self.tmp[0])
+        vsum = self.ta.SUM(self.v, S.OBV_FLOW_PERIOD, out=self.tmp[1])[s:]
+        slope = self.ta.LINEARREG_SLOPE(obv, S.OBV_SLOPE_PERIOD, out=self.tmp[2])[s:]
         flow, slope_dst = col["obv_flow_20"], col["obv_slope_14"]
         first = self.nan_head("obv_flow_20", k)
         for a, b in _chunks(0, self.m):
@@ -290,7 +292,7 @@ class _Kernel:
         """log_ret_k and realised_vol_20 from one log(close) per chunk (no full-length log)."""
         s, n, reach = self.start, len(self.c), max(S.LOG_RETURN_LAGS)
         firsts = {k: self.nan_head(f"log_ret_{k}", k) for k in S.LOG_RETURN_LAGS}
-        r2 = np.empty(max(n - 1, 0), dtype=np.float64)  # r2[j] = (log c[j+1] - log c[j]) ** 2
+        r2 = self.tmp[0, : max(n - 1, 0)]  # r2[j] = (log c[j+1] - log c[j]) ** 2
         logs = np.empty(min(CHUNK, n) + reach, dtype=np.float64)
         for a0, b0 in _chunks(0, n):  # input rows; log c of rows lo..b0-1 in logs[: b0 - lo]
             lo = max(a0 - reach, 0)
@@ -310,8 +312,7 @@ class _Kernel:
                         lc[s + a - lo : b0 - lo], lc[s + a - k - lo : b0 - k - lo], out=dst, casting=_SAME
                     )
             np.multiply(d, d, out=d)
-        ssq = self.ta.SUM(r2, S.REALISED_VOL_PERIOD)  # ssq[j] belongs to row j + 1
-        del r2
+        ssq = self.ta.SUM(r2, S.REALISED_VOL_PERIOD, out=self.tmp[1, : len(r2)])  # ssq[j]: row j + 1
         dst = self.col["realised_vol_20"]
         first = self.nan_head("realised_vol_20", 1)
         for a, b in _chunks(first, self.m):
@@ -321,7 +322,7 @@ class _Kernel:
 
     def volume(self) -> None:
         s, col, k = self.start, self.col, S.VOLUME_MOM_PERIOD
-        vsum = self.ta.SUM(self.v, S.VOLUME_MOM_PERIOD)
+        vsum = self.ta.SUM(self.v, S.VOLUME_MOM_PERIOD, out=self.tmp[0])
         dst = col["volume_mom_12"]
         for a, b in _chunks(self.nan_head("volume_mom_12", k), self.m):
             t, den = self.scr[0, : b - a], self.lagged(vsum, k, a, b)
@@ -329,10 +330,9 @@ class _Kernel:
             np.subtract(t, 1.0, out=dst[a:b], casting=_SAME)
             _zero_fill(dst[a:b], den, 0.0, self.zero[: b - a])
         self.silence("volume_mom_12", k, lag=k)
-        del vsum
         vs = self.v[s:]
-        sma = self.ta.SMA(self.v, S.VOLUME_Z_PERIOD)[s:]
-        std = self.ta.STDDEV(self.v, S.VOLUME_Z_PERIOD, 1.0)[s:]
+        sma = self.ta.SMA(self.v, S.VOLUME_Z_PERIOD, out=self.tmp[1])[s:]
+        std = self.ta.STDDEV(self.v, S.VOLUME_Z_PERIOD, 1.0, out=self.tmp[2])[s:]
         dst = col["volume_z_20"]
         for a, b in _chunks(0, self.m):
             t = self.scr[0, : b - a]
@@ -340,6 +340,13 @@ class _Kernel:
             np.divide(t, std[a:b], out=dst[a:b], casting=_SAME)
             _zero_fill(dst[a:b], std[a:b], 0.0, self.zero[: b - a])
         self.silence("volume_z_20", S.VOLUME_Z_PERIOD)
+
+
+def default_threads(rows: int) -> int:
+    """Threads :func:`feature_block` takes for ``rows`` output rows when not told (its docstring)."""
+    if rows >= PARALLEL_MIN_ROWS and T.usable_cores() >= 2 and T.library() is not None:
+        return 2
+    return 1
 
 
 def feature_block(
@@ -377,14 +384,16 @@ def feature_block(
     if m <= 0:
         return out
     if threads is None:
-        threads = 2 if m >= PARALLEL_MIN_ROWS and T.GIL_FREE and T.usable_cores() >= 2 else 1
+        threads = default_threads(m)
     elif threads < 1:
         raise UsageError(f"threads must be 1 or more, got {threads}")
     names = [s.name for s in specs]
     t0 = next(i for i, s in enumerate(specs) if s.name == "hour_sin")
     h0 = next(i for i, s in enumerate(specs) if s.kind == "htf")
 
-    ta = T.GIL_FREE_FUNCTIONS if threads > 1 else T.BINDING
+    # Long inputs: TA-Lib's C library directly (the GIL released; outputs into the lanes' reused
+    # rows without a copy).  Short ones (the newest row): the binding, less overhead per call.
+    ta = T.gil_free_functions() if len(ot) >= PARALLEL_MIN_ROWS else T.BINDING
 
     def lane(parts: tuple[str, ...], calendar_and_htf: bool) -> None:
         _Kernel(arr, start, out, names, ta).run(parts)

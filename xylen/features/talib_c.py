@@ -11,11 +11,15 @@ library the binding loaded (found in ``/proc/self/maps`` on Linux, or beside the
   ``TA_*_Lookback``), and the values after it;
 - a failing return code raises the binding's own error.
 
-So the values are the binding's, bit for bit; a check at load compares them on a short series
-(``xylen/features/tests/test_talib_c.py`` on real data).  When the library cannot be found, or that check
-fails, :data:`GIL_FREE_FUNCTIONS` are the binding's own (``GIL_FREE`` is ``False``) and the
-engine runs on one thread.  On one thread the engine uses :data:`BINDING` (less overhead per
-call: the newest row makes some twenty calls on a few thousand rows).
+So the values are the binding's, bit for bit; a check on first use compares them on a short
+series (``xylen/features/tests/test_talib_c.py``: every function, on real data).  When the
+library cannot be found, or that check fails, :func:`gil_free_functions` are the binding's own
+(:func:`library` is None) and the engine runs on one thread.
+
+Every function here also takes ``out=``: the caller's float64 rows (one per output) to write
+into instead of fresh arrays; :data:`BINDING`'s copy the binding's result there.  The engine
+uses the C library for long inputs and :data:`BINDING` for short ones (the newest row makes
+some twenty calls on a few thousand rows: the binding has less overhead per call).
 
 Only the functions and signatures the engine uses are declared: RSI, EMA, SMA, SUM,
 LINEARREG_SLOPE, STDDEV, ATR, ADX, PLUS_DI, MINUS_DI, OBV, MACD, BBANDS.
@@ -24,6 +28,7 @@ LINEARREG_SLOPE, STDDEV, ATR, ADX, PLUS_DI, MINUS_DI, OBV, MACD, BBANDS.
 from __future__ import annotations
 
 import ctypes
+import functools
 import logging
 import os
 from collections.abc import Callable
@@ -92,6 +97,38 @@ def _first_defined(arrays: tuple[F64, ...], n: int) -> int:
     return n - 1
 
 
+Out = F64 | tuple[F64, ...] | None
+
+
+def _outputs(out: Out, n: int, n_out: int, name: str) -> list[F64]:
+    """Fresh output rows, or the caller's ``out`` (checked): float64, C-contiguous, length n."""
+    if out is None:
+        return [np.empty(n, dtype=np.float64) for _ in range(n_out)]
+    outs = [out] if isinstance(out, np.ndarray) else list(out)
+    if len(outs) != n_out or any(
+        o.dtype != np.float64 or o.shape != (n,) or not o.flags.c_contiguous or not o.flags.writeable
+        for o in outs
+    ):
+        raise ValueError(f"{name}: out must be {n_out} writeable C-contiguous float64 rows of length {n}")
+    return outs
+
+
+def _binding(name: str) -> Callable[..., Any]:
+    """The binding's function, taking ``out=`` too (its result is copied there)."""
+    fn, n_out = getattr(talib, name), _SIGNATURES[name][2]
+
+    def call(*args: Any, out: Out = None) -> Any:
+        result = fn(*args)
+        if out is None:
+            return result
+        outs = _outputs(out, len(args[0]), n_out, name)
+        for row, values in zip(outs, result if n_out > 1 else (result,), strict=True):
+            np.copyto(row, values)
+        return outs[0] if n_out == 1 else tuple(outs)
+
+    return functools.update_wrapper(call, fn)  # call.__wrapped__ is the binding's function
+
+
 def _make(lib: ctypes.CDLL, name: str) -> Callable[..., Any]:
     n_in, options, n_out = _SIGNATURES[name]
     fn = getattr(lib, f"TA_{name}")
@@ -105,7 +142,7 @@ def _make(lib: ctypes.CDLL, name: str) -> Callable[..., Any]:
     lookback_fn.argtypes = list(options)
     ta_name = f"TA_{name}"
 
-    def call(*args: Any) -> Any:
+    def call(*args: Any, out: Out = None) -> Any:
         arrays = tuple(np.ascontiguousarray(a, dtype=np.float64) for a in args[:n_in])
         opts = args[n_in:]
         if len(opts) != len(options) or any(a.ndim != 1 for a in arrays):
@@ -113,7 +150,7 @@ def _make(lib: ctypes.CDLL, name: str) -> Callable[..., Any]:
         n = arrays[0].shape[0]
         if any(a.shape[0] != n for a in arrays):
             raise Exception("input array lengths are different")  # the binding's error
-        outs = [np.empty(n, dtype=np.float64) for _ in range(n_out)]
+        outs = _outputs(out, n, n_out, name)
         if n:
             begin = _first_defined(arrays, n)
             lookback = lookback_fn(*opts)
@@ -130,6 +167,8 @@ def _make(lib: ctypes.CDLL, name: str) -> Callable[..., Any]:
                     *(out.ctypes.data + 8 * lookback for out in outs),
                 )  # fmt: skip
                 _ta_check_success(ta_name, code)
+                if out_count.value != n - lookback:  # every row after the lookback is written
+                    raise RuntimeError(f"{ta_name} wrote {out_count.value} values, {n - lookback} expected")
         return outs[0] if n_out == 1 else tuple(outs)
 
     call.__name__ = call.__qualname__ = name
@@ -137,7 +176,7 @@ def _make(lib: ctypes.CDLL, name: str) -> Callable[..., Any]:
 
 
 def _load() -> tuple[dict[str, Callable[..., Any]], Path | None]:
-    binding: dict[str, Callable[..., Any]] = {name: getattr(talib, name) for name in _SIGNATURES}
+    binding = {name: _binding(name) for name in _SIGNATURES}
     path = _library_path()
     if path is None:
         return binding, None
@@ -149,7 +188,7 @@ def _load() -> tuple[dict[str, Callable[..., Any]], Path | None]:
         for name in ("RSI", "EMA", "BBANDS", "ATR"):
             n_in = _SIGNATURES[name][0]
             args = (*([x] * n_in), *((5, 2.0, 2.0, 0) if name == "BBANDS" else (5,)))
-            ours, theirs = funcs[name](*args), binding[name](*args)
+            ours, theirs = funcs[name](*args), getattr(talib, name)(*args)
             pairs = zip(ours, theirs, strict=True) if isinstance(ours, tuple) else [(ours, theirs)]
             if not all(np.array_equal(a, b, equal_nan=True) for a, b in pairs):
                 raise RuntimeError(f"{name} differs from the binding's")
@@ -178,13 +217,27 @@ class Functions:
     BBANDS: Callable[..., Any]
 
 
-_FUNCS, LIBRARY = _load()
-BINDING = Functions(**{name: getattr(talib, name) for name in _SIGNATURES})
-"""TA-Lib's binding: the least overhead per call, but it holds the GIL."""
-GIL_FREE_FUNCTIONS = Functions(**_FUNCS)
-"""The same functions through ``ctypes`` (the GIL released), or the binding's if unusable."""
-GIL_FREE: bool = LIBRARY is not None
-"""Whether :data:`GIL_FREE_FUNCTIONS` really release the GIL (the library was found and checked)."""
+BINDING = Functions(**{name: _binding(name) for name in _SIGNATURES})
+"""TA-Lib's binding (``out=`` by copy): the least overhead per call, but it holds the GIL."""
+
+
+@functools.cache
+def _loaded() -> tuple[Functions, Path | None]:
+    funcs, path = _load()
+    return Functions(**funcs), path
+
+
+def gil_free_functions() -> Functions:
+    """The functions through ``ctypes`` (the GIL released), or the binding's if that is unusable.
+
+    Loaded and checked on the first call (a few ms), not at import: most processes never ask.
+    """
+    return _loaded()[0]
+
+
+def library() -> Path | None:
+    """The C library :func:`gil_free_functions` call, or None when they are the binding's."""
+    return _loaded()[1]
 
 
 def usable_cores() -> int:

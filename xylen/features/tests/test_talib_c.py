@@ -22,7 +22,7 @@ from xylen.errors import UsageError
 from xylen.features import FEATURE_NAMES, feature_block
 from xylen.features import compute as engine
 from xylen.features import talib_c as T
-from xylen.features.compute import PARALLEL_MIN_ROWS, as_arrays
+from xylen.features.compute import PARALLEL_MIN_ROWS, as_arrays, default_threads
 from xylen.features.tests import load_candles
 
 NAMES = tuple(T.Functions.__dataclass_fields__)
@@ -64,11 +64,12 @@ def btc(shared_data: Path) -> dict[str, Any]:
 def test_the_library_is_found_on_linux() -> None:
     if not sys.platform.startswith("linux"):
         pytest.skip("the check is for the Linux wheel, which CI installs")
-    assert T.GIL_FREE and T.LIBRARY is not None and T.LIBRARY.is_file()
-    assert "libta" in T.LIBRARY.name
+    path = T.library()
+    assert path is not None and path.is_file() and "libta" in path.name
+    assert not hasattr(T.gil_free_functions().RSI, "__wrapped__")  # not the binding's
     assert set(NAMES) == set(T._SIGNATURES)
     # ctypes.CDLL (not PyDLL) functions release the GIL around the call
-    assert type(ctypes.CDLL(str(T.LIBRARY))) is ctypes.CDLL
+    assert type(ctypes.CDLL(str(path))) is ctypes.CDLL
 
 
 @pytest.fixture(scope="module")
@@ -98,8 +99,16 @@ def test_each_function_equals_the_binding_bit_for_bit(
         cases.append(_calls(h[:n], lo[:n], c[:n], v[:n])[name])
     all_nan = np.full(50, np.nan)
     cases.append(_calls(all_nan, all_nan, all_nan, all_nan)[name])
+    n_out = T._SIGNATURES[name][2]
     for args in cases:
-        assert _same_bits(fast(*args), binding(*args)), (name, len(args[0]))
+        expected = binding(*args)
+        assert _same_bits(fast(*args), expected), (name, len(args[0]))
+        # into the caller's rows, which hold stale values from an earlier call: all rewritten
+        for fn in (fast, getattr(T.BINDING, name)):
+            rows = tuple(np.full(len(args[0]), 12345.0) for _ in range(n_out))
+            got = fn(*args, out=rows if n_out > 1 else rows[0])
+            assert _same_bits(got, expected), (name, len(args[0]), "out=")
+            assert all(a is b for a, b in zip(got if n_out > 1 else (got,), rows, strict=True))
 
 
 def test_errors_are_the_bindings(btc: dict[str, Any], library: ctypes.CDLL) -> None:
@@ -111,18 +120,28 @@ def test_errors_are_the_bindings(btc: dict[str, Any], library: ctypes.CDLL) -> N
         T._make(library, "ATR")(c, c[:-1], c, 14)
 
 
+def test_out_rows_are_checked(btc: dict[str, Any], library: ctypes.CDLL) -> None:
+    c = btc["close"][:1_000]
+    for fn in (T._make(library, "EMA"), T.BINDING.EMA):
+        for bad in (np.empty(999), np.empty(1_000, dtype=np.float32), np.empty(2_000)[::2]):
+            with pytest.raises(ValueError, match="out must be 1 writeable C-contiguous float64"):
+                fn(c, 20, out=bad)
+    with pytest.raises(ValueError, match="out must be 3"):
+        T._make(library, "MACD")(c, 12, 26, 9, out=(np.empty(1_000), np.empty(1_000)))
+
+
 def test_an_unusable_library_falls_back_to_the_binding(monkeypatch: pytest.MonkeyPatch) -> None:
     # Not a mock of TA-Lib: the loader is pointed at a real library that is not TA-Lib (the C
     # maths library), and at none, to exercise the two ways it can fail on a user's machine.
     monkeypatch.setattr(T, "_library_path", lambda: None)
     funcs, path = T._load()
-    assert path is None and funcs["RSI"] is talib.RSI
+    assert path is None and funcs["RSI"].__wrapped__ is talib.RSI
     libm = ctypes.util.find_library("m")
     if libm is None:
         pytest.skip("no C maths library to point the loader at")
     monkeypatch.setattr(T, "_library_path", lambda: Path(libm))
     funcs, path = T._load()
-    assert path is None and funcs["EMA"] is talib.EMA
+    assert path is None and funcs["EMA"].__wrapped__ is talib.EMA
 
 
 def test_two_threads_give_the_one_thread_block(shared_data: Path) -> None:
@@ -149,8 +168,8 @@ def test_threads_default(shared_data: Path, monkeypatch: pytest.MonkeyPatch) -> 
 
     monkeypatch.setattr(engine._Kernel, "run", spy)
     feature_block(arr)
-    two_lanes = T.GIL_FREE and T.usable_cores() >= 2
-    assert len(lanes) == (2 if two_lanes else 1)
+    two_lanes = T.library() is not None and T.usable_cores() >= 2
+    assert len(lanes) == (2 if two_lanes else 1) == default_threads(len(arr["open_time"]))
     lanes.clear()
     feature_block({k: x[-5_000:] for k, x in arr.items()})  # a small input: one thread
     assert lanes == [threading.current_thread().name]
