@@ -157,14 +157,14 @@ def _make(lib: ctypes.CDLL, name: str) -> Callable[..., Any]:
             if lookback < 0:
                 _ta_check_success(ta_name, _BAD_PARAM)
             lookback += begin
-            for out in outs:
-                out[: min(lookback, n)] = np.nan
+            for row in outs:
+                row[: min(lookback, n)] = np.nan
             if lookback < n:
                 out_begin, out_count = _INT(), _INT()
                 code = fn(
                     0, n - begin - 1, *(a.ctypes.data + 8 * begin for a in arrays), *opts,
                     ctypes.byref(out_begin), ctypes.byref(out_count),
-                    *(out.ctypes.data + 8 * lookback for out in outs),
+                    *(row.ctypes.data + 8 * lookback for row in outs),
                 )  # fmt: skip
                 _ta_check_success(ta_name, code)
                 if out_count.value != n - lookback:  # every row after the lookback is written
@@ -175,11 +175,11 @@ def _make(lib: ctypes.CDLL, name: str) -> Callable[..., Any]:
     return call
 
 
-def _load() -> tuple[dict[str, Callable[..., Any]], Path | None]:
-    binding = {name: _binding(name) for name in _SIGNATURES}
+def _load() -> tuple[dict[str, Callable[..., Any]], Path] | None:
+    """The checked ``ctypes`` functions and their library, or None (module docstring)."""
     path = _library_path()
     if path is None:
-        return binding, None
+        return None
     try:
         lib = ctypes.CDLL(str(path))
         funcs = {name: _make(lib, name) for name in _SIGNATURES}
@@ -194,7 +194,7 @@ def _load() -> tuple[dict[str, Callable[..., Any]], Path | None]:
                 raise RuntimeError(f"{name} differs from the binding's")
     except (OSError, AttributeError, RuntimeError) as exc:
         logger.warning("TA-Lib's C library at %s is not usable (%s): one thread for features", path, exc)
-        return binding, None
+        return None
     return funcs, path
 
 
@@ -223,7 +223,10 @@ BINDING = Functions(**{name: _binding(name) for name in _SIGNATURES})
 
 @functools.cache
 def _loaded() -> tuple[Functions, Path | None]:
-    funcs, path = _load()
+    loaded = _load()
+    if loaded is None:
+        return BINDING, None
+    funcs, path = loaded
     return Functions(**funcs), path
 
 

@@ -134,14 +134,21 @@ def test_an_unusable_library_falls_back_to_the_binding(monkeypatch: pytest.Monke
     # Not a mock of TA-Lib: the loader is pointed at a real library that is not TA-Lib (the C
     # maths library), and at none, to exercise the two ways it can fail on a user's machine.
     monkeypatch.setattr(T, "_library_path", lambda: None)
-    funcs, path = T._load()
-    assert path is None and funcs["RSI"].__wrapped__ is talib.RSI
+    assert T._load() is None
     libm = ctypes.util.find_library("m")
     if libm is None:
         pytest.skip("no C maths library to point the loader at")
     monkeypatch.setattr(T, "_library_path", lambda: Path(libm))
-    funcs, path = T._load()
-    assert path is None and funcs["EMA"].__wrapped__ is talib.EMA
+    assert T._load() is None  # libm has no TA_RSI: refused, with a warning
+    # and what the engine then gets is the binding
+    T._loaded.cache_clear()
+    try:
+        assert T.gil_free_functions() is T.BINDING and T.library() is None
+        assert T.BINDING.EMA.__wrapped__ is talib.EMA
+    finally:
+        monkeypatch.undo()
+        T._loaded.cache_clear()
+    assert T.library() == T._library_path()
 
 
 def test_two_threads_give_the_one_thread_block(shared_data: Path) -> None:
