@@ -34,7 +34,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 import numpy as np
 import numpy.typing as npt
@@ -97,7 +97,7 @@ def _first_defined(arrays: tuple[F64, ...], n: int) -> int:
     return n - 1
 
 
-Out = F64 | tuple[F64, ...] | None
+Out: TypeAlias = "F64 | tuple[F64, ...] | None"  # a string: no runtime union of aliases
 
 
 def _outputs(out: Out, n: int, n_out: int, name: str) -> list[F64]:
