@@ -6,42 +6,22 @@ config (the message names the key).
 
 from __future__ import annotations
 
-import argparse
-import logging
 import sys
 from collections.abc import Sequence
 
 from xylen.cli import paper_exchange as cli
-from xylen.errors import XylenError
-from xylen.logs import setup_logging
-
-logger = logging.getLogger(__name__)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m paper_exchange",
-        description="Serve a Binance USD-M compatible paper exchange replaying stored candles.",
-    )
-    parser.add_argument(
-        "--home", default=None, help="folder holding all state (default $XYLEN_HOME, else ./data)"
-    )
-    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
-    parser.add_argument("--log-format", default="auto", choices=["auto", "text", "json"])
-    cli.add_arguments(parser)
-    return parser
+from xylen.cli.service_main import service_main
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    setup_logging(args.log_level, args.log_format)
-    try:
-        return cli.run(args)
-    except XylenError as exc:
-        print(f"paper_exchange: error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        return 130
+    return service_main(
+        argv,
+        name="paper_exchange",
+        description="Serve a Binance USD-M compatible paper exchange replaying stored candles.",
+        home_help="folder holding all state (default $XYLEN_HOME, else ./data)",
+        add_arguments=cli.add_arguments,
+        run=cli.run,
+    )
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from types import ModuleType
 
 from xylen import __version__
+from xylen.cli.service_main import LOG_FORMATS, LOG_LEVELS
 from xylen.errors import XylenError
 from xylen.logs import setup_logging
 
@@ -56,13 +57,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--log-level",
         default="INFO",
-        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        choices=LOG_LEVELS,
         help="log level (default INFO)",
     )
     parser.add_argument(
         "--log-format",
         default="auto",
-        choices=["auto", "text", "json"],
+        choices=LOG_FORMATS,
         help="text in a terminal, JSON lines otherwise (default auto)",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
