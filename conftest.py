@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
+from xylen.paths import SHARED_BTC_5M, shared_data_dir
+
 REPO = Path(__file__).resolve().parent
-
-
-def shared_data_dir() -> Path:
-    """The real Binance data folder: ``$XYLEN_SHARED_DATA``, else ``../shared/data``."""
-    env = os.environ.get("XYLEN_SHARED_DATA")
-    return Path(env) if env else REPO.parent / "shared" / "data"
 
 
 @pytest.fixture(scope="session")
@@ -26,4 +21,4 @@ def shared_data() -> Path:
 
 @pytest.fixture(scope="session")
 def btc_5m_path(shared_data: Path) -> Path:
-    return shared_data / "freqtrade_binance_futures" / "BTC_USDT_USDT-5m-futures.feather"
+    return shared_data / SHARED_BTC_5M

@@ -34,7 +34,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
-from bench_fanout import TOKEN, build_model, data_dir, start_servers  # noqa: E402
+from bench_fanout import TOKEN, build_model, start_servers  # noqa: E402
 
 from coordinator.clock import InstantClock  # noqa: E402
 from coordinator.ensemble import Ensemble  # noqa: E402
@@ -52,6 +52,7 @@ from coordinator.snapshot import MarketData, MarketSnapshot  # noqa: E402
 from coordinator.storage.db import init_db  # noqa: E402
 from coordinator.storage.journal import Journal  # noqa: E402
 from xylen.config import XylenConfig, parse_config  # noqa: E402
+from xylen.paths import SHARED_BTC_5M, shared_data_dir  # noqa: E402
 
 WARMUP_BEATS = 10
 SYMBOL = "BTCUSDT"
@@ -227,7 +228,7 @@ def main() -> None:
     parser.add_argument("--beats", type=int, default=200, help="beats per server count (default 200)")
     parser.add_argument("--candles", type=int, default=100, help="candles in each request (default 100)")
     args = parser.parse_args()
-    candle_file = data_dir(args.data) / "freqtrade_binance_futures" / "BTC_USDT_USDT-5m-futures.feather"
+    candle_file = shared_data_dir(args.data) / SHARED_BTC_5M
     if not candle_file.is_file():
         raise SystemExit(f"{candle_file} not found (set --data or XYLEN_SHARED_DATA)")
     root = Path(tempfile.mkdtemp(prefix="xylen-bench-beat-"))

@@ -20,7 +20,6 @@ import argparse
 import asyncio
 import hashlib
 import hmac
-import os
 import statistics
 import sys
 import tempfile
@@ -48,6 +47,7 @@ from xylen.config.schema import ExchangeConfig  # noqa: E402
 from xylen.config.secrets import Secrets  # noqa: E402
 from xylen.data import CandleStore  # noqa: E402
 from xylen.data.importers import import_file  # noqa: E402
+from xylen.paths import SHARED_BTC_5M, shared_data_dir  # noqa: E402
 
 KEY, SECRET = "bench-key", "bench-secret"
 SYMBOL = "BTCUSDT"
@@ -56,13 +56,6 @@ BATCH = 150
 TICKER = Endpoint("GET", "/fapi/v1/ticker/price", 1, 2)
 CANCEL_ALL = Endpoint("DELETE", "/fapi/v1/allOpenOrders", signed=True)
 BIG = 1_000_000_000
-
-
-def _shared_data(arg: str | None) -> Path:
-    if arg:
-        return Path(arg)
-    env = os.environ.get("XYLEN_SHARED_DATA")
-    return Path(env) if env else REPO.parent / "shared" / "data"
 
 
 class HttpTimer:
@@ -153,9 +146,7 @@ async def _raw_cancel_all(
 async def main(orders: int, data: Path) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         home = Path(tmp)
-        import_file(
-            data / "freqtrade_binance_futures/BTC_USDT_USDT-5m-futures.feather", CandleStore(home / "candles")
-        )
+        import_file(data / SHARED_BTC_5M, CandleStore(home / "candles"))
         service = PaperExchangeService(ServiceConfig.from_home(home, start_ms=START_MS))
         settings = TransportSettings(
             api_keys={KEY: SECRET}, port=0, weight_limit_1m=BIG, orders_limit_10s=BIG, orders_limit_1m=BIG
@@ -196,4 +187,4 @@ if __name__ == "__main__":
         "--data", default=None, help="shared data folder (default $XYLEN_SHARED_DATA or ../shared/data)"
     )
     args = parser.parse_args()
-    asyncio.run(main(args.orders, _shared_data(args.data)))
+    asyncio.run(main(args.orders, shared_data_dir(args.data)))

@@ -45,6 +45,7 @@ from xylen.config.schema import ModelServerConfig  # noqa: E402
 from xylen.contract import ModelMetadata, PredictRequest  # noqa: E402
 from xylen.data.importers import read_freqtrade_feather  # noqa: E402
 from xylen.features import FEATURE_NAMES, FEATURE_VERSION, compute_features  # noqa: E402
+from xylen.paths import SHARED_BTC_5M, shared_data_dir  # noqa: E402
 
 WARMUP_BEATS = 10
 TOKEN = "bench-token-fanout"
@@ -66,14 +67,6 @@ class Server:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait(5)
-
-
-def data_dir(given: str | None) -> Path:
-    """The shared data folder: ``--data``, ``$XYLEN_SHARED_DATA`` or ``../shared/data``."""
-    if given:
-        return Path(given)
-    env = os.environ.get("XYLEN_SHARED_DATA")
-    return Path(env) if env else REPO.parent / "shared" / "data"
 
 
 def build_model(
@@ -214,7 +207,7 @@ def main() -> None:
     parser.add_argument("--candles", type=int, default=100, help="candles in each request (default 100)")
     parser.add_argument("--loop", choices=["uvloop", "asyncio"], default="uvloop", help="client event loop")
     args = parser.parse_args()
-    candle_file = data_dir(args.data) / "freqtrade_binance_futures" / "BTC_USDT_USDT-5m-futures.feather"
+    candle_file = shared_data_dir(args.data) / SHARED_BTC_5M
     if not candle_file.is_file():
         raise SystemExit(f"{candle_file} not found (set --data or XYLEN_SHARED_DATA)")
     loop_name, run = _runner(args.loop)

@@ -43,7 +43,6 @@ import talib
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from conftest import shared_data_dir  # noqa: E402
 from xylen.data.importers import read_freqtrade_feather  # noqa: E402
 from xylen.features import (  # noqa: E402
     DEFAULT_HISTORY,
@@ -57,6 +56,7 @@ from xylen.features import (  # noqa: E402
 )
 from xylen.features import compute as engine  # noqa: E402
 from xylen.features import spec as S  # noqa: E402
+from xylen.paths import SHARED_BTC_5M, shared_data_dir  # noqa: E402
 
 BASE_MS = 300_000
 Arrays = dict[str, npt.NDArray[Any]]
@@ -64,7 +64,7 @@ Arrays = dict[str, npt.NDArray[Any]]
 
 def build_candles(rows: int) -> Arrays:
     """Tile the real BTC 5m candles to ``rows`` rows with continuing times and prices."""
-    path = shared_data_dir() / "freqtrade_binance_futures" / "BTC_USDT_USDT-5m-futures.feather"
+    path = shared_data_dir() / SHARED_BTC_5M
     df = read_freqtrade_feather(path)
     n = len(df)
     ot0 = df["open_time"].to_numpy(np.int64)

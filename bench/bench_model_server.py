@@ -45,16 +45,10 @@ from model_server.predictors import LightGBMPredictor, OnnxPredictor, Predictor 
 from xylen.contract import ModelMetadata  # noqa: E402
 from xylen.data.importers import read_freqtrade_feather  # noqa: E402
 from xylen.features import FEATURE_NAMES, FEATURE_VERSION, compute_features  # noqa: E402
+from xylen.paths import SHARED_BTC_5M, shared_data_dir  # noqa: E402
 
 TOKEN = "bench-token"
 HORIZON = 12
-
-
-def data_dir(given: str | None) -> Path:
-    if given:
-        return Path(given)
-    env = os.environ.get("XYLEN_SHARED_DATA")
-    return Path(env) if env else REPO.parent / "shared" / "data"
 
 
 def build_model(
@@ -243,7 +237,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=4.0, help="seconds of load at concurrency 16")
     parser.add_argument("--backends", default="lightgbm,onnx", help="server backends to load-test")
     args = parser.parse_args()
-    candle_file = data_dir(args.data) / "freqtrade_binance_futures" / "BTC_USDT_USDT-5m-futures.feather"
+    candle_file = shared_data_dir(args.data) / SHARED_BTC_5M
     if not candle_file.is_file():
         raise SystemExit(f"{candle_file} not found (set --data or XYLEN_SHARED_DATA)")
     home = Path(tempfile.mkdtemp(prefix="xylen-bench-ms-"))

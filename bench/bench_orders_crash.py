@@ -21,7 +21,6 @@ All three must be 0; the exit status is 1 otherwise.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tempfile
 import time
@@ -30,9 +29,9 @@ from pathlib import Path
 from coordinator.tests.manager_crash_worker import run_trials
 from xylen.data import CandleStore
 from xylen.data.importers import import_file
+from xylen.paths import SHARED_BTC_5M, shared_data_dir
 
 REPO = Path(__file__).resolve().parents[1]
-BTC_FILE = "freqtrade_binance_futures/BTC_USDT_USDT-5m-futures.feather"
 
 
 def main() -> int:
@@ -46,8 +45,8 @@ def main() -> int:
     args = parser.parse_args()
     if args.trials <= 0 or args.speed <= 0:
         parser.error("--trials and --speed must be positive")
-    data = Path(args.data or os.environ.get("XYLEN_SHARED_DATA") or REPO.parent / "shared" / "data")
-    source = data / BTC_FILE
+    data = shared_data_dir(args.data)
+    source = data / SHARED_BTC_5M
     if not source.is_file():
         print(f"bench_orders_crash: {source} not found (set --data or XYLEN_SHARED_DATA)", file=sys.stderr)
         return 2

@@ -23,7 +23,6 @@ import argparse
 import asyncio
 import hashlib
 import hmac
-import os
 import statistics
 import sys
 import tempfile
@@ -41,6 +40,7 @@ sys.path.insert(0, str(REPO))
 from paper_exchange.app import create_app  # noqa: E402
 from paper_exchange.faults import Faults  # noqa: E402
 from paper_exchange.settings import TransportSettings  # noqa: E402
+from xylen.paths import SHARED_BTC_5M, shared_data_dir  # noqa: E402
 
 KEY = "bench-key"
 SECRET = "bench-secret"
@@ -58,7 +58,7 @@ def build_service(data_dir: Path, db_dir: Path, speed: float) -> Any:
         raise SystemExit(1) from exc
     from xylen.data.importers import read_freqtrade_feather
 
-    path = data_dir / "freqtrade_binance_futures" / "BTC_USDT_USDT-5m-futures.feather"
+    path = data_dir / SHARED_BTC_5M
     if not path.is_file():
         print(f"bench_paper_exchange: cannot run: {path} not found (set --data or XYLEN_SHARED_DATA)")
         raise SystemExit(1)
@@ -140,7 +140,7 @@ async def one_run(
 
 
 async def main_async(args: argparse.Namespace) -> int:
-    data_dir = Path(args.data or os.environ.get("XYLEN_SHARED_DATA") or REPO.parent / "shared" / "data")
+    data_dir = shared_data_dir(args.data)
     with tempfile.TemporaryDirectory(prefix="bench-paper-exchange-") as tmp:
         service = build_service(data_dir, Path(tmp), args.speed)
         settings = TransportSettings(

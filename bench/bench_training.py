@@ -28,17 +28,15 @@ import pandas as pd
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from conftest import shared_data_dir  # noqa: E402
 from model_server.training import PROFILES, TrainConfig, get_profile, train_model, write_model_dir  # noqa: E402
 from xylen.data.importers import read_freqtrade_feather  # noqa: E402
 from xylen.features import max_warmup  # noqa: E402
-
-BTC = ("freqtrade_binance_futures", "BTC_USDT_USDT-5m-futures.feather")
+from xylen.paths import SHARED_BTC_5M, shared_data_dir  # noqa: E402
 
 
 def tiled_candles(rows: int) -> pd.DataFrame:
     """``rows`` candles: the real BTC series repeated with a continuous price path."""
-    base = read_freqtrade_feather(shared_data_dir().joinpath(*BTC))
+    base = read_freqtrade_feather(shared_data_dir() / SHARED_BTC_5M)
     n = len(base)
     step = 300_000
     parts: list[pd.DataFrame] = []

@@ -52,3 +52,18 @@ class Home:
     @property
     def logs(self) -> Path:
         return self.root / "logs"
+
+
+SHARED_DATA_ENV = "XYLEN_SHARED_DATA"
+SHARED_BTC_5M = Path("freqtrade_binance_futures") / "BTC_USDT_USDT-5m-futures.feather"
+"""The real BTCUSDT perpetual 5m candles, relative to :func:`shared_data_dir`."""
+_CHECKOUT = Path(__file__).resolve().parents[1]
+
+
+def shared_data_dir(given: str | os.PathLike[str] | None = None) -> Path:
+    """The real Binance data beside a checkout: ``given``, else ``$XYLEN_SHARED_DATA``, else
+    ``../shared/data`` next to the repository (tests, benchmarks and ONNX validation read it)."""
+    if given:
+        return Path(given)
+    env = os.environ.get(SHARED_DATA_ENV)
+    return Path(env) if env else _CHECKOUT.parent / "shared" / "data"

@@ -27,10 +27,11 @@ from xylen.config.schema import ExchangeConfig
 from xylen.config.secrets import Secrets
 from xylen.data import CandleStore
 from xylen.data.importers import import_file
+from xylen.paths import SHARED_BTC_5M
 
 SYMBOL = "BTCUSDT"
 START_MS = 1_704_153_600_000  # 2024-01-02 00:00 UTC, inside the BTC 5m file
-BTC_FILE = "freqtrade_binance_futures/BTC_USDT_USDT-5m-futures.feather"
+BTC_FILE = SHARED_BTC_5M
 TICKER = Endpoint("GET", "/fapi/v1/ticker/price", 1, 2)
 
 _CANDLES: dict[Path, Path] = {}

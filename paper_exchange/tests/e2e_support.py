@@ -29,11 +29,12 @@ from paper_exchange.settings import TransportSettings
 from paper_exchange.tests.test_transport_support import KEY, KEYS, SECRET, running_app
 from xylen.data import CandleStore
 from xylen.data.importers import import_file
+from xylen.paths import SHARED_BTC_5M
 
 SYMBOL = "BTCUSDT"
 CCXT_SYMBOL = "BTC/USDT:USDT"
 START_MS = 1_704_153_600_000  # 2024-01-02 00:00 UTC, well inside the BTC 5m file
-BTC_FILE = "freqtrade_binance_futures/BTC_USDT_USDT-5m-futures.feather"
+BTC_FILE = SHARED_BTC_5M
 
 _CANDLES: dict[Path, Path] = {}
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +18,9 @@ import numpy as np
 import numpy.typing as npt
 
 from xylen.errors import DataError, UsageError
+from xylen.paths import SHARED_BTC_5M, shared_data_dir
 
 logger = logging.getLogger(__name__)
-
-SHARED_BTC: tuple[str, str] = ("freqtrade_binance_futures", "BTC_USDT_USDT-5m-futures.feather")
 
 
 def register(sub: Any) -> None:
@@ -50,9 +48,7 @@ def register(sub: Any) -> None:
 
 def default_data() -> Path:
     """The shipped BTCUSDT 5m candles."""
-    env = os.environ.get("XYLEN_SHARED_DATA")
-    root = Path(env) if env else Path(__file__).resolve().parents[2].parent / "shared" / "data"
-    return root.joinpath(*SHARED_BTC)
+    return shared_data_dir() / SHARED_BTC_5M
 
 
 def validation_rows(data: Path, names: list[str], interval: str, rows: int) -> npt.NDArray[np.float32]:
