@@ -42,14 +42,15 @@ sys.path.insert(0, str(REPO))
 
 from coordinator.model_client import ModelClients, VoteStatus  # noqa: E402
 from xylen.config.schema import ModelServerConfig  # noqa: E402
-from xylen.contract import ModelMetadata, PredictRequest  # noqa: E402
-from xylen.data.importers import read_freqtrade_feather  # noqa: E402
-from xylen.features import FEATURE_NAMES, FEATURE_VERSION, compute_features  # noqa: E402
+from xylen.contract import PredictRequest  # noqa: E402
+from xylen.features import FEATURE_VERSION  # noqa: E402
 from xylen.paths import SHARED_BTC_5M, shared_data_dir  # noqa: E402
+
+sys.path.insert(0, str(REPO / "bench"))
+from bench_models import request_rows, training_set, write_model_dir  # noqa: E402
 
 WARMUP_BEATS = 10
 TOKEN = "bench-token-fanout"
-HORIZON = 12
 
 
 @dataclass
@@ -75,32 +76,11 @@ def build_model(
     """Train 60 trees on 8,000 rows and write the model directory; returns feature rows and candles."""
     import lightgbm as lgb
 
-    candles = read_freqtrade_feather(candle_file).tail(8_300).reset_index(drop=True)
-    feats = compute_features(candles)
-    close = candles["close"].to_numpy()
-    labels = (np.roll(close, -HORIZON) > close).astype(np.int8)[300:-HORIZON]
-    x = feats[list(FEATURE_NAMES)].iloc[300:-HORIZON].astype(np.float32)
+    candles, x, labels = training_set(candle_file, 8_000)
     params = {"objective": "binary", "num_leaves": 15, "learning_rate": 0.05, "num_threads": 1, "verbose": -1}
     booster = lgb.train(params, lgb.Dataset(x, labels), num_boost_round=60)
-    folder.mkdir(parents=True)
-    booster.save_model(str(folder / "model.txt"))
-    meta = ModelMetadata(
-        model_version="bench-fanout",
-        created_at=int(time.time() * 1000),
-        feature_version=FEATURE_VERSION,
-        feature_names=list(FEATURE_NAMES),
-        horizon_bars=HORIZON,
-        stop_atr_multiple=1.5,
-        take_profit_atr_multiple=2.5,
-        train_start=int(candles["open_time"].iloc[0]),
-        train_end=int(candles["open_time"].iloc[-1]),
-    )
-    (folder / "metadata.json").write_text(meta.model_dump_json(indent=2))
-    rows = [{str(k): float(v) for k, v in r.items()} for r in x.tail(256).to_dict("records")]
-    cols = ["open_time", "open", "high", "low", "close", "volume"]
-    tail = candles.tail(candle_count)[cols] if candle_count else candles.iloc[:0][cols]
-    candle_rows = [[int(r[0]), *map(float, r[1:])] for r in tail.itertuples(index=False)]
-    return rows, candle_rows
+    write_model_dir(folder, booster, candles, "bench-fanout")
+    return request_rows(x, candles, 256, candle_count)
 
 
 def start_server(model_dir: Path, home: Path) -> Server:

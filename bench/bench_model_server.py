@@ -42,13 +42,13 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from model_server.predictors import LightGBMPredictor, OnnxPredictor, Predictor  # noqa: E402
-from xylen.contract import ModelMetadata  # noqa: E402
-from xylen.data.importers import read_freqtrade_feather  # noqa: E402
-from xylen.features import FEATURE_NAMES, FEATURE_VERSION, compute_features  # noqa: E402
+from xylen.features import FEATURE_VERSION  # noqa: E402
 from xylen.paths import SHARED_BTC_5M, shared_data_dir  # noqa: E402
 
+sys.path.insert(0, str(REPO / "bench"))
+from bench_models import request_rows, training_set, write_model_dir  # noqa: E402
+
 TOKEN = "bench-token"
-HORIZON = 12
 
 
 def build_model(
@@ -56,43 +56,16 @@ def build_model(
 ) -> tuple[list[dict[str, float]], list[list[float]]]:
     """Train the 300-tree model, write the model directory; returns feature rows and candles."""
     import lightgbm as lgb
-    import onnxmltools
-    from onnxmltools.convert.common.data_types import FloatTensorType
 
-    candles = read_freqtrade_feather(candle_file).tail(rows + 300).reset_index(drop=True)
-    feats = compute_features(candles)
-    close = candles["close"].to_numpy()
-    labels = (np.roll(close, -HORIZON) > close).astype(np.int8)[300:-HORIZON]
-    x = feats[list(FEATURE_NAMES)].iloc[300:-HORIZON].astype(np.float32)
+    candles, x, labels = training_set(candle_file, rows)
     started = time.perf_counter()
     params = {"objective": "binary", "num_leaves": 31, "learning_rate": 0.03, "num_threads": 2, "verbose": -1}
     booster = lgb.train(params, lgb.Dataset(x, labels), num_boost_round=300)
     print(
         f"trained 300 trees on {len(x)} rows x {x.shape[1]} features in {time.perf_counter() - started:.1f} s"
     )
-    folder.mkdir(parents=True)
-    booster.save_model(str(folder / "model.txt"))
-    onx = onnxmltools.convert_lightgbm(
-        booster, initial_types=[("input", FloatTensorType([None, x.shape[1]]))], zipmap=False, target_opset=15
-    )
-    (folder / "model.onnx").write_bytes(onx.SerializeToString())
-    meta = ModelMetadata(
-        model_version="bench-300",
-        created_at=int(time.time() * 1000),
-        feature_version=FEATURE_VERSION,
-        feature_names=list(FEATURE_NAMES),
-        horizon_bars=HORIZON,
-        stop_atr_multiple=1.5,
-        take_profit_atr_multiple=2.5,
-        train_start=int(candles["open_time"].iloc[0]),
-        train_end=int(candles["open_time"].iloc[-1]),
-    )
-    (folder / "metadata.json").write_text(meta.model_dump_json(indent=2))
-    tail = x.tail(512)
-    feature_rows = [{str(k): float(v) for k, v in r.items()} for r in tail.to_dict("records")]
-    cols = ["open_time", "open", "high", "low", "close", "volume"]
-    candle_rows = [[int(r[0]), *map(float, r[1:])] for r in candles.tail(100)[cols].itertuples(index=False)]
-    return feature_rows, candle_rows
+    write_model_dir(folder, booster, candles, "bench-300", onnx=True)
+    return request_rows(x, candles, 512, 100)
 
 
 def in_process(predictor: Predictor, rows: list[dict[str, float]], n: int) -> tuple[float, float]:
