@@ -11,7 +11,9 @@ bps, slippage 1 bp on both sides (the coordinator's config and the paper exchang
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
+from collections.abc import AsyncIterator
 from decimal import Decimal
 from pathlib import Path
 
@@ -39,6 +41,7 @@ from coordinator.tests.heartbeat_support import (
 )
 from coordinator.tests.test_exchange_support import candles  # noqa: F401 - fixture
 from coordinator.tests.test_manager_support import until
+from paper_exchange.service import PaperExchangeService
 from xylen.config.schema import TradingConfig
 
 ORDER = "POST /fapi/v1/order"
@@ -48,6 +51,15 @@ CENT = Decimal("0.01")
 def _app(url: str, home: Path, entry: str = "maker_preferred", trading: bool = False) -> CoordinatorApp:
     costs = {"taker_fee_bps": 5.0, "maker_fee_bps": 2.0, "slippage_bps": 1.0}
     return offline_app(url, home, trading=trading, entry=entry, maker_timeout_seconds=30.0, **costs)
+
+
+@contextlib.asynccontextmanager
+async def _on_venue(
+    service: PaperExchangeService, home: Path, entry: str = "maker_preferred", trading: bool = False
+) -> AsyncIterator[Heartbeat]:
+    """A built heartbeat of the real app, on the paper exchange ``service`` served over HTTP."""
+    async with paper_venue(service) as url, built_heartbeat(_app(url, home, entry, trading)) as hb:
+        yield hb
 
 
 def _instant(hb: Heartbeat) -> InstantClock:
@@ -105,10 +117,7 @@ def test_the_beat_sends_an_approved_entry_in_the_configured_style(
     service = venue_service(candles, tmp_path)
 
     async def scenario() -> None:
-        async with (
-            paper_venue(service) as url,
-            built_heartbeat(_app(url, tmp_path / "home", trading=True)) as hb,
-        ):
+        async with _on_venue(service, tmp_path / "home", trading=True) as hb:
             snap = (await hb.market.snapshot_all(hb.clock.now_ms()))[SYMBOL]
             account = hb._account_view(*await hb._account())
             price = float(snap.last_price)
@@ -140,10 +149,7 @@ def test_maker_entry_rests_at_the_bid_fills_as_maker_and_gets_its_bracket(
     service = venue_service(candles, tmp_path)
 
     async def scenario() -> None:
-        async with (
-            paper_venue(service) as url,
-            built_heartbeat(_app(url, tmp_path / "home", entry="limit")) as hb,
-        ):
+        async with _on_venue(service, tmp_path / "home", entry="limit") as hb:
             ex = hb.exchange
             mark = await ex.mark_price(SYMBOL)
             book = await ex.book_ticker(SYMBOL)
@@ -197,7 +203,7 @@ def test_timeout_without_a_fill_falls_back_to_market_when_the_taker_ev_is_positi
     service = venue_service(candles, tmp_path)
 
     async def scenario() -> None:
-        async with paper_venue(service) as url, built_heartbeat(_app(url, tmp_path / "home")) as hb:
+        async with _on_venue(service, tmp_path / "home") as hb:
             ex = hb.exchange
             mark = await ex.mark_price(SYMBOL)
             result = await _enter(hb.entries, mark, p=0.7)
@@ -239,7 +245,7 @@ def test_timeout_is_abandoned_when_the_edge_only_covered_maker_costs(
     service = venue_service(candles, tmp_path)
 
     async def scenario() -> None:
-        async with paper_venue(service) as url, built_heartbeat(_app(url, tmp_path / "home")) as hb:
+        async with _on_venue(service, tmp_path / "home") as hb:
             ex = hb.exchange
             mark = await ex.mark_price(SYMBOL)
             # a symmetric 1% bracket and p = 0.55: +10 bps gross, -8 maker costs, -12 taker costs
@@ -281,10 +287,7 @@ def test_a_post_only_entry_that_would_take_is_no_trade_for_limit_and_a_checked_f
     service = venue_service(candles, tmp_path)
 
     async def scenario() -> None:
-        async with (
-            paper_venue(service) as url,
-            built_heartbeat(_app(url, tmp_path / "home", entry="limit")) as hb,
-        ):
+        async with _on_venue(service, tmp_path / "home", entry="limit") as hb:
             ex = hb.exchange
             stale = _StaleQuote(ex, hb.clock, lambda: hb.config.trading, lambda: hb.ensemble.params)
             mark = await ex.mark_price(SYMBOL)
@@ -319,7 +322,7 @@ def test_partial_fill_then_timeout_keeps_the_filled_part_bracketed(
     service = venue_service(candles, tmp_path, balance=Decimal(100_000_000))
 
     async def scenario() -> None:
-        async with paper_venue(service) as url, built_heartbeat(_app(url, tmp_path / "home")) as hb:
+        async with _on_venue(service, tmp_path / "home") as hb:
             ex = hb.exchange
             mark = await ex.mark_price(SYMBOL)
             result = await _enter(hb.entries, mark, qty="400", p=0.7)
@@ -401,10 +404,7 @@ def test_an_accelerated_clock_times_the_entry_out_without_a_beat(
     service = venue_service(candles, tmp_path)
 
     async def scenario() -> None:
-        async with (
-            paper_venue(service) as url,
-            built_heartbeat(_app(url, tmp_path / "home", entry="limit")) as hb,
-        ):
+        async with _on_venue(service, tmp_path / "home", entry="limit") as hb:
             clock = AcceleratedClock(2000.0, start_ms=hb.clock.now_ms())
             desk = EntryDesk(hb.exchange, clock, lambda: hb.config.trading, lambda: hb.ensemble.params)
             mark = await hb.exchange.mark_price(SYMBOL)
