@@ -10,9 +10,6 @@ parallelism is shown (total time close to the slowest server, not the sum).
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -25,10 +22,8 @@ from aiohttp import web
 from coordinator.ensemble.types import Vote
 from coordinator.model_client import ModelClients, VoteStatus
 from model_server.tests.server_support import (
-    REPO,
     TOKEN,
     ServerProcess,
-    _healthy,
     feature_rows,
     free_port,
     start_server,
@@ -125,32 +120,8 @@ async def fake_server(delay_s: float) -> AsyncIterator[str]:
 
 
 def start_on_port(home: Path, port: int) -> ServerProcess:
-    """Like ``server_support.start_server`` but on a given port (to restart a server where it was)."""
-    env = {k: v for k, v in os.environ.items() if k not in {"HOST", "PORT", "MODEL_PATH", "MODEL_TYPE"}}
-    env.update({"XYLEN_MODEL_TOKEN": TOKEN, "PYTHONPATH": str(REPO), "XYLEN_HOME": str(home)})
-    env["TRAINING_INTERVAL"] = "0"
-    log = home / f"server-{port}-{time.monotonic_ns()}.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "model_server", "--port", str(port), "--log-format", "text"],
-            cwd=REPO,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    server = ServerProcess(proc, port, home, log)
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(server.output())
-        try:
-            if asyncio.run(_healthy(server.url)):
-                return server
-        except OSError:
-            pass
-        time.sleep(0.05)
-    server.stop()
-    raise RuntimeError(f"server did not become healthy:\n{server.output()}")
+    """A model server on a given port (to restart a server where it was), no background training."""
+    return start_server(home, env={"TRAINING_INTERVAL": "0"}, port=port)
 
 
 def test_parallel_fanout_votes_from_real_servers(

@@ -156,10 +156,14 @@ class ServerProcess:
 
 
 def start_server(
-    home: Path, env: dict[str, str] | None = None, args: list[str] | None = None
+    home: Path, env: dict[str, str] | None = None, args: list[str] | None = None, port: int | None = None
 ) -> ServerProcess:
-    """Start the server process and wait (20 s at most) until ``/health`` answers."""
-    port = free_port()
+    """Start the server process and wait (20 s at most) until ``/health`` answers.
+
+    ``port``: a given port (to restart a server where it was; each start logs to its own file),
+    else a free one.
+    """
+    port = free_port() if port is None else port
     full_env = {k: v for k, v in os.environ.items() if k not in {"HOST", "PORT", "MODEL_PATH", "MODEL_TYPE"}}
     full_env.update(
         {
@@ -170,7 +174,7 @@ def start_server(
         }
     )
     full_env.update(env or {})
-    log = home / f"server-{port}.log"
+    log = home / f"server-{port}-{time.monotonic_ns()}.log"
     home.mkdir(parents=True, exist_ok=True)
     with open(log, "wb") as out:
         proc = subprocess.Popen(
