@@ -232,10 +232,10 @@ async def verify(url: str, db: Path, counts: CrashCounts, owners: dict[int, str]
             stops = stops_of(position, algos)
             if not stops:
                 counts.unprotected += 1
+                rows = [(o.client_order_id, o.state.value, o.executed_qty) for o in open_intent_orders(store)]
                 counts.problems.append(
                     f"unprotected: {position.positionAmt} {SYMBOL}; algos {algos}; open orders "
-                    f"{open_orders}; resting entries after reconciliation {resting}; SQLite "
-                    f"{[(o.client_order_id, o.state.value, o.executed_qty) for o in live_orders(store)]}"
+                    f"{open_orders}; resting entries after reconciliation {resting}; SQLite {rows}"
                 )
             elif len(stops) > 1:
                 counts.duplicated += 1
@@ -257,14 +257,12 @@ def protected(position: Position, algos: list[AlgoOrder]) -> bool:
 def resting_entries(store: OrderStore) -> list[str]:
     """Client ids of the open intents' entries still working on the exchange."""
     return [
-        o.client_order_id
-        for intent in store.open_intents()
-        for o in store.orders_of_intent(intent.intent_id)
-        if o.kind is OrderKind.ENTRY and not o.is_final
+        o.client_order_id for o in open_intent_orders(store) if o.kind is OrderKind.ENTRY and not o.is_final
     ]
 
 
-def live_orders(store: OrderStore) -> list[Order]:
+def open_intent_orders(store: OrderStore) -> list[Order]:
+    """Every order of the open intents."""
     return [o for intent in store.open_intents() for o in store.orders_of_intent(intent.intent_id)]
 
 
