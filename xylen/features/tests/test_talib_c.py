@@ -68,8 +68,8 @@ def test_the_library_is_found_on_linux() -> None:
     assert path is not None and path.is_file() and "libta" in path.name
     assert not hasattr(T.gil_free_functions().RSI, "__wrapped__")  # not the binding's
     assert set(NAMES) == set(T._SIGNATURES)
-    # ctypes.CDLL (not PyDLL) functions release the GIL around the call
-    assert type(ctypes.CDLL(str(path))) is ctypes.CDLL
+    # That the calls release the GIL is not asserted here (only timing could show it): the
+    # benchmark shows it, two threads at about 0.55x the one-thread time.
 
 
 @pytest.fixture(scope="module")
