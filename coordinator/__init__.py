@@ -1,1 +1,1 @@
-"""Xylen coordinator package (built by a later issue)."""
+"""The coordinator: heartbeat, ensemble, risk manager and order layer (see DOCUMENTATION.md, Architecture)."""

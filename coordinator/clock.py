@@ -1,4 +1,4 @@
-"""The injected clock (DESIGN §7): live, paper and backtests run the same code on different time.
+"""The injected clock: live, paper and backtests run the same code on different time.
 
 Every clock answers :meth:`Clock.now_ms` (int ms UTC, the coordinator's notion of "now") and sleeps
 in clock seconds with :meth:`Clock.sleep` / :meth:`Clock.sleep_until`:

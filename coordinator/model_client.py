@@ -1,4 +1,4 @@
-"""The coordinator's client for the model servers (DESIGN §4): one parallel fan-out per heartbeat.
+"""The coordinator's client for the model servers: one parallel fan-out per heartbeat.
 
 :class:`ModelClients` keeps ONE aiohttp ``ClientSession`` (keep-alive, a connection limit per host)
 and asks every enabled server ``POST /predict`` at once.  Each request has the server's own

@@ -1,4 +1,4 @@
-"""The risk manager's public API under the path the issue names; it lives in :mod:`coordinator.risk`."""
+"""The risk manager's public API as ``coordinator.risk_manager``; it lives in :mod:`coordinator.risk`."""
 
 from __future__ import annotations
 

@@ -1,1 +1,1 @@
-"""Xylen model_server package (built by a later issue)."""
+"""The model server: FastAPI over LightGBM, ONNX Runtime and River models (see DOCUMENTATION.md)."""

@@ -176,7 +176,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
     app = FastAPI(
         title="Xylen model server",
         version=__version__,
-        description="Wire contract v1 (DESIGN §4): /predict /retrain /health /metrics /admin/*",
+        description="Wire contract v1: /predict /retrain /health /metrics /admin/*",
         lifespan=lifespan,
         docs_url=None,
         redoc_url=None,

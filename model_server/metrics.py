@@ -1,6 +1,6 @@
 """Prometheus metrics of one model server, in a registry of its own (``GET /metrics``).
 
-Names start with ``xylen_model_`` and carry their unit (DESIGN §7).  Children of labelled metrics
+Names start with ``xylen_model_`` and carry their unit.  Children of labelled metrics
 used per request are bound once (``latency``, :meth:`ServerMetrics.request`), so the hot path pays
 for a dict lookup and an ``inc``/``observe``, nothing more.
 """

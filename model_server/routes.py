@@ -1,4 +1,4 @@
-"""HTTP routes (DESIGN §4): ``/predict``, ``/retrain``, ``/health``, ``/metrics``, ``/admin/*``.
+"""HTTP routes of wire contract v1: ``/predict``, ``/retrain``, ``/health``, ``/metrics``, ``/admin/*``.
 
 Bodies are read raw (with a size limit) and parsed with ``model_validate_json``; a body that does
 not validate answers 422 with pydantic's error list, a ``feature_version`` the model does not know

@@ -1,1 +1,1 @@
-"""Xylen paper_exchange package (built by a later issue)."""
+"""The paper exchange: Binance USDⓈ-M REST and user stream over replayed candles (see DOCUMENTATION.md)."""

@@ -1,4 +1,4 @@
-"""The wire contract between the coordinator and the model servers, version ``v1`` (DESIGN §4).
+"""The wire contract between the coordinator and the model servers, version ``v1``.
 
 Both sides import these models, so a field renamed on one side fails both test suites.  Requests
 are parsed from raw bytes with ``model_validate_json`` (about half the CPU of FastAPI's default

@@ -1,4 +1,4 @@
-"""Logging set-up: readable text in a terminal, JSON lines in services (DESIGN §7)."""
+"""Logging set-up: readable text in a terminal, JSON lines in services."""
 
 from __future__ import annotations
 

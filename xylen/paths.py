@@ -1,4 +1,4 @@
-"""The one home folder that holds all of Xylen's state (DESIGN §3)."""
+"""The one home folder that holds all of Xylen's state."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """``Ensemble``: calibrate, weight, aggregate, gate and price the votes of one heartbeat.
 
-Pure and synchronous (STYLE practice 8): :meth:`Ensemble.decide` reads state only and takes well under a
+Pure and synchronous, so it never stalls the event loop: :meth:`Ensemble.decide` reads state only and takes well under a
 millisecond for ten votes; :meth:`Ensemble.observe` updates state (weights, tracking, calibration
 windows, scheduled refits) and, when a store is given, persists the result in one transaction
 before returning, so a restart resumes with the same weights, calibrators and meta-learner.

@@ -1,4 +1,4 @@
-"""THE one place where prices and quantities meet the exchange's grid (DESIGN §7).
+"""THE one place where prices and quantities meet the exchange's grid.
 
 :class:`SymbolRules` holds a symbol's filters as ``Decimal`` (from exchangeInfo).  Quantities are
 rounded DOWN to ``stepSize`` (never more than asked), prices to the nearest ``tickSize`` unless a

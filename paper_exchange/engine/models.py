@@ -1,7 +1,7 @@
 """Domain objects of the engine: accounts, settings, orders, algo orders, trades, positions.
 
 Amounts are ``Decimal``; times are int ms on the replay clock.  Order and algo-order states
-are Enums whose only legal moves are listed in one transition table each (STYLE §1); an
+are Enums whose only legal moves are listed in one transition table each; an
 illegal move raises :class:`IllegalTransition`.  Every object converts to and from a flat
 JSON-ready dict (``to_row``/``from_row``) which is what the SQLite store keeps.
 """

@@ -1,4 +1,4 @@
-"""``xylen db migrate|status|export|backup|restore``: the coordinator's SQLite file (DESIGN §3, §6).
+"""``xylen db migrate|status|export|backup|restore``: the coordinator's SQLite file.
 
 All work on ``<home>/xylen.db`` and ``<home>/backups/``:
 

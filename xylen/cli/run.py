@@ -1,4 +1,4 @@
-"""``xylen run [--config config.yaml] [--beats N]``: the coordinator (DESIGN §3).
+"""``xylen run [--config config.yaml] [--beats N]``: the coordinator.
 
 Runs until SIGINT/SIGTERM (exit 0 after a clean stop) or, with ``--beats N``, for N beats.  A bad
 config exits 2 with one line naming the key; a runtime failure exits 1.  See :mod:`coordinator.app`.
