@@ -22,11 +22,12 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from model_server.deps import Authorized, ServerState, StateDep
-from model_server.predictors import MissingFeatures, ModelError, logit
+from model_server.predictors import MissingFeatures, ModelError
 from model_server.registry import LoadedModel, version_dirs
 from xylen.contract import HealthResponse, PredictRequest, PredictResponse, RetrainRequest, RetrainResponse
 from xylen.errors import XylenError
 from xylen.features import FEATURE_VERSION, latest_row, max_warmup
+from xylen.probability import logit
 
 logger = logging.getLogger(__name__)
 router = APIRouter()

@@ -24,6 +24,8 @@ import numpy as np
 from numpy.typing import NDArray
 from sklearn.isotonic import IsotonicRegression
 
+from xylen.probability import clip_probability
+
 EPS = 0.01
 """No calibrated probability of a direction over the horizon is more certain than 99 %."""
 
@@ -36,10 +38,8 @@ FloatArray = NDArray[np.float64]
 
 
 def clip_prob(p: float) -> float:
-    """``p`` clipped to ``[EPS, 1 - EPS]`` (NaN becomes 0.5)."""
-    if p != p:  # NaN
-        return 0.5
-    return EPS if p < EPS else (1.0 - EPS if p > 1.0 - EPS else p)
+    """``p`` clipped to ``[EPS, 1 - EPS]`` (NaN becomes 0.5): :func:`xylen.probability.clip_probability`."""
+    return clip_probability(p, EPS)
 
 
 def shrink(p: float, factor: float) -> float:

@@ -1,9 +1,10 @@
 """``Ensemble``: calibrate, weight, aggregate, gate and price the votes of one heartbeat.
 
-Pure and synchronous, so it never stalls the event loop: :meth:`Ensemble.decide` reads state only and takes well under a
-millisecond for ten votes; :meth:`Ensemble.observe` updates state (weights, tracking, calibration
-windows, scheduled refits) and, when a store is given, persists the result in one transaction
-before returning, so a restart resumes with the same weights, calibrators and meta-learner.
+Pure and synchronous, so it never stalls the event loop: :meth:`Ensemble.decide` reads state
+only and takes well under a millisecond for ten votes; :meth:`Ensemble.observe` updates state
+(weights, tracking, calibration windows, scheduled refits) and, when a store is given, persists
+the result in one transaction before returning, so a restart resumes with the same weights,
+calibrators and meta-learner.
 
 A heartbeat, step by step (:meth:`decide`):
 

@@ -21,20 +21,9 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from coordinator.ensemble.calibration import clip_prob
+from coordinator.ensemble.calibration import EPS, clip_prob
 from coordinator.ensemble.types import HoldReason
-
-
-def logit(p: float) -> float:
-    p = clip_prob(p)
-    return math.log(p / (1.0 - p))
-
-
-def sigmoid(z: float) -> float:
-    if z >= 0:
-        return 1.0 / (1.0 + math.exp(-z))
-    e = math.exp(z)
-    return e / (1.0 + e)
+from xylen.probability import logit, sigmoid
 
 
 def log_odds_average(probs: Sequence[float], weights: Sequence[float]) -> float:
@@ -42,7 +31,7 @@ def log_odds_average(probs: Sequence[float], weights: Sequence[float]) -> float:
     total = math.fsum(weights)
     if total <= 0.0:
         return 0.5
-    z = math.fsum(w * logit(q) for q, w in zip(probs, weights, strict=True)) / total
+    z = math.fsum(w * logit(q, EPS) for q, w in zip(probs, weights, strict=True)) / total
     return clip_prob(sigmoid(z))
 
 

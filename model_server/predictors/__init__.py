@@ -19,7 +19,6 @@ from model_server.predictors.base import (
     ModelLoadError,
     OnlineLearningUnsupported,
     Predictor,
-    logit,
     read_metadata,
 )
 from model_server.predictors.lightgbm import LightGBMPredictor
@@ -67,6 +66,5 @@ __all__ = [
     "Predictor",
     "RiverPredictor",
     "load_predictor",
-    "logit",
     "read_metadata",
 ]

@@ -21,7 +21,6 @@ loop); use ``predict_many`` from worker threads.
 
 from __future__ import annotations
 
-import math
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -80,12 +79,6 @@ def read_metadata(model_dir: Path) -> ModelMetadata:
         first = exc.errors(include_url=False)[0]
         where = ".".join(str(p) for p in first["loc"]) or "(top level)"
         raise ModelLoadError(f"{path}: {where}: {first['msg']}") from exc
-
-
-def logit(p: float) -> float:
-    """Log-odds of ``p``, clipped so 0 and 1 stay finite (the response's ``raw_score``)."""
-    q = min(max(p, 1e-7), 1.0 - 1e-7)
-    return math.log(q / (1.0 - q))
 
 
 class Predictor(ABC):
