@@ -1,7 +1,7 @@
 """Binance USDⓈ-M protocol constants: hosts, endpoints with their weights, error-code sets.
 
-Facts come from ``/work/shared/reference/binance-usdm-api.md`` (§1 hosts, §3 endpoints and weights,
-§5 errors).  The error-code sets here are the ONE place that decides how a venue code is treated;
+Facts come from Binance's USDⓈ-M futures API documentation (hosts, endpoints and their weights,
+error codes).  The error-code sets here are the ONE place that decides how a venue code is treated;
 ``transport`` reads them when it translates a reply into :mod:`coordinator.exchange.errors`.
 """
 

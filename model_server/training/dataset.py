@@ -18,6 +18,7 @@ import numpy.typing as npt
 import pandas as pd
 
 from model_server.training.labels import make_labels
+from xylen.data.inputs import read_input
 from xylen.data.schema import interval_ms
 from xylen.errors import DataError, UsageError
 from xylen.features import compute_feature_matrix, feature_specs, max_warmup
@@ -68,8 +69,6 @@ def load_candles(
     nothing is left, :class:`UsageError` for a missing or unsupported file.
     """
     if input_path is not None:
-        from xylen.cli.features import read_input  # the shared reader of candle files
-
         path = Path(input_path)
         if not path.is_file():
             raise UsageError(f"input file not found: {path}")

@@ -1,8 +1,8 @@
 """Binance error replies of the paper exchange: one exception, the real codes and messages.
 
 Every rejection the engine or the service produces is an :class:`ApiError` carrying the
-code and message Binance USDⓈ-M uses (``/work/shared/reference/binance-usdm-api.md`` §5 and
-the futures error-code list).  The HTTP layer renders it as ``{"code": ..., "msg": ...}`` with
+code and message Binance USDⓈ-M uses (Binance's documented
+futures error-code list).  The HTTP layer renders it as ``{"code": ..., "msg": ...}`` with
 ``http_status``.
 """
 

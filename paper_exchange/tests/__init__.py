@@ -1,4 +1,5 @@
-"""Tests of the paper exchange core, on real Binance candles from /work/shared/data.
+"""Tests of the paper exchange core, on real Binance candles from the shared data folder
+(:func:`xylen.paths.shared_data_dir`).
 
 Helpers shared by the test modules: cached real candle windows and service construction.
 """
@@ -15,8 +16,9 @@ import pandas as pd
 from paper_exchange.feed import ReplayFeed
 from paper_exchange.service import PaperExchangeService, ServiceConfig
 from xylen.data.importers import read_freqtrade_feather
+from xylen.paths import shared_data_dir
 
-DATA = Path("/work/shared/data/freqtrade_binance_futures")
+DATA = shared_data_dir() / "freqtrade_binance_futures"
 DAY = 86_400_000
 T0 = 1_704_067_200_000  # 2024-01-01 00:00 UTC
 T2023 = 1_672_531_200_000  # 2023-01-01 00:00 UTC

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from paper_exchange.engine.errors import ApiError
 from paper_exchange.feed import ReplayClock, ReplayFeed
 from paper_exchange.tests import DAY, T0, T2023, candles, funding, make_feed
+from xylen.paths import shared_data_dir
 
 STEP = 300_000
 
@@ -71,7 +72,9 @@ def test_partial_candle_shows_only_the_path_so_far(feed: ReplayFeed) -> None:
 def test_aggregated_klines_equal_the_coarse_files(feed: ReplayFeed) -> None:
     import pandas as pd
 
-    hourly = pd.read_feather("/work/shared/data/freqtrade_binance_futures/BTC_USDT_USDT-1h-futures.feather")
+    hourly = pd.read_feather(
+        shared_data_dir() / "freqtrade_binance_futures" / "BTC_USDT_USDT-1h-futures.feather"
+    )
     ms = hourly["date"].astype("int64") // 1_000_000
     hourly = hourly[(ms >= T0) & (ms < T0 + DAY)]
     rows = feed.klines("BTCUSDT", "1h", T0 + DAY, start=T0, limit=24)

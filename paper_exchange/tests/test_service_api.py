@@ -7,8 +7,9 @@ from pathlib import Path
 from typing import Any
 
 from paper_exchange.tests import DAY, KEY, T0, make_service
+from xylen.paths import shared_data_dir
 
-FIX = Path("/work/shared/data/rest_json/nautilus_fixtures")
+FIX = shared_data_dir() / "rest_json" / "nautilus_fixtures"
 
 
 def fixture(path: str) -> Any:

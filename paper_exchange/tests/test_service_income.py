@@ -12,8 +12,9 @@ from paper_exchange.engine.errors import ApiError
 from paper_exchange.routes import OPTIONAL_ROUTES
 from paper_exchange.service import PaperExchangeService, ServiceConfig
 from paper_exchange.tests import DAY, KEY, T0, make_feed, make_service
+from xylen.paths import shared_data_dir
 
-FIX = Path("/work/shared/data/rest_json/nautilus_fixtures")
+FIX = shared_data_dir() / "rest_json" / "nautilus_fixtures"
 H8 = 8 * 3_600_000
 BTC = {"symbol": "BTCUSDT"}
 

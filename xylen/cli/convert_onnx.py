@@ -56,7 +56,7 @@ def validation_rows(data: Path, names: list[str], interval: str, rows: int) -> n
     import pandas as pd
 
     from model_server.training.dataset import feature_rows
-    from xylen.cli.features import read_input
+    from xylen.data.inputs import read_input
     from xylen.features import feature_specs
 
     if data.suffix.lower() == ".parquet":

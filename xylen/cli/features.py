@@ -15,11 +15,10 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-import pandas as pd
 
+from xylen.data.inputs import read_input
 from xylen.errors import DataError, UsageError
 from xylen.fileio import atomic_write_parquet
-from xylen.paths import Home
 
 _UNITS = (("w", 604_800_000), ("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1_000))
 
@@ -53,59 +52,6 @@ def infer_interval(open_time: npt.NDArray[np.int64]) -> str:
         raise UsageError("cannot infer the interval from fewer than 2 candles; pass --interval")
     steps, counts = np.unique(np.diff(open_time), return_counts=True)
     return interval_name(int(steps[np.argmax(counts)]))
-
-
-def _standardise(frame: pd.DataFrame, source: str) -> pd.DataFrame:
-    if "open_time" not in frame.columns:
-        if "date" not in frame.columns:
-            raise DataError(f"{source}: no open_time or date column")
-        dates = pd.to_datetime(frame["date"], utc=True)
-        frame = frame.assign(open_time=dates.dt.as_unit("ms").astype("int64"))
-    elif not pd.api.types.is_integer_dtype(frame["open_time"]):
-        dates = pd.to_datetime(frame["open_time"], utc=True)
-        frame = frame.assign(open_time=dates.dt.as_unit("ms").astype("int64"))
-    missing = [c for c in ("open", "high", "low", "close", "volume") if c not in frame.columns]
-    if missing:
-        raise DataError(f"{source}: missing columns {missing}")
-    return frame.sort_values("open_time", kind="stable").reset_index(drop=True)
-
-
-def read_input(spec: str, home: str | None) -> pd.DataFrame:
-    """Candles from a file or a ``store:`` selection."""
-    if spec.startswith("store:"):
-        parts = spec[len("store:") :].strip("/").split("/")
-        if len(parts) != 3:
-            raise UsageError(f"bad store selection {spec!r} (expected store:MARKET/SYMBOL/INTERVAL)")
-        from xylen.data.store import CandleStore
-
-        market, symbol, interval = parts
-        frame = CandleStore(Home.resolve(home).candles).read(market, symbol, interval)
-        if frame.empty:
-            raise DataError(f"nothing stored for {spec}")
-        return frame
-    path = Path(spec)
-    if not path.is_file():
-        raise UsageError(f"input file not found: {path}")
-    suffix = path.suffix.lower()
-    try:
-        if suffix == ".zip":
-            from xylen.data.parse import read_kline_file
-
-            return read_kline_file(path)
-        if suffix == ".csv":
-            from xylen.data.parse import read_kline_file
-
-            try:
-                return read_kline_file(path)
-            except DataError:
-                return _standardise(pd.read_csv(path), path.name)
-        if suffix == ".parquet":
-            return _standardise(pd.read_parquet(path), path.name)
-        if suffix in (".feather", ".arrow"):
-            return _standardise(pd.read_feather(path), path.name)
-    except (OSError, ValueError) as exc:
-        raise DataError(f"{path.name}: cannot read: {exc}") from exc
-    raise UsageError(f"unsupported input {path.name} (use .parquet, .feather, .csv, .zip or store:...)")
 
 
 def run(args: argparse.Namespace) -> int:
