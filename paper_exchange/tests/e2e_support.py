@@ -5,8 +5,8 @@ with ``xylen.data.importers.import_file`` into a temporary candle store; every s
 own temporary home (the candle store linked in, a fresh ``paper_exchange.db``) and is built with
 ``ServiceConfig.from_home`` -> :class:`PaperExchangeService` -> ``create_app``, served on an
 ephemeral port by ``running_app``.  The clients are the ones no one here wrote: python-binance's
-``AsyncClient`` / ``BinanceSocketManager`` and ccxt's ``binanceusdm``, pointed at the server as the
-reference (``/work/shared/reference/binance-usdm-api.md`` §1) says.
+``AsyncClient`` / ``BinanceSocketManager`` and ccxt's ``binanceusdm``, pointed at the server the way
+Binance documents their base URLs.
 
 The replay clock is stepped (``speed=None``) and starts at :data:`START_MS`, so prices are known:
 the tests read them through the API (ticker) and derive order prices from them.
