@@ -24,6 +24,7 @@ from coordinator.orders.events import Fill
 from coordinator.orders.models import Intent, IntentStatus, Order, OrderKind
 from coordinator.orders.models import Side as OrderSide
 from coordinator.risk import RiskManager
+from coordinator.risk.state import risk_transaction
 from coordinator.storage.journal import Journal, TradeRecord
 
 logger = logging.getLogger(__name__)
@@ -113,12 +114,14 @@ class TradeSettler:
     journal: Journal
     clock: Clock
     settled: set[str] = field(default_factory=set)  # closed intents already handled in this process
+    failures: dict[str, int] = field(default_factory=dict)  # failed settlements per intent, not yet settled
 
     async def settle(self, risk: RiskManager, marks: dict[str, Decimal]) -> list[TradeRecord]:
         """Settle every intent closed since the last call; returns the new trades.
 
         ``marks``: mark prices per symbol, the exit price of a position closed outside our legs.
-        A failed income request leaves the intent for the next call.
+        Each trade is one transaction (the ``trades`` row, the fills' fees and the close in the risk
+        manager); a failed income request or a failed settlement leaves the intent for the next call.
         """
         rows = self.exchange.store.connection.execute(
             "SELECT intent_id FROM intents i WHERE status = ?"
@@ -138,8 +141,19 @@ class TradeSettler:
                 logger.warning("closed intent %s: funding not fetched (%s); next beat", intent_id, exc)
                 continue
             except Exception:
-                logger.exception("closed intent %s could not be turned into a trade", intent_id)
-                trade = None
+                # nothing of it was committed (one transaction): the intent is tried again next call
+                failures = self.failures.get(intent_id, 0) + 1
+                self.failures[intent_id] = failures
+                if failures == 1:
+                    logger.exception(
+                        "closed intent %s could not be settled; trying again next beat", intent_id
+                    )
+                else:
+                    logger.error(
+                        "closed intent %s still cannot be settled (%d attempts)", intent_id, failures
+                    )
+                continue
+            self.failures.pop(intent_id, None)
             self.settled.add(intent_id)
             if trade is not None:
                 new.append(trade)
@@ -175,13 +189,15 @@ class TradeSettler:
             return None  # no exposure was taken
         funding = await self._funding(trade.symbol, trade.entry_ms, trade.exit_ms)
         trade = dataclasses.replace(trade, funding=funding)
-        if not self.journal.log_trade(trade):
-            return None  # logged meanwhile: the trades row is the idempotency key
-        for order in orders:
-            for fill in order.fills:
-                fee = fill.commission if fill.commission_asset in ("USDT", "") else ZERO
-                risk.on_fill(order.symbol, fill.qty, fill.price, fee, now)
-        risk.on_close(trade.symbol, trade.realised_pnl - trade.funding, now, trade.fees)
+        # the trades row and the risk updates commit together or not at all (memory included)
+        with risk_transaction(self.journal.conn, risk):
+            if not self.journal.log_trade(trade):
+                return None  # logged meanwhile: the trades row is the idempotency key
+            for order in orders:
+                for fill in order.fills:
+                    fee = fill.commission if fill.commission_asset in ("USDT", "") else ZERO
+                    risk.on_fill(order.symbol, fill.qty, fill.price, fee, now)
+            risk.on_close(trade.symbol, trade.realised_pnl - trade.funding, now, trade.fees)
         logger.info(
             "trade %s %s %s %s @ %s -> %s (%s): realised %s, fees %s, funding %s",
             intent_id, trade.symbol, trade.side, trade.qty, trade.entry_price, trade.exit_price,

@@ -14,15 +14,24 @@ Resets come from another process (``xylen risk reset``) while the coordinator ma
 CLI clears the flag and breakers and bumps ``reset_generation``.  :meth:`RiskStore.save` reads the
 generation in the same transaction as its write and, if it moved, applies the reset to the
 in-memory state first -- so a running manager never writes an old halt back over a reset.
+
+:func:`risk_transaction` lets a caller commit risk updates together with its own writes on the same
+connection (trade settlement: the ``trades`` row, the fills' fees and the close), all or nothing,
+memory included.
 """
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import sqlite3
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
+from typing import Protocol
 
 from coordinator.risk.breakers import BreakerKind, Breakers, BreakerState
+from coordinator.storage.transaction import transaction
 
 ZERO = Decimal(0)
 DAY_MS = 86_400_000
@@ -180,13 +189,12 @@ class RiskStore:
         return int(row[0]) if row else 0
 
     def save(self, state: RiskState) -> bool:
-        """Write ``state`` and its pending events in one transaction.
+        """Write ``state`` and its pending events in one transaction (a savepoint inside a caller's).
 
         Returns True when a reset made by another process was found and applied to ``state`` first.
         """
         conn = self.conn
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with transaction(conn):
             generation = int(
                 conn.execute("SELECT reset_generation FROM risk_state WHERE id = 1").fetchone()[0]
             )
@@ -223,10 +231,6 @@ class RiskStore:
                 "INSERT INTO risk_events (ts_ms, kind, detail, actor) VALUES (?, ?, ?, ?)",
                 state.pending_events,
             )
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
         state.pending_events.clear()
         return applied
 
@@ -238,14 +242,40 @@ class RiskStore:
         return [(int(t), str(k), str(d), str(a)) for t, k, d, a in rows]
 
 
+class HoldsRiskState(Protocol):
+    """Whatever keeps the in-memory :class:`RiskState` (the risk manager) and its store."""
+
+    state: RiskState
+    store: RiskStore | None
+
+
+@contextlib.contextmanager
+def risk_transaction(conn: sqlite3.Connection, holder: HoldsRiskState) -> Iterator[None]:
+    """One transaction on ``conn`` around risk updates and the caller's own writes.
+
+    Inside it, every :meth:`RiskStore.save` of ``holder`` is a savepoint of this transaction (the
+    store must use ``conn``), so nothing is committed before the block ends, and then all of it at
+    once.  On any error the transaction is rolled back and ``holder.state`` is put back as it was
+    when the block began: memory and file never disagree about a half-applied update.
+    """
+    if holder.store is not None and holder.store.conn is not conn:
+        raise ValueError("the risk store writes on another connection: it cannot join this transaction")
+    saved = copy.deepcopy(holder.state)
+    try:
+        with transaction(conn):
+            yield
+    except BaseException:
+        holder.state = saved
+        raise
+
+
 def reset_risk(conn: sqlite3.Connection, actor: str, now_ms: int, note: str = "") -> bool:
     """Clear the halted flag and every breaker on disk, log who and when; True if it was halted.
 
     This is ``xylen risk reset``, the only way to resume after an emergency halt.  The daily loss
     limit is not lifted (it ends at 00:00 UTC), and breaker trip counts stay as history.
     """
-    conn.execute("BEGIN IMMEDIATE")
-    try:
+    with transaction(conn):
         row = conn.execute("SELECT halted, halted_reason FROM risk_state WHERE id = 1").fetchone()
         was_halted = bool(row[0])
         conn.execute(
@@ -260,8 +290,4 @@ def reset_risk(conn: sqlite3.Connection, actor: str, now_ms: int, note: str = ""
             "INSERT INTO risk_events (ts_ms, kind, detail, actor) VALUES (?, 'reset', ?, ?)",
             (now_ms, f"{detail}{'; ' + note if note else ''}", actor),
         )
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
     return was_halted

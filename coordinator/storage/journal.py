@@ -10,8 +10,9 @@ Public API::
     journal.recent_decisions(n) / journal.trades(since_ms) / journal.equity_curve(since_ms)
     recompute_decision(conn, beat_id) -> Recomputed   # from the log alone
 
-One beat is written in ONE transaction (``BEGIN IMMEDIATE`` ... ``COMMIT``, or a savepoint inside a
-caller's transaction): a failure part way leaves nothing of that beat.  The tables are those of
+One beat is written in ONE transaction (:func:`coordinator.storage.transaction.transaction`:
+``BEGIN IMMEDIATE`` ... ``COMMIT``, or a savepoint inside a caller's transaction): a failure part way
+leaves nothing of that beat.  The tables are those of
 migration ``0005_data_logger.sql``.
 
 Replay: the log holds everything :meth:`Ensemble.decide` used, so a past decision can be recomputed
@@ -26,12 +27,10 @@ recompute; the bracket, EV, size and gates are recomputed from it.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
-import secrets
 import sqlite3
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Literal, Protocol
@@ -39,6 +38,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 from coordinator.ensemble.gating import log_odds_average, weighted_disagreement
 from coordinator.ensemble.resolve import DecisionParams, Resolved, resolve
 from coordinator.ensemble.types import Action, Decision, HoldReason, Market, Vote
+from coordinator.storage.transaction import transaction
 
 if TYPE_CHECKING:
     from coordinator.risk.manager import RiskResult
@@ -116,30 +116,6 @@ def _real(value: float | None) -> float | None:
 
 def _nan(value: float | None) -> float:
     return math.nan if value is None else float(value)
-
-
-@contextlib.contextmanager
-def transaction(conn: sqlite3.Connection) -> Iterator[None]:
-    """``BEGIN IMMEDIATE`` ... ``COMMIT`` (rolled back on any error); a savepoint when already inside one."""
-    if conn.in_transaction:
-        name = f"sp_{secrets.token_hex(4)}"
-        conn.execute(f"SAVEPOINT {name}")
-        try:
-            yield
-        except BaseException:
-            conn.execute(f"ROLLBACK TO {name}")
-            conn.execute(f"RELEASE {name}")
-            raise
-        conn.execute(f"RELEASE {name}")
-        return
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        yield
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
 
 
 def _used_flags(votes: Sequence[Vote], decision: Decision | None) -> list[int | None]:
