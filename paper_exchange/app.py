@@ -9,8 +9,9 @@ Every REST request goes through one pipeline (:class:`Gateway`), in this order:
 4. auth (``auth``): key, signature over the raw bytes, timestamp against the wall clock plus the
    clock-skew fault;
 5. ORDERS counted for order endpoints;
-6. the service method; an awaitable result is awaited; the unknown-error fault may replace an
-   executed order's reply with a 503.
+6. the service method (the fill-after-cancel fault swaps a cancel for one that loses its race
+   with a fill); an awaitable result is awaited; the unknown-error fault may replace an executed
+   order's reply with a 503, the unreadable-reply fault with a truncated 200 body.
 
 Replies are JSON (``Content-Type: application/json``) and carry ``X-MBX-USED-WEIGHT-1M``; order
 replies also ``X-MBX-ORDER-COUNT-10S`` and ``-1M``; 429/418 add ``Retry-After``.  ``serverTime`` of
@@ -41,7 +42,7 @@ from typing import Any
 from aiohttp import web
 
 from paper_exchange.auth import Authenticator, parse_params
-from paper_exchange.faults import Faults
+from paper_exchange.faults import Faults, truncated
 from paper_exchange.protocol import API_ERROR_TYPES, BinanceError, ExchangeService, error_fields, json_dumps
 from paper_exchange.rate_limit import RateLimited, RateLimiter
 from paper_exchange.routes import (
@@ -175,6 +176,8 @@ class Gateway:
                 headers["X-MBX-ORDER-COUNT-10S"] = str(count_10s)
                 headers["X-MBX-ORDER-COUNT-1M"] = str(count_1m)
             target = self._targets[route.target]
+            if security is Security.TRADE and faults.fill_after_cancel(path, route.method):
+                target = getattr(self.service, "cancel_order_losing_to_a_fill", target)
             result = target(account, params) if security.needs_key else target(params)
             if inspect.isawaitable(result):
                 result = await result
@@ -183,6 +186,10 @@ class Gateway:
                 if unknown is not None:
                     headers["X-MBX-USED-WEIGHT-1M"] = str(limiter.used_weight(ip, now_ms))
                     return _reply(503, unknown, headers)
+                if faults.unreadable_reply(path, route.method):
+                    headers["X-MBX-USED-WEIGHT-1M"] = str(limiter.used_weight(ip, now_ms))
+                    headers["Content-Type"] = JSON_TYPE
+                    return web.Response(status=200, body=truncated(json_dumps(result)), headers=headers)
             elif route.target == "time" and type(result) is dict:
                 # The clock signed requests are checked against: clients derive their timestamp
                 # offset from it (python-binance's AsyncClient.create does), so it is wall time.

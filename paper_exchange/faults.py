@@ -6,6 +6,8 @@ Example (every key optional)::
     latency_ms: {fixed: 20, jitter: 30, paths: ["/fapi/v1/order"]}   # or just a number
     error_rate: {rate: 0.05, statuses: [503, 500]}                  # or just a number
     unknown_error_rate: 0.02
+    unreadable_reply_rate: 0.02
+    fill_after_cancel_rate: 0.1
     ws_drop_rate: {rate: 0.01, events: [ORDER_TRADE_UPDATE]}
     ws_delay_ms: {fixed: 200, jitter: 100}
     clock_skew_ms: 1500
@@ -21,6 +23,17 @@ Semantics:
   routes named in ``paths``).  The request IS executed; if the service accepted it the client
   gets 503 ``{"timestamp":..,"path":..,"msg":"Unknown error, please check your request or try
   again later."}`` instead of the reply (Binance's "execution status unknown").
+- ``unreadable_reply_rate``: applies to order placements (``POST /fapi/v1/order`` and
+  ``POST /fapi/v1/algoOrder``, or the TRADE routes named in ``paths``).  The request IS executed;
+  if the service accepted it the client gets HTTP 200 with the reply's JSON cut in half (a
+  truncated body, as a proxy or a dropped connection mid-body leaves it): the order exists, only
+  its reply is unreadable.
+- ``fill_after_cancel_rate``: applies to ``DELETE /fapi/v1/order`` (or the paths named).  The
+  cancel races a fill and loses: the engine fills the open order's remaining quantity at its own
+  price (a reduce-only order no more than the position it reduces; nothing to fill -> a normal
+  cancel), exactly as a match would (trade, position, wallet, ``ORDER_TRADE_UPDATE`` with
+  ``x=TRADE``), while the client's cancel reply still says ``CANCELED`` with the executed quantity
+  from before the fill.  A query (``GET /fapi/v1/order``) and the user stream then show ``FILLED``.
 - ``ws_drop_rate``: each user-data event is dropped for a connection with this probability.
 - ``ws_delay_ms``: each user-data event is sent ``fixed + uniform(0, jitter)`` ms after it
   happened; events of one connection never overtake each other.
@@ -53,6 +66,13 @@ logger = logging.getLogger(__name__)
 MSG_SERVICE_UNAVAILABLE = "Service Unavailable."
 MSG_INTERNAL = "Internal error; unable to process your request. Please try again."
 MSG_UNKNOWN = "Unknown error, please check your request or try again later."
+PLACEMENT_PATHS = frozenset({"/fapi/v1/order", "/fapi/v1/algoOrder"})
+CANCEL_PATH = "/fapi/v1/order"
+
+
+def truncated(body: bytes) -> bytes:
+    """The first half of a JSON body: what an unreadable reply looks like (never valid JSON)."""
+    return body[: max(1, len(body) // 2)]
 
 
 class _Strict(BaseModel):
@@ -96,6 +116,8 @@ class FaultConfig(_Strict):
     latency_ms: DelaySpec | None = None
     error_rate: ErrorSpec | None = None
     unknown_error_rate: RateSpec | None = None
+    unreadable_reply_rate: RateSpec | None = None
+    fill_after_cancel_rate: RateSpec | None = None
     ws_drop_rate: RateSpec | None = None
     ws_delay_ms: DelaySpec | None = None
     clock_skew_ms: SkewSpec | None = None
@@ -111,6 +133,8 @@ class FaultConfig(_Strict):
             ("ws_delay_ms", "fixed"),
             ("error_rate", "rate"),
             ("unknown_error_rate", "rate"),
+            ("unreadable_reply_rate", "rate"),
+            ("fill_after_cancel_rate", "rate"),
             ("ws_drop_rate", "rate"),
             ("clock_skew_ms", "ms"),
         ):
@@ -190,6 +214,11 @@ class Faults:
         self._unknown = cfg.unknown_error_rate
         unknown, drop, delay = cfg.unknown_error_rate, cfg.ws_drop_rate, cfg.ws_delay_ms
         self._unknown_f = _Fault("unknown_error_rate", seed, unknown, None) if unknown else None
+        unreadable, ghost = cfg.unreadable_reply_rate, cfg.fill_after_cancel_rate
+        self._unreadable = unreadable
+        self._unreadable_f = _Fault("unreadable_reply_rate", seed, unreadable, None) if unreadable else None
+        self._ghost = ghost
+        self._ghost_f = _Fault("fill_after_cancel_rate", seed, ghost, None) if ghost else None
         self._drop = drop
         self._drop_f = _Fault("ws_drop_rate", seed, drop, drop.events) if drop else None
         self._delay = delay
@@ -229,6 +258,28 @@ class Faults:
         if not f.applies(path) or f.rng.random() >= spec.rate:
             return None
         return {"timestamp": int(time.time() * 1000), "path": path, "msg": MSG_UNKNOWN}
+
+    def unreadable_reply(self, path: str, method: str) -> bool:
+        """Whether to answer this executed placement with a truncated 200 body."""
+        f, spec = self._unreadable_f, self._unreadable
+        if f is None or spec is None:
+            return False
+        if f.paths is None and (method != "POST" or path not in PLACEMENT_PATHS):
+            return False
+        if not f.applies(path):
+            return False
+        return f.rng.random() < spec.rate
+
+    def fill_after_cancel(self, path: str, method: str) -> bool:
+        """Whether this cancel loses its race with a fill (the reply still says ``CANCELED``)."""
+        f, spec = self._ghost_f, self._ghost
+        if f is None or spec is None:
+            return False
+        if f.paths is None and (method != "DELETE" or path != CANCEL_PATH):
+            return False
+        if not f.applies(path):
+            return False
+        return f.rng.random() < spec.rate
 
     def drop_event(self, path: str, event_type: str) -> bool:
         """Whether to drop this user-data event for one connection."""

@@ -29,6 +29,7 @@ from paper_exchange.engine.errors import (
     MSG_ALGO_ONLY,
     MSG_INVALID_TYPE,
     MSG_NO_ORDER,
+    MSG_UNKNOWN_ORDER,
     ApiError,
     invalid_data,
     not_required,
@@ -350,6 +351,36 @@ class PaperExchangeService:
         def op() -> dict[str, Any]:
             order = self.engine.cancel_order(account, symbol, order_id, client_id)
             return views.order_json(order, self.engine.specs[symbol], "result")
+
+        return self._run(op)
+
+    def cancel_order_losing_to_a_fill(self, account: str, params: p.Params) -> dict[str, Any]:
+        """``DELETE /fapi/v1/order`` under the fill-after-cancel fault (:mod:`paper_exchange.faults`).
+
+        The open order's remaining quantity is filled at its own price (a reduce-only order no
+        more than the position it reduces) as a match would fill it; the reply is the ``CANCELED``
+        acknowledgement the client would have got, with the executed quantity from before the
+        fill.  Nothing to fill: an ordinary cancel.
+        """
+        symbol, order_id, client_id = self._order_ref(params)
+
+        def op() -> dict[str, Any]:
+            engine = self.engine
+            order = engine.find_order(account, symbol, order_id, client_id, -2011, MSG_UNKNOWN_ORDER)
+            if not order.is_open:
+                raise ApiError(-2011, MSG_UNKNOWN_ORDER)
+            spec = engine.specs[symbol]
+            qty = order.remaining
+            if engine.closes_only(order.position_side, order.side, order.reduce_only):
+                qty = min(qty, engine.reducible(account, symbol, order.side, order.position_side))
+            if qty <= 0 or not order.price:
+                engine.end_order(order, "cancel", "CANCELED")
+                return views.order_json(order, spec, "result")
+            reply = {**views.order_json(order, spec, "result"), "status": "CANCELED"}
+            engine.fill(order, qty, order.price, maker=True)
+            if order.is_open:  # a reduce-only order that could not fill whole: the rest is cancelled
+                engine.end_order(order, "cancel", "CANCELED")
+            return reply
 
         return self._run(op)
 

@@ -7,7 +7,9 @@
     │   ├── RateLimitError      429 / 418 (``banned``): every request paused until Retry-After
     │   └── ClockSkewError      -1021: the clock offset is resynced, the request repeated once
     ├── UnknownOutcomeError     a placement that may have executed (timeout, 503 "Unknown error"):
-    │                           look the order up by its clientOrderId before doing anything else
+    │   │                       look the order up by its clientOrderId before doing anything else
+    │   └── UnreadableReplyError  a 2xx reply to a placement whose body is not readable JSON: the
+    │                           venue accepted the request, only the reply was lost
     ├── RejectedError           the exchange (or the local filters) said no; ``code`` and ``msg``
     │   └── NotFoundError       -2011 / -2013 / -1125: no such order, algo order or listen key
     └── FatalError              auth (-2014 / -2015 / -1022 / 401), bad config: stop and tell a human
@@ -90,6 +92,14 @@ class ClockSkewError(RetryableError):
 
 class UnknownOutcomeError(ExchangeError):
     """The request may have been executed: an order may exist.  Query it by its client id."""
+
+
+class UnreadableReplyError(UnknownOutcomeError):
+    """A 2xx reply to a non-idempotent request (a placement) whose body could not be parsed.
+
+    The status says the venue accepted and processed the request; only its reply is unreadable
+    (truncated, garbled), so the order exists and must be looked up by its client id.
+    """
 
 
 class RejectedError(ExchangeError):

@@ -12,6 +12,8 @@ failure                                becomes
 =====================================  =======================================================
 no connection / connect timeout        RetryableError(sent=False)
 timeout or dropped connection          RetryableError (idempotent) / UnknownOutcomeError (order)
+2xx whose body is not valid JSON       RetryableError (idempotent) / UnreadableReplyError, an
+                                       UnknownOutcomeError (order: the venue accepted it)
 429, 418                               RateLimitError (and every request paused: Retry-After)
 5xx "Service Unavailable", "Internal   RetryableError (failed, not executed)
 error", -1008, -1001
@@ -59,6 +61,7 @@ from coordinator.exchange.errors import (
     RejectedError,
     RetryableError,
     UnknownOutcomeError,
+    UnreadableReplyError,
 )
 from coordinator.exchange.rate_limit import RateLimiter
 from coordinator.exchange.retry import RetryPolicy, with_retries
@@ -235,8 +238,14 @@ class Transport:
             try:
                 return orjson.loads(body) if body else {}
             except orjson.JSONDecodeError as exc:
-                raise RetryableError(
-                    f"invalid JSON reply: {body[:100]!r}", status=status, endpoint=where
+                if endpoint.idempotent:
+                    raise RetryableError(
+                        f"invalid JSON reply: {body[:100]!r}", status=status, endpoint=where
+                    ) from exc
+                raise UnreadableReplyError(
+                    f"HTTP {status} with an unreadable body: {body[:100]!r}; it was executed",
+                    status=status,
+                    endpoint=where,
                 ) from exc
         error = translate(endpoint, status, body, retry_after)
         if isinstance(error, RateLimitError):

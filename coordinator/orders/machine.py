@@ -13,6 +13,13 @@ order.  It never mutates its arguments.  It raises:
   ``FILLED`` with an executed quantity other than the order quantity, ``LOST`` before any
   not-found reply.
 
+A venue report that contradicts a final state (a pair in
+:data:`~coordinator.orders.states.CORRECTIONS`: a fill after a cancel, an order recorded
+``REJECTED`` that the venue acknowledges or fills) is applied in two table moves: the explicit
+``CORRECTION`` (``final -> UNKNOWN``, a :class:`LocalEvent` naming the report), then the report
+from ``UNKNOWN``.  The returned :class:`Transition` spans both (``previous`` is the order before the
+correction) and keeps the first move in ``Transition.correction``.
+
 Quantities: the executed quantity is ``max(sum of fills, highest cumulative quantity the venue
 reported)``, so fills and status reports reconcile in either order.  A fill whose ``trade_id`` was
 seen before is a duplicate: a no-op (``Transition.duplicate``).  Whether a fill or status report
@@ -29,7 +36,7 @@ from decimal import Decimal
 
 from coordinator.orders.events import Event, Fill, LocalEvent, OrderUpdate, VenueStatus
 from coordinator.orders.models import Order
-from coordinator.orders.states import TRANSITIONS, EventKind, OrderState, is_final
+from coordinator.orders.states import CORRECTIONS, TRANSITIONS, EventKind, OrderState, is_final
 
 
 class IllegalTransition(Exception):
@@ -52,6 +59,14 @@ class InconsistentEvent(IllegalTransition):
     """The event contradicts what is already known about the order."""
 
 
+class _ContradictsFinalState(Exception):
+    """Internal: the pair is in ``CORRECTIONS``; :func:`apply` corrects the order first."""
+
+    def __init__(self, order: Order, kind: EventKind) -> None:
+        super().__init__(f"venue reports {kind.value} for an order recorded {order.state.value}")
+        self.kind = kind
+
+
 @dataclass(frozen=True, slots=True)
 class Transition:
     """The result of :func:`apply`: the order before and after one event."""
@@ -61,6 +76,7 @@ class Transition:
     kind: EventKind
     event: Event
     duplicate: bool = False  # a fill already seen: nothing changed
+    correction: Transition | None = None  # the CORRECTION move applied first (final -> UNKNOWN)
 
     @property
     def before(self) -> OrderState:
@@ -84,6 +100,11 @@ class Transition:
     def reopened(self) -> bool:
         """A final order left its final state (fill after cancel, a lost order found): look closer."""
         return is_final(self.before) and not is_final(self.after)
+
+    @property
+    def corrected(self) -> bool:
+        """The event contradicted a final state and was applied through a ``CORRECTION`` move."""
+        return self.correction is not None
 
     @property
     def new_fill(self) -> Fill | None:
@@ -148,6 +169,8 @@ def _vwap(fills: Iterable[Fill]) -> Decimal | None:
 def _target(order: Order, kind: EventKind) -> OrderState:
     target = TRANSITIONS.get((order.state, kind))
     if target is None:
+        if (order.state, kind) in CORRECTIONS:
+            raise _ContradictsFinalState(order, kind)
         raise IllegalTransition(order, kind)
     return target
 
@@ -235,6 +258,18 @@ def apply(order: Order, event: Event) -> Transition:
     """Apply one event to ``order``; return the transition or raise :class:`IllegalTransition`."""
     if event.client_order_id != order.client_order_id:
         raise ValueError(f"event for {event.client_order_id} applied to {order.client_order_id}")
+    try:
+        return _apply_one(order, event)
+    except _ContradictsFinalState as contradiction:
+        note = LocalEvent(
+            order.client_order_id, EventKind.CORRECTION, event.time_ms, reason=str(contradiction)
+        )
+        correction = _apply_local(order, note)
+        then = _apply_one(correction.order, event)  # UNKNOWN is not final: no second correction
+        return dataclasses.replace(then, previous=order, correction=correction)
+
+
+def _apply_one(order: Order, event: Event) -> Transition:
     if isinstance(event, Fill):
         return _apply_fill(order, event)
     if isinstance(event, OrderUpdate):

@@ -1,21 +1,44 @@
 """``OrderManager``: sends, queries and cancels orders; persist first, act after.
 
-The life of a placement (DESIGN §5, the store's contract):
+The life of a placement (the store's contract, :mod:`coordinator.orders.store`):
 
-1. the intent and a ``PENDING`` order (deterministic client id) are written; quantities and
-   prices were rounded and checked by :class:`~coordinator.exchange.filters.SymbolRules` first --
-   a local refusal is recorded as ``REJECT_LOCAL`` and nothing is sent;
+1. the intent and its ``PENDING`` entry (deterministic client id) are written in ONE transaction
+   (an intent never exists without its entry); quantities and prices were rounded and checked by
+   :class:`~coordinator.exchange.filters.SymbolRules` first -- a local refusal is recorded as
+   ``REJECT_LOCAL`` and nothing is sent;
 2. ``SEND`` is recorded, and only then the request leaves with that client id;
-3. the reply is recorded: success -> the reply's ``OrderUpdate``; a 4xx -> ``REJECTED`` with the
-   code and message; "not executed" (a 5xx that failed, a 429 after retries) -> ``REJECTED``; a
-   timeout / 503 "Unknown error" -> ``UNKNOWN_OUTCOME``, then a query by client id decides;
+3. the reply is recorded: success -> the reply's ``OrderUpdate``; a failure follows ONE rule:
+
+   **only a reply that proves the order was not accepted may reject it; everything else is
+   ``UNKNOWN_OUTCOME``, resolved by a query by client id** (:func:`proves_not_accepted`).
+
+   Proof of "not accepted": a 4xx refusal (:class:`RejectedError`, credentials refused
+   :class:`FatalError`); a request that never left (``RetryableError(sent=False)``); a 429/418
+   (:class:`RateLimitError`: refused before execution) or -1021 (:class:`ClockSkewError`: refused
+   at the door); an error reply Binance documents as "failed, not executed" (5xx "Service
+   Unavailable" / "Internal error" / -1001 / -1008, translated to :class:`RetryableError` with
+   its HTTP status).  Anything else may have executed: a timeout or dropped connection
+   (:class:`UnknownOutcomeError`), a 503 "Unknown error", a 2xx whose body is unreadable
+   (:class:`UnreadableReplyError`: the venue accepted it), a reply that fails schema
+   validation, any unexpected exception, a cancellation while sending;
 4. a query that finds the order records it; -2013 records ``QUERY_NOT_FOUND``, and after
    ``tracker.lost_after`` of them (spaced by the poll interval) ``LOST``.
 
-Every change goes through :meth:`OrderManager.record` (synchronous, on the event-loop thread): an
-:class:`IllegalTransition` is logged and the order re-queried, never ignored; a ``reopened``
-transition (fill after cancel, a lost order found) triggers a position check.  Follow-up work
-(bracket legs, cancelling the other leg) is queued by intent id and done by
+Every change goes through :meth:`OrderManager.record` (synchronous, on the event-loop thread).
+
+- A report that contradicts a final state (a fill after a cancel, an order recorded ``REJECTED``
+  that the venue acknowledges or fills) is a *correction*: the venue's state wins through the
+  ``CORRECTION`` move (:mod:`coordinator.orders.states`), the store reopens the intent in the same
+  transaction, and the intent is queued for its bracket check (``dirty`` and ``corrected``: the
+  monitor protects it in the round that saw the correction) along with a position check.
+- An event the table refuses (:class:`IllegalTransition`) is kept (``applied = 0``) and the order
+  re-queried with an exponential backoff (``requery_base_s`` doubling up to ``requery_max_s``).
+  After ``conflict_cap`` refusals in a row the order is handed to reconciliation
+  (``for_reconciliation``; the monitor stops querying it) and ONE error line says so; the count is
+  ``handed_to_reconciliation``.
+- A ``reopened`` transition (a lost order found) triggers a position check.
+
+Follow-up work (bracket legs, cancelling the other leg) is queued by intent id and done by
 :meth:`OrderManager.ensure_bracket` (rules in :mod:`coordinator.orders.brackets`).
 """
 
@@ -31,8 +54,10 @@ from typing import Literal
 
 from coordinator.exchange.client import BinanceFuturesClient
 from coordinator.exchange.errors import (
+    ClockSkewError,
     FatalError,
     NotFoundError,
+    RateLimitError,
     RejectedError,
     RetryableError,
     UnknownOutcomeError,
@@ -58,6 +83,26 @@ CODE_WOULD_TRIGGER = -2021
 
 class SymbolBusy(Exception):
     """The symbol already has an open intent (one bracket per symbol: closePosition legs net)."""
+
+
+def proves_not_accepted(exc: BaseException) -> bool:
+    """Whether an error from a placement proves the venue did not accept the order.
+
+    The rule of the module docstring: a refusal (4xx, credentials), a request that never left, a
+    rate-limit or clock refusal, or an error reply documented as "failed, not executed" proves it;
+    anything else (timeouts, "Unknown error", a 2xx with an unreadable body, unexpected
+    exceptions) may have executed and is ``UNKNOWN_OUTCOME``.
+    """
+    if isinstance(exc, UnknownOutcomeError):
+        return False
+    if isinstance(exc, RejectedError | FatalError):
+        return True
+    if isinstance(exc, RetryableError):
+        if not exc.sent or isinstance(exc, RateLimitError | ClockSkewError):
+            return True
+        # an error reply translated as "failed, not executed"; a 2xx or no reply at all proves nothing
+        return exc.status is not None and not 200 <= exc.status < 300
+    return False
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,16 +136,30 @@ class OrderManager:
         now_ms: Callable[[], int] = wall_ms,
         send_timeout_s: float | None = None,
         leg_retry_s: float = 1.0,
+        requery_base_s: float = 1.0,
+        requery_max_s: float = 30.0,
+        conflict_cap: int = 5,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.client = client
         self.store = store
         self.tracker = tracker or OrderTracker()
         self.now_ms = now_ms
         self.send_timeout_s = send_timeout_s
-        self.illegal = 0  # events refused by the transition table (each one re-queried)
+        self.illegal = 0  # events refused by the transition table
         self.reopened = 0  # final orders that came back to life
+        self.corrections = 0  # reports that overruled a final state (CORRECTION moves)
+        self.handed_to_reconciliation = 0  # orders whose conflicts outlasted ``conflict_cap``
         self.dirty: set[str] = set()  # intents whose bracket must be checked
-        self.requery: set[str] = set()  # orders to look up on the exchange
+        self.corrected: set[str] = set()  # intents reopened by a correction: protect this round
+        self.requery: set[str] = set()  # orders to look up on the exchange now
+        self.requery_base_s = requery_base_s
+        self.requery_max_s = requery_max_s
+        self.conflict_cap = conflict_cap
+        self.conflicts: dict[str, int] = {}  # order -> refused events in a row
+        self.requery_due: dict[str, float] = {}  # order -> when (clock s) to re-query it after a refusal
+        self.for_reconciliation: set[str] = set()  # lasting conflicts: not re-queried, reconciled
+        self._clock = clock
         self.position_checks: set[str] = set()  # symbols to compare with the exchange's position
         self.wakeup = asyncio.Event()
         self.leg_retry_s = leg_retry_s
@@ -119,12 +178,33 @@ class OrderManager:
             return None
         except IllegalTransition as exc:
             self.illegal += 1
-            logger.warning("refused event (%s); re-querying %s", exc, event.client_order_id)
-            self._request_query(event.client_order_id)
+            self._refused(event.client_order_id, exc)
             return None
         order = transition.order
         self.tracker.update(order, self.now_ms())
-        if transition.reopened:
+        if transition.changed:
+            self.conflicts.pop(order.client_order_id, None)
+            self.requery_due.pop(order.client_order_id, None)
+            self.for_reconciliation.discard(order.client_order_id)
+        if transition.corrected:
+            self.corrections += 1
+            self.corrected.add(order.intent_id)
+            self.position_checks.add(order.symbol)
+            logger.error(
+                "%s: the venue reports %s for an order recorded %s; corrected to %s, intent %s reopened",
+                order.client_order_id, transition.kind.value, transition.before.value, transition.after.value,
+                order.intent_id,
+            )  # fmt: skip
+            others = [
+                i.intent_id
+                for i in self.store.open_intents()
+                if i.symbol == order.symbol and i.intent_id != order.intent_id
+            ]
+            if others:
+                logger.error(
+                    "%s: another intent is open on %s too: %s", order.intent_id, order.symbol, others
+                )
+        elif transition.reopened:
             self.reopened += 1
             self.position_checks.add(order.symbol)
             logger.error(
@@ -134,6 +214,44 @@ class OrderManager:
         if transition.changed:
             self._mark(order.intent_id)
         return transition
+
+    def _refused(self, client_order_id: str, exc: IllegalTransition) -> None:
+        """Re-query an order whose event was refused, with backoff; past the cap, reconciliation."""
+        if client_order_id in self.for_reconciliation:
+            logger.debug("refused event for %s (already handed to reconciliation): %s", client_order_id, exc)
+            return
+        count = self.conflicts.get(client_order_id, 0) + 1
+        if count > self.conflict_cap:
+            self.conflicts.pop(client_order_id, None)
+            self.requery_due.pop(client_order_id, None)
+            self.requery.discard(client_order_id)
+            self.for_reconciliation.add(client_order_id)
+            self.handed_to_reconciliation += 1
+            self.wakeup.set()
+            logger.error(
+                "%s: %d refused events in a row (last: %s); no more re-queries, handed to reconciliation",
+                client_order_id, count, exc,
+            )  # fmt: skip
+            return
+        self.conflicts[client_order_id] = count
+        delay = min(self.requery_max_s, self.requery_base_s * 2 ** (count - 1))
+        self.requery_due[client_order_id] = self._clock() + delay
+        self.wakeup.set()
+        logger.warning("refused event (%s); re-querying %s in %.1f s", exc, client_order_id, delay)
+
+    def take_due_requeries(self) -> list[str]:
+        """The orders whose backed-off re-query is due now (removed from the schedule)."""
+        now = self._clock()
+        due = [cid for cid, at in self.requery_due.items() if at <= now]
+        for cid in due:
+            del self.requery_due[cid]
+        return due
+
+    def next_requery_in(self) -> float | None:
+        """Seconds until the next backed-off re-query (``None``: none scheduled)."""
+        if not self.requery_due:
+            return None
+        return max(0.0, min(self.requery_due.values()) - self._clock())
 
     def _mark(self, intent_id: str) -> None:
         self.dirty.add(intent_id)
@@ -175,7 +293,7 @@ class OrderManager:
         """
         side = Side(side)
         rules = self.client.symbol_rules(symbol)
-        if any(intent.symbol == symbol for intent in self.store.open_intents()):
+        if self.symbol_busy(symbol):
             raise SymbolBusy(f"{symbol} already has an open intent")
         stop = rules.round_trigger(stop_loss) if stop_loss is not None else None
         target = rules.round_trigger(take_profit) if take_profit is not None else None
@@ -186,10 +304,10 @@ class OrderManager:
             brackets.check_prices(side, stop, target, rounded or reference_price)
         except RejectedError as exc:
             return self._refuse(symbol, side, quantity, price, order_type, stop, target, exc)
-        intent = self.store.create_intent(symbol, side, qty, stop_price=stop, take_profit_price=target)
-        entry = self.store.create_order(
-            intent.intent_id, OrderKind.ENTRY, side=side, type=OrderType(order_type), qty=qty, price=rounded
-        )
+        intent, entry = self.store.create_intent_with_entry(
+            symbol, side, qty, type=OrderType(order_type), price=rounded, stop_price=stop,
+            take_profit_price=target,
+        )  # fmt: skip
         if before_send is not None:
             before_send(intent, entry)
         reason = await self.submit(entry, post_only=post_only)
@@ -197,6 +315,26 @@ class OrderManager:
         return Placement(
             self.store.get_intent(intent.intent_id) or intent, self.current(entry.client_order_id), reason
         )
+
+    def symbol_busy(self, symbol: str) -> bool:
+        """Whether an open intent holds ``symbol``.
+
+        An open intent without any order (written by a version that created the intent and its
+        entry in two transactions, and died in between) never reached the exchange: it is closed
+        ``CANCELED`` here, with a log line, instead of blocking the symbol forever.
+        """
+        busy = False
+        for intent in self.store.open_intents():
+            if intent.symbol != symbol:
+                continue
+            if not self.store.orders_of_intent(intent.intent_id):
+                self.store.set_intent_status(intent.intent_id, IntentStatus.CANCELED)
+                logger.warning(
+                    "intent %s on %s has no order: closed CANCELED (never sent)", intent.intent_id, symbol
+                )
+                continue
+            busy = True
+        return busy
 
     def _refuse(
         self,
@@ -210,15 +348,10 @@ class OrderManager:
         exc: RejectedError,
     ) -> Placement:
         """Record a placement the filters refused: ``REJECT_LOCAL``, intent ``CANCELED``, nothing sent."""
-        intent = self.store.create_intent(symbol, side, quantity, stop_price=stop, take_profit_price=target)
-        entry = self.store.create_order(
-            intent.intent_id,
-            OrderKind.ENTRY,
-            side=side,
-            type=OrderType(order_type),
-            qty=quantity,
-            price=price,
-        )
+        intent, entry = self.store.create_intent_with_entry(
+            symbol, side, quantity, type=OrderType(order_type), price=price, stop_price=stop,
+            take_profit_price=target,
+        )  # fmt: skip
         reason = _reason(exc)
         self.record_local(entry, EventKind.REJECT_LOCAL, reason)
         intent = self.store.set_intent_status(intent.intent_id, IntentStatus.CANCELED)
@@ -286,20 +419,19 @@ class OrderManager:
         except asyncio.CancelledError:
             self.record_local(order, EventKind.UNKNOWN_OUTCOME, "cancelled while sending")
             raise
-        except FatalError as exc:
-            self._reject(order, exc)
-            raise
-        except RejectedError as exc:  # the exchange said no (a local refusal here is a bug upstream)
-            return self._reject(order, exc)
-        except UnknownOutcomeError as exc:
-            logger.warning("%s: outcome unknown (%s); querying by client id", cid, exc)
-            self.record_local(order, EventKind.UNKNOWN_OUTCOME, _reason(exc))
-            await self.query(self.current(cid))
-            return ""
-        except RetryableError as exc:  # failed before executing (429 after retries, 5xx "failed")
-            return self._reject(order, exc, prefix="not executed: ")
-        except Exception as exc:  # an unreadable reply: it may have executed
-            logger.exception("%s: unexpected failure while sending; querying", cid)
+        except Exception as exc:  # the rule of the module docstring decides REJECTED or UNKNOWN
+            if proves_not_accepted(exc):
+                prefix = "not executed: " if isinstance(exc, RetryableError) else ""
+                reason = self._reject(order, exc, prefix=prefix)
+                if isinstance(exc, FatalError):
+                    raise
+                return reason
+            if isinstance(exc, UnknownOutcomeError):
+                logger.warning("%s: outcome unknown (%s); querying by client id", cid, exc)
+                self.record_local(order, EventKind.UNKNOWN_OUTCOME, _reason(exc))
+                await self.query(self.current(cid))
+                return ""
+            logger.exception("%s: unexpected failure while sending (it may have executed); querying", cid)
             self.record_local(order, EventKind.UNKNOWN_OUTCOME, repr(exc))
             self._request_query(cid)
             return ""

@@ -2,7 +2,7 @@
 
 ``TRANSITIONS`` maps ``(state, event kind) -> next state``.  A pair that is not a key is an illegal
 move: :func:`coordinator.orders.machine.apply` raises
-:class:`~coordinator.orders.machine.IllegalTransition` for it.  The happy path is DESIGN §5::
+:class:`~coordinator.orders.machine.IllegalTransition` for it.  The happy path::
 
     PENDING ─send─► SUBMITTED ─ack─► NEW ─► PARTIALLY_FILLED ─► FILLED
        │                │              └─► CANCELED | EXPIRED | REJECTED
@@ -13,6 +13,15 @@ Rows marked ``# real-world possibility`` exist because venues misbehave or messa
 reported after the cancel, a lost acknowledgement, a stale report arriving late); they are legal,
 and :class:`~coordinator.orders.machine.Transition` flags them (``late``/``reopened``) so the
 order manager can look closer.
+
+**Corrections.**  A venue report that contradicts a final state we recorded -- a fill or an
+acknowledgement for an order recorded ``REJECTED``, a fill for one recorded ``CANCELED`` or
+``EXPIRED`` (the cancel was acknowledged, but the order had already matched) -- is not refused:
+the venue's truth wins.  The pairs in :data:`CORRECTIONS` are not rows of their own; the machine
+first applies the explicit ``CORRECTION`` move (``final -> UNKNOWN``: our final state is withdrawn,
+the order may exist), then the report itself from ``UNKNOWN``.  Both are persisted as
+``order_events`` rows (the ``CORRECTION`` one is a local event whose reason names the report), and
+the manager reopens the order's intent so a position the correction reveals gets its bracket.
 
 ``PENDING`` means *never sent*: the manager persists ``SEND`` before the request leaves, so a
 ``PENDING`` order found at restart is safe to abandon (``REJECT_LOCAL``).  ``UNKNOWN`` means *may
@@ -71,6 +80,7 @@ class EventKind(str, Enum):
     EXPIRE = "EXPIRE"  # venue status EXPIRED / EXPIRED_IN_MATCH
     QUERY_NOT_FOUND = "QUERY_NOT_FOUND"  # query by clientOrderId answered "does not exist" (-2013)
     LOST = "LOST"  # the tracker gave up after N not-found replies
+    CORRECTION = "CORRECTION"  # the venue contradicted a final state we recorded: withdraw it
 
 
 LOCAL_KINDS: Final = frozenset(
@@ -80,6 +90,7 @@ LOCAL_KINDS: Final = frozenset(
         EventKind.UNKNOWN_OUTCOME,
         EventKind.QUERY_NOT_FOUND,
         EventKind.LOST,
+        EventKind.CORRECTION,
     }
 )
 """Kinds carried by a :class:`~coordinator.orders.events.LocalEvent` (our own observations)."""
@@ -144,15 +155,14 @@ TRANSITIONS: Final[dict[tuple[OrderState, EventKind], OrderState]] = {
     (_S.CANCELED, _K.TRIGGER): _S.CANCELED,  # out of order
     (_S.CANCELED, _K.CANCEL): _S.CANCELED,  # duplicate report (cancel reply and stream)
     (_S.CANCELED, _K.FILL_SEEN): _S.CANCELED,  # a fill the CANCELED report already counted
-    (_S.CANCELED, _K.FILL): _S.PARTIALLY_FILLED,  # real-world possibility: fill after cancel
-    (_S.CANCELED, _K.FILL_COMPLETE): _S.FILLED,  # real-world possibility: fill after cancel
+    (_S.CANCELED, _K.CORRECTION): _S.UNKNOWN,  # real-world possibility: fill after cancel
     (_S.EXPIRED, _K.ACK): _S.EXPIRED,  # out of order
     (_S.EXPIRED, _K.TRIGGER): _S.EXPIRED,  # out of order
     (_S.EXPIRED, _K.EXPIRE): _S.EXPIRED,  # duplicate report
     (_S.EXPIRED, _K.FILL_SEEN): _S.EXPIRED,  # a fill the EXPIRED report already counted
-    (_S.EXPIRED, _K.FILL): _S.PARTIALLY_FILLED,  # real-world possibility: fill after expiry
-    (_S.EXPIRED, _K.FILL_COMPLETE): _S.FILLED,  # real-world possibility: fill after expiry
+    (_S.EXPIRED, _K.CORRECTION): _S.UNKNOWN,  # real-world possibility: fill after expiry
     (_S.REJECTED, _K.REJECT): _S.REJECTED,  # duplicate report
+    (_S.REJECTED, _K.CORRECTION): _S.UNKNOWN,  # real-world possibility: "rejected" order exists
     (_S.NOT_FOUND, _K.QUERY_NOT_FOUND): _S.NOT_FOUND,  # still not there
     (_S.NOT_FOUND, _K.ACK): _S.NEW,  # real-world possibility: a lost order shows up after all
     (_S.NOT_FOUND, _K.TRIGGER): _S.NEW,  # real-world possibility
@@ -163,6 +173,27 @@ TRANSITIONS: Final[dict[tuple[OrderState, EventKind], OrderState]] = {
     (_S.NOT_FOUND, _K.EXPIRE): _S.EXPIRED,  # real-world possibility
     (_S.NOT_FOUND, _K.REJECT): _S.REJECTED,  # real-world possibility
 }
+
+
+CORRECTIONS: Final[frozenset[tuple[OrderState, EventKind]]] = frozenset(
+    {
+        (_S.REJECTED, _K.ACK),
+        (_S.REJECTED, _K.TRIGGER),
+        (_S.REJECTED, _K.FILL),
+        (_S.REJECTED, _K.FILL_COMPLETE),
+        (_S.REJECTED, _K.CANCEL),
+        (_S.REJECTED, _K.EXPIRE),
+        (_S.CANCELED, _K.FILL),
+        (_S.CANCELED, _K.FILL_COMPLETE),
+        (_S.EXPIRED, _K.FILL),
+        (_S.EXPIRED, _K.FILL_COMPLETE),
+    }
+)
+"""Reports that contradict a final state: applied through ``(state, CORRECTION) -> UNKNOWN`` first.
+
+A late ``NEW`` report for a ``CANCELED`` order is not here: the stream's ``NEW`` often arrives after
+the cancel reply, so it stays a late duplicate ``(CANCELED, ACK) -> CANCELED``.
+"""
 
 
 def is_final(state: OrderState) -> bool:

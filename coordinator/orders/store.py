@@ -7,7 +7,10 @@ When it returns, the event and its consequence are on disk (``synchronous=FULL``
 then may the caller act on it.  An event the machine refuses is still appended (``applied = 0``
 with the error) and the :class:`~coordinator.orders.machine.IllegalTransition` is re-raised, so
 nothing the venue said is lost.  The order row always equals the replay of its applied events
-(:meth:`OrderStore.replay`).
+(:meth:`OrderStore.replay`).  A report that contradicts a final state is written as two applied
+rows: the ``CORRECTION`` local event (``final -> UNKNOWN``), then the report; the same transaction
+reopens the order's intent (``OPEN``), so the position the venue reveals is looked after even if
+the process dies right after.
 
 :meth:`OrderStore.create_order` writes the order ``PENDING`` with a deterministic client id
 before anything is sent, and refuses (:class:`LiveOrderExists`) while another order of the same
@@ -106,7 +109,65 @@ class OrderStore:
         take_profit_price: Decimal | None = None,
         intent_id: str | None = None,
     ) -> Intent:
-        """Write a new ``OPEN`` intent and return it (its id is generated unless given)."""
+        """Write a new ``OPEN`` intent and return it (its id is generated unless given).
+
+        An intent alone never reaches the exchange: trading code writes an intent together with
+        its first order (:meth:`create_intent_with_entry`, :meth:`create_intent_with_order`).
+        """
+        with self._tx():
+            return self._insert_intent(symbol, side, qty, stop_price, take_profit_price, intent_id)
+
+    def create_intent_with_entry(
+        self,
+        symbol: str,
+        side: Side,
+        qty: Decimal,
+        *,
+        type: OrderType,
+        price: Decimal | None = None,
+        stop_price: Decimal | None = None,
+        take_profit_price: Decimal | None = None,
+    ) -> tuple[Intent, Order]:
+        """Write an ``OPEN`` intent and its ``PENDING`` entry in ONE transaction; return both."""
+        return self.create_intent_with_order(
+            symbol, side, qty, kind=OrderKind.ENTRY, order_side=side, type=type, order_qty=qty, price=price,
+            stop_price=stop_price, take_profit_price=take_profit_price,
+        )  # fmt: skip
+
+    def create_intent_with_order(
+        self,
+        symbol: str,
+        side: Side,
+        qty: Decimal,
+        *,
+        kind: OrderKind,
+        order_side: Side,
+        type: OrderType,
+        order_qty: Decimal | None,
+        price: Decimal | None = None,
+        trigger_price: Decimal | None = None,
+        close_position: bool = False,
+        stop_price: Decimal | None = None,
+        take_profit_price: Decimal | None = None,
+    ) -> tuple[Intent, Order]:
+        """An ``OPEN`` intent and its first order (``PENDING``) in one transaction: never one alone."""
+        with self._tx():
+            intent = self._insert_intent(symbol, side, qty, stop_price, take_profit_price, None)
+            order = self._insert_order(
+                intent, kind, side=order_side, type=type, qty=order_qty, price=price,
+                trigger_price=trigger_price, reduce_only=False, close_position=close_position, parent_id=None,
+            )  # fmt: skip
+        return intent, order
+
+    def _insert_intent(
+        self,
+        symbol: str,
+        side: Side,
+        qty: Decimal,
+        stop_price: Decimal | None,
+        take_profit_price: Decimal | None,
+        intent_id: str | None,
+    ) -> Intent:
         if qty <= 0:
             raise ValueError(f"qty must be > 0, got {qty}")
         now = self._now_ms()
@@ -119,12 +180,11 @@ class OrderStore:
             stop_price=stop_price,
             take_profit_price=take_profit_price,
         )
-        with self._tx():
-            self._conn.execute(
-                "INSERT INTO intents VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (intent.intent_id, symbol, intent.side.value, str(qty), dec_text(stop_price),
-                 dec_text(take_profit_price), intent.status.value, now, now),
-            )  # fmt: skip
+        self._conn.execute(
+            "INSERT INTO intents VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (intent.intent_id, symbol, intent.side.value, str(qty), dec_text(stop_price),
+             dec_text(take_profit_price), intent.status.value, now, now),
+        )  # fmt: skip
         return intent
 
     def set_intent_status(self, intent_id: str, status: IntentStatus) -> Intent:
@@ -176,42 +236,63 @@ class OrderStore:
                 raise KeyError(intent_id)
             if intent.status is not IntentStatus.OPEN:
                 raise ValueError(f"intent {intent_id} is {intent.status.value}")
-            kind = OrderKind(kind)
-            rows = self._rows(
-                "SELECT client_order_id, state, attempt FROM orders WHERE intent_id = ? AND kind = ?",
-                (intent_id, kind.value),
-            )
-            live = [row["client_order_id"] for row in rows if OrderState(row["state"]) not in FINAL_STATES]
-            if live:
-                raise LiveOrderExists(f"intent {intent_id} has a live {kind.value} order: {', '.join(live)}")
-            attempt = max((int(row["attempt"]) for row in rows), default=0) + 1
-            now = self._now_ms()
-            order = Order(
-                client_order_id=ids.client_order_id(intent_id, kind, attempt),
-                intent_id=intent_id,
-                kind=kind,
-                attempt=attempt,
-                symbol=intent.symbol,
-                side=Side(side),
-                type=OrderType(type),
-                qty=qty,
-                created_ms=now,
-                price=price,
-                trigger_price=trigger_price,
-                reduce_only=reduce_only,
-                close_position=close_position,
-                parent_id=parent_id,
-                updated_ms=now,
-            )
-            self._conn.execute(
-                "INSERT INTO orders (client_order_id, intent_id, kind, attempt, symbol, side, type, qty,"
-                " price, trigger_price, reduce_only, close_position, parent_id, created_ms, state,"
-                " executed_qty, venue_executed_qty, not_found_count, updated_ms)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, '0', '0', 0, ?)",
-                (order.client_order_id, intent_id, kind.value, attempt, order.symbol, order.side.value,
-                 order.type.value, dec_text(qty), dec_text(price), dec_text(trigger_price), int(reduce_only),
-                 int(close_position), parent_id, now, order.state.value, now),
+            return self._insert_order(
+                intent, kind, side=side, type=type, qty=qty, price=price, trigger_price=trigger_price,
+                reduce_only=reduce_only, close_position=close_position, parent_id=parent_id,
             )  # fmt: skip
+
+    def _insert_order(
+        self,
+        intent: Intent,
+        kind: OrderKind,
+        *,
+        side: Side,
+        type: OrderType,
+        qty: Decimal | None,
+        price: Decimal | None,
+        trigger_price: Decimal | None,
+        reduce_only: bool,
+        close_position: bool,
+        parent_id: str | None,
+    ) -> Order:
+        """Insert the next attempt of a leg (inside a transaction; see :meth:`create_order`)."""
+        intent_id = intent.intent_id
+        kind = OrderKind(kind)
+        rows = self._rows(
+            "SELECT client_order_id, state, attempt FROM orders WHERE intent_id = ? AND kind = ?",
+            (intent_id, kind.value),
+        )
+        live = [row["client_order_id"] for row in rows if OrderState(row["state"]) not in FINAL_STATES]
+        if live:
+            raise LiveOrderExists(f"intent {intent_id} has a live {kind.value} order: {', '.join(live)}")
+        attempt = max((int(row["attempt"]) for row in rows), default=0) + 1
+        now = self._now_ms()
+        order = Order(
+            client_order_id=ids.client_order_id(intent_id, kind, attempt),
+            intent_id=intent_id,
+            kind=kind,
+            attempt=attempt,
+            symbol=intent.symbol,
+            side=Side(side),
+            type=OrderType(type),
+            qty=qty,
+            created_ms=now,
+            price=price,
+            trigger_price=trigger_price,
+            reduce_only=reduce_only,
+            close_position=close_position,
+            parent_id=parent_id,
+            updated_ms=now,
+        )
+        self._conn.execute(
+            "INSERT INTO orders (client_order_id, intent_id, kind, attempt, symbol, side, type, qty,"
+            " price, trigger_price, reduce_only, close_position, parent_id, created_ms, state,"
+            " executed_qty, venue_executed_qty, not_found_count, updated_ms)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, '0', '0', 0, ?)",
+            (order.client_order_id, intent_id, kind.value, attempt, order.symbol, order.side.value,
+             order.type.value, dec_text(qty), dec_text(price), dec_text(trigger_price), int(reduce_only),
+             int(close_position), parent_id, now, order.state.value, now),
+        )  # fmt: skip
         return order
 
     def record(self, event: Event, raw: object = None) -> Transition:
@@ -235,13 +316,24 @@ class OrderStore:
                 refused = exc
                 self._append(order, event, raw_text, exc.kind, order.state, applied=False, error=str(exc))
             else:
+                before = order
+                if transition.correction is not None:  # the CORRECTION move is a row of its own
+                    step = transition.correction
+                    self._append(order, step.event, None, step.kind, step.after, applied=True)
+                    before = step.order
                 seq = self._append(
-                    order, event, raw_text, transition.kind, transition.after,
+                    before, event, raw_text, transition.kind, transition.after,
                     applied=True, duplicate=transition.duplicate,
                 )  # fmt: skip
                 if transition.new_fill is not None:
                     self._insert_fill(transition.order, transition.new_fill, seq)
                 self._write_state(transition.order, seq)
+                if transition.correction is not None:  # the venue's truth may mean exposure: watch it
+                    self._conn.execute(
+                        "UPDATE intents SET status = 'OPEN', updated_ms = ? WHERE intent_id = ?"
+                        " AND status != 'OPEN'",
+                        (self._now_ms(), order.intent_id),
+                    )
         if refused is not None:
             raise refused
         return transition

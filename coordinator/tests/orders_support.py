@@ -106,7 +106,7 @@ def event_of_kind(kind: EventKind, order: Order, events: Events) -> Event:
     assert order.qty is not None
     remaining = order.qty - executed
     if kind in (EventKind.SEND, EventKind.REJECT_LOCAL, EventKind.UNKNOWN_OUTCOME, EventKind.QUERY_NOT_FOUND,
-                EventKind.LOST):  # fmt: skip
+                EventKind.LOST, EventKind.CORRECTION):  # fmt: skip
         return events.local(kind)
     if kind is EventKind.FILL:
         return events.fill(remaining / 2)

@@ -26,7 +26,7 @@ from coordinator.orders import (
     replay,
 )
 from coordinator.orders.events import Event
-from coordinator.orders.states import reachable_states
+from coordinator.orders.states import CORRECTIONS, reachable_states
 from coordinator.tests.orders_support import CID, Events, event_of_kind, new_order, order_in
 
 ROWS = sorted(TRANSITIONS.items(), key=lambda item: (item[0][0].value, item[0][1].value))
@@ -47,6 +47,7 @@ MISSING = [
     for state in OrderState
     for kind in EventKind
     if (state, kind) not in TRANSITIONS
+    and (state, kind) not in CORRECTIONS
     and not (
         kind is EventKind.FILL_SEEN and state in (OrderState.PENDING, OrderState.SUBMITTED, OrderState.NEW)
     )
@@ -69,7 +70,7 @@ def test_every_state_is_reachable_and_every_non_final_state_can_end() -> None:
         assert reachable_states(state) & FINAL_STATES, state
 
 
-def test_happy_path_of_design_section_5() -> None:
+def test_happy_path() -> None:
     ev = Events()
     order = new_order()
     steps = [ev.local(EventKind.SEND), ev.status(VenueStatus.NEW, Decimal(0)), ev.fill(Decimal("0.25")),
@@ -93,7 +94,7 @@ def test_fill_after_cancel_beyond_what_the_cancel_reported_reopens() -> None:
     order = order_in(OrderState.CANCELED, ev)  # canceled with 0.4 executed
     transition = apply(order, ev.fill(Decimal("0.1")))
     assert transition.after is OrderState.PARTIALLY_FILLED
-    assert transition.reopened and transition.late
+    assert transition.reopened and transition.late and transition.corrected
     transition = apply(transition.order, ev.fill(Decimal("0.5")))
     assert transition.after is OrderState.FILLED
 
@@ -256,7 +257,14 @@ def test_random_sequences_stay_in_the_table(sequence: list[Event], close_positio
             transition = apply(order, event)
         except IllegalTransition:
             continue  # refused: the order is untouched (apply is pure)
-        assert TRANSITIONS[(transition.before, transition.kind)] is transition.after
+        if transition.correction is not None:  # two moves: final -> UNKNOWN -> the report's state
+            step = transition.correction
+            assert (step.before, step.kind) == (transition.before, EventKind.CORRECTION)
+            assert (transition.before, transition.kind) in CORRECTIONS
+            assert TRANSITIONS[(step.before, step.kind)] is step.after is OrderState.UNKNOWN
+            assert TRANSITIONS[(step.after, transition.kind)] is transition.after
+        else:
+            assert TRANSITIONS[(transition.before, transition.kind)] is transition.after
         order = transition.order
         accepted.append(event)
         assert order.state in reachable
@@ -267,3 +275,21 @@ def test_random_sequences_stay_in_the_table(sequence: list[Event], close_positio
     assert replay(order, accepted) == order
     assert replay(replay(order, accepted), accepted) == order
     assert [event_from_json(event_to_json(e)) for e in accepted] == accepted
+
+
+@pytest.mark.parametrize(
+    ("state", "kind"), sorted(CORRECTIONS), ids=[f"{s.value}+{k.value}" for s, k in sorted(CORRECTIONS)]
+)
+def test_a_report_contradicting_a_final_state_is_applied_through_a_correction(
+    state: OrderState, kind: EventKind
+) -> None:
+    events = Events()
+    order = order_in(state, events)
+    transition = apply(order, event_of_kind(kind, order, events))
+    step = transition.correction
+    assert step is not None and transition.corrected
+    assert (step.before, step.kind, step.after) == (state, EventKind.CORRECTION, OrderState.UNKNOWN)
+    assert isinstance(step.event, LocalEvent) and state.value in step.event.reason
+    assert transition.before is state and transition.kind is kind
+    assert transition.after is TRANSITIONS[(OrderState.UNKNOWN, kind)]
+    assert apply(apply(order, step.event).order, transition.event).order == transition.order  # as replayed
