@@ -48,6 +48,7 @@ from xylen.config.secrets import Secrets  # noqa: E402
 from xylen.data import CandleStore  # noqa: E402
 from xylen.data.importers import import_file  # noqa: E402
 from xylen.paths import SHARED_BTC_5M, shared_data_dir  # noqa: E402
+from xylen.timeutil import wall_ms  # noqa: E402
 
 KEY, SECRET = "bench-key", "bench-secret"
 SYMBOL = "BTCUSDT"
@@ -112,7 +113,7 @@ async def bench_raw(url: str, orders: int, price: str) -> list[float]:
     times: list[float] = []
     async with aiohttp.ClientSession() as session:
         server_ms = orjson.loads(await (await session.get(f"{url}/fapi/v1/time")).read())["serverTime"]
-        offset = server_ms - int(time.time() * 1000)
+        offset = server_ms - wall_ms()
         for n in range(orders):
             if n and n % BATCH == 0:
                 await _raw_cancel_all(session, url, secret, headers, offset)
@@ -120,7 +121,7 @@ async def bench_raw(url: str, orders: int, price: str) -> list[float]:
             query = (
                 f"symbol={SYMBOL}&side=BUY&type=LIMIT&quantity=0.010&price={price}&timeInForce=GTC"
                 f"&newClientOrderId=raw-{n}&newOrderRespType=RESULT&recvWindow=5000"
-                f"&timestamp={int(time.time() * 1000) + offset}"
+                f"&timestamp={wall_ms() + offset}"
             )
             body = f"{query}&signature={hmac.new(secret, query.encode(), hashlib.sha256).hexdigest()}"
             async with session.post(f"{url}/fapi/v1/order", data=body.encode(), headers=headers) as response:
@@ -135,7 +136,7 @@ async def bench_raw(url: str, orders: int, price: str) -> list[float]:
 async def _raw_cancel_all(
     session: aiohttp.ClientSession, url: str, secret: bytes, headers: dict[str, str], offset: int
 ) -> None:
-    query = f"symbol={SYMBOL}&timestamp={int(time.time() * 1000) + offset}"
+    query = f"symbol={SYMBOL}&timestamp={wall_ms() + offset}"
     body = f"{query}&signature={hmac.new(secret, query.encode(), hashlib.sha256).hexdigest()}"
     async with session.delete(
         f"{url}/fapi/v1/allOpenOrders", data=body.encode(), headers=headers

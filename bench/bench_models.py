@@ -8,7 +8,6 @@ metadata a model server loads; :func:`request_rows` gives feature rows and candl
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +18,7 @@ import pandas as pd
 from xylen.contract import ModelMetadata
 from xylen.data.importers import read_freqtrade_feather
 from xylen.features import FEATURE_NAMES, FEATURE_VERSION, compute_features
+from xylen.timeutil import wall_ms
 
 HORIZON = 12
 WARMUP = 300  # rows dropped before the first label: every feature is past its warm-up
@@ -52,7 +52,7 @@ def write_model_dir(
         (folder / "model.onnx").write_bytes(onx.SerializeToString())
     meta = ModelMetadata(
         model_version=version,
-        created_at=int(time.time() * 1000),
+        created_at=wall_ms(),
         feature_version=FEATURE_VERSION,
         feature_names=list(FEATURE_NAMES),
         horizon_bars=HORIZON,

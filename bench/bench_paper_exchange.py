@@ -41,6 +41,7 @@ from paper_exchange.app import create_app  # noqa: E402
 from paper_exchange.faults import Faults  # noqa: E402
 from paper_exchange.settings import TransportSettings  # noqa: E402
 from xylen.paths import SHARED_BTC_5M, shared_data_dir  # noqa: E402
+from xylen.timeutil import wall_ms  # noqa: E402
 
 KEY = "bench-key"
 SECRET = "bench-secret"
@@ -107,13 +108,11 @@ async def one_run(
     async def place(i: int) -> None:
         if market:
             side = "BUY" if i % 2 == 0 else "SELL"
-            query = (
-                f"symbol=BTCUSDT&side={side}&type=MARKET&quantity=0.002&timestamp={int(time.time() * 1000)}"
-            )
+            query = f"symbol=BTCUSDT&side={side}&type=MARKET&quantity=0.002&timestamp={wall_ms()}"
         else:
             query = (
                 f"symbol=BTCUSDT&side=BUY&type=LIMIT&timeInForce=GTC&quantity={qty}&price={price}"
-                f"&timestamp={int(time.time() * 1000)}"
+                f"&timestamp={wall_ms()}"
             )
         started = time.perf_counter()
         async with session.post(f"{url}/fapi/v1/order", data=signer.body(query), headers=HEADERS) as resp:
@@ -133,7 +132,7 @@ async def one_run(
         await asyncio.gather(*(worker(chunk[w::concurrency]) for w in range(concurrency)))
         counter += size
         if not market:
-            query = f"symbol=BTCUSDT&timestamp={int(time.time() * 1000)}"
+            query = f"symbol=BTCUSDT&timestamp={wall_ms()}"
             await _json(session, "DELETE", f"{url}/fapi/v1/allOpenOrders", signer.body(query))
     elapsed = time.perf_counter() - started
     return n / elapsed, latencies

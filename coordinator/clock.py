@@ -22,6 +22,7 @@ import time
 from typing import Protocol
 
 from xylen.config.schema import HeartbeatConfig
+from xylen.timeutil import wall_ms
 
 
 class Clock(Protocol):
@@ -48,7 +49,7 @@ class WallClock:
     """Real time."""
 
     def now_ms(self) -> int:
-        return time.time_ns() // 1_000_000
+        return wall_ms()
 
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(max(0.0, seconds))
@@ -67,7 +68,7 @@ class AcceleratedClock:
         if not speed > 0:
             raise ValueError(f"speed must be positive, got {speed}")
         self.speed = speed
-        self._anchor_ms = time.time_ns() // 1_000_000 if start_ms is None else start_ms
+        self._anchor_ms = wall_ms() if start_ms is None else start_ms
         self._anchor_mono = time.monotonic()
 
     def now_ms(self) -> int:
@@ -120,4 +121,4 @@ def make_clock(config: HeartbeatConfig, start_ms: int | None = None) -> Clock:
         return WallClock()
     if config.clock == "accelerated":
         return AcceleratedClock(config.speed, start_ms)
-    return InstantClock(time.time_ns() // 1_000_000 if start_ms is None else start_ms)
+    return InstantClock(wall_ms() if start_ms is None else start_ms)

@@ -78,6 +78,7 @@ from xylen.data.schema import interval_ms
 from xylen.data.store import CandleStore
 from xylen.errors import ConfigError, DataError, UsageError, XylenError
 from xylen.features import FEATURE_VERSION, max_warmup
+from xylen.timeutil import wall_ms
 
 logger = logging.getLogger(__name__)
 
@@ -402,7 +403,7 @@ def _run_locked(
 
     train_end = eval_start - gap * step  # rows t < eval_start - gap: labels end before the window
     train_candles = candles[ot < train_end].reset_index(drop=True)
-    now = _unique_now(models_dir, now_ms if now_ms is not None else int(time.time() * 1000))
+    now = _unique_now(models_dir, now_ms if now_ms is not None else wall_ms())
     logger.info(
         "training challenger on %d candles up to %s; window %s .. %s (%d rows)",
         len(train_candles),
@@ -447,7 +448,7 @@ def _run_locked(
     promote = challenger.log_loss < champion_loss
     outcome: Outcome = "promoted" if promote else "kept champion"
     record: dict[str, Any] = {
-        "at": int(time.time() * 1000),
+        "at": wall_ms(),
         "outcome": outcome,
         "symbol": config.symbol,
         "interval": config.interval,

@@ -19,7 +19,6 @@ import json
 import logging
 import os
 import threading
-import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -29,6 +28,7 @@ import pyarrow.parquet as pq
 
 from xylen.contract import Outcome
 from xylen.fileio import atomic_write_bytes, atomic_write_parquet, remove_stale_temp_files
+from xylen.timeutil import wall_ms
 
 logger = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ class FeedbackBuffer:
         clash = RESERVED.intersection(names)
         if clash:
             raise ValueError(f"feature names clash with buffer columns: {', '.join(sorted(clash))}")
-        now = int(time.time() * 1000)
+        now = wall_ms()
         columns: dict[str, object] = {
             "request_id": [o.request_id for o in outcomes],
             "timestamp": np.fromiter((o.timestamp for o in outcomes), np.int64, len(outcomes)),
@@ -122,6 +122,6 @@ class FeedbackBuffer:
 
     def request_retrain(self, reason: str) -> None:
         """Leave the marker the continuous trainer picks up (atomic; idempotent)."""
-        payload = {"requested_at": int(time.time() * 1000), "buffer_size": self._size, "reason": reason}
+        payload = {"requested_at": wall_ms(), "buffer_size": self._size, "reason": reason}
         atomic_write_bytes(self.folder / RETRAIN_MARKER, json.dumps(payload).encode())
         logger.info("batch retrain requested: %s samples in the feedback buffer", self._size)

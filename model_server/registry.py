@@ -35,6 +35,7 @@ from model_server.predictors import (
 )
 from xylen.contract import Backend, ModelMetadata
 from xylen.features import FEATURE_NAMES, FEATURE_VERSION
+from xylen.timeutil import wall_ms
 
 logger = logging.getLogger(__name__)
 
@@ -91,7 +92,7 @@ def canary_check(predictor: Predictor, rows: Rows, feature_version: str = FEATUR
 
 def default_river_metadata() -> ModelMetadata:
     """Metadata of a River model started from nothing (no model directory)."""
-    now = int(time.time() * 1000)
+    now = wall_ms()
     return ModelMetadata(
         model_version=f"river-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime(now / 1000))}",
         created_at=now,

@@ -10,7 +10,6 @@ the balance.  Each step is one line of the returned report.
 from __future__ import annotations
 
 import tempfile
-import time
 import urllib.parse
 from collections.abc import Mapping
 from dataclasses import replace
@@ -28,6 +27,7 @@ from paper_exchange.service import PaperExchangeService, ServiceConfig
 from paper_exchange.settings import TransportSettings
 from xylen.config.secrets import load_secrets
 from xylen.paths import Home
+from xylen.timeutil import wall_ms
 
 
 class _Client:
@@ -38,7 +38,7 @@ class _Client:
 
     async def call(self, method: str, path: str, params: Mapping[str, str] | None = None) -> Any:
         items = dict(params or {})
-        items["timestamp"] = str(int(time.time() * 1000))
+        items["timestamp"] = str(wall_ms())
         body = urllib.parse.urlencode(items)
         body += f"&signature={sign(self.secret, body)}"
         headers = {"X-MBX-APIKEY": self.key, "Content-Type": "application/x-www-form-urlencoded"}

@@ -32,6 +32,7 @@ from aiohttp import WSCloseCode, web
 
 from paper_exchange.faults import Faults
 from paper_exchange.protocol import BinanceError, json_dumps
+from xylen.timeutil import wall_ms
 
 logger = logging.getLogger(__name__)
 
@@ -216,7 +217,7 @@ class UserStreamHub:
         """Send ``listenKeyExpired`` to the streams of expired keys and close them; the count."""
         expired = self.keys.pop_expired()
         for key, _account in expired:
-            event = {"e": "listenKeyExpired", "E": int(time.time() * 1000), "listenKey": key}
+            event = {"e": "listenKeyExpired", "E": wall_ms(), "listenKey": key}
             self._close_key(key, WSCloseCode.OK, b"listenKey expired", event)
         return len(expired)
 

@@ -22,7 +22,6 @@ import os
 import re
 import shutil
 import sqlite3
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -32,6 +31,7 @@ from typing import Final
 from coordinator.storage.db import latest_version
 from xylen.errors import XylenError
 from xylen.fileio import fsync_dir, temp_path_for
+from xylen.timeutil import wall_ms
 
 logger = logging.getLogger(__name__)
 
@@ -52,10 +52,6 @@ def _stamp(now_ms: int) -> str:
 def _stamp_ms(stamp: str) -> int:
     parsed = datetime.strptime(stamp, "%Y%m%dT%H%M%SZ").replace(tzinfo=timezone.utc)
     return int(parsed.timestamp() * 1000)
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 def list_backups(backups_dir: Path) -> list[Path]:
@@ -148,7 +144,7 @@ def backup(db_path: Path, backups_dir: Path, keep: int = 7, *, now_ms: int | Non
     if not db_path.is_file():
         raise BackupError(f"{db_path}: no database to back up")
     backups_dir.mkdir(parents=True, exist_ok=True)
-    stamp = _stamp(_now_ms() if now_ms is None else now_ms)
+    stamp = _stamp(wall_ms() if now_ms is None else now_ms)
     tmp = temp_path_for(backups_dir / f"xylen-{stamp}.db")
     try:
         try:
@@ -212,11 +208,11 @@ def restore(backup_path: Path, db_path: Path, *, now_ms: int | None = None) -> P
         _fsync_file(tmp)
         if db_path.exists():
             _assert_not_in_use(db_path)
-            aside = db_path.with_name(f"{db_path.name}.before-restore-{_stamp(now_ms or _now_ms())}")
+            aside = db_path.with_name(f"{db_path.name}.before-restore-{_stamp(now_ms or wall_ms())}")
             n = 1
             while aside.exists():
                 n += 1
-                aside = db_path.with_name(f"{db_path.name}.before-restore-{_stamp(now_ms or _now_ms())}-{n}")
+                aside = db_path.with_name(f"{db_path.name}.before-restore-{_stamp(now_ms or wall_ms())}-{n}")
             os.replace(db_path, aside)
             for suffix in ("-wal", "-shm"):
                 side = db_path.with_name(db_path.name + suffix)
@@ -263,7 +259,7 @@ class DailyBackup:
 
     async def run_daily(
         self,
-        now_ms: Callable[[], int] = _now_ms,
+        now_ms: Callable[[], int] = wall_ms,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         """Check every ``check_interval_s``; back up when :meth:`due` (in a worker thread).

@@ -50,6 +50,7 @@ from xylen.contract import ModelMetadata
 from xylen.data.schema import interval_ms
 from xylen.features import FEATURE_VERSION
 from xylen.fileio import fsync_dir
+from xylen.timeutil import wall_ms
 
 logger = logging.getLogger(__name__)
 
@@ -171,7 +172,7 @@ def train_model(candles: pd.DataFrame, config: TrainConfig, now_ms: int | None =
         }
     wf = walk_forward(ds, params, rounds, folds)
     booster = fit_booster(ds.X, ds.y, params, rounds, ds.feature_names)
-    now = now_ms if now_ms is not None else int(time.time() * 1000)
+    now = now_ms if now_ms is not None else wall_ms()
     metrics = wf.summary()
     metrics["train_seconds"] = round(time.perf_counter() - started, 3)
     metadata = ModelMetadata(
