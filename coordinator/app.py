@@ -10,7 +10,13 @@ the dashboard servers, then the
 
 Tasks (named, supervised: the first one to crash stops the group and the process exits 1):
 ``heartbeat`` (the beat loop; with ``beats`` it ends the run after that many), ``backup`` (the daily
-SQLite backup), ``watchdog`` (systemd ``WATCHDOG=1`` when ``WATCHDOG_USEC`` is set).
+SQLite backup), ``orders-monitor`` (waits on the order monitor: its end for any reason stops the
+process, so systemd restarts it and reconciliation takes over), ``safety`` (the
+:class:`~coordinator.safety.SafetySwitch`: halt and flatten requests and their triggers, the
+coordinator's lease), ``watchdog`` (systemd ``WATCHDOG=1`` when ``WATCHDOG_USEC`` is set).
+
+Before anything is reconciled the account's position mode is checked: hedge mode is switched to
+one-way when no position is open, else the start is refused (exit 1) with the reason.
 
 Signals: SIGINT/SIGTERM finish the beat in progress, stop the tasks (each bounded by a timeout),
 checkpoint and close SQLite, close the connections and exit 0; protective stop and take-profit orders
@@ -40,16 +46,18 @@ from typing import Any
 from coordinator.clock import Clock, InstantClock, make_clock
 from coordinator.ensemble import Ensemble, EnsembleStore
 from coordinator.exchange.facade import FuturesExchange
+from coordinator.feed_models import DecisionView, EquityPoint, TradeView
 from coordinator.heartbeat import BeatReport, Heartbeat
 from coordinator.metrics import Metrics, MetricsServer
 from coordinator.model_client import ModelClients
 from coordinator.risk import RiskManager
 from coordinator.risk.state import RiskStore
+from coordinator.safety import HaltRequests, SafetySwitch
 from coordinator.snapshot import MarketData
 from coordinator.storage.backup import DailyBackup
 from coordinator.storage.db import init_db
 from coordinator.storage.journal import Journal
-from coordinator.ws_server import DashboardServer, DecisionView, EquityPoint, TradeView
+from coordinator.ws_server import DashboardServer
 from xylen.config import XylenConfig, load_config
 from xylen.config.secrets import Secrets, load_secrets
 from xylen.errors import ConfigError
@@ -133,6 +141,7 @@ class CoordinatorApp:
     metrics_server: MetricsServer | None = None
     dashboard: DashboardServer | None = None
     exchange: FuturesExchange | None = None
+    safety: SafetySwitch | None = None
     reloads: int = 0
     _conn: sqlite3.Connection | None = None
     _ensemble_store: EnsembleStore | None = None
@@ -154,6 +163,7 @@ class CoordinatorApp:
         self.exchange = exchange = await FuturesExchange.create(
             config.exchange, secrets, self.home.database, symbols=config.market.symbols
         )
+        await exchange.ensure_one_way_mode()
         result = await exchange.start()
         logger.info("reconciliation done: %s", result)
         for symbol in config.market.symbols:
@@ -189,10 +199,23 @@ class CoordinatorApp:
         market = MarketData(
             exchange.client, config.market.symbols, config.market.base_interval, config.market.history_candles
         )
-        return Heartbeat(
+        hb = Heartbeat(
             config, clock, market, exchange, self._models, ensemble, risk, journal, metrics,
-            self.dashboard, on_beat=self.on_beat,
+            self.dashboard, on_beat=self._beaten,
         )  # fmt: skip
+        self.safety = SafetySwitch(
+            exchange, HaltRequests(conn), lambda: hb.risk, lambda: hb.config, clock.now_ms,
+            publish=self.dashboard.publish_risk if self.dashboard is not None else None,
+        )  # fmt: skip
+        hb.entries.guard(lambda: hb.risk, lambda: hb.config, self.safety.gate)
+        return hb
+
+    def _beaten(self, report: BeatReport) -> None:
+        """After each beat: the safety switch looks at the risk state at once, then ``on_beat``."""
+        if self.safety is not None:
+            self.safety.wakeup.set()
+        if self.on_beat is not None:
+            self.on_beat(report)
 
     # ------------------------------------------------------------------ reload
 
@@ -265,10 +288,32 @@ class CoordinatorApp:
             "heartbeat": heartbeat,
             "backup": lambda: backup.run_daily(hb.clock.now_ms, sleep),
         }
+        if self.exchange is not None:
+            loops["orders-monitor"] = self._watch_monitor
+        if self.safety is not None:
+            loops["safety"] = self.safety.run
         usec = os.environ.get("WATCHDOG_USEC")
         if usec and usec.isdigit() and int(usec) > 0:
             loops["watchdog"] = lambda: _watchdog(int(usec) / 2e6)
         return loops
+
+    async def _watch_monitor(self) -> None:
+        """Wait on the order monitor's task: its end, for any reason, is a crash of the group.
+
+        Without the monitor no fill would get its stop; stopping the process (exit 1) lets systemd
+        restart it and reconciliation take over, instead of trading on with nobody watching.
+        """
+        assert self.exchange is not None
+        task = self.exchange.monitor.task
+        if task is None:
+            raise RuntimeError("the order monitor is not running")
+        await asyncio.wait([task])  # never cancels the monitor itself when this waiter is cancelled
+        if task.cancelled():
+            raise RuntimeError("the order monitor was cancelled")
+        error = task.exception()
+        if error is not None:
+            raise RuntimeError(f"the order monitor crashed: {error!r}") from error
+        raise RuntimeError("the order monitor stopped")
 
     async def _supervise(self, hb: Heartbeat) -> int:
         tasks = {name: asyncio.create_task(loop(), name=name) for name, loop in self._loops(hb).items()}

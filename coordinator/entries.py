@@ -17,6 +17,18 @@
   otherwise it is abandoned and the reason logged.  Never pay taker costs on a trade whose edge
   only covered maker costs.
 
+Before anything is sent (an entry or a fallback), and under the safety switches' gate (so a halt
+cannot fall between the check and the send):
+
+* the decision must be younger than ``trading.max_order_age_seconds`` (default: one heartbeat
+  interval), and the entry is sent inside :func:`~coordinator.exchange.deadline.entry_deadline`,
+  so neither the rate limiter nor a retry after a 429/418 sends it after that age;
+* the risk manager must not be halted; a ``maker_preferred`` fallback is validated again as a new
+  proposal (halts, breakers, daily loss, ``trading.enabled``, exposure, order rate) with the account
+  and prices of the moment it is sent -- also when a restarted coordinator sends it from its
+  ``maker_entries`` row.  Without a risk manager (:meth:`EntryDesk.guard` not called) no fallback
+  is sent at all.
+
 Persistence: the maker entry's row (``maker_entries``: style, clock time placed, deadline, what the
 fallback needs) is written with its PENDING order, before the order is sent.  The timeout is
 enforced from that row (:meth:`EntryDesk.check`, at the start of every beat, and by a watcher task
@@ -33,7 +45,8 @@ import dataclasses
 import json
 import logging
 import math
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from enum import Enum
@@ -43,6 +56,7 @@ from coordinator.clock import Clock
 from coordinator.ensemble.ev import Costs
 from coordinator.ensemble.resolve import DecisionParams, bracket_ev_bps
 from coordinator.ensemble.types import Market
+from coordinator.exchange.deadline import entry_deadline
 from coordinator.exchange.errors import (
     FatalError,
     NotFoundError,
@@ -51,10 +65,13 @@ from coordinator.exchange.errors import (
     UnknownOutcomeError,
 )
 from coordinator.exchange.facade import FuturesExchange
+from coordinator.exchange.schemas import Balance, Position
 from coordinator.orders.manager import Placement, SymbolBusy
 from coordinator.orders.models import Intent, Order, Side
 from coordinator.orders.states import OrderState
-from xylen.config.schema import TradingConfig
+from coordinator.risk import AccountView, MarketView, PositionView, RiskManager, TradeProposal
+from coordinator.risk import Side as RiskSide
+from xylen.config.schema import TradingConfig, XylenConfig
 
 logger = logging.getLogger(__name__)
 
@@ -148,6 +165,22 @@ def taker_ev_bps(
     )
 
 
+def account_view(balances: Sequence[Balance], positions: Sequence[Position], leverage: int) -> AccountView:
+    """The risk manager's view of the account from the exchange's balances and positions."""
+    usdt = next((b for b in balances if b.asset == "USDT"), None)
+    wallet = usdt.balance if usdt is not None else Decimal(0)
+    available = usdt.availableBalance if usdt is not None else Decimal(0)
+    held = [p for p in positions if p.positionAmt != 0]
+    unrealised = sum((p.unRealizedProfit for p in held), Decimal(0))
+    return AccountView(
+        equity=wallet + unrealised,
+        available_balance=available,
+        unrealised_pnl=unrealised,
+        positions=tuple(PositionView(p.symbol, p.positionAmt, p.markPrice) for p in held),
+        leverage=Decimal(leverage),
+    )
+
+
 class EntryDesk:
     """Places entries in the configured style and enforces maker timeouts (module docstring)."""
 
@@ -164,6 +197,46 @@ class EntryDesk:
         self.params = params
         self._locks: dict[str, asyncio.Lock] = {}
         self._watchers: dict[str, asyncio.Task[None]] = {}
+        self._risk: Callable[[], RiskManager] | None = None
+        self._config: Callable[[], XylenConfig] | None = None
+        self.gate = asyncio.Lock()
+
+    def guard(
+        self, risk: Callable[[], RiskManager], config: Callable[[], XylenConfig], gate: asyncio.Lock
+    ) -> None:
+        """Check every send against ``risk()`` (and the whole ``config()``: the beat interval is
+        the default order age), under ``gate``, the lock a halt takes (module docstring)."""
+        self._risk = risk
+        self._config = config
+        self.gate = gate
+
+    def max_age_ms(self) -> int | None:
+        """How old a decision may be when its order is sent (``None``: no limit known)."""
+        seconds = self.trading().max_order_age_seconds
+        if seconds is None and self._config is not None:
+            seconds = self._config().heartbeat.interval_seconds
+        return None if seconds is None else int(seconds * 1000)
+
+    def _too_old(self, context: EntryContext, now_ms: int) -> str:
+        """Why the decision is too old to send now ("" when it is not), and the send deadline."""
+        limit = self.max_age_ms()
+        age = now_ms - context.decision_ms
+        if limit is not None and age > limit:
+            return f"the decision is {age} ms old, above the {limit} ms an order may wait: not sent"
+        return ""
+
+    def _deadline(self, context: EntryContext, now_ms: int) -> float | None:
+        """The monotonic time by which the entry must have left (``None``: no limit)."""
+        limit = self.max_age_ms()
+        if limit is None:
+            return None
+        wall = self.clock.wall_seconds(max(0, context.decision_ms + limit - now_ms) / 1000)
+        return None if math.isinf(wall) else time.monotonic() + wall
+
+    def _halted(self) -> str:
+        if self._risk is not None and self._risk().halted:
+            return f"risk manager halted ({self._risk().state.halted_reason}): not sent"
+        return ""
 
     # -- rows -----------------------------------------------------------------------------------
     def _insert(self, row: MakerEntry) -> None:
@@ -226,8 +299,17 @@ class EntryDesk:
     ) -> EntryResult:
         """Send an approved entry in ``style`` (default: the config's); raises ``SymbolBusy``."""
         style = style or self.trading().entry
+        refusal = self._too_old(context, self.clock.now_ms())
+        if refusal:
+            logger.warning("%s: entry %s", symbol, refusal)
+            return EntryResult(None, refusal)
         if style == "market":
-            placement = await self.exchange.place_order(symbol, side, quantity, stop_loss, take_profit)
+            async with self.gate:
+                refusal = self._halted()
+                if refusal:
+                    return EntryResult(None, refusal)
+                with entry_deadline(self._deadline(context, self.clock.now_ms())):
+                    placement = await self.exchange.place_order(symbol, side, quantity, stop_loss, take_profit)
             return EntryResult(placement, placement.reason)
         price = await self.touch_price(symbol, side, last_price)
         created = self.clock.now_ms()
@@ -240,10 +322,15 @@ class EntryDesk:
             self._insert(row)
             rows.append(row)
 
-        placement = await self.exchange.place_order(
-            symbol, side, quantity, stop_loss, take_profit,
-            order_type="LIMIT", price=price, post_only=True, before_send=remember,
-        )  # fmt: skip
+        async with self.gate:
+            refusal = self._halted()
+            if refusal:
+                return EntryResult(None, refusal)
+            with entry_deadline(self._deadline(context, self.clock.now_ms())):
+                placement = await self.exchange.place_order(
+                    symbol, side, quantity, stop_loss, take_profit,
+                    order_type="LIMIT", price=price, post_only=True, before_send=remember,
+                )  # fmt: skip
         if not rows:  # refused by the filters before anything was written
             return EntryResult(placement, placement.reason)
         row = rows[0]
@@ -304,6 +391,9 @@ class EntryDesk:
         if now - row.context.decision_ms >= horizon_ms:
             note = f"{reason}; the decision is older than its {horizon_ms // 60_000} min horizon"
             return self._resolve(row, EntryStatus.ABANDONED, note), None
+        refusal = self._too_old(row.context, now)
+        if refusal:
+            return self._resolve(row, EntryStatus.ABANDONED, f"{reason}; {refusal}"), None
         price = await self._taker_price(intent.symbol, intent.side)
         ev = taker_ev_bps(
             self.params(), self.trading(), row.context, intent.side, price,
@@ -313,17 +403,49 @@ class EntryDesk:
             note = (f"{reason}; with taker costs on both legs at {price} the EV is {ev:.2f} bps <= 0: "
                     "abandoned, not paying taker costs on an edge that only covered maker costs")  # fmt: skip
             return self._resolve(row, EntryStatus.ABANDONED, note), None
-        try:
-            placement = await self.exchange.place_order(
-                intent.symbol, intent.side, intent.qty, intent.stop_price, intent.take_profit_price
-            )
-        except SymbolBusy:
-            return self._resolve(row, EntryStatus.ABANDONED, f"{reason}; symbol busy, no fallback"), None
+        async with self.gate:  # a halt cannot fall between the risk check and the send
+            now = self.clock.now_ms()
+            refusal = await self._risk_refusal(intent, price, row.context, now)
+            if refusal:
+                note = f"{reason}; market fallback refused: {refusal}"
+                return self._resolve(row, EntryStatus.ABANDONED, note), None
+            try:
+                with entry_deadline(self._deadline(row.context, now)):
+                    placement = await self.exchange.place_order(
+                        intent.symbol, intent.side, intent.qty, intent.stop_price, intent.take_profit_price
+                    )
+            except SymbolBusy:
+                return self._resolve(row, EntryStatus.ABANDONED, f"{reason}; symbol busy, no fallback"), None
         cid = placement.entry.client_order_id
         note = f"{reason}; taker EV {ev:.2f} bps > 0 at {price}: market entry {cid}"
         if placement.rejected:
             note += f" rejected: {placement.reason}"
         return self._resolve(row, EntryStatus.FALLBACK, note, cid), placement
+
+    async def _risk_refusal(self, intent: Intent, price: Decimal, context: EntryContext, now_ms: int) -> str:
+        """Validate a fallback as a new entry with the account and prices of now ("" = approved)."""
+        if self._risk is None or self._config is None:
+            return "no risk manager to check it against"
+        if not self.trading().enabled:
+            return "trading disabled"
+        risk, config = self._risk(), self._config()
+        balances, positions = await asyncio.gather(
+            self.exchange.get_account_balance(), self.exchange.get_open_positions()
+        )
+        mark = await self.exchange.mark_price(intent.symbol)
+        assert intent.stop_price is not None and intent.take_profit_price is not None
+        proposal = TradeProposal(
+            intent.symbol, RiskSide.LONG if intent.side is Side.BUY else RiskSide.SHORT,
+            reference_price=price, stop_price=intent.stop_price, take_profit_price=intent.take_profit_price,
+            probability=Decimal(str(context.probability)), quantity=intent.qty,
+        )  # fmt: skip
+        market = MarketView(intent.symbol, mark, price, now_ms, self.exchange.client.symbol_rules(intent.symbol))
+        result = risk.validate(
+            proposal, account_view(balances, positions, config.exchange.leverage), market, now_ms
+        )
+        if result.approved:
+            return ""
+        return "risk refused: " + ", ".join(r.value for r in result.reasons)
 
     # -- enforcing the timeout ------------------------------------------------------------------
     async def check(self) -> list[MakerEntry]:

@@ -65,11 +65,13 @@ from coordinator.exchange.errors import (
 )
 from coordinator.exchange.facade import FuturesExchange
 from coordinator.exchange.schemas import Balance, Position
+from coordinator.feed_models import PositionRow as PositionMessage
 from coordinator.metrics import Metrics
 from coordinator.model_client import FanOut, ModelClients, VoteStatus
 from coordinator.orders.manager import Placement, SymbolBusy
 from coordinator.orders.models import Side as OrderSide
 from coordinator.risk import AccountView, MarketView, PositionView, RiskManager, Side
+from coordinator.risk.checks import Violation, position_open_violation
 from coordinator.risk.manager import RiskResult
 from coordinator.snapshot import MarketData, MarketSnapshot
 from coordinator.storage.journal import (
@@ -87,7 +89,6 @@ from coordinator.ws_server import (
     EquityPoint,
     ModelStatusView,
 )
-from coordinator.ws_server import PositionView as PositionMessage
 from xylen.config.schema import XylenConfig
 from xylen.contract import Outcome as WireOutcome
 from xylen.contract import PredictRequest
@@ -96,6 +97,7 @@ from xylen.features import FEATURE_VERSION
 logger = logging.getLogger(__name__)
 
 ZERO = Decimal(0)
+OPEN_NOTE = "position or intent already open"  # why an entry was not sent: Reason.POSITION_OPEN
 _PREDICTION_STATUS: dict[VoteStatus, PredictionStatus] = {
     VoteStatus.TIMEOUT: "timeout",
     VoteStatus.DEADLINE: "timeout",
@@ -348,7 +350,11 @@ class Heartbeat:
         placement: Placement | None = None
         note = ""
         proposal = proposal_from_decision(decision, snap.symbol, snap.close)
-        if proposal is not None:
+        busy = self._position_open(snap.symbol, account) if proposal is not None else None
+        if busy is not None:
+            # no add-on: refused before sizing, so it is neither sized nor counted toward the order rate
+            risk_result, note = RiskResult(False, ZERO, (busy,)), OPEN_NOTE
+        elif proposal is not None:
             view = MarketView(
                 snap.symbol,
                 snap.mark_price,
@@ -381,10 +387,8 @@ class Heartbeat:
                 "%s: %s %s approved; trading disabled, not sent", snap.symbol, side.value, result.quantity
             )
             return None, "trading disabled"
-        if account.position(snap.symbol) != 0 or any(
-            i.symbol == snap.symbol for i in self.exchange.store.open_intents()
-        ):
-            return None, "position or intent already open"
+        if self._position_open(snap.symbol, account) is not None:
+            return None, OPEN_NOTE
         assert decision.stop_loss is not None and decision.take_profit is not None
         context = EntryContext(
             probability=decision.confidence,
@@ -420,6 +424,11 @@ class Heartbeat:
                 placement.entry.type.value,
             )
         return placement, entry.note
+
+    def _position_open(self, symbol: str, account: AccountView) -> Violation | None:
+        """``position_open`` when ``symbol`` holds a position or an open intent (one at a time)."""
+        intents = sum(1 for i in self.exchange.store.open_intents() if i.symbol == symbol)
+        return position_open_violation(account, symbol, intents)
 
     @staticmethod
     def _predictions(fanout: FanOut) -> list[Prediction]:

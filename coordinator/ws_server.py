@@ -1,7 +1,8 @@
 """The dashboard feed: a read-only WebSocket plus a small JSON history API (aiohttp).
 
-``GET /ws`` sends a ``snapshot`` message on connect, then one ``beat`` message per heartbeat and
-``log`` messages as lines are logged.  Messages are serialized ONCE per publish and pushed to every
+``GET /ws`` sends a ``snapshot`` message on connect, then one ``beat`` message per heartbeat, ``log``
+messages as lines are logged and a ``risk`` message when the safety switches change (the message
+models are in :mod:`coordinator.feed_models`).  Messages are serialized ONCE per publish and pushed to every
 client through its own bounded queue, drained by that client's writer task: :meth:`publish_beat` is
 synchronous and never waits, and a client whose queue is full (or whose send takes longer than
 ``send_timeout_s``) is dropped (close code 1013), so a slow browser never slows the beat.  Client
@@ -22,18 +23,33 @@ import asyncio
 import contextlib
 import hmac
 import logging
-import math
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Literal, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import orjson
 from aiohttp import WSCloseCode, WSMsgType, web
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, TypeAdapter
+from pydantic import BaseModel, SecretStr
 
-from coordinator.ensemble.types import Decision
+from coordinator.feed_models import (
+    BeatMessage,
+    DecisionsPage,
+    DecisionView,
+    EquityPage,
+    EquityPoint,
+    LogLine,
+    LogMessage,
+    ModelStatusView,
+    PongMessage,
+    PositionRow,
+    RiskMessage,
+    RiskStateView,
+    SnapshotMessage,
+    TradesPage,
+    TradeView,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -41,172 +57,6 @@ MAX_LIMIT = 5000
 DEFAULT_LIMIT = 100
 _MIN_REDACT_CHARS = 6
 _T = TypeVar("_T")
-
-
-# ---------------------------------------------------------------------- message schema
-
-
-class _View(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class PositionView(_View):
-    """One open position."""
-
-    symbol: str
-    side: Literal["LONG", "SHORT"]
-    quantity: float
-    entry_price: float
-    mark_price: float | None = None
-    unrealized_pnl_usd: float | None = None
-    leverage: int | None = None
-    stop_loss: float | None = None
-    take_profit: float | None = None
-    opened_ms: int | None = None
-
-
-class TradeView(_View):
-    """One trade (a position's life: entry, and exit once closed)."""
-
-    trade_id: str
-    symbol: str
-    side: Literal["LONG", "SHORT"]
-    quantity: float
-    entry_price: float
-    exit_price: float | None = None
-    pnl_usd: float | None = None
-    fees_usd: float | None = None
-    opened_ms: int
-    closed_ms: int | None = None
-    exit_reason: str | None = None
-
-
-class VoteView(_View):
-    """One model's part in a decision: raw and calibrated probability, normalised weight."""
-
-    model_id: str
-    prob_raw: float | None
-    prob: float | None
-    weight: float | None
-
-
-class DecisionView(_View):
-    """An ensemble decision (the fields of ``Decision.to_dict()``; non-finite numbers become null)."""
-
-    timestamp_ms: int
-    action: Literal["LONG", "SHORT", "HOLD"]
-    probability: float | None
-    confidence: float | None
-    expected_value_bps: float | None
-    size_fraction: float | None
-    stop_loss: float | None
-    take_profit: float | None
-    votes: list[VoteView]
-    reasons: list[str]
-    disagreement: float | None
-    source: str
-
-    @classmethod
-    def from_decision(cls, decision: Decision) -> DecisionView:
-        """The view of an ensemble :class:`Decision`."""
-        return cls.model_validate(_finite_tree(decision.to_dict()))
-
-
-class ModelStatusView(_View):
-    """One model server as the last beat saw it."""
-
-    server_id: str
-    up: bool
-    status: str | None = None
-    latency_ms: float | None = None
-    model_version: str | None = None
-
-
-class EquityPoint(_View):
-    """One point of the equity curve."""
-
-    ts: int
-    equity_usd: float
-    daily_pnl_usd: float | None = None
-
-
-class LogLine(_View):
-    """One log line."""
-
-    ts: int
-    level: str
-    logger: str
-    message: str
-
-
-class _StateFields(_View):
-    """The fields a snapshot and a beat share."""
-
-    ts: int
-    positions: list[PositionView] = Field(default_factory=list)
-    decisions: list[DecisionView] = Field(default_factory=list)
-    trades: list[TradeView] = Field(default_factory=list)
-    models: list[ModelStatusView] = Field(default_factory=list)
-    equity: list[EquityPoint] = Field(default_factory=list)
-    logs: list[LogLine] = Field(default_factory=list)
-    breakers: dict[str, bool] = Field(default_factory=dict)
-
-
-class SnapshotMessage(_StateFields):
-    """Sent once on connect: the current state and recent history."""
-
-    type: Literal["snapshot"] = "snapshot"
-
-
-class BeatMessage(_StateFields):
-    """Sent each heartbeat: full current positions/models/breakers, and what is NEW since the last beat."""
-
-    type: Literal["beat"] = "beat"
-
-
-class LogMessage(_View):
-    """One log line, as it is logged."""
-
-    type: Literal["log"] = "log"
-    ts: int
-    line: LogLine
-
-
-class PongMessage(_View):
-    """The answer to a client's ``ping``."""
-
-    type: Literal["pong"] = "pong"
-    ts: int
-
-
-ServerMessage = Annotated[
-    SnapshotMessage | BeatMessage | LogMessage | PongMessage, Field(discriminator="type")
-]
-SERVER_MESSAGE: TypeAdapter[SnapshotMessage | BeatMessage | LogMessage | PongMessage] = TypeAdapter(
-    ServerMessage
-)
-
-
-class TradesPage(_View):
-    trades: list[TradeView]
-
-
-class DecisionsPage(_View):
-    decisions: list[DecisionView]
-
-
-class EquityPage(_View):
-    equity: list[EquityPoint]
-
-
-def _finite_tree(value: object) -> object:
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: _finite_tree(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_finite_tree(v) for v in value]
-    return value
 
 
 # ---------------------------------------------------------------------- history provider
@@ -272,7 +122,8 @@ class DashboardServer:
         self._redact = _redaction_forms([*scrub, *([secret] if secret else [])])
         self._clients: set[_Client] = set()
         self._tasks: set[asyncio.Task[None]] = set()
-        self._positions: list[PositionView] = []
+        self._positions: list[PositionRow] = []
+        self._risk: RiskStateView | None = None
         self._models: list[ModelStatusView] = []
         self._breakers: dict[str, bool] = {}
         self._decisions: deque[DecisionView] = deque(maxlen=history)
@@ -346,10 +197,15 @@ class DashboardServer:
             equity=list(self._equity),
             logs=list(self._logs),
             breakers=dict(self._breakers),
+            risk=self._risk,
         )
 
     def publish_beat(self, message: BeatMessage) -> None:
-        """Record one beat's state and queue it for every client (never waits)."""
+        """Record one beat's state and queue it for every client (never waits).
+
+        A beat without a risk state carries the last one :meth:`publish_risk` gave."""
+        if message.risk is None and self._risk is not None:
+            message = message.model_copy(update={"risk": self._risk})
         self._positions = list(message.positions)
         self._models = list(message.models)
         self._breakers = dict(message.breakers)
@@ -358,6 +214,11 @@ class DashboardServer:
         self._equity.extend(message.equity)
         self._logs.extend(message.logs)
         self._broadcast(message.model_dump_json())
+
+    def publish_risk(self, risk: RiskStateView) -> None:
+        """Record the safety switches' state and queue a ``risk`` message (never waits)."""
+        self._risk = risk
+        self._broadcast(RiskMessage(ts=self._clock_ms(), risk=risk).model_dump_json())
 
     def publish_log(self, line: LogLine) -> None:
         """Record one log line and queue it as a ``log`` message (never waits)."""

@@ -20,7 +20,7 @@ the reason; what it lacks, checked in its source (``async_client.py``, ``base_cl
 
 Retries it does not do at all, which is fine, but everything we need (our retry policy, limiter,
 error types, Decimal schemas) sits around the HTTP call, so the HTTP call itself is the small part:
-~150 lines of :mod:`transport` on the aiohttp the coordinator already uses (DESIGN §7).
+~150 lines of :mod:`transport` on the aiohttp the coordinator already uses.
 """
 
 from __future__ import annotations
@@ -38,6 +38,8 @@ from pydantic import SecretStr, TypeAdapter
 
 from coordinator.exchange import constants as c
 from coordinator.exchange.auth import Signer
+from coordinator.exchange.deadline import ENTRY_DEADLINE, SEND_DEADLINE
+from coordinator.exchange.deadline import check as check_deadline
 from coordinator.exchange.errors import FatalError, RejectedError
 from coordinator.exchange.filters import PriceRounding, SymbolRules, fmt
 from coordinator.exchange.rate_limit import RateLimiter
@@ -73,6 +75,8 @@ _BALANCES = TypeAdapter(list[Balance])
 _POSITIONS = TypeAdapter(list[Position])
 _INCOME = TypeAdapter(list[Income])
 INCOME_PAGE = 1000  # the most /fapi/v1/income returns per request
+GET_POSITION_MODE = c.Endpoint("GET", "/fapi/v1/positionSide/dual", 30, signed=True)
+SET_POSITION_MODE = c.Endpoint("POST", "/fapi/v1/positionSide/dual", signed=True)
 
 
 def credentials(config: ExchangeConfig, secrets: Secrets) -> tuple[SecretStr, SecretStr]:
@@ -214,6 +218,9 @@ class BinanceFuturesClient:
         Quantity and price are rounded and checked by :class:`SymbolRules` first (local
         :class:`RejectedError` without a request); ``check_filters=False`` sends them as given.
         ``post_only`` makes a LIMIT order GTX.  Conditional types belong to :meth:`new_algo_order`.
+        An opening order (not ``reduce_only``) sent inside
+        :func:`~coordinator.exchange.deadline.entry_deadline` is not sent, waited for nor retried
+        past that deadline (:class:`~coordinator.exchange.deadline.DeadlineExceeded`).
         """
         if type in CONDITIONAL_TYPES:
             raise RejectedError(
@@ -239,7 +246,14 @@ class BinanceFuturesClient:
             params["positionSide"] = position_side
         params["newClientOrderId"] = client_order_id
         params["newOrderRespType"] = "RESULT"
-        return Order.model_validate(await self.transport.request(c.NEW_ORDER, params, timeout_s=timeout_s))
+        deadline = None if reduce_only else ENTRY_DEADLINE.get()  # closing is never too late
+        check_deadline(deadline, 0.0, f"order {client_order_id}")
+        token = SEND_DEADLINE.set(deadline)
+        try:
+            reply = await self.transport.request(c.NEW_ORDER, params, timeout_s=timeout_s)
+        finally:
+            SEND_DEADLINE.reset(token)
+        return Order.model_validate(reply)
 
     async def new_algo_order(
         self,
@@ -417,6 +431,16 @@ class BinanceFuturesClient:
         """Set the initial leverage of ``symbol`` (1..125)."""
         params = {"symbol": symbol, "leverage": str(leverage)}
         return LeverageChange.model_validate(await self.transport.request(c.LEVERAGE, params))
+
+    async def get_position_mode(self) -> bool:
+        """True in hedge mode (``dualSidePosition``), False in one-way mode (weight 30)."""
+        reply = await self.transport.request(GET_POSITION_MODE)
+        return bool(reply["dualSidePosition"])
+
+    async def set_position_mode(self, dual: bool) -> None:
+        """Switch hedge (True) / one-way (False); refused with -4068 while a position is open,
+        -4067 while orders are open, -4059 when it already is."""
+        await self.transport.request(SET_POSITION_MODE, {"dualSidePosition": "true" if dual else "false"})
 
     async def set_margin_mode(self, symbol: str, mode: Literal["isolated", "cross"]) -> bool:
         """Set ISOLATED / CROSSED margin; True if it changed, False if it already was (-4046)."""

@@ -38,8 +38,14 @@ from coordinator.orders.reconcile import Reconciler, ReconciliationResult
 from coordinator.orders.store import OrderStore
 from xylen.config.schema import ExchangeConfig
 from xylen.config.secrets import Secrets
+from xylen.errors import XylenError
 
 logger = logging.getLogger(__name__)
+
+
+class PositionModeError(XylenError):
+    """The account is in hedge position mode and cannot be switched to one-way now."""
+
 
 PREMIUM_INDEX = Endpoint("GET", "/fapi/v1/premiumIndex", 1, 10)
 
@@ -74,6 +80,7 @@ class FuturesExchange:
             symbols=symbols,
             requery_interval_s=config.poll_interval_seconds,
         )
+        self.monitor.reconcile = self.reconciler.resolve_conflicts  # lasting order conflicts
         self.reconciliation: ReconciliationResult | None = None
 
     @classmethod
@@ -209,6 +216,26 @@ class FuturesExchange:
 
     async def set_leverage(self, symbol: str, leverage: int) -> LeverageChange:
         return await self.client.set_leverage(symbol, leverage)
+
+    async def ensure_one_way_mode(self) -> None:
+        """Make sure the account is in one-way position mode, which every order here assumes
+        (``positionSide`` BOTH, ``closePosition`` legs, one net position per symbol).
+
+        Hedge mode is switched to one-way when no position is open; with one open it raises
+        :class:`PositionModeError`: switching would need closing it, a human's decision.
+        """
+        if not await self.client.get_position_mode():
+            return
+        held = [p for p in await self.client.get_open_positions() if p.positionAmt != 0]
+        if held:
+            names = ", ".join(sorted({f"{p.symbol} {p.positionSide} {p.positionAmt}" for p in held}))
+            raise PositionModeError(
+                "the account is in hedge position mode with open positions (" + names + "); this "
+                "system trades one-way mode only: close them and switch to one-way mode "
+                "(Binance: Preferences > Position Mode), then start again"
+            )
+        await self.client.set_position_mode(False)
+        logger.warning("the account was in hedge position mode with no position open: switched to one-way")
 
     async def set_margin_mode(self, symbol: str, mode: Literal["isolated", "cross"]) -> bool:
         """True if it changed, False if it already was."""

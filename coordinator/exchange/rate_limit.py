@@ -31,7 +31,11 @@
 - A 429 or 418 pauses ALL requests until its ``Retry-After`` (or the ban) ends and marks the current
   windows full; a request waiting in :meth:`RateLimiter.acquire` leaves only after the pause.
 
-Waiters queue in FIFO order behind one lock, so a paused limiter holds everyone back at once.
+Waiters queue in FIFO order behind one lock for the window counts; a 429/418 pause is waited out
+BEFORE taking the lock, so nobody sleeps through a pause (up to minutes for a ban) while holding
+it.  A request with a send deadline (:data:`~coordinator.exchange.deadline.SEND_DEADLINE`, set
+for an entry) waits neither for the lock, nor for a window, nor for a pause past that deadline:
+it raises :class:`~coordinator.exchange.deadline.DeadlineExceeded` at once.
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ from coordinator.exchange.constants import (
     ORDER_COUNT_10S_HEADER,
     USED_WEIGHT_HEADER,
 )
+from coordinator.exchange.deadline import SEND_DEADLINE, DeadlineExceeded, check, remaining_s
 from coordinator.exchange.schemas import RateLimit
 
 logger = logging.getLogger(__name__)
@@ -214,18 +219,42 @@ class RateLimiter:
         return delay
 
     async def acquire(self, weight: int, orders: int = 0) -> None:
-        """Wait (FIFO) until the pause is over and the windows hold the cost, then count it."""
-        async with self._lock:
-            while True:
-                now_ms = self.exchange_ms()
-                delay = self.delay_for(weight, orders, now_ms)
-                if delay <= 0.0:
-                    self.weight.take(weight, now_ms)
-                    if orders:
-                        self.orders_10s.take(orders, now_ms)
-                        self.orders_1m.take(orders, now_ms)
-                    return
-                await self._sleep(delay)
+        """Wait until the pause is over and the windows hold the cost (FIFO), then count it.
+
+        A pause is waited out without the lock; with a send deadline nothing waits past it.
+        """
+        deadline = SEND_DEADLINE.get()
+        while True:
+            pause = self.paused_for()
+            if pause > 0.0:
+                check(deadline, pause, "a request behind a rate-limit pause")
+                await self._sleep(pause)
+                continue
+            await self._lock_before(deadline)
+            try:
+                while self.paused_for() <= 0.0:
+                    now_ms = self.exchange_ms()
+                    delay = self.delay_for(weight, orders, now_ms)
+                    if delay <= 0.0:
+                        self.weight.take(weight, now_ms)
+                        if orders:
+                            self.orders_10s.take(orders, now_ms)
+                            self.orders_1m.take(orders, now_ms)
+                        return
+                    check(deadline, delay, "a request waiting for the rate-limit window")
+                    await self._sleep(delay)
+            finally:
+                self._lock.release()
+
+    async def _lock_before(self, deadline: float | None) -> None:
+        left = remaining_s(deadline)
+        if left is None:
+            await self._lock.acquire()
+            return
+        try:
+            await asyncio.wait_for(self._lock.acquire(), left)
+        except asyncio.TimeoutError:
+            raise DeadlineExceeded("queued behind other requests past the decision's deadline: not sent") from None
 
     def observe(self, headers: Mapping[str, str]) -> None:
         """Correct the windows from a reply's ``X-MBX-USED-WEIGHT-1M`` / ``X-MBX-ORDER-COUNT-*``."""

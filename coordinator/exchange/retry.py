@@ -1,6 +1,6 @@
 """The one retry helper: jittered exponential backoff (tenacity), only where repeating is safe.
 
-Policy (DESIGN §7, STYLE practice 5):
+Policy:
 
 - idempotent requests (GETs, cancels keyed by id, settings, listen keys) are retried on any
   :class:`RetryableError` (network failures, timeouts, 5xx, 429/418 after the pause);
@@ -8,6 +8,9 @@ Policy (DESIGN §7, STYLE practice 5):
   executed: a 429/418 (refused before execution) or a request that was never sent (no
   connection).  A 5xx or a timeout on a placement is raised to the caller (an
   :class:`UnknownOutcomeError` when it may have executed), never blindly repeated;
+- a request with a send deadline (an entry, :mod:`coordinator.exchange.deadline`) is not retried
+  once the deadline has passed: a 429/418 retry waits in the limiter, which refuses to wait past
+  it (:class:`~coordinator.exchange.deadline.DeadlineExceeded`, never retried);
 - -1021 (:class:`ClockSkewError`) resyncs the clock offset from ``/fapi/v1/time`` and repeats the
   request once, for every endpoint (it was refused at the door).
 
@@ -33,6 +36,7 @@ from tenacity import (
 )
 
 from coordinator.exchange.constants import Endpoint
+from coordinator.exchange.deadline import SEND_DEADLINE, DeadlineExceeded, remaining_s
 from coordinator.exchange.errors import ClockSkewError, RateLimitError, RetryableError
 
 logger = logging.getLogger(__name__)
@@ -55,8 +59,10 @@ class RetryPolicy:
 
 def is_retryable(exc: BaseException, endpoint: Endpoint) -> bool:
     """Whether ``exc`` from ``endpoint`` may be repeated automatically (see the module docstring)."""
-    if isinstance(exc, ClockSkewError) or not isinstance(exc, RetryableError):
+    if isinstance(exc, ClockSkewError | DeadlineExceeded) or not isinstance(exc, RetryableError):
         return False
+    if remaining_s(SEND_DEADLINE.get()) == 0.0:
+        return False  # past the send deadline: the decision is too old to be repeated
     if endpoint.idempotent:
         return True
     return isinstance(exc, RateLimitError) or not exc.sent

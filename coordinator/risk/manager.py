@@ -1,7 +1,9 @@
 """``RiskManager``: sizes and validates orders, keeps the risk state, halts in an emergency.
 
-The manager is synchronous (STYLE practice 8); only :meth:`RiskManager.emergency_shutdown` awaits,
-because it talks to the order layer through the :class:`Executor` protocol.  Time is always passed
+The manager is synchronous; only :meth:`RiskManager.emergency_shutdown` and
+:meth:`RiskManager.halt_and_cancel_entries` await, because they talk to the order layer through
+the :class:`Executor` protocol (implemented by :class:`coordinator.safety.VenueExecutor`, which
+also decides when they run: see :mod:`coordinator.safety`).  Time is always passed
 in (``now_ms``, int ms UTC, from the injected clock).
 
 Rules decided here:
@@ -21,6 +23,9 @@ Rules decided here:
   unrealised PnL recovers.  An operator reset does not lift it.
 * The halted flag is persisted before anything is sent to the exchange; only ``xylen risk reset``
   (or :meth:`RiskManager.reset`, which it calls) clears it.
+* A halt cancels resting entries and keeps the protective stops and take-profits of open
+  positions (:meth:`RiskManager.halt_and_cancel_entries`); an emergency shutdown also cancels
+  every order and closes every position reduce-only at market.
 """
 
 from __future__ import annotations
@@ -76,6 +81,13 @@ class Executor(Protocol):
 
     async def open_positions(self) -> list[OpenPosition]:
         """The open positions on the exchange, now."""
+
+
+class EntryCanceller(Protocol):
+    """What a halt needs from the order layer."""
+
+    async def cancel_entry_orders(self, symbol: str) -> None:
+        """Cancel every resting order on ``symbol`` that could open a position; keep the stops."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -288,6 +300,31 @@ class RiskManager:
             state.event(now_ms, "halt", reason)
             logger.critical("risk: HALTED (%s); only `xylen risk reset` resumes", reason)
         self._commit(now_ms)
+
+    async def halt_and_cancel_entries(
+        self, executor: EntryCanceller, reason: str, now_ms: int, symbols: tuple[str, ...] = ()
+    ) -> ShutdownReport:
+        """Halt (persisted first), then cancel the resting entries on ``symbols``; stops stay.
+
+        A failing cancel is logged and reported, the other symbols still run; the halt stands.
+        """
+        self.halt(reason, now_ms)
+        report = ShutdownReport()
+        for symbol in sorted(set(symbols)):
+            try:
+                await executor.cancel_entry_orders(symbol)
+                report.cancelled.append(symbol)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                report.errors.append(f"cancel_entry_orders {symbol}: {exc!r}")
+        for error in report.errors:
+            logger.error("halt: %s", error)
+        self.state.event(
+            now_ms, "halt_entries_cancelled", f"cancelled on {report.cancelled}, {len(report.errors)} error(s)"
+        )
+        self._commit(now_ms)
+        return report
 
     async def emergency_shutdown(
         self, executor: Executor, reason: str, now_ms: int, symbols: tuple[str, ...] = ()

@@ -19,21 +19,20 @@ import pytest
 from pydantic import BaseModel, SecretStr
 
 from coordinator.ensemble.types import Action, Decision, HoldReason, WeightedVote
-from coordinator.ws_server import (
+from coordinator.feed_models import (
     SERVER_MESSAGE,
     BeatMessage,
-    DashboardLogHandler,
-    DashboardServer,
     DecisionView,
     EquityPoint,
     LogLine,
     LogMessage,
     ModelStatusView,
     PongMessage,
-    PositionView,
+    PositionRow,
     SnapshotMessage,
     TradeView,
 )
+from coordinator.ws_server import DashboardLogHandler, DashboardServer
 from xylen.config.secrets import load_secrets
 
 TOKEN = "dash-token-7f3a9c"
@@ -91,7 +90,7 @@ def decision(ts: int) -> Decision:
 def beat(ts: int, log: str = "beat done", pad: int = 0) -> BeatMessage:
     return BeatMessage(
         ts=ts,
-        positions=[PositionView(symbol="BTCUSDT", side="LONG", quantity=0.01, entry_price=42_000.0)],
+        positions=[PositionRow(symbol="BTCUSDT", side="LONG", quantity=0.01, entry_price=42_000.0)],
         decisions=[DecisionView.from_decision(decision(ts))],
         models=[ModelStatusView(server_id="a", up=True, status="ok", latency_ms=1.2, model_version="v1")],
         equity=[EquityPoint(ts=ts, equity_usd=10_000.0)],

@@ -1,7 +1,16 @@
-"""``xylen risk status|reset``: show the risk manager's persisted state; resume after a halt.
+"""``xylen risk status|halt|reset``: show the risk state; halt (and flatten); resume after a halt.
 
-Both read ``<home>/xylen.db`` and exit 1 when it does not exist (nothing is created).  ``reset`` is
-the only way to resume after an emergency halt: it clears the halted flag and every circuit
+All read ``<home>/xylen.db`` and exit 1 when it does not exist (nothing is created).
+
+``halt [--flatten]`` writes a request to ``halt_requests``.  A running coordinator (its lease in the
+same database renewed within 5 s) picks it up within a second; the command waits ``--wait`` seconds
+for the outcome.  With no coordinator running it claims the request and acts itself against the
+venue of ``--config``: it connects, reconciles the order database, persists the halt, cancels the
+resting entries (``--flatten``: every order, then closes every position reduce-only at market),
+and exits 0 when everything succeeded, 1 otherwise (the halt stands either way).  Without
+``--flatten`` protective stops and take-profits stay on the exchange.
+
+``reset`` is the only way to resume after a halt: it clears the halted flag and every circuit
 breaker, and logs who (user@host, or ``--by``) and when in the ``risk_events`` table.  The daily
 loss limit is not lifted by a reset; it ends at 00:00 UTC.
 """
@@ -27,11 +36,18 @@ logger = logging.getLogger(__name__)
 
 
 def register(sub: Any) -> None:
-    parser: argparse.ArgumentParser = sub.add_parser("risk", help="risk state: status, reset after a halt")
+    parser: argparse.ArgumentParser = sub.add_parser("risk", help="risk state: status, halt, reset after a halt")
     inner = parser.add_subparsers(dest="risk_command", metavar="ACTION", required=True)
     status = inner.add_parser("status", help="print the persisted risk state (halt, daily PnL, breakers)")
     status.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     status.set_defaults(func=run_status)
+    halt = inner.add_parser("halt", help="stop new entries now (--flatten: also close every position)")
+    halt.add_argument("--flatten", action="store_true", help="cancel every order and close every position")
+    halt.add_argument("--reason", default="operator halt", help="kept with the halt in risk_events")
+    halt.add_argument("--by", default=None, help="who halts (default: user@host)")
+    halt.add_argument("--config", default=None, help="config file (the venue, when no coordinator runs)")
+    halt.add_argument("--wait", type=float, default=30.0, help="seconds to wait for a running coordinator")
+    halt.set_defaults(func=run_halt)
     reset = inner.add_parser("reset", help="clear an emergency halt and the breakers (logged)")
     reset.add_argument("--by", default=None, help="who resets (default: user@host)")
     reset.add_argument("--note", default="", help="why, kept with the reset in risk_events")
@@ -142,3 +158,38 @@ def run_reset(args: argparse.Namespace) -> int:
         "breakers cleared"
     )
     return 0
+
+
+def run_halt(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from coordinator.safety import HaltRequests, execute_offline, wall_ms
+    from xylen.config import load_config
+    from xylen.config.secrets import load_secrets
+
+    store = _open(args)
+    actor = args.by or f"{getpass.getuser()}@{socket.gethostname()}"
+    requests = HaltRequests(store.conn)
+    what = "halt and flatten" if args.flatten else "halt"
+    try:
+        request_id = requests.request(args.reason, flatten=args.flatten, actor=actor, now_ms=wall_ms())
+        assert request_id is not None
+        logger.warning("%s requested by %s: %s (request %d)", what, actor, args.reason, request_id)
+        if requests.coordinator_running(wall_ms()):
+            deadline = time.monotonic() + max(args.wait, 0.0)
+            while time.monotonic() < deadline:
+                row = requests.get(request_id)
+                if row is not None and row.status in ("done", "failed"):
+                    print(f"{what} {row.status} by the running coordinator: {row.detail}")
+                    return 0 if row.status == "done" else 1
+                time.sleep(0.1)
+            print(f"{what} requested (request {request_id}); the running coordinator has not finished it "
+                  f"within {args.wait:.0f} s: see `xylen risk status`")  # fmt: skip
+            return 1
+    finally:
+        store.conn.close()
+    config = load_config(args.config)
+    database = Home.resolve(args.home).database
+    ok, detail = asyncio.run(execute_offline(config, load_secrets(), database, request_id, f"cli:{args.by or actor}"))
+    print(f"{what} {'done' if ok else 'FAILED'} (no coordinator running; done from here): {detail}")
+    return 0 if ok else 1

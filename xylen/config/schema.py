@@ -194,6 +194,9 @@ class RiskConfig(Section):
     breaker_quorum_misses: int = Field(3, ge=1)
     breaker_base_cooldown_seconds: PositiveFloat = 900.0
     breaker_clean_period_seconds: PositiveFloat = 86_400.0
+    daily_loss_action: Literal["block", "halt", "flatten"] = "flatten"
+    breaker_halt_level: int = Field(3, ge=0)
+    breaker_halt_action: Literal["halt", "flatten"] = "halt"
 
     @model_validator(mode="after")
     def _exposures(self) -> RiskConfig:
@@ -207,6 +210,7 @@ class TradingConfig(Section):
     horizon_minutes: int = Field(60, ge=1)
     entry: Literal["market", "limit", "maker_preferred"] = "maker_preferred"
     maker_timeout_seconds: PositiveFloat = 30.0
+    max_order_age_seconds: PositiveFloat | None = None
     taker_fee_bps: Bps = 5.0
     maker_fee_bps: float = Field(2.0, ge=-10, le=1000)
     slippage_bps: Bps = 1.0

@@ -1,0 +1,206 @@
+"""The dashboard feed's messages and the history API's pages (pydantic, extra keys refused).
+
+Every message a client receives on ``/ws`` is one of :data:`ServerMessage` (discriminated by
+``type``): ``snapshot`` on connect, ``beat`` per heartbeat, ``log`` per log line, ``risk`` when the
+safety switches change, ``pong``.  No model has a secret field.  The server is
+:mod:`coordinator.ws_server`.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+from coordinator.ensemble.types import Decision
+
+# ---------------------------------------------------------------------- message schema
+
+
+class _View(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PositionRow(_View):
+    """One open position, as the dashboard lists it (the risk manager's own position type is
+    :class:`coordinator.risk.checks.PositionView`: signed Decimal quantity and mark)."""
+
+    symbol: str
+    side: Literal["LONG", "SHORT"]
+    quantity: float
+    entry_price: float
+    mark_price: float | None = None
+    unrealized_pnl_usd: float | None = None
+    leverage: int | None = None
+    stop_loss: float | None = None
+    take_profit: float | None = None
+    opened_ms: int | None = None
+
+
+class TradeView(_View):
+    """One trade (a position's life: entry, and exit once closed)."""
+
+    trade_id: str
+    symbol: str
+    side: Literal["LONG", "SHORT"]
+    quantity: float
+    entry_price: float
+    exit_price: float | None = None
+    pnl_usd: float | None = None
+    fees_usd: float | None = None
+    opened_ms: int
+    closed_ms: int | None = None
+    exit_reason: str | None = None
+
+
+class VoteView(_View):
+    """One model's part in a decision: raw and calibrated probability, normalised weight."""
+
+    model_id: str
+    prob_raw: float | None
+    prob: float | None
+    weight: float | None
+
+
+class DecisionView(_View):
+    """An ensemble decision (the fields of ``Decision.to_dict()``; non-finite numbers become null)."""
+
+    timestamp_ms: int
+    action: Literal["LONG", "SHORT", "HOLD"]
+    probability: float | None
+    confidence: float | None
+    expected_value_bps: float | None
+    size_fraction: float | None
+    stop_loss: float | None
+    take_profit: float | None
+    votes: list[VoteView]
+    reasons: list[str]
+    disagreement: float | None
+    source: str
+
+    @classmethod
+    def from_decision(cls, decision: Decision) -> DecisionView:
+        """The view of an ensemble :class:`Decision`."""
+        return cls.model_validate(_finite_tree(decision.to_dict()))
+
+
+class ModelStatusView(_View):
+    """One model server as the last beat saw it."""
+
+    server_id: str
+    up: bool
+    status: str | None = None
+    latency_ms: float | None = None
+    model_version: str | None = None
+
+
+class EquityPoint(_View):
+    """One point of the equity curve."""
+
+    ts: int
+    equity_usd: float
+    daily_pnl_usd: float | None = None
+
+
+class LogLine(_View):
+    """One log line."""
+
+    ts: int
+    level: str
+    logger: str
+    message: str
+
+
+class RiskStateView(_View):
+    """The safety switches: halted or not and why, where a flatten stands, whether trading is on.
+
+    ``flatten``: the newest flatten request's state (``none`` when the newest request is a plain
+    halt or there is none).
+    """
+
+    halted: bool
+    reason: str = ""
+    halted_ms: int | None = None
+    flatten: Literal["none", "pending", "running", "done", "failed"] = "none"
+    trading_enabled: bool = True
+    daily_limits: list[str] = Field(default_factory=list)
+
+
+class RiskMessage(_View):
+    """Sent when the risk state changes (a halt, a flatten starting or ending, a reset)."""
+
+    type: Literal["risk"] = "risk"
+    ts: int
+    risk: RiskStateView
+
+
+class _StateFields(_View):
+    """The fields a snapshot and a beat share."""
+
+    ts: int
+    positions: list[PositionRow] = Field(default_factory=list)
+    decisions: list[DecisionView] = Field(default_factory=list)
+    trades: list[TradeView] = Field(default_factory=list)
+    models: list[ModelStatusView] = Field(default_factory=list)
+    equity: list[EquityPoint] = Field(default_factory=list)
+    logs: list[LogLine] = Field(default_factory=list)
+    breakers: dict[str, bool] = Field(default_factory=dict)
+    risk: RiskStateView | None = None
+
+
+class SnapshotMessage(_StateFields):
+    """Sent once on connect: the current state and recent history."""
+
+    type: Literal["snapshot"] = "snapshot"
+
+
+class BeatMessage(_StateFields):
+    """Sent each heartbeat: full current positions/models/breakers, and what is NEW since the last beat."""
+
+    type: Literal["beat"] = "beat"
+
+
+class LogMessage(_View):
+    """One log line, as it is logged."""
+
+    type: Literal["log"] = "log"
+    ts: int
+    line: LogLine
+
+
+class PongMessage(_View):
+    """The answer to a client's ``ping``."""
+
+    type: Literal["pong"] = "pong"
+    ts: int
+
+
+ServerMessage = Annotated[
+    SnapshotMessage | BeatMessage | LogMessage | PongMessage | RiskMessage, Field(discriminator="type")
+]
+SERVER_MESSAGE: TypeAdapter[SnapshotMessage | BeatMessage | LogMessage | PongMessage | RiskMessage] = (
+    TypeAdapter(ServerMessage)
+)
+
+
+class TradesPage(_View):
+    trades: list[TradeView]
+
+
+class DecisionsPage(_View):
+    decisions: list[DecisionView]
+
+
+class EquityPage(_View):
+    equity: list[EquityPoint]
+
+
+def _finite_tree(value: object) -> object:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite_tree(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite_tree(v) for v in value]
+    return value
