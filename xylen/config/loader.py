@@ -50,6 +50,31 @@ def format_validation_error(exc: ValidationError) -> tuple[str, str]:
     return _key_path(loc) or "(top level)", reason
 
 
+def duplicate_key(text: str) -> tuple[str, int] | None:
+    """The first key given twice in one mapping, as (key path, line), or ``None``.
+
+    PyYAML keeps the last of two equal keys, so a second ``risk:`` section would silently replace
+    the first (and with it every limit set there).  The file is composed into nodes first, so the
+    key path of the duplicate can be named.
+    """
+    root = yaml.compose(text, Loader=yaml.SafeLoader)
+    stack: list[tuple[yaml.Node, tuple[int | str, ...]]] = [] if root is None else [(root, ())]
+    while stack:
+        node, loc = stack.pop()
+        if isinstance(node, yaml.MappingNode):
+            seen: set[str] = set()
+            for key_node, value_node in node.value:
+                key = str(key_node.value)
+                if isinstance(key_node, yaml.ScalarNode):
+                    if key in seen:
+                        return _key_path((*loc, key)), key_node.start_mark.line + 1
+                    seen.add(key)
+                stack.append((value_node, (*loc, key)))
+        elif isinstance(node, yaml.SequenceNode):
+            stack.extend((item, (*loc, i)) for i, item in enumerate(node.value))
+    return None
+
+
 def parse_config(data: Any, source: str = "config") -> XylenConfig:
     """Validate already-parsed YAML data (``None`` means an empty file)."""
     if data is None:
@@ -81,4 +106,10 @@ def load_config(path: str | Path | None = None) -> XylenConfig:
         where = f"line {mark.line + 1} column {mark.column + 1}" if mark is not None else "unknown position"
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise ConfigError("(yaml)", f"bad YAML at {where}: {problem}", str(file)) from None
+    duplicate = duplicate_key(text)
+    if duplicate is not None:
+        key, line = duplicate
+        raise ConfigError(
+            key, f"given twice (line {line}); a second value would silently replace the first", str(file)
+        )
     return parse_config(data, str(file))

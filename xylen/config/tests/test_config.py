@@ -92,6 +92,19 @@ BROKEN = [
         "model_servers",
         "unique",
     ),
+    (
+        "duplicate section",
+        "risk:\n  max_leverage: 3\nexchange:\n  leverage: 2\nrisk:\n  kelly_fraction: 0.1\n",
+        "risk",
+        "given twice (line 5)",
+    ),
+    ("duplicate key", "risk:\n  max_leverage: 3\n  max_leverage: 20\n", "risk.max_leverage", "given twice"),
+    (
+        "duplicate in a list item",
+        "model_servers:\n  - {id: a, url: 'http://h:1', id: b}\n",
+        "model_servers[0].id",
+        "given twice",
+    ),
     ("bad url", "model_servers:\n  - {id: a, url: 'ftp://h'}\n", "model_servers[0].url", "http://"),
     (
         "negative weight",
