@@ -75,6 +75,8 @@ class Reason(str, Enum):
     BELOW_MIN_NOTIONAL = "below_min_notional"
     # closing orders
     NOTHING_TO_REDUCE = "nothing_to_reduce"
+    # an entry while the symbol already holds a position or an open intent (checked before sizing)
+    POSITION_OPEN = "position_open"
 
 
 BREAKER_REASONS = {
@@ -377,3 +379,19 @@ def grid_violations(rules: SymbolRules, quantity: Decimal, price: Decimal) -> li
             )
         ]
     return []
+
+
+def position_open_violation(account: AccountView, symbol: str, intents_open: int) -> Violation | None:
+    """An entry on ``symbol`` while it holds a position or ``intents_open`` open intents.
+
+    One position (and one intent) per symbol at a time: an entry on top of it is not an add-on to
+    size but no trade, named ``position_open``.  The caller checks this before sizing, so such an
+    entry is neither sized (whose refusal would name the exposure already taken) nor counted toward
+    the order rate.
+    """
+    held = account.position(symbol)
+    if held:
+        return Violation(Reason.POSITION_OPEN, f"{'LONG' if held > 0 else 'SHORT'} {abs(held)} {symbol} held")
+    if intents_open:
+        return Violation(Reason.POSITION_OPEN, f"{intents_open} intent(s) open on {symbol}")
+    return None

@@ -17,6 +17,10 @@ notional is capped at ``max_notional`` (the caller's headroom: leverage, exposur
 quantity is rounded DOWN to the step grid by :class:`~coordinator.exchange.filters.SymbolRules`
 (the one rounding place); an order below the exchange's minimum quantity or minimum notional is no
 trade (quantity 0 and a named reason), never rounded up.
+
+The reason names what stopped the trade: ``no_headroom`` when the headroom cannot hold one step of
+the grid, or when it capped the size below the exchange's minimum; ``below_min_quantity`` or
+``below_min_notional`` only when the size the method asked for is itself below the minimum.
 """
 
 from __future__ import annotations
@@ -141,17 +145,32 @@ def size_position(
             fraction = params.fixed_fraction
         fraction = min(fraction, cap)
         quantity = fraction * equity / risk_per_unit
-    if max_notional <= 0:
-        return _refuse(SizeRefusal.NO_HEADROOM, f"no notional headroom ({max_notional})", fraction)
-    if quantity * entry > max_notional:
+    step = rules.market_step_size if market_order else rules.step_size
+    if max_notional < step * entry:
+        return _refuse(
+            SizeRefusal.NO_HEADROOM,
+            f"notional headroom {max_notional} is below one step ({step} at {entry})",
+            fraction,
+        )
+    capped = quantity * entry > max_notional
+    if capped:
         quantity = max_notional / entry
     quantity = rules.round_quantity(quantity, market=market_order)
     min_qty = rules.market_min_qty if market_order else rules.min_qty
     if quantity <= 0 or quantity < min_qty:
+        if capped:
+            detail = f"notional headroom {max_notional} allows {quantity}, below the minimum {min_qty}"
+            return _refuse(SizeRefusal.NO_HEADROOM, detail, fraction)
         return _refuse(
             SizeRefusal.BELOW_MIN_QUANTITY, f"quantity {quantity} below the minimum {min_qty}", fraction
         )
     if rules.min_notional > 0 and quantity * entry < rules.min_notional:
+        if capped:
+            detail = (
+                f"notional headroom {max_notional} allows {quantity * entry},"
+                f" below the exchange minimum {rules.min_notional}"
+            )
+            return _refuse(SizeRefusal.NO_HEADROOM, detail, fraction)
         return _refuse(
             SizeRefusal.BELOW_MIN_NOTIONAL,
             f"notional {quantity * entry} below the exchange minimum {rules.min_notional}",
