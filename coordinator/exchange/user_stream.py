@@ -10,7 +10,8 @@
   (counted in :attr:`UserStream.dropped`) rather than blocking the socket.
 - Health for the order manager: :attr:`connected`, :meth:`last_event_age`, :meth:`is_healthy`
   (connected and not silent for longer than allowed), and :meth:`take_resync` -- True once after a
-  reconnect or a dropped event, when events may have been missed and REST must fill the gap.
+  reconnect, a dropped event or a message that fails parsing or validation (counted in
+  :attr:`UserStream.invalid`), when events may have been missed and REST must fill the gap.
 
 Both loops are supervised: they re-raise ``CancelledError``, log and back off on anything else;
 :meth:`UserStream.stop` cancels them and waits (bounded) for them to finish.
@@ -65,6 +66,7 @@ class UserStream:
         self.connected = False
         self.connections = 0
         self.dropped = 0
+        self.invalid = 0  # messages that failed parsing or validation (each one requests a resync)
         self._clock = clock
         self._last_message_at = clock()
         self._resync = False
@@ -117,7 +119,7 @@ class UserStream:
         return self.connected and self.last_event_age() <= max_silence_s
 
     def take_resync(self) -> bool:
-        """True once after a reconnect or a dropped event (events may be missing: reconcile via REST)."""
+        """True once after a reconnect, a dropped or an unreadable event (REST must fill the gap)."""
         flag, self._resync = self._resync, False
         return flag
 
@@ -199,7 +201,13 @@ class UserStream:
         try:
             event = parse_event(orjson.loads(text))
         except (orjson.JSONDecodeError, ValidationError, TypeError, AttributeError) as exc:
-            logger.warning("user stream: unreadable message skipped (%s): %.200s", exc, text)
+            # The message may have been an order or account update we cannot apply: what it said
+            # must come from REST instead, exactly as after a dropped event.
+            self.invalid += 1
+            self._resync = True
+            logger.warning(
+                "user stream: unreadable message skipped, resync requested (%s): %.200s", exc, text
+            )
             return False
         try:
             self.events.put_nowait(event)

@@ -159,6 +159,7 @@ class OrderManager:
         self.conflicts: dict[str, int] = {}  # order -> refused events in a row
         self.requery_due: dict[str, float] = {}  # order -> when (clock s) to re-query it after a refusal
         self.for_reconciliation: set[str] = set()  # lasting conflicts: not re-queried, reconciled
+        self.reconciled_conflicts: set[str] = set()  # those of them reconciliation has reported
         self._clock = clock
         self.position_checks: set[str] = set()  # symbols to compare with the exchange's position
         self.wakeup = asyncio.Event()
@@ -186,6 +187,7 @@ class OrderManager:
             self.conflicts.pop(order.client_order_id, None)
             self.requery_due.pop(order.client_order_id, None)
             self.for_reconciliation.discard(order.client_order_id)
+            self.reconciled_conflicts.discard(order.client_order_id)
         if transition.corrected:
             self.corrections += 1
             self.corrected.add(order.intent_id)
@@ -560,6 +562,28 @@ class OrderManager:
         if closed is not None and closed.status is not IntentStatus.OPEN and not lock.locked():
             self._locks.pop(intent_id, None)
         return actions
+
+    async def protect(self, intent_id: str) -> list[ActionKind]:
+        """Place the missing stop / take-profit of an intent, whatever its entry's row says.
+
+        For a position the exchange shows while SQLite cannot account for it (an entry whose
+        reports the table keeps refusing): the ``closePosition`` legs cover the whole position.
+        """
+        intent = self.store.get_intent(intent_id)
+        if intent is None or intent.status is not IntentStatus.OPEN:
+            return []
+        legs = brackets.latest_legs(self.store.orders_of_intent(intent_id))
+        placed: list[ActionKind] = []
+        for kind, leg_kind, price in (
+            (ActionKind.PLACE_STOP, OrderKind.STOP_LOSS, intent.stop_price),
+            (ActionKind.PLACE_TAKE_PROFIT, OrderKind.TAKE_PROFIT, intent.take_profit_price),
+        ):
+            leg = legs.get(leg_kind)
+            if price is not None and (leg is None or leg.is_final):
+                async with self._locks.setdefault(intent_id, asyncio.Lock()):
+                    await self._place_leg(intent, kind)
+                placed.append(kind)
+        return placed
 
     async def _execute(self, intent: Intent, action: Action) -> None:
         logger.info("intent %s: %s (%s)", intent.intent_id, action.kind.value, action.reason)

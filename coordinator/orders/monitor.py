@@ -1,6 +1,6 @@
 """``Monitor``: keeps SQLite in step with the exchange while the coordinator runs.
 
-Three supervised loops (STYLE 9: each re-raises ``CancelledError``, logs and backs off on anything
+Three supervised loops (each re-raises ``CancelledError``, logs and backs off on anything
 else; they run in one :func:`supervise` group; :meth:`Monitor.stop` cancels and awaits with a
 timeout):
 
@@ -14,7 +14,13 @@ timeout):
   (a safety net for a missed event), ``UNKNOWN`` orders re-queried (so not-found queries are spaced
   by the interval), and a stop triggered more than ``trigger_grace_s`` ago but still unfilled --
   an unprotected position -- is re-queried and, if still stuck, cancelled so a new stop goes on.
-- **actions**: the follow-ups the manager queued (bracket legs, the other leg's cancel, re-queries).
+- **actions**: the follow-ups the manager queued (bracket legs, the other leg's cancel, re-queries);
+  a re-query after a refused event waits for its backoff (the loop wakes when one is due).
+
+An intent reopened by a correction (:attr:`OrderManager.corrected`) gets its bracket in the same
+round that recorded the correction, whichever of the three saw it.  Orders handed to
+reconciliation after lasting conflicts (:attr:`OrderManager.for_reconciliation`) are no longer
+queried by the poll or the sweep; the sweep passes them to ``reconcile`` when one is given.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from decimal import Decimal
 from typing import Any
 
@@ -78,8 +84,10 @@ class Monitor:
         backoff_s: float = 1.0,
         shutdown_timeout_s: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
+        reconcile: Callable[[], Awaitable[object]] | None = None,
     ) -> None:
         self.manager = manager
+        self.reconcile = reconcile  # resolves the orders handed to reconciliation (see the docstring)
         self.stream = stream
         self.poll_interval_s = poll_interval_s
         self.trigger_grace_s = trigger_grace_s
@@ -162,23 +170,44 @@ class Monitor:
         manager = self.manager
         now = manager.now_ms()
         count = 0
-        for cid, order in manager.tracker.active.items():
-            if cid in manager.inflight or order.state is OrderState.PENDING:
+        for cid, order in list(manager.tracker.active.items()):
+            if (
+                cid in manager.inflight
+                or cid in manager.for_reconciliation
+                or order.state is OrderState.PENDING
+            ):
                 continue
             await manager.query(manager.current(cid))
             count += 1
-        for order in manager.tracker.recently_closed(now).values():
+        for order in list(manager.tracker.recently_closed(now).values()):
             await manager.backfill_fills(manager.current(order.client_order_id))
         manager.tracker.expire(now)
+        await self.protect_corrected()
         self.polls += 1
         return count
+
+    async def protect_corrected(self) -> None:
+        """Bracket rules, with the exchange's position, for the intents a correction reopened."""
+        manager = self.manager
+        while manager.corrected:
+            intent_id = manager.corrected.pop()
+            intent = manager.store.get_intent(intent_id)
+            if intent is None:
+                continue
+            net = net_positions(await manager.client.get_open_positions(intent.symbol))
+            await manager.ensure_bracket(intent_id, net.get(intent.symbol, Decimal(0)))
 
     async def sweep(self) -> None:
         """Positions vs open intents, ``UNKNOWN`` re-queries, stale triggers (module docstring)."""
         manager = self.manager
         store = manager.store
+        if manager.for_reconciliation - manager.reconciled_conflicts and self.reconcile is not None:
+            await self.reconcile()
         for order in store.live_orders():
-            if order.client_order_id in manager.inflight:
+            if (
+                order.client_order_id in manager.inflight
+                or order.client_order_id in manager.for_reconciliation
+            ):
                 continue
             if order.state is OrderState.UNKNOWN:
                 await manager.query(order)
@@ -234,11 +263,13 @@ class Monitor:
         """Do the queued follow-ups: re-queries, then bracket checks."""
         manager = self.manager
         manager.wakeup.clear()
-        while manager.requery:
+        manager.requery.update(manager.take_due_requeries())
+        while manager.requery:  # a refusal schedules its re-query later: this loop ends
             cid = manager.requery.pop()
             order = manager.store.get_order(cid)
-            if order is not None and cid not in manager.inflight:
+            if order is not None and cid not in manager.inflight and cid not in manager.for_reconciliation:
                 await manager.query(order)
+        await self.protect_corrected()
         while manager.dirty:
             await manager.ensure_bracket(manager.dirty.pop())
         while manager.position_checks:
@@ -246,7 +277,9 @@ class Monitor:
 
     async def _action_loop(self) -> None:
         while True:
-            await self.manager.wakeup.wait()
+            due_in = self.manager.next_requery_in()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.manager.wakeup.wait(), due_in)
             try:
                 await self.run_pending()
             except asyncio.CancelledError:

@@ -25,6 +25,15 @@ done; the run ends with one summary log line and its ``reconciliation_runs`` row
    A position on a symbol with no open intent (``orphan_position``) gets an emergency stop at
    ``orphan_stop_fraction`` from its entry price when ``protect_orphans`` is on (reported only
    otherwise).
+0. **Lasting conflicts** (``order_conflict``): orders the manager handed over after
+   ``conflict_cap`` refused events in a row (:attr:`OrderManager.for_reconciliation`).  The
+   venue keeps reporting something the transition table refuses, so no report is trusted: the
+   refused event is reported, the order is left out of the monitor's queries, and its intent's
+   bracket is re-checked against the exchange's position (rule 3 for that intent); a position in
+   the intent's direction gets its missing stop and take-profit whatever the order's row says
+   (:meth:`OrderManager.protect`), which is what protects the money.
+   :meth:`Reconciler.resolve_conflicts` runs this rule alone while the coordinator runs (the
+   monitor's sweep calls it).
 4. **Executions without their fills** (``missing_fills``): an order, final or not, whose executed
    quantity is ahead of its recorded fills -- the process died between the order's reply and the
    stream's trade events -- gets its trades from ``userTrades``, so the fills (prices, fees,
@@ -42,7 +51,7 @@ from decimal import Decimal
 
 from coordinator.exchange.schemas import AlgoOrder, Position
 from coordinator.exchange.schemas import Order as WireOrder
-from coordinator.orders.brackets import ActionKind, exit_side
+from coordinator.orders.brackets import ActionKind, exit_side, holds
 from coordinator.orders.ids import is_ours
 from coordinator.orders.manager import OrderManager
 from coordinator.orders.models import Order, OrderKind, OrderType, Side
@@ -104,10 +113,28 @@ class Reconciler:
         run_id = conn.execute("INSERT INTO reconciliation_runs (started_ms) VALUES (?)", (started,)).lastrowid
         assert run_id is not None
         result = ReconciliationResult(run_id)
+        await self._conflicts(result)
         await self._live_orders(result)
         await self._open_orders(result)
         await self._positions(result)
         await self._missing_fills(result)
+        self._finish(result, started)
+        return result
+
+    async def resolve_conflicts(self) -> ReconciliationResult:
+        """Rule 0 alone, for the orders handed over while running; a ``reconciliation_runs`` row."""
+        conn = self.manager.store.connection
+        started = self.manager.now_ms()
+        run_id = conn.execute("INSERT INTO reconciliation_runs (started_ms) VALUES (?)", (started,)).lastrowid
+        assert run_id is not None
+        result = ReconciliationResult(run_id)
+        await self._conflicts(result)
+        self._finish(result, started)
+        return result
+
+    def _finish(self, result: ReconciliationResult, started: int) -> None:
+        conn = self.manager.store.connection
+        run_id = result.run_id
         summary = result.summary()
         conn.execute("BEGIN IMMEDIATE")
         conn.executemany(
@@ -125,7 +152,37 @@ class Reconciler:
         conn.execute("COMMIT")
         log = logger.warning if result.differences else logger.info
         log(summary)
-        return result
+
+    # -- rule 0 ---------------------------------------------------------------------------------
+    async def _conflicts(self, result: ReconciliationResult) -> None:
+        manager = self.manager
+        store = manager.store
+        handed = sorted(manager.for_reconciliation - manager.reconciled_conflicts)
+        if not handed:
+            return
+        net = net_positions(await manager.client.get_open_positions())
+        for cid in handed:
+            manager.reconciled_conflicts.add(cid)
+            order = store.get_order(cid)
+            if order is None:
+                continue
+            refused = [e for e in store.events(cid, include_refused=True) if not e.applied]
+            last = refused[-1].error if refused else "no refused event stored"
+            position = net.get(order.symbol, Decimal(0))
+            done = [a.kind.value for a in await manager.ensure_bracket(order.intent_id, position)]
+            intent = store.get_intent(order.intent_id)
+            if intent is not None and holds(intent.side, position):  # exposure SQLite cannot explain
+                done += [kind.value for kind in await manager.protect(intent.intent_id)]
+            result.differences.append(
+                Difference(
+                    "order_conflict",
+                    f"{order.state.value} in SQLite; {len(refused)} refused report(s), last: {last}",
+                    f"no more re-queries; intent {order.intent_id} checked against the position"
+                    f" {position}: {', '.join(done) or 'bracket in place'}",
+                    symbol=order.symbol,
+                    client_order_id=cid,
+                )
+            )
 
     # -- rule 1 ---------------------------------------------------------------------------------
     async def _live_orders(self, result: ReconciliationResult) -> None:
@@ -303,15 +360,15 @@ class Reconciler:
         stop = manager.client.symbol_rules(position.symbol).round_trigger(
             position.entryPrice * (1 + sign * self.orphan_stop_fraction)
         )
-        intent = manager.store.create_intent(
-            position.symbol, side, abs(position.positionAmt), stop_price=stop
-        )
-        leg = manager.store.create_order(
-            intent.intent_id,
-            OrderKind.STOP_LOSS,
-            side=exit_side(side),
+        intent, leg = manager.store.create_intent_with_order(
+            position.symbol,
+            side,
+            abs(position.positionAmt),
+            stop_price=stop,
+            kind=OrderKind.STOP_LOSS,
+            order_side=exit_side(side),
             type=OrderType.STOP_MARKET,
-            qty=None,
+            order_qty=None,
             trigger_price=stop,
             close_position=True,
         )
