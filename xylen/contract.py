@@ -25,6 +25,15 @@ class _Wire(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def _finite_features(value: dict[str, float]) -> dict[str, float]:
+    """Refuse NaN and infinities (JSON parsing accepts ``NaN`` and ``Infinity``): a model never
+    learns from, or answers for, a row it could not have been trained on."""
+    bad = [k for k, v in value.items() if not math.isfinite(v)]
+    if bad:
+        raise ValueError(f"non-finite feature values: {', '.join(sorted(bad)[:5])}")
+    return value
+
+
 class PredictRequest(_Wire):
     request_id: str = Field(min_length=1, max_length=64)
     symbol: str = Field(min_length=1, max_length=32, pattern=r"^[A-Z0-9]+$")
@@ -35,13 +44,7 @@ class PredictRequest(_Wire):
     feature_version: str = Field(min_length=1, max_length=16)
     meta: dict[str, str | float | int | bool] = Field(default_factory=dict)
 
-    @field_validator("features")
-    @classmethod
-    def _finite(cls, value: dict[str, float]) -> dict[str, float]:
-        bad = [k for k, v in value.items() if not math.isfinite(v)]
-        if bad:
-            raise ValueError(f"non-finite feature values: {', '.join(sorted(bad)[:5])}")
-        return value
+    _finite = field_validator("features")(_finite_features)
 
     @model_validator(mode="after")
     def _some_input(self) -> PredictRequest:
@@ -69,7 +72,9 @@ class Outcome(_Wire):
     timestamp: int = Field(ge=0)
     features: dict[str, float]
     label: Literal[0, 1]
-    pnl: float | None = None
+    pnl: float | None = Field(None, allow_inf_nan=False)
+
+    _finite = field_validator("features")(_finite_features)
 
 
 class RetrainRequest(_Wire):

@@ -8,6 +8,7 @@ buffer end to end.  Each test builds the model directories it needs, so tests st
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -245,6 +246,26 @@ def test_retrain_writes_new_parquet_parts(server: ServerProcess, rows: list[dict
     assert status == 422 and "lack model features" in body["detail"]
     status, body = run(call("POST", f"{server.url}/retrain", {"outcomes": [], "feature_version": "f2"}))
     assert status == 422
+
+
+@pytest.mark.parametrize("bad", ["NaN", "Infinity", "-Infinity"])
+def test_retrain_refuses_non_finite_values_with_422(
+    server: ServerProcess, rows: list[dict[str, float]], bad: str
+) -> None:
+    folder = server.home / "feedback"
+    before = sorted(p.name for p in folder.glob("part-*.parquet"))
+    features = json.dumps(rows[0]).replace(str(rows[0]["rsi_14"]), bad, 1)
+    assert bad in features
+    clean = json.dumps(rows[0])
+    for outcome in (
+        f'{{"request_id": "n1", "timestamp": 1, "features": {features}, "label": 1}}',
+        f'{{"request_id": "n2", "timestamp": 1, "features": {clean}, "label": 1, "pnl": {bad}}}',
+    ):
+        body = f'{{"outcomes": [{outcome}], "feature_version": "f2"}}'
+        headers = {**AUTH, "Content-Type": "application/json"}
+        status, out = run(call("POST", f"{server.url}/retrain", data=body.encode(), headers=headers))
+        assert status == 422, out
+    assert sorted(p.name for p in folder.glob("part-*.parquet")) == before  # nothing stored
 
 
 async def _load(
