@@ -2,9 +2,10 @@
 and :class:`TradeSettler` does it once per closed intent, with the funding paid, and tells the
 risk manager (see :mod:`coordinator.heartbeat`, "Closed trades").
 
-Entry and exit prices are the VWAP of the entry's and the exit legs' fills; fees are the USDT
-commissions of every fill; funding (paid positive, received negative) is set by the caller, who
-reads it from the exchange's income history (``FUNDING_FEE`` entries between the entry and the exit,
+Entry and exit prices are the VWAP (:func:`coordinator.fills.vwap`) of the entry's and the exit
+legs' fills; fees are the USDT commissions of every fill; funding (paid positive, received
+negative) is set by the caller, who reads it from the exchange's income history (``FUNDING_FEE``
+entries between the entry and the exit,
 :meth:`coordinator.exchange.facade.FuturesExchange.funding_paid`) when :func:`funding_possible`.
 """
 
@@ -19,8 +20,8 @@ from decimal import Decimal
 from coordinator.clock import Clock
 from coordinator.exchange.errors import FatalError, RejectedError, RetryableError, UnknownOutcomeError
 from coordinator.exchange.facade import FuturesExchange
+from coordinator.fills import vwap
 from coordinator.orders.brackets import EXIT_KINDS
-from coordinator.orders.events import Fill
 from coordinator.orders.models import Intent, IntentStatus, Order, OrderKind
 from coordinator.orders.models import Side as OrderSide
 from coordinator.risk import RiskManager
@@ -43,14 +44,6 @@ def funding_possible(entry_ms: int, exit_ms: int) -> bool:
     return (exit_ms // HOUR_MS) * HOUR_MS >= entry_ms
 
 
-def _vwap(fills: Sequence[Fill]) -> tuple[Decimal, Decimal]:
-    """(quantity, volume-weighted price) of ``fills`` (price 0 when there are none)."""
-    qty = sum((f.qty for f in fills), ZERO)
-    if qty == 0:
-        return ZERO, ZERO
-    return qty, sum((f.qty * f.price for f in fills), ZERO) / qty
-
-
 def trade_of(
     intent: Intent,
     orders: Sequence[Order],
@@ -69,12 +62,14 @@ def trade_of(
     entry_fills = [f for o in orders if o.kind is OrderKind.ENTRY for f in o.fills]
     exit_orders = [o for o in orders if o.kind in EXIT_KINDS and o.fills]
     exit_fills = sorted((f for o in exit_orders for f in o.fills), key=lambda f: f.time_ms)
-    qty, entry_price = _vwap(entry_fills)
-    if qty == 0:
+    qty, entry_vwap = vwap(entry_fills)
+    if entry_vwap is None:
         return None
+    entry_price = entry_vwap
     sign = Decimal(1) if intent.side is OrderSide.BUY else Decimal(-1)
-    exit_qty, exit_price = _vwap(exit_fills)
-    if exit_fills:
+    exit_qty, exit_vwap = vwap(exit_fills)
+    if exit_vwap is not None:
+        exit_price = exit_vwap
         main = max(exit_orders, key=lambda o: sum((f.qty for f in o.fills), ZERO))
         reason = main.kind.value
         exit_ms = exit_fills[-1].time_ms

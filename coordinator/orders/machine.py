@@ -34,6 +34,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
 
+from coordinator.fills import vwap
 from coordinator.orders.events import Event, Fill, LocalEvent, OrderUpdate, VenueStatus
 from coordinator.orders.models import Order
 from coordinator.orders.states import CORRECTIONS, TRANSITIONS, EventKind, OrderState, is_final
@@ -157,15 +158,6 @@ def _merge_id(
     return reported
 
 
-def _vwap(fills: Iterable[Fill]) -> Decimal | None:
-    qty = Decimal(0)
-    notional = Decimal(0)
-    for fill in fills:
-        qty += fill.qty
-        notional += fill.qty * fill.price
-    return notional / qty if qty else None
-
-
 def _target(order: Order, kind: EventKind) -> OrderState:
     target = TRANSITIONS.get((order.state, kind))
     if target is None:
@@ -194,7 +186,7 @@ def _apply_fill(order: Order, fill: Fill) -> Transition:
         state=state,
         fills=fills,
         executed_qty=executed,
-        avg_price=_vwap(fills) if fill_sum >= order.venue_executed_qty else order.avg_price,
+        avg_price=vwap(fills)[1] if fill_sum >= order.venue_executed_qty else order.avg_price,
         exchange_order_id=_merge_id(
             order, kind, "exchange_order_id", order.exchange_order_id, fill.exchange_order_id
         ),
