@@ -182,6 +182,8 @@ class CoordinatorApp:
         metrics = Metrics()
         limiter = exchange.client.transport.limiter
         metrics.watch_rate_limit(lambda: limiter.used_weight)
+        orders = exchange.manager
+        metrics.watch_orders(lambda: orders.corrections, lambda: orders.handed_to_reconciliation)
         self.metrics_server = MetricsServer(
             metrics, config.monitoring.metrics_host, config.monitoring.metrics_port
         )

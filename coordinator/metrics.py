@@ -19,13 +19,16 @@ Families (labels in brackets):
 ``xylen_open_positions``                    gauge      positions not flat
 ``xylen_breaker_state`` [breaker]           gauge      1 tripped, 0 armed
 ``xylen_model_server_up`` [server]          gauge      1 asked each beat, 0 in backoff/disabled
+``xylen_order_corrections_total``           counter    venue reports that overruled a final state
+``xylen_orders_to_reconciliation_total``    counter    orders handed to reconciliation after
+                                                       lasting refused events (read at scrape)
 ==========================================  =========  =========================================
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 
 from aiohttp import web
 from prometheus_client import (
@@ -36,6 +39,8 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
 
 logger = logging.getLogger(__name__)
 
@@ -134,6 +139,10 @@ class Metrics:
 
         self.rate_limit_weight_used.set_function(read)
 
+    def watch_orders(self, corrections: Callable[[], int], to_reconciliation: Callable[[], int]) -> None:
+        """Read the order manager's correction and hand-over counts at every scrape."""
+        self.registry.register(_OrderCounts(corrections, to_reconciliation))
+
     def set_account(self, equity_usd: float, daily_pnl_usd: float, open_positions: int) -> None:
         """The account figures after a beat."""
         self.equity_usd.set(equity_usd)
@@ -156,6 +165,26 @@ class Metrics:
         app = web.Application()
         app.router.add_get("/metrics", self.handle_metrics)
         return app
+
+
+class _OrderCounts(Collector):
+    """Counters kept by the order manager (plain ints), exposed as Prometheus counters."""
+
+    def __init__(self, corrections: Callable[[], int], to_reconciliation: Callable[[], int]) -> None:
+        self._corrections = corrections
+        self._to_reconciliation = to_reconciliation
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        yield CounterMetricFamily(
+            "xylen_order_corrections",
+            "Venue reports that overruled a final order state",
+            value=self._corrections(),
+        )
+        yield CounterMetricFamily(
+            "xylen_orders_to_reconciliation",
+            "Orders handed to reconciliation after lasting refused events",
+            value=self._to_reconciliation(),
+        )
 
 
 class MetricsServer:

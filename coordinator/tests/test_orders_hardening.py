@@ -25,6 +25,7 @@ from coordinator.exchange.errors import (
     UnknownOutcomeError,
     UnreadableReplyError,
 )
+from coordinator.metrics import Metrics
 from coordinator.orders import EventKind, IntentStatus, OrderKind, OrderState, OrderType, Side
 from coordinator.orders.brackets import latest_legs
 from coordinator.orders.manager import proves_not_accepted
@@ -240,3 +241,14 @@ def test_a_user_stream_message_that_fails_validation_requests_a_resync(
                 await client.close()
 
     asyncio.run(scenario())
+
+
+def test_corrections_and_hand_overs_are_prometheus_counters() -> None:
+    counts = {"corrections": 1, "handed": 0}
+    metrics = Metrics()
+    metrics.watch_orders(lambda: counts["corrections"], lambda: counts["handed"])
+    counts["handed"] = 2  # read at scrape time, not at registration
+    text = metrics.exposition().decode()
+    assert "# TYPE xylen_order_corrections_total counter" in text
+    assert "xylen_order_corrections_total 1.0" in text
+    assert "xylen_orders_to_reconciliation_total 2.0" in text
