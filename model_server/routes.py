@@ -20,6 +20,7 @@ import orjson
 from fastapi import APIRouter, HTTPException, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.requests import ClientDisconnect
 
 from model_server.deps import Authorized, ServerState, StateDep
 from model_server.predictors import MissingFeatures, ModelError
@@ -78,14 +79,22 @@ def body_doc(model: type[BaseModel], required: bool = True) -> dict[str, Any]:
 
 
 async def read_body(request: Request, limit: int) -> bytes:
-    """The raw body, refused with 413 past ``limit`` bytes (chunked bodies included)."""
+    """The raw body, refused with 413 past ``limit`` bytes (chunked bodies included).
+
+    A client that hangs up before its body is complete ends the request with one log line and a
+    400 that nobody reads: a disconnect is the client's business, not a server error.
+    """
     chunks: list[bytes] = []
     total = 0
-    async for chunk in request.stream():
-        total += len(chunk)
-        if total > limit:
-            raise HTTPException(413, f"body exceeds MAX_BODY_BYTES {limit}")
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            total += len(chunk)
+            if total > limit:
+                raise HTTPException(413, f"body exceeds MAX_BODY_BYTES {limit}")
+            chunks.append(chunk)
+    except ClientDisconnect:
+        logger.info("client disconnected during %s after %d body bytes", request.url.path, total)
+        raise HTTPException(400, "client disconnected before the body was complete") from None
     return b"".join(chunks)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
+import socket
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -385,3 +386,24 @@ def test_openapi_documents_the_bodies(server: ServerProcess) -> None:
         assert name in schema["components"]["schemas"]
     body = schema["paths"]["/predict"]["post"]["requestBody"]["content"]["application/json"]["schema"]
     assert body == {"$ref": "#/components/schemas/PredictRequest"}
+
+
+def test_a_client_gone_mid_body_leaves_no_traceback(server: ServerProcess) -> None:
+    """A client that sends half a body and hangs up is logged as a disconnect, never a traceback."""
+    before = len(server.output())
+    for route in ("/predict", "/retrain"):
+        head = (
+            f"POST {route} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: {AUTH['Authorization']}\r\n"
+            "Content-Type: application/json\r\nContent-Length: 50000\r\n\r\n"
+        )
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+            sock.sendall(head.encode() + b'{"outcomes": [' + b" " * 1000)
+            time.sleep(0.3)  # the handler is now waiting for the rest of the body
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and "disconnected" not in server.output()[before:]:
+        time.sleep(0.1)
+    status, _ = run(call("GET", f"{server.url}/health", headers=None))
+    assert status == 200  # still serving
+    log = server.output()[before:]
+    assert "disconnected" in log, log
+    assert "Traceback" not in log and "Exception in ASGI application" not in log, log
