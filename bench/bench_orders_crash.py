@@ -1,6 +1,6 @@
 """Crash benchmark of the order manager: SIGKILL a trading worker at random moments, 100 times.
 
-Run: ``python bench/bench_orders_crash.py [--trials N] [--seed S] [--speed X] [--data DIR]``.
+Run: ``python bench/bench_orders_crash.py [--trials N] [--seed S] [--speed X] [--data DIR] [--no-faults]``.
 
 The paper exchange runs as its own process (``python -m paper_exchange``, real BTCUSDT 5m candles
 from ``--data`` or ``$XYLEN_SHARED_DATA``, default ``../shared/data``, replayed at ``--speed``).  Each
@@ -15,6 +15,12 @@ SQLite file, reconciles, and checks against the exchange:
 - unprotected: an open position without a closePosition STOP_MARKET on the exchange (after one
   round of the monitor when a resting LIMIT entry filled between reconciliation and the check).
 
+The exchange runs with replies that may have executed mixed in (``CRASH_FAULTS`` of the worker: 10 %
+of placements answered 200 with a truncated body, half of the cancels of resting orders
+acknowledged ``CANCELED`` while the order fills, 5 % of order requests answered 503 "Unknown
+error" after executing); ``--no-faults`` turns them off.  The figures line says how often the
+orders met them.
+
 All three must be 0; the exit status is 1 otherwise.
 """
 
@@ -26,7 +32,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from coordinator.tests.manager_crash_worker import run_trials
+from coordinator.tests.manager_crash_worker import CRASH_FAULTS, run_trials
 from xylen.data import CandleStore
 from xylen.data.importers import import_file
 from xylen.paths import SHARED_BTC_5M, shared_data_dir
@@ -42,6 +48,11 @@ def main() -> int:
     parser.add_argument(
         "--data", default=None, help="shared data folder (default $XYLEN_SHARED_DATA or ../shared/data)"
     )
+    parser.add_argument(
+        "--no-faults",
+        action="store_true",
+        help="no fault injection (default: replies that may have executed)",
+    )
     args = parser.parse_args()
     if args.trials <= 0 or args.speed <= 0:
         parser.error("--trials and --speed must be positive")
@@ -55,9 +66,14 @@ def main() -> int:
         candles = work / "candles"
         import_file(source, CandleStore(candles))
         started = time.monotonic()
-        counts = run_trials(args.trials, candles, work / "run", seed=args.seed, speed=args.speed)
+        counts = run_trials(
+            args.trials, candles, work / "run", seed=args.seed, speed=args.speed, faults=not args.no_faults
+        )
         elapsed = time.monotonic() - started
-    print(f"order manager crash test: {args.trials} trials in {elapsed:.0f} s (replay x{args.speed:g})")
+    mix = "no faults" if args.no_faults else CRASH_FAULTS.strip().replace("\n", ", ")
+    print(
+        f"order manager crash test: {args.trials} trials in {elapsed:.0f} s (replay x{args.speed:g}; {mix})"
+    )
     print(counts.line())
     reconciled = ", ".join(f"{k}={n}" for k, n in sorted(counts.reconciled.items())) or "none"
     print(f"differences resolved by reconciliation after the kills: {reconciled}")

@@ -7,7 +7,10 @@ close to the price so some fire on the replay, and reduce-only closes -- until i
 
 :func:`run_trials` is the harness shared by ``test_manager_crash.py`` (10 trials) and
 ``bench/bench_orders_crash.py`` (100): the paper exchange runs as its own process (it must
-survive the kills), and after each kill the harness restarts the manager, reconciles, and checks
+survive the kills) with the replies that may have executed mixed in (:data:`CRASH_FAULTS`: a 2xx
+placement reply with an unreadable body, a cancel acknowledged ``CANCELED`` while the order
+fills, a 503 "Unknown error" after execution; ``faults=False`` for none), and after each kill
+the harness restarts the manager, reconciles, and checks
 against the exchange: no order lost (every exchange order with our prefix is in SQLite), none
 duplicated (one entry per intent, one exchange order per client id, one stop per position), and
 every open position has its stop on the exchange.  A resting LIMIT entry may fill on the replay
@@ -47,6 +50,12 @@ logger = logging.getLogger(__name__)
 
 REPO = Path(__file__).resolve().parents[2]
 SYMBOL = "BTCUSDT"
+CRASH_FAULTS = (
+    "seed: 11\n"
+    "unreadable_reply_rate: 0.1\n"  # placements: executed, reply cut in half
+    "fill_after_cancel_rate: 0.5\n"  # cancels of resting orders: CANCELED reply, the order fills
+    "unknown_error_rate: 0.05\n"  # order endpoints: executed, 503 Unknown error
+)
 
 
 def config(url: str) -> ExchangeConfig:
@@ -103,9 +112,19 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def paper_exchange_process(candles: Path, home: Path, speed: float = 300.0) -> Iterator[str]:
-    """``python -m paper_exchange`` in its own process over ``candles``; yields its URL."""
+def paper_exchange_process(
+    candles: Path, home: Path, speed: float = 300.0, faults: str | None = None
+) -> Iterator[str]:
+    """``python -m paper_exchange`` in its own process over ``candles``; yields its URL.
+
+    ``faults``: the text of a fault file (:mod:`paper_exchange.faults`) the exchange runs with.
+    """
     home.mkdir(parents=True, exist_ok=True)
+    fault_args: list[str] = []
+    if faults is not None:
+        fault_file = home / "faults.yaml"
+        fault_file.write_text(faults, encoding="utf-8")
+        fault_args = ["--faults", str(fault_file)]
     link = home / "candles"
     if not link.exists():
         link.symlink_to(candles, target_is_directory=True)
@@ -128,6 +147,7 @@ def paper_exchange_process(candles: Path, home: Path, speed: float = 300.0) -> I
             "2024-01-02",
             "--tick-ms",
             "50",
+            *fault_args,
         ],
         cwd=REPO,
         stdout=log,
@@ -168,6 +188,8 @@ class CrashCounts:
     unprotected: int = 0
     positions_checked: int = 0
     late_fills: int = 0  # a resting entry filled between reconciliation and the check
+    unreadable_replies: int = 0  # placements whose 2xx reply was unreadable (resolved by a query)
+    corrections: int = 0  # final states the venue overruled (a fill after an acknowledged cancel)
     reconciled: Counter[str] = field(default_factory=Counter)
     problems: list[str] = field(default_factory=list)
 
@@ -175,7 +197,8 @@ class CrashCounts:
         return (
             f"trials={self.trials} kills={self.kills} orders placed={self.orders_placed} "
             f"lost={self.lost} duplicated={self.duplicated} unprotected positions={self.unprotected} "
-            f"(positions checked={self.positions_checked}, filled after reconciliation={self.late_fills})"
+            f"(positions checked={self.positions_checked}, filled after reconciliation={self.late_fills}; "
+            f"faults met: unreadable 2xx replies={self.unreadable_replies}, corrections={self.corrections})"
         )
 
 
@@ -266,14 +289,17 @@ def open_intent_orders(store: OrderStore) -> list[Order]:
     return [o for intent in store.open_intents() for o in store.orders_of_intent(intent.intent_id)]
 
 
-def run_trials(trials: int, candles: Path, workdir: Path, seed: int = 1, speed: float = 300.0) -> CrashCounts:
+def run_trials(
+    trials: int, candles: Path, workdir: Path, seed: int = 1, speed: float = 300.0, faults: bool = True
+) -> CrashCounts:
     """``trials`` x (start the worker, SIGKILL it at a random moment, restart + reconcile + verify)."""
     rng = random.Random(seed)
     counts = CrashCounts()
     db = workdir / "xylen.db"
     owners: dict[int, str] = {}
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    with paper_exchange_process(candles, workdir / "paper", speed) as url:
+    fault_text = CRASH_FAULTS if faults else None
+    with paper_exchange_process(candles, workdir / "paper", speed, fault_text) as url:
         for trial in range(trials):
             proc = subprocess.Popen(
                 [
@@ -310,7 +336,24 @@ def run_trials(trials: int, candles: Path, workdir: Path, seed: int = 1, speed: 
                     proc.stderr.close()
             asyncio.run(verify(url, db, counts, owners))
             counts.trials += 1
+    count_faults_met(db, counts)
     return counts
+
+
+def count_faults_met(db: Path, counts: CrashCounts) -> None:
+    """How often the orders met the two faults, from their ``order_events`` rows."""
+    store = OrderStore.open(db)
+    try:
+        conn = store.connection
+        counts.corrections = conn.execute(
+            "SELECT count(*) FROM order_events WHERE kind = 'CORRECTION' AND applied = 1"
+        ).fetchone()[0]
+        counts.unreadable_replies = conn.execute(
+            "SELECT count(*) FROM order_events"
+            " WHERE kind = 'UNKNOWN_OUTCOME' AND event LIKE '%unreadable body%'"
+        ).fetchone()[0]
+    finally:
+        store.close()
 
 
 def main(argv: list[str]) -> None:
