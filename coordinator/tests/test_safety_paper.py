@@ -360,3 +360,26 @@ def test_hedge_mode_is_switched_to_one_way_when_flat_and_refused_with_a_position
             assert await client.get_position_mode() is True
 
     asyncio.run(scenario())
+
+
+def test_the_death_of_the_order_monitor_stops_the_coordinator_with_exit_1(
+    candles: Path,  # noqa: F811 - fixture
+    tmp_path: Path,
+) -> None:
+    service = venue_service(candles, tmp_path)
+
+    async def scenario() -> None:
+        async with paper_venue(service) as url:
+            app = offline_app(url, tmp_path / "home", trading=True)
+            runner = asyncio.create_task(app.run())
+
+            def monitoring() -> bool:
+                return app.heartbeat is not None and app.exchange is not None and app.exchange.monitor.task is not None
+
+            await until(monitoring, timeout_s=20.0, what="coordinator started")
+            assert app.exchange is not None and app.exchange.monitor.task is not None
+            app.exchange.monitor.task.cancel()  # the monitor dies (killed, not stopped by the app)
+            status = await asyncio.wait_for(runner, 20.0)
+            assert status == 1
+
+    asyncio.run(scenario())
