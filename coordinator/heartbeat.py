@@ -1,21 +1,26 @@
-"""The heartbeat (DESIGN §1): one decision cycle per ``heartbeat.interval_seconds`` of clock time.
+"""The heartbeat: one decision cycle per ``heartbeat.interval_seconds`` of clock time.
 
 One beat, for every symbol at once::
 
-    snapshot (coordinator.snapshot) + account  ->  parallel fan-out to every model server
-    (per-server timeout, beat deadline)  ->  ensemble.decide  ->  risk.validate  ->  order
-    (FuturesExchange.place_order, only for an approved entry with no position or open intent on the
-    symbol; never when ``trading.enabled`` is false)  ->  metrics  ->  journal.log_beat  ->  dashboard
+    snapshot (coordinator.snapshot) + account  ->  settle closed trades  ->  label matured outcomes
+    ->  parallel fan-out to every model server (per-server timeout, beat deadline)  ->  ensemble.decide
+    ->  position_open check  ->  risk.validate  ->  order (only for an approved entry; never when
+    ``trading.enabled`` is false)  ->  journal.log_beat  ->  risk equity/quorum  ->  metrics and dashboard
+
+This module is the beat loop; the parts it calls live in their own modules: closed trades in
+:mod:`coordinator.trades`, outcome labelling and retrain feedback in :mod:`coordinator.outcomes`,
+metrics and the dashboard feed in :mod:`coordinator.publish`, entry styles in
+:mod:`coordinator.entries`.
 
 Every beat is logged, HOLDs and refusals included: the snapshot's features, every server's vote
 (failures as NaN votes with their status), the decision with its HOLD reasons, the risk answer with
-its reasons and the order's ``clientOrderId``.
+its reasons and the order's ``clientOrderId``.  Equity and the number of votes go to the risk
+manager every beat (drawdown and quorum breakers).
 
-Outcomes: a decision taken on a new closed candle waits until its horizon (``trading.horizon_minutes``)
-has closed too; then its label (close after the horizon > close at the decision) goes to
-``ensemble.observe`` and the journal's outcomes, and, in batches of ``retrain_batch``, to every model
-server's ``/retrain`` (a tracked background task: the beat never waits for it).  Equity and the
-number of votes go to the risk manager every beat (drawdown and quorum breakers).
+One position (and one intent) per symbol at a time: an entry decided while the symbol holds a
+position or an open intent is refused before sizing with the reason ``position_open`` (logged like a
+risk refusal), so it is neither sized -- whose refusal would only name the exposure already taken --
+nor counted toward ``max_orders_per_minute``.
 
 Entries (:mod:`coordinator.entries`): ``trading.entry`` ``market`` sends a MARKET order; ``limit`` and
 ``maker_preferred`` a post-only LIMIT at the touch, whose ``trading.maker_timeout_seconds`` (clock
@@ -24,23 +29,11 @@ wall or accelerated clock, by a watcher task at the deadline; ``maker_preferred`
 MARKET entry only when the decision re-priced with taker costs still has a positive EV.
 
 Closed trades (:meth:`Heartbeat.settle_trades`, at the start of every beat, before any decision): every
-intent the order layer has closed (a bracket leg fired, a close, a liquidation or a manual close seen
-as a flat position) becomes one round trip computed from its fills in the order store (VWAP entry and
-exit, quantity, realised PnL, fees; an order executed beyond its recorded fills -- a missed stream
-event -- gets its trades from ``userTrades`` first) and the funding the position paid: the sum of
-the exchange's ``FUNDING_FEE`` income entries for the symbol between the entry and the exit
-(``/fapi/v1/income``; one intent per symbol at a time, so they are the trade's).  It is written
-with ``journal.log_trade``, and only when that row is new do its fills go to ``risk.on_fill`` (the
-fees) and the trade to ``risk.on_close`` with its realised PnL net of funding (daily PnL, win/loss
-counts, the consecutive-losses breaker and the loss cooldown), so the risk manager's daily PnL and
-the trade's ``net_pnl`` (realised - fees - funding) agree.  The ``trades`` row is the idempotency
-key: a second scan or a restart never counts a trade twice, and a trade already logged costs no
-income request (nor does one open between two hours: funding is settled only on the hour).  When
-the income request fails it is tried again next beat; an exchange without income history (refused)
-gets funding 0, logged as an error.
+intent the order layer has closed becomes one ``trades`` row and the risk manager's fill and close
+updates, committed in one transaction (see :mod:`coordinator.trades`).
 
-Errors, by reaction (STYLE practice 4): :data:`FATAL` errors (the exchange refusing our keys) stop the
-loop and so the process; any other failure of a beat is logged with its traceback, counted
+Errors, by reaction: :data:`FATAL` errors (the exchange refusing our keys) stop the loop and so the
+process; any other failure of a beat is logged with its traceback, counted
 (:attr:`Heartbeat.failed_beats`; exchange errors also feed the risk manager's error-burst breaker and
 ``xylen_exchange_errors_total``) and the loop goes on with the next beat.
 """
@@ -58,18 +51,17 @@ from decimal import Decimal
 
 from coordinator.clock import Clock
 from coordinator.decision import proposal_from_decision
-from coordinator.ensemble import Decision, Ensemble, Market, Outcome, Vote
+from coordinator.ensemble import Decision, Ensemble, Market, Vote
 from coordinator.entries import EntryContext, EntryDesk
-from coordinator.exchange.errors import (
-    ExchangeError,
-)
+from coordinator.exchange.errors import ExchangeError
 from coordinator.exchange.facade import FuturesExchange
 from coordinator.exchange.schemas import Balance, Position
-from coordinator.feed_models import PositionRow as PositionMessage
 from coordinator.metrics import Metrics
 from coordinator.model_client import FanOut, ModelClients, VoteStatus
 from coordinator.orders.manager import Placement, SymbolBusy
 from coordinator.orders.models import Side as OrderSide
+from coordinator.outcomes import Outcomes
+from coordinator.publish import BeatReport, Publisher, SymbolBeat
 from coordinator.risk import AccountView, MarketView, PositionView, RiskManager, Side
 from coordinator.risk.checks import Violation, position_open_violation
 from coordinator.risk.manager import RiskResult
@@ -82,17 +74,11 @@ from coordinator.storage.journal import (
     TradeRecord,
 )
 from coordinator.trades import FATAL, TradeSettler
-from coordinator.ws_server import (
-    BeatMessage,
-    DashboardServer,
-    DecisionView,
-    EquityPoint,
-    ModelStatusView,
-)
+from coordinator.ws_server import DashboardServer
 from xylen.config.schema import XylenConfig
-from xylen.contract import Outcome as WireOutcome
 from xylen.contract import PredictRequest
-from xylen.features import FEATURE_VERSION
+
+__all__ = ["FATAL", "OPEN_NOTE", "BeatReport", "Heartbeat", "SymbolBeat"]
 
 logger = logging.getLogger(__name__)
 
@@ -102,43 +88,6 @@ _PREDICTION_STATUS: dict[VoteStatus, PredictionStatus] = {
     VoteStatus.TIMEOUT: "timeout",
     VoteStatus.DEADLINE: "timeout",
 }
-
-
-@dataclass(frozen=True, slots=True)
-class SymbolBeat:
-    """What one beat did for one symbol."""
-
-    beat_id: str
-    snapshot: MarketSnapshot
-    fanout: FanOut
-    decision: Decision
-    risk: RiskResult | None = None
-    placement: Placement | None = None
-    note: str = ""  # why no order was sent although the ensemble traded
-
-
-@dataclass(frozen=True, slots=True)
-class BeatReport:
-    """One beat: per symbol results, its duration and ``decide_to_order_s`` (snapshot in hand -> sent)."""
-
-    number: int
-    started_ms: int
-    symbols: dict[str, SymbolBeat]
-    duration_s: float
-    outcomes: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class Pending:
-    """A decision waiting for its horizon to close."""
-
-    beat_id: str
-    symbol: str
-    decision_ms: int
-    entry: float
-    votes: tuple[Vote, ...]
-    market: Market
-    features: dict[str, float]
 
 
 @dataclass
@@ -155,23 +104,39 @@ class Heartbeat:
     journal: Journal
     metrics: Metrics
     dashboard: DashboardServer | None = None
-    retrain_batch: int = 32
     on_beat: Callable[[BeatReport], None] | None = None
     beats: int = 0
     failed_beats: int = 0
-    pending: list[Pending] = field(default_factory=list)
-    retrain_buffer: list[WireOutcome] = field(default_factory=list)
-    _decided: dict[str, int] = field(default_factory=dict)
-    _tasks: set[asyncio.Task[None]] = field(default_factory=set)
     _staged: tuple[XylenConfig, Ensemble, RiskManager] | None = None
     entries: EntryDesk = field(init=False)
     trades: TradeSettler = field(init=False)
+    outcomes: Outcomes = field(init=False)
+    publisher: Publisher = field(init=False)
 
     def __post_init__(self) -> None:
         self.entries = EntryDesk(
             self.exchange, self.clock, lambda: self.config.trading, lambda: self.ensemble.params
         )
         self.trades = TradeSettler(self.exchange, self.journal, self.clock)
+        self.outcomes = Outcomes(
+            self.market,
+            self.models,
+            self.journal,
+            lambda: self.ensemble,
+            lambda: self.config.trading.horizon_minutes * 60_000,
+        )
+        self.publisher = Publisher(
+            self.metrics, self.models, self.dashboard, lambda: self.config.exchange.leverage
+        )
+
+    @property
+    def retrain_batch(self) -> int:
+        """How many labelled outcomes are posted to ``/retrain`` at once."""
+        return self.outcomes.batch
+
+    @retrain_batch.setter
+    def retrain_batch(self, value: int) -> None:
+        self.outcomes.batch = value
 
     # ------------------------------------------------------------------ configuration
 
@@ -239,12 +204,7 @@ class Heartbeat:
         """Send the buffered outcomes and wait (bounded) for retrain posts in flight; stop the maker
         entries' watchers (their deadlines stay in SQLite)."""
         await self.entries.close(timeout_s)
-        self._flush_retrain(force=True)
-        if self._tasks:
-            _done, pending = await asyncio.wait(self._tasks, timeout=timeout_s)
-            for task in pending:
-                logger.warning("retrain post %s still running at shutdown: cancelled", task.get_name())
-                task.cancel()
+        await self.outcomes.close(timeout_s)
 
     # ------------------------------------------------------------------ one beat
 
@@ -260,7 +220,7 @@ class Heartbeat:
         account = self._account_view(balances, positions)
         await self.entries.check()
         await self.settle_trades({p.symbol: p.markPrice for p in positions})
-        matured = self._mature(snaps)
+        matured = self.outcomes.mature(snaps)
         fanouts = await asyncio.gather(*(self._fan_out(s) for s in snaps.values()))
         results: dict[str, SymbolBeat] = {}
         for snap, fanout in zip(snaps.values(), fanouts, strict=True):
@@ -271,10 +231,12 @@ class Heartbeat:
         stats = self.risk.statistics(now)
         self.journal.log_equity(now, account.equity, stats.daily_pnl, account.unrealised_pnl)
         duration = time.perf_counter() - t0
-        self._record_metrics(results, account, positions, stats.breaker_trips, stats.breakers_blocking)
-        self.metrics.observe_beat(duration)
+        blocking = stats.breakers_blocking
+        self.publisher.record(
+            results, account, positions, stats.daily_pnl, stats.breaker_trips, blocking, duration
+        )
         report = BeatReport(self.beats, now, results, duration, matured)
-        self._publish(report, account, positions, stats.daily_pnl, stats.breakers_blocking)
+        self.publisher.publish(report, account, positions, stats.daily_pnl, blocking)
         logger.info(
             "beat %d: %s in %.0f ms",
             self.beats,
@@ -364,7 +326,7 @@ class Heartbeat:
             )
             risk_result = self.risk.validate(proposal, account, view, self.clock.now_ms())
             placement, note = await self._order(snap, proposal.side, risk_result, account, decision)
-        self._remember(beat_id, snap, fanout.votes, market)
+        self.outcomes.remember(beat_id, snap, fanout.votes, market)
         self.journal.log_beat(
             Snapshot(
                 beat_id, snap.symbol, market, float(snap.mark_price), snap.features, snap.feature_version
@@ -443,127 +405,3 @@ class Heartbeat:
                 status = _PREDICTION_STATUS.get(r.status, "error")
                 out.append(Prediction(vote, status=status, error=f"{r.status.value}: {r.detail}"[:500]))
         return out
-
-    # ------------------------------------------------------------------ outcomes
-
-    def _remember(self, beat_id: str, snap: MarketSnapshot, votes: Sequence[Vote], market: Market) -> None:
-        """Keep the first decision on each new closed candle until its horizon closes."""
-        if self._decided.get(snap.symbol) == snap.close_time_ms or not votes:
-            return
-        self._decided[snap.symbol] = snap.close_time_ms
-        self.pending.append(
-            Pending(beat_id, snap.symbol, snap.close_time_ms, snap.close, tuple(votes), market, snap.features)
-        )
-
-    def _mature(self, snaps: dict[str, MarketSnapshot]) -> int:
-        """Label the pending decisions whose horizon has closed; returns how many."""
-        horizon = self.config.trading.horizon_minutes * 60_000
-        keep: list[Pending] = []
-        done = 0
-        for p in self.pending:
-            snap = snaps.get(p.symbol)
-            target = p.decision_ms + horizon
-            if snap is None or snap.close_time_ms < target:
-                keep.append(p)
-                continue
-            tail = self.market.tails[p.symbol]
-            index = int(tail.open_time.searchsorted(target + 1 - self.market.step_ms))
-            if index >= len(tail):
-                keep.append(p)
-                continue
-            exit_price = float(tail.columns["close"][index])
-            label = 1 if exit_price > p.entry else 0
-            return_bps = (exit_price / p.entry - 1.0) * 1e4
-            self.ensemble.observe(Outcome.from_votes(p.votes, p.market, label, target))
-            self.journal.log_outcome(p.beat_id, target, label, exit_price, return_bps)
-            self.retrain_buffer.append(
-                WireOutcome(request_id=p.beat_id, timestamp=p.decision_ms, features=p.features, label=label)
-            )
-            done += 1
-        self.pending = keep
-        self._flush_retrain()
-        return done
-
-    def _flush_retrain(self, *, force: bool = False) -> None:
-        if not self.retrain_buffer or (len(self.retrain_buffer) < self.retrain_batch and not force):
-            return
-        batch, self.retrain_buffer = self.retrain_buffer, []
-        task = asyncio.create_task(self._retrain(batch), name=f"retrain:{len(batch)}")
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _retrain(self, batch: list[WireOutcome]) -> None:
-        results = await self.models.retrain_all(batch, FEATURE_VERSION)
-        failed = [r.server_id for r in results if not r.ok]
-        logger.info("sent %d outcomes to %d server(s) for retraining; failed: %s",
-                    len(batch), len(results), failed or "none")  # fmt: skip
-
-    # ------------------------------------------------------------------ metrics and dashboard
-
-    def _record_metrics(
-        self,
-        results: dict[str, SymbolBeat],
-        account: AccountView,
-        positions: Sequence[Position],
-        trips: dict[str, int],
-        blocking: Sequence[str],
-    ) -> None:
-        m = self.metrics
-        for r in results.values():
-            for res in r.fanout.results:
-                asked = res.status is not VoteStatus.BACKOFF
-                m.observe_vote(res.server_id, res.status.value, res.latency_ms / 1000.0 if asked else None)
-            m.observe_decision(r.decision.action.value, [x.value for x in r.decision.reasons])
-        for state in self.models.states():
-            m.set_model_server_up(state.config.id, state.up)
-        for name in trips:
-            m.set_breaker(name, name in blocking)
-        stats_pnl = self.risk.statistics(self.clock.now_ms()).daily_pnl
-        m.set_account(
-            float(account.equity), float(stats_pnl), sum(1 for p in positions if p.positionAmt != 0)
-        )
-
-    def _publish(
-        self,
-        report: BeatReport,
-        account: AccountView,
-        positions: Sequence[Position],
-        daily_pnl: Decimal,
-        blocking: Sequence[str],
-    ) -> None:
-        if self.dashboard is None:
-            return
-        views = [
-            PositionMessage(
-                symbol=p.symbol,
-                side="LONG" if p.positionAmt > 0 else "SHORT",
-                quantity=float(abs(p.positionAmt)),
-                entry_price=float(p.entryPrice),
-                mark_price=float(p.markPrice),
-                unrealized_pnl_usd=float(p.unRealizedProfit),
-                leverage=self.config.exchange.leverage,
-            )
-            for p in positions
-            if p.positionAmt != 0
-        ]
-        models = [
-            ModelStatusView(
-                server_id=s.config.id,
-                up=s.up,
-                status=s.last_status.value if s.last_status else None,
-                latency_ms=s.last_latency_ms,
-                model_version=s.last_model_version,
-            )
-            for s in self.models.states()
-        ]
-        self.dashboard.publish_beat(
-            BeatMessage(
-                ts=report.started_ms,
-                positions=views,
-                decisions=[DecisionView.from_decision(r.decision) for r in report.symbols.values()],
-                models=models,
-                equity=[EquityPoint(ts=report.started_ms, equity_usd=float(account.equity),
-                                    daily_pnl_usd=float(daily_pnl))],
-                breakers={name: True for name in blocking},
-            )
-        )  # fmt: skip
