@@ -1,4 +1,4 @@
-"""The coordinator's Prometheus metrics (DESIGN §7: ``xylen_`` prefix, units in the names).
+"""The coordinator's Prometheus metrics: every name starts with ``xylen_`` and carries its unit.
 
 :class:`Metrics` owns its own ``CollectorRegistry`` (never the process-global one), so tests and
 several coordinators in one process never collide.  ``/metrics`` is served by a small aiohttp app on
