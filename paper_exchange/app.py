@@ -63,6 +63,8 @@ JSON_TYPE = "application/json"
 MSG_UNKNOWN_500 = "An unknown error occured while processing the request."
 MSG_INVALID_PATH = "Path {path}, Method {method} is invalid"
 _BODY_METHODS = frozenset({"POST", "PUT", "DELETE"})
+MAX_BODY_BYTES = 1024 * 1024  # a signed order is well under 2 kB
+MSG_BODY_TOO_LARGE = f"Request body too large; at most {MAX_BODY_BYTES} bytes are read."
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -202,6 +204,8 @@ class Gateway:
         except API_ERROR_TYPES as exc:
             code, msg, status = error_fields(exc)
             return self._error(status, code, msg, headers, route, ip, account, now_ms)
+        except web.HTTPRequestEntityTooLarge:  # past client_max_size: refused, never a 500
+            return self._error(413, -1101, MSG_BODY_TOO_LARGE, headers, route, ip, account, now_ms)
         except Exception:
             logger.exception("unexpected error on %s %s", request.method, route.path)
             return self._error(500, -1000, MSG_UNKNOWN_500, headers, route, ip, account, now_ms)
@@ -333,7 +337,7 @@ def create_app(
         send_timeout_s=settings.ws_send_timeout_s,
     )
     gateway = Gateway(service, settings, faults, hub, clock)
-    app = web.Application()
+    app = web.Application(client_max_size=MAX_BODY_BYTES)
     app[SERVICE_KEY] = service
     app[HUB_KEY] = hub
     app[GATEWAY_KEY] = gateway

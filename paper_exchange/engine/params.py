@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from decimal import Decimal
 
@@ -20,6 +21,7 @@ Params = Mapping[str, str]
 
 _DECIMAL_RANGE = "^([0-9]{1,20})(\\.[0-9]{1,20})?$"
 _INT_RANGE = "^[0-9]{1,20}$"
+_DECIMAL = re.compile(r"[0-9]{1,20}(\.[0-9]{1,20})?")
 
 
 def text(params: Params, name: str, required: bool = False) -> str | None:
@@ -43,8 +45,8 @@ def decimal(params: Params, name: str, need: bool = False) -> Decimal | None:
     value = text(params, name, need)
     if value is None:
         return None
-    parsed = parse_decimal(value)
-    if parsed is None or value[0] in "+-":
+    parsed = parse_decimal(value) if _DECIMAL.fullmatch(value) else None
+    if parsed is None:  # the pattern Binance names: at most 20 digits before and after the point
         raise illegal(name, _DECIMAL_RANGE)
     return parsed
 
