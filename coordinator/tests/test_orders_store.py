@@ -93,7 +93,7 @@ def test_migrations_apply_in_order_and_a_failure_rolls_back(tmp_path: Path) -> N
     conn.close()
     with pytest.raises(RuntimeError, match="newer"):
         init_db(tmp_path / "f.db")  # the file is ahead of the shipped migrations
-    (migrations / "0009_gap.sql").write_text("SELECT 1;")
+    (migrations / f"{nxt + 2:04d}_gap.sql").write_text("SELECT 1;")  # nxt + 1 is missing
     with pytest.raises(ValueError, match="without gaps"):
         latest_version(migrations)
 
