@@ -48,14 +48,14 @@ ORDER = "POST /fapi/v1/order"
 CENT = Decimal("0.01")
 
 
-def _app(url: str, home: Path, entry: str = "maker_preferred", trading: bool = False) -> CoordinatorApp:
+def _app(url: str, home: Path, entry: str = "maker_preferred", trading: bool = True) -> CoordinatorApp:
     costs = {"taker_fee_bps": 5.0, "maker_fee_bps": 2.0, "slippage_bps": 1.0}
     return offline_app(url, home, trading=trading, entry=entry, maker_timeout_seconds=30.0, **costs)
 
 
 @contextlib.asynccontextmanager
 async def _on_venue(
-    service: PaperExchangeService, home: Path, entry: str = "maker_preferred", trading: bool = False
+    service: PaperExchangeService, home: Path, entry: str = "maker_preferred", trading: bool = True
 ) -> AsyncIterator[Heartbeat]:
     """A built heartbeat of the real app, on the paper exchange ``service`` served over HTTP."""
     async with paper_venue(service) as url, built_heartbeat(_app(url, home, entry, trading)) as hb:
@@ -290,6 +290,7 @@ def test_a_post_only_entry_that_would_take_is_no_trade_for_limit_and_a_checked_f
         async with _on_venue(service, tmp_path / "home", entry="limit") as hb:
             ex = hb.exchange
             stale = _StaleQuote(ex, hb.clock, lambda: hb.config.trading, lambda: hb.ensemble.params)
+            stale.guard(lambda: hb.risk, lambda: hb.config, hb.entries.gate)
             mark = await ex.mark_price(SYMBOL)
 
             limit = await _enter(stale, mark)
@@ -407,6 +408,7 @@ def test_an_accelerated_clock_times_the_entry_out_without_a_beat(
         async with _on_venue(service, tmp_path / "home", entry="limit") as hb:
             clock = AcceleratedClock(2000.0, start_ms=hb.clock.now_ms())
             desk = EntryDesk(hb.exchange, clock, lambda: hb.config.trading, lambda: hb.ensemble.params)
+            desk.guard(lambda: hb.risk, lambda: hb.config, hb.entries.gate)
             mark = await hb.exchange.mark_price(SYMBOL)
             result = await _enter(desk, mark)
             assert result.placement is not None
