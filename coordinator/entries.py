@@ -309,7 +309,9 @@ class EntryDesk:
                 if refusal:
                     return EntryResult(None, refusal)
                 with entry_deadline(self._deadline(context, self.clock.now_ms())):
-                    placement = await self.exchange.place_order(symbol, side, quantity, stop_loss, take_profit)
+                    placement = await self.exchange.place_order(
+                        symbol, side, quantity, stop_loss, take_profit
+                    )
             return EntryResult(placement, placement.reason)
         price = await self.touch_price(symbol, side, last_price)
         created = self.clock.now_ms()
@@ -439,7 +441,9 @@ class EntryDesk:
             reference_price=price, stop_price=intent.stop_price, take_profit_price=intent.take_profit_price,
             probability=Decimal(str(context.probability)), quantity=intent.qty,
         )  # fmt: skip
-        market = MarketView(intent.symbol, mark, price, now_ms, self.exchange.client.symbol_rules(intent.symbol))
+        market = MarketView(
+            intent.symbol, mark, price, now_ms, self.exchange.client.symbol_rules(intent.symbol)
+        )
         result = risk.validate(
             proposal, account_view(balances, positions, config.exchange.leverage), market, now_ms
         )

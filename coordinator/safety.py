@@ -35,6 +35,7 @@ to its send, a halt from its persisted flag through its cancels, so no entry can
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
@@ -107,7 +108,8 @@ class HaltRequests:
     ) -> int | None:
         """Write a pending request; its id, or ``None`` when ``trigger_key`` has fired already."""
         cursor = self.conn.execute(
-            "INSERT INTO halt_requests (requested_ms, actor, reason, flatten, trigger_key) VALUES (?, ?, ?, ?, ?)"
+            "INSERT INTO halt_requests (requested_ms, actor, reason, flatten, trigger_key)"
+            " VALUES (?, ?, ?, ?, ?)"
             " ON CONFLICT (trigger_key) DO NOTHING",
             (now_ms, actor, reason, int(flatten), trigger_key),
         )
@@ -206,19 +208,14 @@ class VenueExecutor:
     async def _cancel_venue(self, symbol: str, *, protective_too: bool) -> None:
         """Cancel what is still open on the venue (orders SQLite does not know, cancels not confirmed)."""
         client = self.exchange.client
-        store = self.exchange.store
         for order in await client.get_open_orders(symbol):
             if protective_too or self._may_open(order.clientOrderId, order.reduceOnly or order.closePosition):
-                try:
+                with contextlib.suppress(NotFoundError):  # filled or cancelled meanwhile
                     await client.cancel_order(symbol, order_id=order.orderId)
-                except NotFoundError:
-                    pass  # filled or cancelled meanwhile
         for algo in await client.get_open_algo_orders(symbol):
             if protective_too or self._may_open(algo.clientAlgoId, algo.reduceOnly or algo.closePosition):
-                try:
+                with contextlib.suppress(NotFoundError):
                     await client.cancel_algo_order(algo_id=algo.algoId)
-                except NotFoundError:
-                    pass
 
     def _may_open(self, client_id: str, reducing: bool) -> bool:
         """Whether an open venue order could open (or add to) a position: not reduce-only or
@@ -288,7 +285,9 @@ async def execute(
             break
         await asyncio.sleep(0.2)
     if positions or orders:
-        report.errors.append(f"left after {settle_timeout_s:.0f} s: {len(positions)} position(s), {orders} order(s)")
+        report.errors.append(
+            f"left after {settle_timeout_s:.0f} s: {len(positions)} position(s), {orders} order(s)"
+        )
     return not report.errors, _summary(report, "flattened")
 
 
@@ -384,7 +383,9 @@ class SafetySwitch:
                     logger.exception("halt request %d failed", request.id)
                     ok, detail = False, repr(exc)
             self.requests.finish(request.id, ok, detail, wall_ms())
-            (logger.warning if ok else logger.error)("halt request %d (%s): %s", request.id, request.reason, detail)
+            (logger.warning if ok else logger.error)(
+                "halt request %d (%s): %s", request.id, request.reason, detail
+            )
             done.append((request.id, ok, detail))
         self.executed.extend(done)
         self._publish()
@@ -396,12 +397,14 @@ class SafetySwitch:
         latest = self.requests.latest()
         flatten = "none"
         if latest is not None and latest.flatten:
-            flatten = {"pending": "pending", "running": "running", "done": "done"}.get(latest.status, "failed")
+            flatten = {"pending": "pending", "running": "running", "done": "done"}.get(
+                latest.status, "failed"
+            )
         return RiskStateView(
             halted=risk.halted,
             reason=risk.state.halted_reason,
             halted_ms=risk.state.halted_ms,
-            flatten=flatten,  # type: ignore[arg-type]
+            flatten=flatten,
             trading_enabled=risk.trading_enabled and self.config().trading.enabled,
             daily_limits=list(risk.state.daily_limit_hit),
         )
@@ -425,10 +428,8 @@ class SafetySwitch:
                 except (ExchangeError, sqlite3.Error):
                     logger.exception("safety check failed; trying again in %.1f s", self.poll_s)
                 self.wakeup.clear()
-                try:
+                with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self.wakeup.wait(), self.poll_s)
-                except asyncio.TimeoutError:
-                    pass
         finally:
             try:
                 self.requests.release_lease()
@@ -463,7 +464,9 @@ async def execute_offline(
             raise
         try:
             await exchange.start()
-            ok, detail = await execute(request, risk, VenueExecutor(exchange), config.market.symbols, wall_ms())
+            ok, detail = await execute(
+                request, risk, VenueExecutor(exchange), config.market.symbols, wall_ms()
+            )
         except BaseException as exc:
             requests.finish(request_id, False, repr(exc), wall_ms())
             raise

@@ -254,7 +254,9 @@ class RateLimiter:
         try:
             await asyncio.wait_for(self._lock.acquire(), left)
         except asyncio.TimeoutError:
-            raise DeadlineExceeded("queued behind other requests past the decision's deadline: not sent") from None
+            raise DeadlineExceeded(
+                "queued behind other requests past the decision's deadline: not sent"
+            ) from None
 
     def observe(self, headers: Mapping[str, str]) -> None:
         """Correct the windows from a reply's ``X-MBX-USED-WEIGHT-1M`` / ``X-MBX-ORDER-COUNT-*``."""

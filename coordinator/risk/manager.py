@@ -321,7 +321,9 @@ class RiskManager:
         for error in report.errors:
             logger.error("halt: %s", error)
         self.state.event(
-            now_ms, "halt_entries_cancelled", f"cancelled on {report.cancelled}, {len(report.errors)} error(s)"
+            now_ms,
+            "halt_entries_cancelled",
+            f"cancelled on {report.cancelled}, {len(report.errors)} error(s)",
         )
         self._commit(now_ms)
         return report

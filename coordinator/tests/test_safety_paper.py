@@ -72,7 +72,10 @@ async def _bracketed_position(hb: Heartbeat) -> str:
 
     def bracketed() -> bool:
         legs = latest_legs(ex.store.orders_of_intent(intent))
-        return all(k in legs and legs[k].state is OrderState.NEW for k in (OrderKind.STOP_LOSS, OrderKind.TAKE_PROFIT))
+        return all(
+            k in legs and legs[k].state is OrderState.NEW
+            for k in (OrderKind.STOP_LOSS, OrderKind.TAKE_PROFIT)
+        )
 
     await until(bracketed, what="stop and take-profit live")
     return intent
@@ -134,7 +137,10 @@ def test_plain_halt_cancels_resting_entries_and_keeps_the_stops(
         async with _coordinator(service, tmp_path / "home") as (app, hb):
             intent = await _bracketed_position(hb)
             legs = latest_legs(hb.exchange.store.orders_of_intent(intent))
-            protective = {legs[OrderKind.STOP_LOSS].client_order_id, legs[OrderKind.TAKE_PROFIT].client_order_id}
+            protective = {
+                legs[OrderKind.STOP_LOSS].client_order_id,
+                legs[OrderKind.TAKE_PROFIT].client_order_id,
+            }
             await _foreign_entry(hb)
             switch = _switch(app)
             switch.requests.request("no new risk", flatten=False, actor="test", now_ms=wall_ms())
@@ -321,7 +327,8 @@ def test_cli_halt_reaches_a_running_coordinator(
             switch = _switch(app)
             runner = asyncio.create_task(switch.run())
             try:
-                await until(lambda: HaltRequests(sqlite3.connect(Home(home).database)).coordinator_running(wall_ms()),
+                lease = HaltRequests(sqlite3.connect(Home(home).database))
+                await until(lambda: lease.coordinator_running(wall_ms()),
                             what="lease")  # fmt: skip
                 args = argparse.Namespace(home=str(home), config=None, flatten=False, reason="by hand",
                                           by="tester", wait=10.0)  # fmt: skip
@@ -374,7 +381,11 @@ def test_the_death_of_the_order_monitor_stops_the_coordinator_with_exit_1(
             runner = asyncio.create_task(app.run())
 
             def monitoring() -> bool:
-                return app.heartbeat is not None and app.exchange is not None and app.exchange.monitor.task is not None
+                return (
+                    app.heartbeat is not None
+                    and app.exchange is not None
+                    and app.exchange.monitor.task is not None
+                )
 
             await until(monitoring, timeout_s=20.0, what="coordinator started")
             assert app.exchange is not None and app.exchange.monitor.task is not None

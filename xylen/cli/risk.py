@@ -36,7 +36,9 @@ logger = logging.getLogger(__name__)
 
 
 def register(sub: Any) -> None:
-    parser: argparse.ArgumentParser = sub.add_parser("risk", help="risk state: status, halt, reset after a halt")
+    parser: argparse.ArgumentParser = sub.add_parser(
+        "risk", help="risk state: status, halt, reset after a halt"
+    )
     inner = parser.add_subparsers(dest="risk_command", metavar="ACTION", required=True)
     status = inner.add_parser("status", help="print the persisted risk state (halt, daily PnL, breakers)")
     status.add_argument("--json", action="store_true", help="print one JSON object instead of text")
@@ -190,6 +192,8 @@ def run_halt(args: argparse.Namespace) -> int:
         store.conn.close()
     config = load_config(args.config)
     database = Home.resolve(args.home).database
-    ok, detail = asyncio.run(execute_offline(config, load_secrets(), database, request_id, f"cli:{args.by or actor}"))
+    ok, detail = asyncio.run(
+        execute_offline(config, load_secrets(), database, request_id, f"cli:{args.by or actor}")
+    )
     print(f"{what} {'done' if ok else 'FAILED'} (no coordinator running; done from here): {detail}")
     return 0 if ok else 1
