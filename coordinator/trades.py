@@ -1,12 +1,30 @@
 """Closed intents as round trips: :func:`trade_of` turns an intent's orders into one ``trades`` row,
 and :class:`TradeSettler` does it once per closed intent, with the funding paid, and tells the
-risk manager (see :mod:`coordinator.heartbeat`, "Closed trades").
+risk manager.  The heartbeat calls :meth:`TradeSettler.settle` at the start of every beat, before
+any decision.
 
-Entry and exit prices are the VWAP (:func:`coordinator.fills.vwap`) of the entry's and the exit
-legs' fills; fees are the USDT commissions of every fill; funding (paid positive, received
-negative) is set by the caller, who reads it from the exchange's income history (``FUNDING_FEE``
-entries between the entry and the exit,
-:meth:`coordinator.exchange.facade.FuturesExchange.funding_paid`) when :func:`funding_possible`.
+Every intent the order layer has closed (a bracket leg fired, a close, a liquidation or a manual
+close seen as a flat position) becomes one round trip computed from its fills in the order store:
+entry and exit prices are the VWAP (:func:`coordinator.fills.vwap`) of the entry's and the exit
+legs' fills, the quantity, the realised PnL, and the fees (the USDT commissions of every fill).  An
+order executed beyond its recorded fills -- a missed stream event -- gets its trades from
+``userTrades`` first.  Funding (paid positive, received negative) is the sum of the exchange's
+``FUNDING_FEE`` income entries for the symbol between the entry and the exit
+(:meth:`coordinator.exchange.facade.FuturesExchange.funding_paid`, ``/fapi/v1/income``; one intent
+per symbol at a time, so they are the trade's), asked only when :func:`funding_possible`.
+
+One transaction per trade (:func:`coordinator.risk.state.risk_transaction` on the connection the
+journal and the risk store share): the ``trades`` row (``journal.log_trade``), the fills' fees
+(``risk.on_fill``) and the close with its realised PnL net of funding (``risk.on_close``: daily PnL,
+win/loss counts, the consecutive-losses breaker, the loss cooldown) are committed together or not at
+all, and on a failure the risk manager's memory is put back too.  So the risk manager's daily PnL and
+the trade's ``net_pnl`` (realised - fees - funding) agree, and a failed settlement leaves the intent
+unsettled: it is tried again next beat, and counted once when it succeeds.
+
+The ``trades`` row is the idempotency key: a second scan or a restart never counts a trade twice, and
+a trade already logged costs no income request (nor does one open between two hours: funding is
+settled only on the hour).  When the income request fails the trade is settled next beat; an exchange
+without income history (refused) gets funding 0, logged as an error.
 """
 
 from __future__ import annotations
