@@ -9,7 +9,8 @@ is refused with a message saying so.
 from __future__ import annotations
 
 from enum import Enum
-from typing import Annotated, Literal
+from types import UnionType
+from typing import Annotated, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -25,10 +26,43 @@ SECRET_KEYS = frozenset(
 )
 
 
-class Section(BaseModel):
-    """Base of every config section: frozen, strict about unknown keys."""
+def _scalar_kind(annotation: object) -> str | None:
+    """``"bool"`` or ``"number"`` for fields of those types (``X | None`` included), else ``None``."""
+    if annotation is bool:
+        return "bool"
+    if annotation in (int, float):
+        return "number"
+    args = [a for a in get_args(annotation) if a is not type(None)]
+    if get_origin(annotation) in (Union, UnionType) and len(args) == 1:
+        return _scalar_kind(args[0])
+    return None
 
-    model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True)
+
+class Section(BaseModel):
+    """Base of every config section: frozen, strict about unknown keys and about scalar types.
+
+    A limit can never be switched off by accident: infinities and NaN are refused for every number
+    (``allow_inf_nan``), a boolean must be ``true`` or ``false`` (not ``1`` or ``"yes"``), and a
+    number must be a number (not ``true``, which YAML would make 1, nor a quoted string).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True, allow_inf_nan=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _strict_scalars(cls, data: object) -> object:
+        if not isinstance(data, dict):
+            return data
+        for key, value in data.items():
+            field = cls.model_fields.get(key) if isinstance(key, str) else None
+            if field is None or value is None:  # unknown keys and nulls get pydantic's own errors
+                continue
+            kind = _scalar_kind(field.annotation)
+            if kind == "bool" and not isinstance(value, bool):
+                raise ValueError(f"{key}: must be true or false (got {value!r})")
+            if kind == "number" and (isinstance(value, bool) or not isinstance(value, int | float)):
+                raise ValueError(f"{key}: must be a number (got {value!r})")
+        return data
 
     @model_validator(mode="before")
     @classmethod

@@ -73,7 +73,7 @@ def test_config_is_frozen() -> None:
 
 
 BROKEN = [
-    ("wrong type", "risk:\n  max_leverage: lots\n", "risk.max_leverage", "valid integer"),
+    ("wrong type", "risk:\n  max_leverage: lots\n", "risk.max_leverage", "must be a number (got 'lots')"),
     ("unknown key", "risk:\n  max_levrage: 3\n", "risk.max_levrage", "unknown key"),
     ("unknown section", "riks:\n  max_leverage: 3\n", "riks", "unknown key"),
     ("missing required", "model_servers:\n  - id: a\n", "model_servers[0].url", "required value missing"),
@@ -105,6 +105,18 @@ BROKEN = [
         "model_servers[0].id",
         "given twice",
     ),
+    ("bool as number", "exchange:\n  leverage: true\n", "exchange.leverage", "must be a number (got True)"),
+    ("quoted number", "risk:\n  max_leverage: '3'\n", "risk.max_leverage", "must be a number"),
+    ("yes as bool", "exchange:\n  confirm_live: 'yes'\n", "exchange.confirm_live", "true or false"),
+    ("number as bool", "trading:\n  enabled: 1\n", "trading.enabled", "true or false"),
+    ("infinite limit", "risk:\n  max_leverage: .inf\n", "risk.max_leverage", "finite"),
+    (
+        "infinite float",
+        "exchange:\n  request_timeout_seconds: .inf\n",
+        "exchange.request_timeout_seconds",
+        "finite",
+    ),
+    ("nan fraction", "risk:\n  kelly_fraction: .nan\n", "risk.kelly_fraction", "finite"),
     ("bad url", "model_servers:\n  - {id: a, url: 'ftp://h'}\n", "model_servers[0].url", "http://"),
     (
         "negative weight",
