@@ -61,6 +61,7 @@ from coordinator.ws_server import DashboardServer
 from xylen.config import XylenConfig, load_config
 from xylen.config.secrets import Secrets, load_secrets
 from xylen.errors import ConfigError
+from xylen.logs import setup_logging
 from xylen.paths import Home
 
 logger = logging.getLogger(__name__)
@@ -392,11 +393,29 @@ def resolve_home(config: XylenConfig, home: str | None) -> Home:
     return Home.resolve(home)
 
 
-def run_coordinator(config_path: str | None, home: str | None = None, beats: int | None = None) -> int:
-    """Load the config (a bad one raises :class:`ConfigError`, exit 2) and run the coordinator."""
+def run_coordinator(
+    config_path: str | None,
+    home: str | None = None,
+    beats: int | None = None,
+    *,
+    log_level: str | None = None,
+    log_format: str | None = None,
+) -> int:
+    """Load the config (a bad one raises :class:`ConfigError`, exit 2) and run the coordinator.
+
+    Logging follows the config's ``logging`` section (level, terminal format, JSON-lines file; a
+    relative file is under the home's ``logs/``); a ``--log-level`` or ``--log-format`` given on
+    the command line wins over the file.
+    """
     path = Path(config_path) if config_path else None
     config = load_config(path)
-    app = CoordinatorApp(config, resolve_home(config, home), path, beats)
+    resolved = resolve_home(config, home)
+    file = None
+    if config.logging.file:
+        file = Path(config.logging.file).expanduser()
+        file = file if file.is_absolute() else resolved.logs / file
+    setup_logging(log_level or config.logging.level, log_format or config.logging.format, file)
+    app = CoordinatorApp(config, resolved, path, beats)
     return asyncio.run(app.run())
 
 

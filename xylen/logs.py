@@ -6,6 +6,7 @@ import json
 import logging
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 _RESERVED = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
@@ -35,13 +36,24 @@ class TextFormatter(logging.Formatter):
         self.converter = time.gmtime  # timestamps in UTC, marked with Z
 
 
-def setup_logging(level: str = "INFO", fmt: str = "auto") -> None:
-    """Configure the root logger once; later calls replace the handler."""
+def setup_logging(level: str = "INFO", fmt: str = "auto", file: Path | None = None) -> None:
+    """Configure the root logger; a later call replaces the handlers of an earlier one.
+
+    ``fmt`` chooses the terminal's format (``auto``: text on a terminal, JSON lines otherwise);
+    ``file``, when given, also receives every record as JSON lines (appended; its folder is made).
+    """
     use_json = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter() if use_json else TextFormatter())
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    handlers[0].setFormatter(JsonFormatter() if use_json else TextFormatter())
+    if file is not None:
+        file.parent.mkdir(parents=True, exist_ok=True)
+        to_file = logging.FileHandler(file, encoding="utf-8")
+        to_file.setFormatter(JsonFormatter())
+        handlers.append(to_file)
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)
-    root.addHandler(handler)
+        old.close()
+    for handler in handlers:
+        root.addHandler(handler)
     root.setLevel(level)

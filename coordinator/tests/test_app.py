@@ -9,6 +9,7 @@ As a process: ``python -m coordinator --config CFG`` against the same kind of ve
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import socket
@@ -203,9 +204,9 @@ def test_process_runs_n_beats_and_exits_0(
 
     async def scenario() -> None:
         async with paper_venue(service) as url:
-            cfg = write_config(
-                tmp_path / "config.yaml", coordinator_config(url, servers, clock="accelerated", speed=300.0)
-            )
+            config = coordinator_config(url, servers, clock="accelerated", speed=300.0)
+            config["logging"] = {"level": "WARNING", "format": "json", "file": "coordinator.jsonl"}
+            cfg = write_config(tmp_path / "config.yaml", config)
             log = tmp_path / "coordinator.log"
             with open(log, "wb") as out:
                 proc = await asyncio.create_subprocess_exec(
@@ -214,6 +215,12 @@ def test_process_runs_n_beats_and_exits_0(
                     cwd=REPO, env=_env(tmp_path / "home"), stdout=out, stderr=subprocess.STDOUT,
                 )  # fmt: skip
                 assert await asyncio.wait_for(proc.wait(), 40) == 0, log.read_text()
+        # the config's logging section is honoured: level WARNING, a JSON-lines file under the
+        # home's logs/; the --log-format flag wins over the file's format for the terminal
+        terminal = log.read_text()
+        assert " INFO " not in terminal and not terminal.lstrip().startswith("{"), terminal
+        records = [json.loads(line) for line in (tmp_path / "home" / "logs" / "coordinator.jsonl").open()]
+        assert all(r["level"] in ("WARNING", "ERROR", "CRITICAL") for r in records), records
         conn = sqlite3.connect(tmp_path / "home" / "xylen.db")
         try:
             assert conn.execute("SELECT COUNT(*) FROM decisions").fetchone()[0] == 3

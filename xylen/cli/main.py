@@ -56,15 +56,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--log-level",
-        default="INFO",
+        default=None,
         choices=LOG_LEVELS,
-        help="log level (default INFO)",
+        help="log level (default: the config's logging.level for `run`, else INFO)",
     )
     parser.add_argument(
         "--log-format",
-        default="auto",
+        default=None,
         choices=LOG_FORMATS,
-        help="text in a terminal, JSON lines otherwise (default auto)",
+        help="text in a terminal, JSON lines otherwise (default: logging.format for `run`, else auto)",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for module in _subcommand_modules():
@@ -75,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    setup_logging(args.log_level, args.log_format)
+    setup_logging(args.log_level or "INFO", args.log_format or "auto")
     try:
         status: int = args.func(args)
     except XylenError as exc:

@@ -34,4 +34,10 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--beats: must be at least 1")
     from coordinator.app import run_coordinator  # imported here: `xylen --help` stays fast
 
-    return run_coordinator(args.config, getattr(args, "home", None), args.beats)
+    return run_coordinator(
+        args.config,
+        getattr(args, "home", None),
+        args.beats,
+        log_level=getattr(args, "log_level", None),
+        log_format=getattr(args, "log_format", None),
+    )

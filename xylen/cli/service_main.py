@@ -35,11 +35,13 @@ def service_main(
     """Parse ``argv`` for ``python -m name``, set up logging, and run."""
     parser = argparse.ArgumentParser(prog=f"python -m {name}", description=description)
     parser.add_argument("--home", default=None, help=home_help)
-    parser.add_argument("--log-level", default="INFO", choices=LOG_LEVELS)
-    parser.add_argument("--log-format", default="auto", choices=LOG_FORMATS)
+    parser.add_argument("--log-level", default=None, choices=LOG_LEVELS, help="default INFO, or the config's")
+    parser.add_argument(
+        "--log-format", default=None, choices=LOG_FORMATS, help="default auto, or the config's"
+    )
     add_arguments(parser)
     args = parser.parse_args(argv)
-    setup_logging(args.log_level, args.log_format)
+    setup_logging(args.log_level or "INFO", args.log_format or "auto")
     try:
         return run(args)
     except XylenError as exc:
