@@ -55,15 +55,12 @@ from coordinator.risk.state import RiskStore
 from coordinator.storage.db import init_db
 from xylen.config.schema import XylenConfig
 from xylen.config.secrets import Secrets
+from xylen.timeutil import wall_ms
 
 logger = logging.getLogger(__name__)
 
 LEASE_STALE_MS = 5_000  # a lease older than this: no coordinator is running on this home
 HALT_PREFIX = "xh"  # client ids of the reduce-only closes sent for positions SQLite does not know
-
-
-def wall_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 def actor_name() -> str:

@@ -23,7 +23,6 @@ import asyncio
 import contextlib
 import hmac
 import logging
-import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -50,6 +49,7 @@ from coordinator.feed_models import (
     TradesPage,
     TradeView,
 )
+from xylen.timeutil import wall_ms
 
 logger = logging.getLogger(__name__)
 
@@ -117,7 +117,7 @@ class DashboardServer:
         self._queue_size = max(1, queue_size)
         self._send_timeout_s = send_timeout_s
         self._history_timeout_s = history_timeout_s
-        self._clock_ms = clock_ms or (lambda: int(time.time() * 1000))
+        self._clock_ms = clock_ms or wall_ms
         scrub = [s.get_secret_value() if isinstance(s, SecretStr) else s for s in redact]
         self._redact = _redaction_forms([*scrub, *([secret] if secret else [])])
         self._clients: set[_Client] = set()

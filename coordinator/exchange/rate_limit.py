@@ -52,6 +52,7 @@ from coordinator.exchange.constants import (
 )
 from coordinator.exchange.deadline import SEND_DEADLINE, DeadlineExceeded, check, remaining_s
 from coordinator.exchange.schemas import RateLimit
+from xylen.timeutil import wall_ms
 
 logger = logging.getLogger(__name__)
 
@@ -64,11 +65,6 @@ TEN_SECONDS_MS = 10_000
 # requests within it of a boundary count in both windows (see the module docstring).
 BOUNDARY_MARGIN_MS = 1_000
 _NO_WINDOW = -(2**62)
-
-
-def wall_ms() -> int:
-    """Local wall time in ms (the window clock of a limiter not bound to a transport)."""
-    return time.time_ns() // 1_000_000
 
 
 def _ms_of(clock: Callable[[], float]) -> Callable[[], int]:

@@ -26,7 +26,7 @@ from coordinator.heartbeat import Heartbeat
 from coordinator.orders import OrderKind, OrderState, Side
 from coordinator.orders.brackets import latest_legs
 from coordinator.risk.breakers import BreakerKind
-from coordinator.safety import HaltRequests, SafetySwitch, wall_ms
+from coordinator.safety import HaltRequests, SafetySwitch
 from coordinator.tests.heartbeat_support import (
     KEY,
     SECRET,
@@ -41,6 +41,7 @@ from coordinator.tests.test_manager_support import until
 from paper_exchange.service import PaperExchangeService
 from xylen.cli import risk as risk_cli
 from xylen.paths import Home
+from xylen.timeutil import wall_ms
 
 CENT = Decimal("0.01")
 ORDER = "POST /fapi/v1/order"

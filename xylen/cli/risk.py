@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from xylen.errors import XylenError
 from xylen.paths import Home
+from xylen.timeutil import wall_ms
 
 if TYPE_CHECKING:  # the coordinator is imported lazily, as the other service commands do
     from coordinator.risk.state import RiskStore
@@ -117,7 +118,7 @@ def status_dict(store: RiskStore, now_ms: int) -> dict[str, Any]:
 def run_status(args: argparse.Namespace) -> int:
     store = _open(args)
     try:
-        info = status_dict(store, int(time.time() * 1000))
+        info = status_dict(store, wall_ms())
     finally:
         store.conn.close()
     if args.json:
@@ -149,7 +150,7 @@ def run_reset(args: argparse.Namespace) -> int:
 
     store = _open(args)
     actor = args.by or f"{getpass.getuser()}@{socket.gethostname()}"
-    now_ms = int(time.time() * 1000)
+    now_ms = wall_ms()
     try:
         was_halted = reset_risk(store.conn, actor, now_ms, args.note)
     finally:
@@ -165,7 +166,7 @@ def run_reset(args: argparse.Namespace) -> int:
 def run_halt(args: argparse.Namespace) -> int:
     import asyncio
 
-    from coordinator.safety import HaltRequests, execute_offline, wall_ms
+    from coordinator.safety import HaltRequests, execute_offline
     from xylen.config import load_config
     from xylen.config.secrets import load_secrets
 
