@@ -35,7 +35,7 @@ from paper_exchange.engine.errors import (
     not_required,
 )
 from paper_exchange.engine.models import ALGO_TYPES, FUNDING_INTERVAL_MS, ORDER_TYPES
-from paper_exchange.engine.state import PositionView, Subscriber
+from paper_exchange.engine.state import MarkedPosition, Subscriber
 from paper_exchange.feed import DAY_MS, DEFAULT_FUNDING_RATE, ReplayClock, ReplayFeed
 from paper_exchange.store import ExchangeStore
 from xylen.data import CandleStore
@@ -528,7 +528,7 @@ class PaperExchangeService:
 
         return self._run(op)
 
-    def _position_views(self, account: str, symbols: Sequence[str], every: bool) -> list[PositionView]:
+    def _position_views(self, account: str, symbols: Sequence[str], every: bool) -> list[MarkedPosition]:
         engine = self.engine
         dual = engine.account(account).dual_side
         sides = ("LONG", "SHORT") if dual else ("BOTH",)

@@ -18,7 +18,7 @@ from paper_exchange.engine.core import max_notional
 from paper_exchange.engine.events import money
 from paper_exchange.engine.instruments import SymbolSpec
 from paper_exchange.engine.models import ZERO, AlgoOrder, Income, Order, Trade
-from paper_exchange.engine.state import AccountView, PositionView
+from paper_exchange.engine.state import AccountView, MarkedPosition
 
 RATE_LIMITS: list[dict[str, Any]] = [
     {"rateLimitType": "REQUEST_WEIGHT", "interval": "MINUTE", "intervalNum": 1, "limit": 2400},
@@ -320,12 +320,12 @@ def _asset(view: AccountView, update_time: int) -> dict[str, Any]:
     }
 
 
-def _isolated_margin(pv: PositionView) -> Decimal:
+def _isolated_margin(pv: MarkedPosition) -> Decimal:
     pos = pv.position
     return pos.isolated_wallet + pv.unrealized if pv.margin_type == "ISOLATED" and pos.amount else ZERO
 
 
-def account_v3(view: AccountView, positions: Sequence[PositionView], update_time: int) -> dict[str, Any]:
+def account_v3(view: AccountView, positions: Sequence[MarkedPosition], update_time: int) -> dict[str, Any]:
     """GET /fapi/v3/account (positions: only those with an amount or open orders)."""
     out = _totals(view)
     out["assets"] = [_asset(view, update_time)]
@@ -347,7 +347,7 @@ def account_v3(view: AccountView, positions: Sequence[PositionView], update_time
     return out
 
 
-def account_v2(view: AccountView, positions: Sequence[PositionView], update_time: int) -> dict[str, Any]:
+def account_v2(view: AccountView, positions: Sequence[MarkedPosition], update_time: int) -> dict[str, Any]:
     """GET /fapi/v2/account (positions: every symbol and side)."""
     out: dict[str, Any] = {
         "feeTier": 0,
@@ -384,7 +384,7 @@ def account_v2(view: AccountView, positions: Sequence[PositionView], update_time
     return out
 
 
-def _risk_common(pv: PositionView) -> dict[str, Any]:
+def _risk_common(pv: MarkedPosition) -> dict[str, Any]:
     pos = pv.position
     return {
         "symbol": pos.symbol,
@@ -401,7 +401,7 @@ def _risk_common(pv: PositionView) -> dict[str, Any]:
     }
 
 
-def position_risk_v3(pv: PositionView) -> dict[str, Any]:
+def position_risk_v3(pv: MarkedPosition) -> dict[str, Any]:
     """One GET /fapi/v3/positionRisk item."""
     out = _risk_common(pv)
     out.update(
@@ -420,7 +420,7 @@ def position_risk_v3(pv: PositionView) -> dict[str, Any]:
     return out
 
 
-def position_risk_v2(pv: PositionView) -> dict[str, Any]:
+def position_risk_v2(pv: MarkedPosition) -> dict[str, Any]:
     """One GET /fapi/v2/positionRisk item (``marginType`` lower case)."""
     out = _risk_common(pv)
     out.update(

@@ -22,7 +22,7 @@ from paper_exchange.engine.models import (
     SymbolSettings,
     Trade,
 )
-from paper_exchange.engine.state import AccountView, EngineConfig, PositionView
+from paper_exchange.engine.state import AccountView, EngineConfig, MarkedPosition
 
 __all__ = [
     "Account",
@@ -34,10 +34,10 @@ __all__ = [
     "Engine",
     "EngineConfig",
     "IllegalTransition",
+    "MarkedPosition",
     "Order",
     "OrderStatus",
     "Position",
-    "PositionView",
     "Snapshot",
     "SymbolSettings",
     "SymbolSpec",

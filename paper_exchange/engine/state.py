@@ -65,7 +65,7 @@ class EngineConfig:
 
 
 @dataclass(frozen=True)
-class PositionView:
+class MarkedPosition:
     """A position valued at the current mark price."""
 
     position: Position
@@ -305,7 +305,7 @@ class EngineState:
                 total += pos.isolated_wallet
         return total
 
-    def position_view(self, pos: Position) -> PositionView:
+    def position_view(self, pos: Position) -> MarkedPosition:
         spec = self.spec(pos.symbol)
         setting = self.setting(pos.account, pos.symbol)
         mark = self.mark(pos.symbol)
@@ -327,7 +327,7 @@ class EngineState:
             acct = self.account(pos.account)
             cross = acct.wallet - self.isolated_total(pos.account)
             liq = pm.liquidation_price(pos.amount, pos.entry_price, cross + others, mmr)
-        return PositionView(
+        return MarkedPosition(
             position=pos,
             spec=spec,
             mark=mark,
