@@ -64,7 +64,7 @@ def main() -> None:
         positions=(PositionView("ETHUSDT", D("1.5"), D("3500")), PositionView("SOLUSDT", D("-10"), D("150"))),
         leverage=D("2"),
     )
-    proposal = TradeProposal("BTCUSDT", Side.LONG, D("67000.1"), D("66200"), D("68100"), D("0.58"))
+    proposal = TradeProposal("BTCUSDT", Side.BUY, D("67000.1"), D("66200"), D("68100"), D("0.58"))
     manager.on_equity(account.equity, account.unrealised_pnl, NOW)
     validate_us: list[float] = []
     size_us: list[float] = []

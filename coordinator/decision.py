@@ -20,8 +20,8 @@ def proposal_from_decision(decision: Decision, symbol: str, price: float) -> Tra
     """The entry the decision asks for, unsized, or None for a HOLD or a decision without bracket."""
     if decision.action is Action.HOLD or decision.stop_loss is None or decision.take_profit is None:
         return None
-    side = Side.LONG if decision.action is Action.LONG else Side.SHORT
-    p_dir = decision.probability if side is Side.LONG else 1.0 - decision.probability
+    side = Side.BUY if decision.action is Action.LONG else Side.SELL
+    p_dir = decision.probability if side is Side.BUY else 1.0 - decision.probability
     tp_bps = abs(decision.take_profit - price) / price * 1e4
     sl_bps = abs(price - decision.stop_loss) / price * 1e4
     p_tp = tp_probability(p_dir, tp_bps, sl_bps) if tp_bps > 0 and sl_bps > 0 else p_dir

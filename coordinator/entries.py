@@ -67,10 +67,10 @@ from coordinator.exchange.errors import (
 from coordinator.exchange.facade import FuturesExchange
 from coordinator.exchange.schemas import Balance, Position
 from coordinator.orders.manager import Placement, SymbolBusy
-from coordinator.orders.models import Intent, Order, Side
+from coordinator.orders.models import Intent, Order
 from coordinator.orders.states import OrderState
 from coordinator.risk import AccountView, MarketView, PositionView, RiskManager, TradeProposal
-from coordinator.risk import Side as RiskSide
+from coordinator.side import Side
 from xylen.config.schema import TradingConfig, XylenConfig
 
 logger = logging.getLogger(__name__)
@@ -437,7 +437,7 @@ class EntryDesk:
         mark = await self.exchange.mark_price(intent.symbol)
         assert intent.stop_price is not None and intent.take_profit_price is not None
         proposal = TradeProposal(
-            intent.symbol, RiskSide.LONG if intent.side is Side.BUY else RiskSide.SHORT,
+            intent.symbol, intent.side,
             reference_price=price, stop_price=intent.stop_price, take_profit_price=intent.take_profit_price,
             probability=Decimal(str(context.probability)), quantity=intent.qty,
         )  # fmt: skip

@@ -59,7 +59,6 @@ from coordinator.exchange.schemas import Balance, Position
 from coordinator.metrics import Metrics
 from coordinator.model_client import FanOut, ModelClients, VoteStatus
 from coordinator.orders.manager import Placement, SymbolBusy
-from coordinator.orders.models import Side as OrderSide
 from coordinator.outcomes import Outcomes
 from coordinator.publish import BeatReport, Publisher, SymbolBeat
 from coordinator.risk import AccountView, MarketView, PositionView, RiskManager, Side
@@ -361,7 +360,7 @@ class Heartbeat:
         try:
             entry = await self.entries.enter(
                 snap.symbol,
-                OrderSide.BUY if side is Side.LONG else OrderSide.SELL,
+                side,
                 result.quantity,
                 Decimal(str(decision.stop_loss)),
                 Decimal(str(decision.take_profit)),

@@ -41,7 +41,6 @@ from coordinator.exchange.facade import FuturesExchange
 from coordinator.fills import vwap
 from coordinator.orders.brackets import EXIT_KINDS
 from coordinator.orders.models import Intent, IntentStatus, Order, OrderKind
-from coordinator.orders.models import Side as OrderSide
 from coordinator.risk import RiskManager
 from coordinator.risk.state import risk_transaction
 from coordinator.storage.journal import Journal, TradeRecord
@@ -84,7 +83,7 @@ def trade_of(
     if entry_vwap is None:
         return None
     entry_price = entry_vwap
-    sign = Decimal(1) if intent.side is OrderSide.BUY else Decimal(-1)
+    sign = Decimal(intent.side.sign)
     exit_qty, exit_vwap = vwap(exit_fills)
     if exit_vwap is not None:
         exit_price = exit_vwap
@@ -106,7 +105,7 @@ def trade_of(
     return TradeRecord(
         intent_id=intent.intent_id,
         symbol=intent.symbol,
-        side="LONG" if intent.side is OrderSide.BUY else "SHORT",
+        side=intent.side.direction,
         entry_ms=min(f.time_ms for f in entry_fills),
         exit_ms=max(exit_ms, min(f.time_ms for f in entry_fills)),
         entry_price=entry_price,

@@ -32,10 +32,11 @@ from coordinator.exchange.retry import RetryPolicy
 from coordinator.exchange.schemas import Balance, BookTicker, LeverageChange, Position
 from coordinator.exchange.user_stream import UserStream
 from coordinator.orders.manager import OrderManager, Placement
-from coordinator.orders.models import Intent, Order, Side
+from coordinator.orders.models import Intent, Order
 from coordinator.orders.monitor import Monitor
 from coordinator.orders.reconcile import Reconciler, ReconciliationResult
 from coordinator.orders.store import OrderStore
+from coordinator.side import Side
 from xylen.config.schema import ExchangeConfig
 from xylen.config.secrets import Secrets
 from xylen.errors import XylenError

@@ -24,11 +24,12 @@ from coordinator.orders.machine import (
     classify,
     replay,
 )
-from coordinator.orders.models import Intent, IntentStatus, Order, OrderKind, OrderType, Side
+from coordinator.orders.models import Intent, IntentStatus, Order, OrderKind, OrderType
 from coordinator.orders.states import FINAL_STATES, TRANSITIONS, EventKind, OrderState, is_final
 from coordinator.orders.store import LiveOrderExists, OrderStore, UnknownOrder
 from coordinator.orders.store_rows import Bracket, StoredEvent
 from coordinator.orders.tracker import OrderTracker
+from coordinator.side import Side
 
 __all__ = [
     "FINAL_STATES",

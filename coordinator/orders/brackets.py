@@ -31,7 +31,8 @@ from decimal import Decimal
 from enum import Enum
 
 from coordinator.exchange.errors import RejectedError
-from coordinator.orders.models import Intent, IntentStatus, Order, OrderKind, Side
+from coordinator.orders.models import Intent, IntentStatus, Order, OrderKind
+from coordinator.side import Side
 
 logger = logging.getLogger(__name__)
 

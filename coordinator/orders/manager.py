@@ -66,7 +66,7 @@ from coordinator.orders import brackets
 from coordinator.orders.brackets import Action, ActionKind
 from coordinator.orders.events import Event, LocalEvent, OrderUpdate, VenueStatus
 from coordinator.orders.machine import IllegalTransition, Transition
-from coordinator.orders.models import Intent, IntentStatus, Order, OrderKind, OrderType, Side
+from coordinator.orders.models import Intent, IntentStatus, Order, OrderKind, OrderType
 from coordinator.orders.states import EventKind, OrderState
 from coordinator.orders.store import LiveOrderExists, OrderStore, UnknownOrder, wall_ms
 from coordinator.orders.tracker import OrderTracker
@@ -75,6 +75,7 @@ from coordinator.orders.venue_events import (
     update_from_algo,
     update_from_order,
 )
+from coordinator.side import Side
 
 logger = logging.getLogger(__name__)
 

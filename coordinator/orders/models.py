@@ -16,11 +16,7 @@ from typing import Final
 
 from coordinator.orders.events import Fill
 from coordinator.orders.states import OrderState, is_final
-
-
-class Side(str, Enum):
-    BUY = "BUY"
-    SELL = "SELL"
+from coordinator.side import Side
 
 
 class OrderType(str, Enum):

@@ -54,9 +54,10 @@ from coordinator.exchange.schemas import Order as WireOrder
 from coordinator.orders.brackets import ActionKind, exit_side, holds
 from coordinator.orders.ids import is_ours
 from coordinator.orders.manager import OrderManager
-from coordinator.orders.models import Order, OrderKind, OrderType, Side
+from coordinator.orders.models import Order, OrderKind, OrderType
 from coordinator.orders.monitor import net_positions
 from coordinator.orders.states import EventKind, OrderState
+from coordinator.side import Side
 
 logger = logging.getLogger(__name__)
 

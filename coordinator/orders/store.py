@@ -32,7 +32,7 @@ from typing import Any, Literal
 from coordinator.orders import ids
 from coordinator.orders.events import Event, Fill, event_from_json, event_to_json, event_type
 from coordinator.orders.machine import IllegalTransition, InconsistentEvent, Transition, apply
-from coordinator.orders.models import Intent, IntentStatus, Order, OrderKind, OrderType, Side
+from coordinator.orders.models import Intent, IntentStatus, Order, OrderKind, OrderType
 from coordinator.orders.states import FINAL_STATES, EventKind, OrderState
 from coordinator.orders.store_rows import (
     Bracket,
@@ -42,6 +42,7 @@ from coordinator.orders.store_rows import (
     intent_from_row,
     order_from_row,
 )
+from coordinator.side import Side
 from coordinator.storage.db import Synchronous, init_db
 
 

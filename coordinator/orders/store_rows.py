@@ -10,8 +10,9 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from coordinator.orders.events import Event, Fill
-from coordinator.orders.models import Intent, IntentStatus, Order, OrderKind, OrderType, Side
+from coordinator.orders.models import Intent, IntentStatus, Order, OrderKind, OrderType
 from coordinator.orders.states import EventKind, OrderState
+from coordinator.side import Side
 
 
 def dec_text(value: Decimal | None) -> str | None:

@@ -17,13 +17,13 @@ from coordinator.risk.checks import (
     MarketView,
     PositionView,
     Reason,
-    Side,
     TradeProposal,
     Violation,
 )
 from coordinator.risk.manager import Executor, OpenPosition, RiskManager, RiskResult, ShutdownReport
 from coordinator.risk.sizing import SizeRefusal, SizeResult, SizingParams, kelly_fraction, size_position
 from coordinator.risk.state import RiskState, RiskStatistics, RiskStore, reset_risk, statistics, utc_day
+from coordinator.side import Side
 
 __all__ = [
     "AccountView",

@@ -22,26 +22,11 @@ from enum import Enum
 
 from coordinator.exchange.filters import SymbolRules
 from coordinator.risk.breakers import BreakerKind
+from coordinator.side import Side
 from xylen.config.schema import RiskConfig
 
 ZERO = Decimal(0)
 MINUTE_MS = 60_000
-
-
-class Side(str, Enum):
-    """Direction of a proposed order: LONG buys, SHORT sells."""
-
-    LONG = "LONG"
-    SHORT = "SHORT"
-
-    @property
-    def sign(self) -> int:
-        return 1 if self is Side.LONG else -1
-
-    @property
-    def order_side(self) -> str:
-        """Binance's ``side`` of the order: BUY or SELL."""
-        return "BUY" if self is Side.LONG else "SELL"
 
 
 class Reason(str, Enum):

@@ -45,7 +45,6 @@ from coordinator.risk.checks import (
     Limits,
     MarketView,
     Reason,
-    Side,
     TradeProposal,
     Violation,
     daily_loss_reached,
@@ -56,6 +55,7 @@ from coordinator.risk.checks import (
 )
 from coordinator.risk.sizing import SizeResult, SizingParams, size_position
 from coordinator.risk.state import RiskState, RiskStatistics, RiskStore, reset_risk, statistics, utc_day
+from coordinator.side import Side
 from xylen.config.schema import RiskConfig, XylenConfig
 
 logger = logging.getLogger(__name__)
@@ -166,7 +166,7 @@ class RiskManager:
         price = proposal.reference_price
         return size_position(
             self.sizing,
-            long=proposal.side is Side.LONG,
+            long=proposal.side is Side.BUY,
             equity=account.equity,
             entry=price,
             stop=proposal.stop_price,
@@ -225,7 +225,7 @@ class RiskManager:
     ) -> RiskResult:
         held = account.position(proposal.symbol)
         if held * proposal.side.sign >= 0:
-            detail = f"no {'short' if proposal.side is Side.LONG else 'long'} position in {proposal.symbol}"
+            detail = f"no {'short' if proposal.side is Side.BUY else 'long'} position in {proposal.symbol}"
             return RiskResult(False, ZERO, (Violation(Reason.NOTHING_TO_REDUCE, detail),))
         quantity = abs(held)
         if proposal.quantity is not None and proposal.quantity < quantity:  # a partial close, on the grid

@@ -85,7 +85,7 @@ def manager(store: RiskStore | None = None, trading_enabled: bool = True, **chan
 
 def proposal(
     quantity: str | None = "10",
-    side: Side = Side.LONG,
+    side: Side = Side.BUY,
     symbol: str = SYMBOL,
     *,
     price: str = "100",

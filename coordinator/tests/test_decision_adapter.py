@@ -25,7 +25,7 @@ def test_long_on_an_asymmetric_bracket() -> None:
     # p = 0.6, stop 1% below, take-profit 2% above: odds 0.6/0.4 * 100/200 = 0.75 -> p_tp = 0.75/1.75
     proposal = proposal_from_decision(_decision(Action.LONG, 0.6, 99.0, 102.0), "BTCUSDT", 100.0)
     assert proposal is not None
-    assert proposal.side is Side.LONG
+    assert proposal.side is Side.BUY
     assert proposal.reference_price == Decimal("100.0")
     assert proposal.stop_price == Decimal("99.0") and proposal.take_profit_price == Decimal("102.0")
     assert float(proposal.probability) == pytest.approx(0.75 / 1.75, abs=1e-6)
@@ -35,5 +35,5 @@ def test_short_uses_the_down_probability() -> None:
     # P(up) = 0.3 -> P(down) = 0.7 on a symmetric bracket: p_tp = 0.7
     proposal = proposal_from_decision(_decision(Action.SHORT, 0.3, 101.0, 99.0), "ETHUSDT", 100.0)
     assert proposal is not None
-    assert proposal.side is Side.SHORT
+    assert proposal.side is Side.SELL
     assert proposal.probability == Decimal("0.7")

@@ -29,7 +29,6 @@ from coordinator.heartbeat import Heartbeat
 from coordinator.orders import IntentStatus, OrderKind, OrderState, OrderType, Side
 from coordinator.orders.brackets import latest_legs
 from coordinator.orders.manager import SymbolBusy
-from coordinator.risk import Side as RiskSide
 from coordinator.risk.manager import RiskResult
 from coordinator.tests.heartbeat_support import (
     STEP_MS,
@@ -127,7 +126,7 @@ def test_the_beat_sends_an_approved_entry_in_the_configured_style(
                 take_profit=price * 1.03, votes=(), reasons=(), disagreement=0.0,
             )  # fmt: skip
             approved = RiskResult(True, Decimal("0.01"))
-            placement, _note = await hb._order(snap, RiskSide.LONG, approved, account, decision)
+            placement, _note = await hb._order(snap, Side.BUY, approved, account, decision)
             assert placement is not None and placement.entry.type is OrderType.LIMIT
             cid = placement.entry.client_order_id
             on_venue = await hb.exchange.client.get_order(SYMBOL, client_order_id=cid)
@@ -135,7 +134,7 @@ def test_the_beat_sends_an_approved_entry_in_the_configured_style(
             row = hb.entries.get(cid)
             assert row is not None and row.style == "maker_preferred"
             assert row.context.probability == 0.7 and row.context.funding_rate == snap.funding_rate
-            again, note = await hb._order(snap, RiskSide.LONG, approved, account, decision)
+            again, note = await hb._order(snap, Side.BUY, approved, account, decision)
             assert again is None and note == "position or intent already open"
             assert _sent(hb) == 1
 

@@ -100,5 +100,5 @@ def test_tripped_breaker_blocks_entries_until_its_cooldown_ends() -> None:
     assert m.state.breakers.states[BreakerKind.ERROR_BURST].tripped_until_ms == end + 1_004 + 1_200_000
     # closing orders are never blocked
     held = account(positions=((SYMBOL, "1", "100"),))
-    close = proposal(None, side=proposal().side.SHORT, reduce_only=True)
+    close = proposal(None, side=proposal().side.SELL, reduce_only=True)
     assert m.validate(close, held, market(now=end + 2_000), end + 2_000).approved

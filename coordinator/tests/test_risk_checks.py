@@ -218,12 +218,12 @@ def test_closing_is_always_allowed_even_halted() -> None:
     held = account(positions=((SYMBOL, "3", "100"),))
     stale = market(age_ms=10_000_000, mark="150")
     for _ in range(20):  # beyond the order rate too
-        result = m.validate(proposal(None, Side.SHORT, reduce_only=True), held, stale, NOW)
+        result = m.validate(proposal(None, Side.SELL, reduce_only=True), held, stale, NOW)
         assert result.approved and result.quantity == D("3")
-    clamped = m.validate(proposal("5", Side.SHORT, reduce_only=True), held, stale, NOW)
+    clamped = m.validate(proposal("5", Side.SELL, reduce_only=True), held, stale, NOW)
     assert clamped.approved and clamped.quantity == D("3")
-    partial = m.validate(proposal("1.239", Side.SHORT, reduce_only=True), held, stale, NOW)
+    partial = m.validate(proposal("1.239", Side.SELL, reduce_only=True), held, stale, NOW)
     assert partial.approved and partial.quantity == D("1.23")  # down to the step
-    wrong_way = m.validate(proposal("1", Side.LONG, reduce_only=True), held, stale, NOW)
+    wrong_way = m.validate(proposal("1", Side.BUY, reduce_only=True), held, stale, NOW)
     assert wrong_way.reasons == (Reason.NOTHING_TO_REDUCE,)
     assert not validate(m).approved  # entries still refused

@@ -98,7 +98,7 @@ ops = st.one_of(
     st.tuples(
         st.just("enter"),
         st.sampled_from(SYMBOLS),
-        st.sampled_from([Side.LONG, Side.SHORT]),
+        st.sampled_from([Side.BUY, Side.SELL]),
         st.one_of(st.none(), st.decimals(min_value="0", max_value="40", places=3)),
         st.integers(min_value=0, max_value=100_000),  # snapshot age, ms
     ),
@@ -147,7 +147,7 @@ def test_no_approved_entry_breaches_a_limit(steps: list[tuple[object, ...]], sta
             assert isinstance(side, Side)
             symbol = str(sym)
             price = sim.marks[symbol]
-            stop = price * D("0.98") if side is Side.LONG else price * D("1.02")
+            stop = price * D("0.98") if side is Side.BUY else price * D("1.02")
             p = TradeProposal(symbol, side, price, stop, price * 2 - stop, D("0.6"), qty)  # type: ignore[arg-type]
             mk = MarketView(symbol, price, price, now - int(age), rules(symbol))  # type: ignore[call-overload]
             sim.observe(now)
@@ -186,9 +186,7 @@ def test_after_the_daily_limit_trips_no_entry_until_00_utc(
         now = trip_at + offset
         a = AccountView(D(10_000), D(10_000), recovered)
         mk = MarketView(SYMBOL, D(100), D(100), now, rules())
-        result = m.validate(
-            TradeProposal(SYMBOL, Side.LONG, D(100), D(98), D(104), quantity=D(1)), a, mk, now
-        )
+        result = m.validate(TradeProposal(SYMBOL, Side.BUY, D(100), D(98), D(104), quantity=D(1)), a, mk, now)
         if now // DAY_MS == trip_at // DAY_MS:
             assert Reason.DAILY_LOSS_LIMIT_USD in result.reasons and not result.approved
         else:

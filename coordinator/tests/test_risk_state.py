@@ -130,7 +130,7 @@ def test_emergency_shutdown_cancels_closes_and_persists_the_halt(tmp_path: Path)
     again = manager(store=reopen(db))
     held = account(positions=((SYMBOL, "0.5", "100"),))
     assert again.validate(proposal(), held, market(), NOW + 1).reasons == (Reason.HALTED,)
-    assert again.validate(proposal(None, Side.SHORT, reduce_only=True), held, market(), NOW + 1).approved
+    assert again.validate(proposal(None, Side.SELL, reduce_only=True), held, market(), NOW + 1).approved
 
 
 def test_emergency_shutdown_halts_even_when_the_exchange_is_down(tmp_path: Path) -> None:
