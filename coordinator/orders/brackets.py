@@ -59,7 +59,7 @@ class Action:
 
 def exit_side(side: Side) -> Side:
     """The side that closes a position opened by ``side``."""
-    return Side.SELL if side is Side.BUY else Side.BUY
+    return side.opposite
 
 
 def latest_legs(orders: Iterable[Order]) -> dict[OrderKind, Order]:
