@@ -50,7 +50,6 @@ from __future__ import annotations
 
 import logging
 import random
-import time
 import zlib
 from collections.abc import Sequence
 from pathlib import Path
@@ -60,6 +59,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from xylen.errors import ConfigError
+from xylen.timeutil import wall_ms
 
 logger = logging.getLogger(__name__)
 
@@ -257,7 +257,7 @@ class Faults:
             return None
         if not f.applies(path) or f.rng.random() >= spec.rate:
             return None
-        return {"timestamp": int(time.time() * 1000), "path": path, "msg": MSG_UNKNOWN}
+        return {"timestamp": wall_ms(), "path": path, "msg": MSG_UNKNOWN}
 
     def unreadable_reply(self, path: str, method: str) -> bool:
         """Whether to answer this executed placement with a truncated 200 body."""

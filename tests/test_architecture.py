@@ -97,3 +97,24 @@ def test_the_checks_see_a_violation() -> None:
     assert MACHINE_PATH.search('DATA = Path("/work/shared/data")')
     assert MACHINE_PATH.search("see `/root/.cache`")
     assert not MACHINE_PATH.search('url = "http://127.0.0.1:8000/fapi/v1/order"')
+
+
+ONE_DEFINITION = {
+    "Side": "coordinator/side.py",
+    "PositionView": "coordinator/risk/checks.py",
+    "vwap": "coordinator/fills.py",
+    "logit": "xylen/probability.py",
+    "clip_probability": "xylen/probability.py",
+    "wall_ms": "xylen/timeutil.py",
+}
+
+
+def test_shared_notions_are_defined_once() -> None:
+    """The order side, the risk manager's position, VWAP, log-odds and wall time each have one home."""
+    found: dict[str, list[str]] = {name: [] for name in ONE_DEFINITION}
+    for path in _sources():
+        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ClassDef | ast.FunctionDef) and node.name.lstrip("_") in found:
+                found[node.name.lstrip("_")].append(str(path.relative_to(ROOT)))
+    assert found == {name: [home] for name, home in ONE_DEFINITION.items()}

@@ -68,7 +68,7 @@ from coordinator.orders.events import Event, LocalEvent, OrderUpdate, VenueStatu
 from coordinator.orders.machine import IllegalTransition, Transition
 from coordinator.orders.models import Intent, IntentStatus, Order, OrderKind, OrderType
 from coordinator.orders.states import EventKind, OrderState
-from coordinator.orders.store import LiveOrderExists, OrderStore, UnknownOrder, wall_ms
+from coordinator.orders.store import LiveOrderExists, OrderStore, UnknownOrder
 from coordinator.orders.tracker import OrderTracker
 from coordinator.orders.venue_events import (
     fill_from_trade,
@@ -76,6 +76,7 @@ from coordinator.orders.venue_events import (
     update_from_order,
 )
 from coordinator.side import Side
+from xylen.timeutil import wall_ms
 
 logger = logging.getLogger(__name__)
 

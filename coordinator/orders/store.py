@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from decimal import Decimal
@@ -44,6 +43,7 @@ from coordinator.orders.store_rows import (
 )
 from coordinator.side import Side
 from coordinator.storage.db import Synchronous, init_db
+from xylen.timeutil import wall_ms
 
 
 class LiveOrderExists(Exception):
@@ -52,11 +52,6 @@ class LiveOrderExists(Exception):
 
 class UnknownOrder(KeyError):
     """No order with this client id (the event is not about one of our orders)."""
-
-
-def wall_ms() -> int:
-    """Wall-clock time, int64 ms UTC."""
-    return time.time_ns() // 1_000_000
 
 
 _FINAL_SQL = ", ".join(f"'{state.value}'" for state in sorted(FINAL_STATES, key=lambda s: s.value))
