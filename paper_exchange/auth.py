@@ -1,6 +1,6 @@
 """Binance request authentication: API key, HMAC-SHA256 signature, timestamp and recvWindow.
 
-Rules (reference §2), in the order they are checked:
+Binance's signing rules, in the order they are checked:
 
 1. ``X-MBX-APIKEY`` missing or empty -> 401 ``-2014 "API-key format invalid."``; a key that is not
    configured -> 401 ``-2015 "Invalid API-key, IP, or permissions for action."``.  USER_STREAM

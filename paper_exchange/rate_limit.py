@@ -4,7 +4,7 @@ Windows are fixed and aligned like Binance's: the weight and the 1-minute order 
 every wall-clock minute (``now_ms // 60000``), the 10-second order count at every multiple of 10 s.
 Each counter is an ``(window start, count)`` pair, so every check is O(1).
 
-Choices (reference §6 leaves them open):
+Choices Binance's documentation leaves open:
 
 - Every request is charged its weight before anything else, errors included (a 401 or a 404
   costs its weight too; an unmatched path costs 1).  The used weight can exceed the limit.

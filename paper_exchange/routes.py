@@ -1,6 +1,6 @@
 """The route table: method + path -> service method, security type, request weight, order flag.
 
-Weights follow the reference (docs/binance-usdm-api §3): ``weight`` applies with a ``symbol``
+Weights follow Binance's weight table: ``weight`` applies with a ``symbol``
 parameter, ``weight_no_symbol`` without one; klines weigh by ``limit`` (<100: 1, <500: 2,
 <=1000: 5, else 10; default limit 500 -> 5, an unparsable limit weighs as the default since the
 engine refuses it anyway).  New orders weigh 0 on REQUEST_WEIGHT and count 1 on ORDERS.

@@ -1,7 +1,7 @@
 """Transport settings of the paper exchange: listen address, API keys, limits, timing, faults.
 
 A frozen dataclass: built once by the command line (or a test) and read on the hot path as
-plain attributes.  Defaults are Binance's numbers (reference §2, §4, §6); tests shrink the
+plain attributes.  Defaults are Binance's numbers (signing, user stream, rate limits); tests shrink the
 limits and the listen-key lifetime.
 """
 
@@ -31,12 +31,12 @@ class TransportSettings:
     # API key -> secret.  The key is also the account id handed to the service.
     api_keys: Mapping[str, str] = field(default_factory=_default_keys)
 
-    # Signed requests (reference §2).  recvWindow above the maximum is refused with -1131.
+    # Signed requests.  recvWindow above the maximum is refused with -1131.
     recv_window_default_ms: int = 5000
     recv_window_max_ms: int = 60_000
     timestamp_ahead_tolerance_ms: int = 1000
 
-    # Rate limits (reference §6): fixed windows aligned to the minute / 10 seconds.
+    # Rate limits: fixed windows aligned to the minute / 10 seconds.
     weight_limit_1m: int = 2400
     orders_limit_10s: int = 300
     orders_limit_1m: int = 1200
@@ -48,7 +48,7 @@ class TransportSettings:
     # Replay clock: service.advance() every tick.
     tick_ms: int = 100
 
-    # User-data stream (reference §4).
+    # User-data stream.
     listen_key_ttl_s: float = 3600.0
     listen_key_sweep_s: float = 1.0
     ws_heartbeat_s: float = 180.0

@@ -3,7 +3,7 @@
 - ``POST /fapi/v1/listenKey`` returns the account's live key (a repeat POST returns the same key
   and extends it), ``PUT`` extends it by the lifetime (60 min) or answers ``-1125 "This listenKey
   does not exist."``, ``DELETE`` removes it and closes its streams (``{}``).
-- Streams: ``/private/ws?listenKey=KEY`` (both clients, reference §4) and ``/ws/KEY`` (the legacy
+- Streams: ``/private/ws?listenKey=KEY`` (both clients) and ``/ws/KEY`` (the legacy
   form).  An unknown or expired key is refused before the upgrade with 400 ``-1125``.
 - Events from the service (``callback(account, event)``) are serialised once and put on every
   stream of the account through a bounded per-connection :class:`asyncio.Queue`; the callback

@@ -1,4 +1,4 @@
-"""Rendering engine objects as Binance USDⓈ-M REST JSON (reference §3).
+"""Rendering engine objects as Binance USDⓈ-M REST JSON.
 
 Amounts are strings, ids/times integers, flags booleans, exactly as Binance sends them.
 Prices use the symbol's ``pricePrecision``, quantities its ``quantityPrecision``, USDT amounts

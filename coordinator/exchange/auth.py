@@ -1,4 +1,4 @@
-"""Request signing: HMAC-SHA256 over the exact bytes sent (reference §2).
+"""Request signing: HMAC-SHA256 over the exact bytes sent, as Binance specifies.
 
 ``signature = hex HMAC-SHA256(secret, rawQuery + rawBody)``; we put every parameter in ONE part
 (the query for GET, the form body otherwise), so the signed payload is that part, and the

@@ -48,7 +48,7 @@ class Endpoint:
     idempotent: bool = True
 
     def weight_of(self, params: Mapping[str, str]) -> int:
-        """The REQUEST_WEIGHT this request costs (reference §3)."""
+        """The REQUEST_WEIGHT this request costs, by Binance's weight table."""
         if self.weight_no_symbol is not None and "symbol" not in params:
             return self.weight_no_symbol
         return self.weight
@@ -76,7 +76,7 @@ LISTEN_KEY_CREATE = Endpoint("POST", "/fapi/v1/listenKey", keyed=True)
 LISTEN_KEY_KEEPALIVE = Endpoint("PUT", "/fapi/v1/listenKey", keyed=True)
 LISTEN_KEY_CLOSE = Endpoint("DELETE", "/fapi/v1/listenKey", keyed=True)
 
-# -- error codes (reference §5) --------------------------------------------------------------------
+# -- error codes ----------------------------------------------------------------------------------
 CODE_TIMESTAMP = -1021  # outside recvWindow: resync the clock offset, retry once
 CODE_TOO_MANY_REQUESTS = -1003  # 429 / 418 (banned)
 CODE_TOO_MANY_ORDERS = -1015  # 429 on the ORDERS limits
@@ -95,7 +95,7 @@ FATAL_CODES = frozenset({-1002, -1022, -2014, -2015})
 # Replies that are errors on the wire but mean "already so".
 SUCCESS_CODES = frozenset({CODE_MARGIN_TYPE_UNCHANGED, CODE_POSITION_MODE_UNCHANGED})
 
-# 5xx messages that mean "failed, not executed" (reference §5); any other 5xx on a non-idempotent
+# 5xx messages that Binance documents as "failed, not executed"; any other 5xx on a non-idempotent
 # request, and "Unknown error", mean the outcome is unknown.
 MSG_UNKNOWN_ERROR = "Unknown error"
 FAILED_5XX_MESSAGES = (

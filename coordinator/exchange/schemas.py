@@ -1,4 +1,4 @@
-"""Wire schemas: frozen pydantic models with Binance's own field names (reference §3, §4).
+"""Wire schemas: frozen pydantic models with Binance's own field names (REST replies and user-stream events).
 
 These are the exchange's vocabulary, kept apart from the order manager's domain types.  Amounts
 arrive as strings and are parsed to ``Decimal`` (never float); an empty string (Binance's "not
@@ -221,7 +221,7 @@ class ListenKey(Wire):
     listenKey: str
 
 
-# -- user-data stream (reference §4) ---------------------------------------------------------------
+# -- user-data stream ------------------------------------------------------------------------------
 class OrderUpdateData(Wire):
     """``ORDER_TRADE_UPDATE.o``: Binance's one-letter keys (``x`` execution type, ``X`` status)."""
 

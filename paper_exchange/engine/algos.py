@@ -1,6 +1,6 @@
 """Conditional (algo) orders: STOP, STOP_MARKET, TAKE_PROFIT, TAKE_PROFIT_MARKET, TRAILING_STOP_MARKET.
 
-Trigger rule (reference §3): STOP types trigger for a BUY when the price is >= triggerPrice and
+Trigger rule (Binance's): STOP types trigger for a BUY when the price is >= triggerPrice and
 for a SELL when it is <= triggerPrice; TAKE_PROFIT types the reverse.  The price is the path
 price for both working types (mark = last, see :mod:`paper_exchange.feed`).  An order that
 would trigger at once is refused with -2021.  A trailing stop activates when the price reaches

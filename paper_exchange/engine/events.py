@@ -1,7 +1,7 @@
-"""User-data stream events as Binance JSON dicts (reference §4).
+"""User-data stream events as Binance JSON dicts.
 
-``ORDER_TRADE_UPDATE`` carries every key of the reference sample; ``ALGO_UPDATE`` the keys of
-the reference list; ``ACCOUNT_UPDATE`` the balance (``B``) and the changed positions (``P``);
+``ORDER_TRADE_UPDATE`` carries every key of Binance's documented sample; ``ALGO_UPDATE`` the keys
+Binance lists; ``ACCOUNT_UPDATE`` the balance (``B``) and the changed positions (``P``);
 ``TRADE_LITE`` is sent for every fill.  Liquidations use order type ``LIQUIDATION``, execution
 type ``CALCULATED`` and a client id ``autoclose-<time>``.
 """

@@ -1,4 +1,4 @@
-"""Symbol specifications and the order filters Binance USDⓈ-M applies (reference §3 "Rules").
+"""Symbol specifications and the order filters Binance USDⓈ-M applies (its trading rules).
 
 BTCUSDT and ETHUSDT use today's production values (BTC tick 0.10, step 0.001, min notional
 100; ETH tick 0.01, step 0.001, min notional 20).  Any other symbol gets values derived from

@@ -93,7 +93,7 @@ async def binance_client(url: str, key: str = KEY, secret: str = SECRET) -> Any:
 
 
 def ccxt_exchange(url: str, key: str = KEY, secret: str = SECRET, **config: Any) -> Any:
-    """ccxt's async ``binanceusdm`` pointed at ``url``, the ``linear`` error table merged (§1, §5)."""
+    """ccxt's async ``binanceusdm`` pointed at ``url``, the ``linear`` error table merged."""
     import ccxt.async_support as ccxt_async
 
     options: dict[str, Any] = {

@@ -3,8 +3,8 @@
 ``load_markets`` parses the engine's exchangeInfo (precision and limits from the filters); every
 endpoint Xylen uses goes through ccxt's unified methods (conditional types routed to algoOrder by
 ccxt itself), or its implicit API methods where there is no unified one (listenKey, a STOP_MARKET
-sent to /order); each error code arrives as the ccxt exception class of the reference's table
-(§5, ``linear`` table merged as §1 says).  Real BTCUSDT 5m candles (``e2e_support``); no fakes.
+sent to /order); each error code arrives as the ccxt exception class of ccxt's own
+error table (``linear`` table merged).  Real BTCUSDT 5m candles (``e2e_support``); no fakes.
 """
 
 from __future__ import annotations

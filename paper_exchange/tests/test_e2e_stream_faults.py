@@ -4,7 +4,7 @@ Against the REAL engine over real HTTP/WebSocket on 127.0.0.1 (``e2e_support``),
 no one here wrote:
 
 - python-binance's own ``BinanceSocketManager.futures_user_socket`` (``FSTREAM_URL`` pointed at
-  the server, reference §1) receives ``ORDER_TRADE_UPDATE`` and ``ACCOUNT_UPDATE`` for a fill;
+  the server) receives ``ORDER_TRADE_UPDATE`` and ``ACCOUNT_UPDATE`` for a fill;
 - a fault file with ``unknown_error_rate: 1.0`` on ``/fapi/v1/order``: both clients see an error
   (503, no code) but the order exists when queried by its client order id afterwards;
 - a bracket (MARKET entry + STOP_MARKET and TAKE_PROFIT_MARKET closePosition) over real candles:

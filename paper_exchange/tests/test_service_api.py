@@ -1,4 +1,4 @@
-"""Reply and event shapes against the reference and the recorded Binance payloads."""
+"""Reply and event shapes against Binance's documented fields and the recorded Binance payloads."""
 
 from __future__ import annotations
 

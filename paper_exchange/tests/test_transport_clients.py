@@ -1,6 +1,6 @@
 """The real clients against the transport: python-binance's AsyncClient and ccxt's binanceusdm.
 
-Both are pointed at a real server on 127.0.0.1 as the reference (§1) says.  The service behind it
+Both are pointed at a real server on 127.0.0.1, the way Binance documents base URLs.  The service behind it
 is ``FakeService``, a fake at the seam (``test_transport_support``): these tests prove that what
 the clients send (their parameter order, form bodies, signatures, headers) is accepted and that
 they parse the replies; the end-to-end tests repeat them against the real engine.
@@ -58,7 +58,7 @@ def test_python_binance_async_client() -> None:
     names = [name for name, _, _ in service.calls]
     assert names[:2] == ["ping", "time"]
     assert {"new_order", "cancel_order", "balance"} <= set(names)
-    # python-binance sends its params sorted and always with recvWindow=10000 (reference §2).
+    # python-binance sends its params sorted and always with recvWindow=10000.
     new_order = next(params for name, _, params in service.calls if name == "new_order")
     assert new_order["recvWindow"] == "10000"
 
