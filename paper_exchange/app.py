@@ -4,7 +4,8 @@ Every REST request goes through one pipeline (:class:`Gateway`), in this order:
 
 1. parameters: the raw query (from the request line, byte-exact) and, for POST/PUT/DELETE, the
    form body; the query wins for a name in both; a name repeated within one part -> ``-1101``;
-2. REQUEST_WEIGHT charged for the IP (429/418 replies, see ``rate_limit``);
+2. REQUEST_WEIGHT charged for the IP (429/418 replies, see ``rate_limit``; the
+   ``foreign_weight_per_s`` fault adds another client's weight to every IP);
 3. faults: latency, then injected 5xx (the request is not executed);
 4. auth (``auth``): key, signature over the raw bytes, timestamp against the wall clock plus the
    clock-skew fault;
@@ -97,6 +98,8 @@ class Gateway:
             settings.ban_after_429s,
             settings.ban_initial_s,
             settings.ban_max_s,
+            weight_window_ms=settings.weight_window_ms,
+            foreign_weight_per_s=faults.foreign_weight_per_s,
         )
         self.auth = Authenticator(
             settings.api_keys,

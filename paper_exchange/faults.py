@@ -11,6 +11,7 @@ Example (every key optional)::
     ws_drop_rate: {rate: 0.01, events: [ORDER_TRADE_UPDATE]}
     ws_delay_ms: {fixed: 200, jitter: 100}
     clock_skew_ms: 1500
+    foreign_weight_per_s: 30       # another client on this IP uses 30 weight per second
 
 Semantics:
 
@@ -39,6 +40,9 @@ Semantics:
   happened; events of one connection never overtake each other.
 - ``clock_skew_ms``: the server's clock reads this many ms ahead (negative: behind) for the
   timestamp/recvWindow checks and in ``serverTime`` of the ``/time`` endpoints.
+- ``foreign_weight_per_s``: another client shares every IP and uses this much REQUEST_WEIGHT
+  per second, continuously from the IP's first request: the rate limiter adds it to the IP's
+  used weight (in ``X-MBX-USED-WEIGHT-1M``, toward 429s and 418 bans).  It takes no filter.
 
 Each fault takes an optional ``paths`` filter (exact paths, or prefixes ending in ``*``; for the
 WebSocket faults the path of the stream, ``/private/ws`` or ``/ws/*``), WebSocket faults also
@@ -121,6 +125,7 @@ class FaultConfig(_Strict):
     ws_drop_rate: RateSpec | None = None
     ws_delay_ms: DelaySpec | None = None
     clock_skew_ms: SkewSpec | None = None
+    foreign_weight_per_s: float = Field(0.0, ge=0.0, allow_inf_nan=False)
 
     @model_validator(mode="before")
     @classmethod
@@ -226,6 +231,7 @@ class Faults:
         self._skew = cfg.clock_skew_ms
         self._skew_paths = _filter(cfg.clock_skew_ms.paths) if cfg.clock_skew_ms else None
         self.http_enabled = bool(self._latency_f or self._error_f)
+        self.foreign_weight_per_s = cfg.foreign_weight_per_s
 
     @classmethod
     def from_file(cls, path: Path | None) -> Faults:

@@ -16,6 +16,12 @@ Choices Binance's documentation leaves open:
   <ms>. Please use the websocket for live updates to avoid bans."`` with ``Retry-After``.  The first
   ban lasts ``ban_initial_s`` (2 min), each further ban doubles it up to ``ban_max_s`` (3 days);
   the doubling resets after 24 h without a ban.  Requests during a ban are not charged.
+- Another client on the same IP (the ``foreign_weight_per_s`` fault): the IP is charged that much
+  weight per second, continuously, from the first time it is seen: in each window the used weight
+  is what its requests cost plus ``rate x the time elapsed in the window`` (whole units, rounded
+  down).  It shows in ``X-MBX-USED-WEIGHT-1M`` and counts toward 429s and bans like any request.
+- ``weight_window_ms`` (default one minute) shrinks the weight window for tests, so that minutes
+  of pressure take seconds; Binance's window is the minute.
 - Orders are counted per account on every authenticated order request (accepted or refused by
   the engine).  Over a limit -> 429 ``-1015 "Too many new orders; current limit is 300 orders per
   10 SECOND."`` (or ``1200 orders per 1 MINUTE.``) with ``Retry-After``; order limits never ban.
@@ -82,7 +88,8 @@ class FixedWindow:
 
 @dataclass(slots=True)
 class _IpState:
-    weight: FixedWindow = field(default_factory=lambda: FixedWindow(MINUTE_MS))
+    weight: FixedWindow
+    first_seen_ms: int
     strikes_window_ms: int = -1
     strikes: int = 0
     ban_until_ms: int = 0
@@ -107,8 +114,15 @@ class RateLimiter:
         ban_after_429s: int = 2,
         ban_initial_s: int = 120,
         ban_max_s: int = 3 * 24 * 3600,
+        *,
+        weight_window_ms: int = MINUTE_MS,
+        foreign_weight_per_s: float = 0.0,
     ) -> None:
+        if weight_window_ms < 1000 or not 0.0 <= foreign_weight_per_s < math.inf:
+            raise ValueError("weight_window_ms >= 1000 and a finite foreign_weight_per_s >= 0")
         self.weight_limit_1m = weight_limit_1m
+        self.weight_window_ms = weight_window_ms
+        self.foreign_weight_per_s = foreign_weight_per_s
         self.orders_limit_10s = orders_limit_10s
         self.orders_limit_1m = orders_limit_1m
         self.ban_after_429s = ban_after_429s
@@ -117,23 +131,31 @@ class RateLimiter:
         self._ips: dict[str, _IpState] = {}
         self._accounts: dict[str, _AccountState] = {}
 
-    def _ip(self, ip: str) -> _IpState:
+    def _ip(self, ip: str, now_ms: int) -> _IpState:
         state = self._ips.get(ip)
         if state is None:
-            state = self._ips[ip] = _IpState()
+            state = self._ips[ip] = _IpState(FixedWindow(self.weight_window_ms), now_ms)
         return state
 
+    def foreign_weight(self, state: _IpState, now_ms: int) -> int:
+        """What the other client on this IP has used in the current window (module docstring)."""
+        rate = self.foreign_weight_per_s
+        if rate <= 0.0:
+            return 0
+        since = max(now_ms - now_ms % self.weight_window_ms, state.first_seen_ms)
+        return int(rate * max(0, now_ms - since) / 1000.0)
+
     def used_weight(self, ip: str, now_ms: int) -> int:
-        """The weight ``ip`` used in the current minute (the ``X-MBX-USED-WEIGHT-1M`` value)."""
+        """The weight ``ip`` used in the current window (the ``X-MBX-USED-WEIGHT-1M`` value)."""
         state = self._ips.get(ip)
-        return 0 if state is None else state.weight.current(now_ms)
+        return 0 if state is None else state.weight.current(now_ms) + self.foreign_weight(state, now_ms)
 
     def charge_weight(self, ip: str, weight: int, now_ms: int) -> int:
         """Add ``weight`` for ``ip``; return the used weight, or raise :class:`RateLimited`."""
-        state = self._ip(ip)
+        state = self._ip(ip, now_ms)
         if state.ban_until_ms > now_ms:
             raise self._banned(state, now_ms)
-        used = state.weight.add(now_ms, weight)
+        used = state.weight.add(now_ms, weight) + self.foreign_weight(state, now_ms)
         if used <= self.weight_limit_1m:
             return used
         if state.strikes_window_ms != state.weight.start_ms:

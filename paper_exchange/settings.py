@@ -38,6 +38,8 @@ class TransportSettings:
 
     # Rate limits: fixed windows aligned to the minute / 10 seconds.
     weight_limit_1m: int = 2400
+    # The REQUEST_WEIGHT window (Binance: the minute); tests shrink it so minutes take seconds.
+    weight_window_ms: int = 60_000
     orders_limit_10s: int = 300
     orders_limit_1m: int = 1200
     # 429 replies an IP may receive in one window before the next over-limit request bans it.
@@ -64,6 +66,8 @@ class TransportSettings:
     def __post_init__(self) -> None:
         if not self.api_keys:
             raise ValueError("api_keys: at least one API key is needed")
+        if self.weight_window_ms < 1000:
+            raise ValueError("weight_window_ms: at least 1000")
         for name in ("recv_window_max_ms", "weight_limit_1m", "orders_limit_10s", "orders_limit_1m"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name}: must be positive")
