@@ -8,23 +8,35 @@ done; the run ends with one summary log line and its ``reconciliation_runs`` row
    state is queried by client id and the answer recorded; a changed state is ``stale_state``; a
    -2013 counts towards ``LOST`` like any other not-found reply (``not_found``).
 2. **Open orders and open algo orders on the exchange** (of ``symbols`` when given, else all):
-   - with our prefix but unknown to SQLite (``unknown_ours``): **cancelled**.  SQLite is written
-     before every send, so such an order was placed by another copy of this database (a restored
-     backup, a second instance); an entry or close must never work without its record, and a
-     protective leg is re-placed from SQLite by rule 3 if a position needs it;
+   - with our prefix but unknown to SQLite: SQLite is written before every send, so such an order
+     was placed by another copy of this database (a restored backup, a second instance).  An entry
+     or a close (``unknown_ours``) is **cancelled**: it must never work without its record.  A
+     protective order (a ``closePosition`` ``STOP_MARKET`` or ``TAKE_PROFIT_MARKET``) is left for
+     rule 3, which knows the positions: it may be all that protects one;
    - known but final in SQLite (``final_but_open``): queried again and the answer recorded (a
      lost order that exists after all reopens);
    - foreign (no ``xy-`` prefix, placed by hand or by another program): reported and left alone
      (``foreign_order`` / ``foreign_algo_order``).
-3. **Positions vs open intents**: every open intent gets the bracket rules with the exchange's
-   position (:mod:`coordinator.orders.brackets`): a position without a live stop gets a new stop
-   and take-profit (``unprotected_position``), an intent whose exit fired has its other leg
-   cancelled and is closed (``exit_incomplete``), one whose position is gone is closed
-   (``position_closed_outside``).  A stop triggered more than ``trigger_grace_s`` ago but not
-   filled (``stale_trigger``) is re-queried and, if still stuck, cancelled so a new one goes on.
-   A position on a symbol with no open intent (``orphan_position``) gets an emergency stop at
-   ``orphan_stop_fraction`` from its entry price when ``protect_orphans`` is on (reported only
-   otherwise).
+3. **Positions vs open intents.**  Reconciliation never leaves a position without a stop.
+   - An open intent none of whose orders is live while protective orders of ours unknown to SQLite
+     hold the symbol's position (on its closing side) is stale (``stale_intent``): SQLite is older
+     than the exchange (a restored backup), the intent is closed and the position adopted below.
+   - Every other open intent gets the bracket rules with the exchange's position
+     (:mod:`coordinator.orders.brackets`): a position without a live stop gets a new stop and
+     take-profit (``unprotected_position``), an intent whose exit fired has its other leg cancelled
+     and is closed (``exit_incomplete``), one whose position is gone is closed
+     (``position_closed_outside``); one still open with no position and no live order is closed
+     (``stale_intent``).  A stop triggered more than ``trigger_grace_s`` ago but not filled
+     (``stale_trigger``) is re-queried and, if still stuck, cancelled so a new one goes on.
+   - A position that no open intent explains (after the above) is adopted when ``protect_orphans``
+     is on (reported only otherwise): with the newest stop and take-profit of ours already working
+     on it, kept as they are and written to SQLite (``adopted_position``: the orders' rows record
+     what the exchange reports; a missing take-profit stays missing, a missing stop is placed at
+     ``orphan_stop_fraction`` from the entry price), or else with an emergency stop at
+     ``orphan_stop_fraction`` (``orphan_position``).
+   - The protective orders of ours unknown to SQLite that no adoption took (``unknown_ours``) are
+     cancelled when their symbol is flat, when they are on the wrong side, or when the position
+     has its own live stop (duplicates); otherwise kept.
 0. **Lasting conflicts** (``order_conflict``): orders the manager handed over after
    ``conflict_cap`` refused events in a row (:attr:`OrderManager.for_reconciliation`).  The
    venue keeps reporting something the transition table refuses, so no report is trusted: the
@@ -49,17 +61,35 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from coordinator.exchange.schemas import AlgoOrder, Position
+from coordinator.exchange.schemas import AlgoOrder
 from coordinator.exchange.schemas import Order as WireOrder
-from coordinator.orders.brackets import ActionKind, exit_side, holds
+from coordinator.orders.brackets import Action, ActionKind, exit_side, holds
 from coordinator.orders.ids import is_ours
 from coordinator.orders.manager import OrderManager
-from coordinator.orders.models import Order, OrderKind, OrderType
+from coordinator.orders.models import IntentStatus, Order, OrderKind, OrderType
 from coordinator.orders.monitor import net_positions
 from coordinator.orders.states import EventKind, OrderState
 from coordinator.side import Side
 
 logger = logging.getLogger(__name__)
+
+VenueLegs = dict[str, list[AlgoOrder]]
+"""Protective orders of ours on the exchange that SQLite does not know, by symbol."""
+
+PROTECTIVE_TYPES = {"STOP_MARKET": OrderKind.STOP_LOSS, "TAKE_PROFIT_MARKET": OrderKind.TAKE_PROFIT}
+
+
+def protective_kind(algo: AlgoOrder) -> OrderKind | None:
+    """The leg a ``closePosition`` stop or take-profit is (None for any other algo order)."""
+    return PROTECTIVE_TYPES.get(algo.orderType) if algo.closePosition else None
+
+
+def closing_legs(algos: Sequence[AlgoOrder], position: Decimal) -> list[AlgoOrder]:
+    """The protective orders among ``algos`` on the side that closes ``position`` (signed)."""
+    if position == 0:
+        return []
+    closing = (Side.BUY if position > 0 else Side.SELL).opposite.value
+    return [a for a in algos if protective_kind(a) is not None and a.side == closing]
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,8 +146,8 @@ class Reconciler:
         result = ReconciliationResult(run_id)
         await self._conflicts(result)
         await self._live_orders(result)
-        await self._open_orders(result)
-        await self._positions(result)
+        legs = await self._open_orders(result)
+        await self._positions(result, legs)
         await self._missing_fills(result)
         self._finish(result, started)
         return result
@@ -228,14 +258,21 @@ class Reconciler:
             )  # fmt: skip
 
     # -- rule 2 ---------------------------------------------------------------------------------
-    async def _open_orders(self, result: ReconciliationResult) -> None:
+    async def _open_orders(self, result: ReconciliationResult) -> VenueLegs:
+        """Rule 2; returns the protective orders of ours SQLite does not know, by symbol (rule 3's)."""
         manager = self.manager
         client = manager.client
+        legs: VenueLegs = {}
         for symbol in self.symbols or (None,):
             for wire in await client.get_open_orders(symbol):
                 await self._open_one(result, wire.symbol, wire.clientOrderId, str(wire.orderId), wire, False)
             for algo in await client.get_open_algo_orders(symbol):
-                await self._open_one(result, algo.symbol, algo.clientAlgoId, str(algo.algoId), algo, True)
+                found = await self._open_one(
+                    result, algo.symbol, algo.clientAlgoId, str(algo.algoId), algo, True
+                )
+                if found:
+                    legs.setdefault(algo.symbol, []).append(algo)
+        return legs
 
     async def _open_one(
         self,
@@ -245,7 +282,9 @@ class Reconciler:
         exchange_id: str,
         wire: WireOrder | AlgoOrder,
         algo: bool,
-    ) -> None:
+    ) -> bool:
+        """One open order of the exchange; True for a protective order of ours unknown to SQLite,
+        which is left for rule 3 to adopt, keep or cancel once the positions are known."""
         manager = self.manager
         store = manager.store
         local = store.get_order(cid) or store.find_by_exchange_id(
@@ -264,7 +303,7 @@ class Reconciler:
                         **ids,
                     )
                 )
-            return
+            return False
         if not is_ours(cid):
             result.differences.append(
                 Difference(
@@ -274,21 +313,27 @@ class Reconciler:
                     **ids,
                 )
             )
-            return
-        try:
-            if algo:
-                await manager.client.cancel_algo_order(algo_id=int(exchange_id))
-            else:
-                await manager.client.cancel_order(symbol, order_id=int(exchange_id))
-            resolution = "cancelled"
-        except Exception as exc:  # reported either way; the next start tries again
-            resolution = f"cancel failed: {exc}"
+            return False
+        if isinstance(wire, AlgoOrder) and protective_kind(wire) is not None:
+            return True
+        resolution = await self._cancel_unknown(symbol, exchange_id, algo)
         result.differences.append(
             Difference("unknown_ours", f"{what} with our prefix missing from SQLite", resolution, **ids)
         )
+        return False
+
+    async def _cancel_unknown(self, symbol: str, exchange_id: str, algo: bool) -> str:
+        try:
+            if algo:
+                await self.manager.client.cancel_algo_order(algo_id=int(exchange_id))
+            else:
+                await self.manager.client.cancel_order(symbol, order_id=int(exchange_id))
+        except Exception as exc:  # reported either way; the next start tries again
+            return f"cancel failed: {exc}"
+        return "cancelled"
 
     # -- rule 3 ---------------------------------------------------------------------------------
-    async def _positions(self, result: ReconciliationResult) -> None:
+    async def _positions(self, result: ReconciliationResult, legs: VenueLegs) -> None:
         manager = self.manager
         store = manager.store
         now = manager.now_ms()
@@ -308,63 +353,115 @@ class Reconciler:
                 )
         positions = await manager.client.get_open_positions()
         net = net_positions(positions)
-        covered: set[str] = set()
+        covered: set[str] = set()  # symbols whose position an open intent of SQLite explains
         for intent in store.open_intents():
-            covered.add(intent.symbol)
-            actions = await manager.ensure_bracket(intent.intent_id, net.get(intent.symbol, Decimal(0)))
-            kinds = {a.kind for a in actions}
-            if ActionKind.PLACE_STOP in kinds or ActionKind.PLACE_TAKE_PROFIT in kinds:
-                legs = [
-                    o
-                    for o in store.orders_of_intent(intent.intent_id)
-                    if not o.is_final and o.kind in (OrderKind.STOP_LOSS, OrderKind.TAKE_PROFIT)
-                ]
+            position = net.get(intent.symbol, Decimal(0))
+            holding = closing_legs(legs.get(intent.symbol, []), position)
+            live = [o for o in store.orders_of_intent(intent.intent_id) if not o.is_final]
+            if holding and not live:
+                store.set_intent_status(intent.intent_id, IntentStatus.CLOSED)
                 result.differences.append(
                     Difference(
-                        "unprotected_position",
-                        f"position {net.get(intent.symbol, 0)} without its legs",
-                        "placed: " + ", ".join(f"{o.kind.value} {o.state.value}" for o in legs),
+                        "stale_intent",
+                        f"intent {intent.intent_id} ({intent.side.value}) open in SQLite, none of its orders"
+                        f" live on the exchange; the position {position} is held by our protective"
+                        f" order(s) {', '.join(a.clientAlgoId for a in holding)} missing from SQLite"
+                        " (a restored backup, or another copy of this database)",
+                        "intent closed; the position is adopted with those orders",
                         symbol=intent.symbol,
                     )
                 )
-            elif ActionKind.CLOSE_INTENT in kinds:
-                flat = any("flat" in a.reason for a in actions)
+                continue
+            actions = await manager.ensure_bracket(intent.intent_id, position)
+            self._bracket_difference(result, intent.intent_id, intent.symbol, position, actions)
+            now_intent = store.get_intent(intent.intent_id)
+            if now_intent is None or now_intent.status is not IntentStatus.OPEN:
+                continue
+            if position == 0 and all(o.is_final for o in store.orders_of_intent(intent.intent_id)):
+                store.set_intent_status(intent.intent_id, IntentStatus.CLOSED)
                 result.differences.append(
                     Difference(
-                        "position_closed_outside" if flat else "intent_finished",
-                        f"intent {intent.intent_id}: " + "; ".join(a.reason for a in actions),
+                        "stale_intent",
+                        f"intent {intent.intent_id} open in SQLite; no position and no live order on the"
+                        " exchange",
                         "intent closed",
                         symbol=intent.symbol,
                     )
                 )
-            elif actions:
-                result.differences.append(
-                    Difference(
-                        "exit_incomplete",
-                        "; ".join(a.reason for a in actions),
-                        f"{len(actions)} order(s) cancelled",
-                        symbol=intent.symbol,
-                    )
-                )
-        for position in positions:
-            if position.symbol not in covered and position.positionAmt != 0:
-                covered.add(position.symbol)
-                result.differences.append(await self._orphan(position))
+                continue
+            covered.add(intent.symbol)
+        for symbol, amount in sorted(net.items()):
+            if symbol not in covered and amount != 0:
+                covered.add(symbol)
+                entry = next(p.entryPrice for p in positions if p.symbol == symbol and p.positionAmt != 0)
+                result.differences.append(await self._orphan(symbol, amount, entry, legs.get(symbol, [])))
+        for symbol, unknown in sorted(legs.items()):
+            for algo in unknown:
+                result.differences.append(await self._leftover(symbol, algo, net.get(symbol, Decimal(0))))
 
-    async def _orphan(self, position: Position) -> Difference:
-        detail = f"position {position.positionAmt} at {position.entryPrice} with no open intent"
+    def _bracket_difference(
+        self,
+        result: ReconciliationResult,
+        intent_id: str,
+        symbol: str,
+        position: Decimal,
+        actions: Sequence[Action],
+    ) -> None:
+        """The report row of one intent's bracket rules (nothing when all was in place)."""
+        store = self.manager.store
+        kinds = {a.kind for a in actions}
+        if ActionKind.PLACE_STOP in kinds or ActionKind.PLACE_TAKE_PROFIT in kinds:
+            legs = [
+                o
+                for o in store.orders_of_intent(intent_id)
+                if not o.is_final and o.kind in (OrderKind.STOP_LOSS, OrderKind.TAKE_PROFIT)
+            ]
+            result.differences.append(
+                Difference(
+                    "unprotected_position",
+                    f"position {position} without its legs",
+                    "placed: " + ", ".join(f"{o.kind.value} {o.state.value}" for o in legs),
+                    symbol=symbol,
+                )
+            )
+        elif ActionKind.CLOSE_INTENT in kinds:
+            flat = any("flat" in a.reason for a in actions)
+            result.differences.append(
+                Difference(
+                    "position_closed_outside" if flat else "intent_finished",
+                    f"intent {intent_id}: " + "; ".join(a.reason for a in actions),
+                    "intent closed",
+                    symbol=symbol,
+                )
+            )
+        elif actions:
+            result.differences.append(
+                Difference(
+                    "exit_incomplete",
+                    "; ".join(a.reason for a in actions),
+                    f"{len(actions)} order(s) cancelled",
+                    symbol=symbol,
+                )
+            )
+
+    async def _orphan(
+        self, symbol: str, amount: Decimal, entry_price: Decimal, unknown: list[AlgoOrder]
+    ) -> Difference:
+        """A position no open intent explains: adopted with the protective orders of ours already
+        working on it (kept, not replaced), else with an emergency stop."""
+        detail = f"position {amount} at {entry_price} with no open intent"
+        holding = closing_legs(unknown, amount)
         if not self.protect_orphans:
-            return Difference("orphan_position", detail, "reported", symbol=position.symbol)
+            return Difference("orphan_position", detail, "reported", symbol=symbol)
+        if holding:
+            return await self._adopt(symbol, amount, entry_price, holding, unknown)
         manager = self.manager
-        side = Side.BUY if position.positionAmt > 0 else Side.SELL
-        sign = -1 if side is Side.BUY else 1
-        stop = manager.client.symbol_rules(position.symbol).round_trigger(
-            position.entryPrice * (1 + sign * self.orphan_stop_fraction)
-        )
+        side = Side.BUY if amount > 0 else Side.SELL
+        stop = self._emergency_stop(symbol, side, entry_price)
         intent, leg = manager.store.create_intent_with_order(
-            position.symbol,
+            symbol,
             side,
-            abs(position.positionAmt),
+            abs(amount),
             stop_price=stop,
             kind=OrderKind.STOP_LOSS,
             order_side=exit_side(side),
@@ -375,15 +472,90 @@ class Reconciler:
         )
         reason = await manager.submit(leg)
         if reason:
-            await manager.close_position(intent.intent_id, abs(position.positionAmt))
+            await manager.close_position(intent.intent_id, abs(amount))
         state = manager.current(leg.client_order_id).state.value
         return Difference(
             "orphan_position",
             detail,
             f"adopted as intent {intent.intent_id}; emergency stop at {stop}: {state}"
             + (f" ({reason}; closing at market)" if reason else ""),
-            symbol=position.symbol,
+            symbol=symbol,
         )
+
+    def _emergency_stop(self, symbol: str, side: Side, entry_price: Decimal) -> Decimal:
+        sign = -1 if side is Side.BUY else 1
+        return self.manager.client.symbol_rules(symbol).round_trigger(
+            entry_price * (1 + sign * self.orphan_stop_fraction)
+        )
+
+    async def _adopt(
+        self,
+        symbol: str,
+        amount: Decimal,
+        entry_price: Decimal,
+        holding: list[AlgoOrder],
+        unknown: list[AlgoOrder],
+    ) -> Difference:
+        """Adopt the position with the newest stop and take-profit of ours that hold it; the rest of
+        ``holding`` stays in ``unknown`` (duplicates, cancelled by :meth:`_leftover`)."""
+        manager = self.manager
+        side = Side.BUY if amount > 0 else Side.SELL
+        chosen: dict[OrderKind, AlgoOrder] = {}
+        for algo in sorted(holding, key=lambda a: (a.updateTime, a.algoId)):
+            kind = protective_kind(algo)
+            assert kind is not None
+            chosen[kind] = algo
+        stop, take = chosen.get(OrderKind.STOP_LOSS), chosen.get(OrderKind.TAKE_PROFIT)
+        stop_price = (
+            stop.triggerPrice if stop is not None else self._emergency_stop(symbol, side, entry_price)
+        )
+        intent, orders = manager.store.adopt(
+            symbol,
+            side,
+            abs(amount),
+            [(a.clientAlgoId, kind, a.triggerPrice or Decimal(0)) for kind, a in chosen.items()],
+            stop_price=stop_price,
+            take_profit_price=take.triggerPrice if take is not None else None,
+        )
+        for algo in chosen.values():
+            unknown.remove(algo)
+        states = []
+        for order in orders:
+            manager.record_local(order, EventKind.SEND, "adopted: already working on the exchange")
+            after = await manager.query(manager.current(order.client_order_id))
+            states.append(f"{after.kind.value} {after.client_order_id} {after.state.value}")
+        actions = await manager.ensure_bracket(intent.intent_id, amount)  # a missing leg is placed
+        placed = [a.kind.value for a in actions]
+        return Difference(
+            "adopted_position",
+            f"position {amount} at {entry_price} with no open intent, held by our protective order(s)"
+            " missing from SQLite",
+            f"adopted as intent {intent.intent_id} with the exchange's "
+            + ", ".join(states)
+            + (f"; {', '.join(placed)}" if placed else ""),
+            symbol=symbol,
+        )
+
+    async def _leftover(self, symbol: str, algo: AlgoOrder, position: Decimal) -> Difference:
+        """A protective order of ours unknown to SQLite that no adoption took: cancelled when the
+        position needs no more protection (flat, the other direction, or its own stop is live),
+        kept otherwise."""
+        store = self.manager.store
+        ids = dict(symbol=symbol, client_order_id=algo.clientAlgoId, exchange_id=str(algo.algoId))
+        detail = f"protective {algo.orderType} {algo.side} with our prefix missing from SQLite"
+        protected = any(
+            o.kind is OrderKind.STOP_LOSS and not o.is_final
+            for i in store.open_intents()
+            if i.symbol == symbol
+            for o in store.orders_of_intent(i.intent_id)
+        )
+        if closing_legs([algo], position) and not protected:
+            return Difference(
+                "unknown_ours", detail, "kept: it protects a position SQLite does not hold", **ids
+            )
+        why = "position flat" if position == 0 else ("duplicate" if protected else "wrong side")
+        resolution = await self._cancel_unknown(symbol, str(algo.algoId), True)
+        return Difference("unknown_ours", f"{detail} ({why})", resolution, **ids)
 
     # -- rule 4 ---------------------------------------------------------------------------------
     async def _missing_fills(self, result: ReconciliationResult) -> None:

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from decimal import Decimal
 from pathlib import Path
@@ -155,6 +155,34 @@ class OrderStore:
             )  # fmt: skip
         return intent, order
 
+    def adopt(
+        self,
+        symbol: str,
+        side: Side,
+        qty: Decimal,
+        legs: Sequence[tuple[str, OrderKind, Decimal]],
+        *,
+        stop_price: Decimal | None = None,
+        take_profit_price: Decimal | None = None,
+    ) -> tuple[Intent, list[Order]]:
+        """A new ``OPEN`` intent for a position found on the exchange, with the protective orders
+        already working there (``(client id, leg, trigger price)``: ``closePosition`` algo orders on
+        the closing side), in one transaction.  The orders are written ``PENDING``; the caller
+        records what the exchange reports for them.
+        """
+        with self._tx():
+            intent = self._insert_intent(symbol, side, qty, stop_price, take_profit_price, None)
+            orders = []
+            for cid, kind, trigger in legs:
+                stop = kind is OrderKind.STOP_LOSS
+                orders.append(self._insert_order(
+                    intent, kind, side=side.opposite,
+                    type=OrderType.STOP_MARKET if stop else OrderType.TAKE_PROFIT_MARKET,
+                    qty=None, price=None, trigger_price=trigger, reduce_only=False, close_position=True,
+                    parent_id=None, client_order_id=cid,
+                ))  # fmt: skip
+        return intent, orders
+
     def _insert_intent(
         self,
         symbol: str,
@@ -250,8 +278,13 @@ class OrderStore:
         reduce_only: bool,
         close_position: bool,
         parent_id: str | None,
+        client_order_id: str | None = None,
     ) -> Order:
-        """Insert the next attempt of a leg (inside a transaction; see :meth:`create_order`)."""
+        """Insert the next attempt of a leg (inside a transaction; see :meth:`create_order`).
+
+        ``client_order_id``: the id of an order already on the exchange that this row adopts
+        (:meth:`adopt`); by default the id is derived from the intent, the leg and the attempt.
+        """
         intent_id = intent.intent_id
         kind = OrderKind(kind)
         rows = self._rows(
@@ -264,7 +297,7 @@ class OrderStore:
         attempt = max((int(row["attempt"]) for row in rows), default=0) + 1
         now = self._now_ms()
         order = Order(
-            client_order_id=ids.client_order_id(intent_id, kind, attempt),
+            client_order_id=client_order_id or ids.client_order_id(intent_id, kind, attempt),
             intent_id=intent_id,
             kind=kind,
             attempt=attempt,
