@@ -56,6 +56,7 @@ from coordinator.safety import HaltRequests, SafetySwitch
 from coordinator.snapshot import MarketData
 from coordinator.storage.backup import DailyBackup
 from coordinator.storage.db import init_db
+from coordinator.storage.home_lock import HomeLock
 from coordinator.storage.journal import Journal
 from coordinator.ws_server import DashboardServer
 from xylen.config import XylenConfig, load_config
@@ -251,7 +252,19 @@ class CoordinatorApp:
     # ------------------------------------------------------------------ run
 
     async def run(self) -> int:
-        """Start, beat until stopped (or ``beats`` done), stop cleanly; the exit status."""
+        """Start, beat until stopped (or ``beats`` done), stop cleanly; the exit status.
+
+        Raises :class:`~coordinator.storage.home_lock.HomeLocked` (exit 1, naming the pid) when
+        another process holds the home; the lock is held from here until the end of the run.
+        """
+        lock = HomeLock(self.home.root, "starting the coordinator")
+        lock.acquire()
+        try:
+            return await self._run_locked()
+        finally:
+            lock.release()
+
+    async def _run_locked(self) -> int:
         loop = asyncio.get_running_loop()
         installed: list[signal.Signals] = []
         for sig, handler in ((signal.SIGTERM, self.stop), (signal.SIGINT, self.stop),

@@ -9,6 +9,10 @@ All work on ``<home>/xylen.db`` and ``<home>/backups/``:
 * ``restore --from FILE --yes``: replace the database by a verified backup; the replaced file is
   kept as ``xylen.db.before-restore-<ts>``.  Without ``--yes`` nothing is done (exit 2).
 
+``migrate`` and ``restore`` hold the home's lock (``<home>/coordinator.lock``, the one a running
+coordinator holds for its whole life) while they work: while a coordinator runs they refuse (exit 1)
+with a message naming its pid, and no coordinator can start in the middle of them.
+
 Exit status: 0 ok, 1 runtime failure (missing database, refused backup), 2 bad usage.
 """
 
@@ -64,9 +68,16 @@ def _open(path: Path) -> sqlite3.Connection:
 
 
 def run_migrate(args: argparse.Namespace) -> int:
+    from coordinator.storage.home_lock import HomeLock
+
+    home = Home.resolve(args.home)
+    with HomeLock(home.root, "xylen db migrate").hold():
+        return _migrate(home.database)
+
+
+def _migrate(path: Path) -> int:
     from coordinator.storage.db import latest_version
 
-    path = Home.resolve(args.home).database
     before = 0
     if path.is_file():
         try:
@@ -160,7 +171,10 @@ def run_restore(args: argparse.Namespace) -> int:
         raise UsageError(
             f"restore replaces {db_path} with {source}: confirm with --yes (coordinator stopped)"
         )
-    aside = restore(source, db_path)
+    from coordinator.storage.home_lock import HomeLock
+
+    with HomeLock(db_path.parent, "xylen db restore").hold():
+        aside = restore(source, db_path)
     kept = f"; the previous database is kept as {aside}" if aside is not None else ""
     print(f"restored {db_path} from {source}{kept}")
     return 0
