@@ -19,6 +19,7 @@ notional is checked against the mark price before anything is sent.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable, Sequence
 from decimal import Decimal
@@ -28,6 +29,7 @@ from typing import Literal
 
 from coordinator.exchange.client import BinanceFuturesClient
 from coordinator.exchange.constants import Endpoint
+from coordinator.exchange.errors import RetryableError, UnknownOutcomeError
 from coordinator.exchange.retry import RetryPolicy
 from coordinator.exchange.schemas import Balance, BookTicker, LeverageChange, Position
 from coordinator.exchange.user_stream import UserStream
@@ -49,6 +51,38 @@ class PositionModeError(XylenError):
 
 
 PREMIUM_INDEX = Endpoint("GET", "/fapi/v1/premiumIndex", 1, 10)
+CONNECT_ATTEMPTS = 6
+CONNECT_BASE_DELAY_S = 0.5
+CONNECT_MAX_DELAY_S = 8.0
+
+
+async def connect(
+    config: ExchangeConfig,
+    secrets: Secrets,
+    *,
+    retry: RetryPolicy | None = None,
+    attempts: int = CONNECT_ATTEMPTS,
+    base_delay_s: float = CONNECT_BASE_DELAY_S,
+    max_delay_s: float = CONNECT_MAX_DELAY_S,
+) -> BinanceFuturesClient:
+    """:meth:`BinanceFuturesClient.create` (clock sync, exchangeInfo), repeated with exponential
+    backoff while it fails with a transient error (a 5xx, a timeout, no connection): both calls
+    are reads, so repeating them is safe, and one bad reply must not stop a start.  The clock sync
+    is a single request inside the client, so this is where its failures are retried."""
+    delay = base_delay_s
+    for attempt in range(1, attempts + 1):
+        try:
+            return await BinanceFuturesClient.create(config, secrets, retry=retry)
+        except (RetryableError, UnknownOutcomeError) as exc:
+            if attempt == attempts:
+                raise
+            logger.warning(
+                "connecting to the exchange failed (%s); retrying in %.1f s (attempt %d of %d)",
+                exc, delay, attempt + 1, attempts,
+            )  # fmt: skip
+            await asyncio.sleep(delay)
+            delay = min(max_delay_s, delay * 2)
+    raise AssertionError("unreachable")  # the loop returns or raises
 
 
 class FuturesExchange:
@@ -96,12 +130,13 @@ class FuturesExchange:
         trigger_grace_s: float = 60.0,
         symbols: Sequence[str] | None = None,
     ) -> FuturesExchange:
-        """Connect (clock sync, exchangeInfo) and open the order database; :meth:`start` next.
+        """Connect (clock sync, exchangeInfo; :func:`connect` retries a transient failure) and
+        open the order database; :meth:`start` next.
 
         ``symbols``: the symbols traded (reconciliation lists their open orders one by one, weight 1
         each, instead of every symbol's at weight 40); ``None`` reconciles every symbol.
         """
-        client = await BinanceFuturesClient.create(config, secrets, retry=retry)
+        client = await connect(config, secrets, retry=retry)
         try:
             store = OrderStore.open(db_path)
         except BaseException:

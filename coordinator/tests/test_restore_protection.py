@@ -23,10 +23,10 @@ from coordinator.tests.test_exchange_support import (
 from coordinator.tests.test_manager_support import exchange_config, paper_secrets, until, venue
 
 
-async def _after_restore(candles: Path, tmp_path: Path, second_side: Side) -> None:
+async def _after_restore(candles_dir: Path, tmp_path: Path, second_side: Side) -> None:
     """Backup with intent A open; A closed, B opened (``second_side``) with its bracket; restore."""
     db = tmp_path / "xylen.db"
-    async with venue(candles, tmp_path) as v:
+    async with venue(candles_dir, tmp_path) as v:
         first = v.exchange
         a = await first.place_order(SYMBOL, Side.BUY, Decimal("0.01"), Decimal("43000"), Decimal("46000"))
         await until(lambda: all(
@@ -40,10 +40,8 @@ async def _after_restore(candles: Path, tmp_path: Path, second_side: Side) -> No
             lambda: first.store.get_intent(a.intent.intent_id).status is not IntentStatus.OPEN,  # type: ignore[union-attr]
             what="A closed",
         )
-        if second_side is Side.BUY:
-            b = await first.place_order(SYMBOL, Side.BUY, Decimal("0.02"), Decimal("42000"), Decimal("47000"))
-        else:
-            b = await first.place_order(SYMBOL, Side.SELL, Decimal("0.02"), Decimal("47000"), Decimal("42000"))
+        stop, take = ("42000", "47000") if second_side is Side.BUY else ("47000", "42000")
+        b = await first.place_order(SYMBOL, second_side, Decimal("0.02"), Decimal(stop), Decimal(take))
         await until(lambda: len([
             o for o in first.store.orders_of_intent(b.intent.intent_id) if o.state is OrderState.NEW
         ]) == 2, what="B's bracket")  # fmt: skip
