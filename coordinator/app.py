@@ -19,8 +19,14 @@ Before anything is reconciled the account's position mode is checked: hedge mode
 one-way when no position is open, else the start is refused (exit 1) with the reason.
 
 Signals: SIGINT/SIGTERM finish the beat in progress, stop the tasks (each bounded by a timeout),
-checkpoint and close SQLite, close the connections and exit 0; protective stop and take-profit orders
-stay on the exchange.  SIGHUP reloads the config file: an invalid file is refused with one log line
+finish the protection (:meth:`FuturesExchange.stop`: an order whose request is on its way gets its
+reply, an outcome left unknown is queried, a position without its stop gets one), checkpoint and
+close SQLite, close the connections and exit 0; protective stop and take-profit orders stay on the
+exchange.  If a position is still left without a stop, an error line names it and the exit status
+is 1.  The coordinator holds its home's lock (:mod:`coordinator.storage.home_lock`) from start to
+exit: a second coordinator, ``xylen db restore`` and ``xylen db migrate`` refuse meanwhile.
+
+SIGHUP reloads the config file: an invalid file is refused with one log line
 naming the key and the reason and the running config is kept; a valid one is applied before the next
 beat (ensemble, risk and trading settings, beat timing; changes to sections that need a restart are
 named in a warning and not applied).
@@ -145,6 +151,7 @@ class CoordinatorApp:
     exchange: FuturesExchange | None = None
     safety: SafetySwitch | None = None
     reloads: int = 0
+    protected_at_exit: bool = True  # False: the exchange's stop left a position without a stop
     _conn: sqlite3.Connection | None = None
     _ensemble_store: EnsembleStore | None = None
     _models: ModelClients | None = None
@@ -285,6 +292,9 @@ class CoordinatorApp:
             await self._shutdown()
             for sig in installed:
                 loop.remove_signal_handler(sig)
+        if not self.protected_at_exit and status == 0:
+            logger.error("a position is left without a stop (see above): exit 1")
+            status = 1
         logger.info("coordinator stopped (exit %d)", status)
         return status
 
@@ -374,11 +384,20 @@ class CoordinatorApp:
             steps.append(("metrics", self.metrics_server.stop))
         if self._models is not None:
             steps.append(("model clients", self._models.close))
-        if self.exchange is not None:
-            steps.append(("exchange", self.exchange.stop))
+        exchange = self.exchange
+        if exchange is not None:
+
+            async def stop_exchange() -> None:
+                self.protected_at_exit = await exchange.stop()
+
+            steps.append(("exchange", stop_exchange))
         for name, step in steps:
+            # the exchange step waits for protective orders in flight, so it has its own bound
+            bound = SHUTDOWN_TIMEOUT_S if name != "exchange" or exchange is None else (
+                exchange.shutdown_timeout_s + SHUTDOWN_TIMEOUT_S
+            )  # fmt: skip
             try:
-                await asyncio.wait_for(step(), SHUTDOWN_TIMEOUT_S)
+                await asyncio.wait_for(step(), bound)
             except asyncio.CancelledError:
                 raise
             except Exception:

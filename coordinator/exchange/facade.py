@@ -34,9 +34,10 @@ from coordinator.exchange.retry import RetryPolicy
 from coordinator.exchange.schemas import Balance, BookTicker, LeverageChange, Position
 from coordinator.exchange.user_stream import UserStream
 from coordinator.orders.manager import OrderManager, Placement
-from coordinator.orders.models import Intent, Order
-from coordinator.orders.monitor import Monitor
+from coordinator.orders.models import Intent, Order, OrderKind
+from coordinator.orders.monitor import Monitor, net_positions
 from coordinator.orders.reconcile import Reconciler, ReconciliationResult
+from coordinator.orders.states import OrderState
 from coordinator.orders.store import OrderStore
 from coordinator.side import Side
 from xylen.config.schema import ExchangeConfig
@@ -154,15 +155,68 @@ class FuturesExchange:
         self.monitor.start()
         return self.reconciliation
 
-    async def stop(self) -> None:
-        """Stop monitoring and the stream, close the client and the database (each bounded)."""
+    @property
+    def shutdown_timeout_s(self) -> float:
+        """The bound of :meth:`stop`'s protection step: room for an order in flight to get its
+        reply, its outcome to be queried and a missing stop to be placed."""
+        return 3 * self.config.request_timeout_seconds + 5.0
+
+    async def stop(self) -> bool:
+        """Stop monitoring and the stream, close the client and the database (each bounded).
+
+        First the protection is finished (:meth:`finish_protection`): an order whose request is on
+        its way gets its reply before the monitor is cancelled, an outcome left unknown is queried,
+        a position found without its stop gets one.  Returns True when every open position is left
+        with a live stop; False (after an error log line naming each unprotected position) when not.
+        """
+        protected = False
         try:
+            try:
+                protected = await asyncio.wait_for(self.finish_protection(), self.shutdown_timeout_s)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("finishing the protective orders at shutdown failed")
             await self.monitor.stop()
             if self.stream is not None:
                 await self.stream.stop()
         finally:
             await self.client.close()
             self.store.close()
+        return protected
+
+    async def finish_protection(self, poll_s: float = 0.05) -> bool:
+        """The shutdown step of :meth:`stop` (before the client closes); True when protected."""
+        manager = self.manager
+        while manager.inflight:  # never cancel a request on its way: wait for its reply
+            await asyncio.sleep(poll_s)
+        await self.monitor.stop()  # nothing new starts from here on
+        for order in self.store.live_orders():  # a request whose outcome stayed unknown
+            if order.state in (OrderState.SUBMITTED, OrderState.UNKNOWN):
+                await manager.query(order)
+        net = net_positions(await self.client.get_open_positions())
+        for intent in self.store.open_intents():
+            await manager.ensure_bracket(intent.intent_id, net.get(intent.symbol, Decimal(0)))
+        net = net_positions(await self.client.get_open_positions())
+        protected = True
+        for symbol, amount in sorted(net.items()):
+            if amount == 0:
+                continue
+            stops = [
+                o
+                for intent in self.store.open_intents()
+                if intent.symbol == symbol
+                for o in self.store.orders_of_intent(intent.intent_id)
+                if o.kind is OrderKind.STOP_LOSS and o.state is OrderState.NEW
+            ]
+            if not stops:
+                protected = False
+                logger.error(
+                    "shutdown: the %s position %s is left WITHOUT a stop on the exchange; protect it"
+                    " by hand or start the coordinator again (reconciliation places one)",
+                    symbol, amount,
+                )  # fmt: skip
+        return protected
 
     async def __aenter__(self) -> FuturesExchange:
         await self.start()
