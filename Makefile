@@ -16,7 +16,7 @@ help:
 	@echo "make run    - install, then run the demo on the shipped data (xylen demo)"
 	@echo "make test   - install, then run the whole test suite"
 	@echo "make lint   - ruff and mypy"
-	@echo "make bench  - benchmarks: features, paper exchange, exchange client, order store, ensemble, risk, decision"
+	@echo "make bench  - benchmarks: features, paper exchange, exchange client, crashes, order store, ensemble, risk, decision"
 	@echo "make requirements - regenerate coordinator/ and model_server/ requirements.txt"
 
 $(STAMP): pyproject.toml requirements/lock.txt
@@ -44,6 +44,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_paper_exchange.py
 	$(BIN)/python bench/bench_exchange_client.py
 	$(BIN)/python bench/bench_orders_crash.py
+	$(BIN)/python bench/bench_coordinator_crash.py
 	$(BIN)/python bench/bench_order_store.py
 	$(BIN)/python bench/bench_ensemble.py
 	$(BIN)/python bench/bench_risk.py
