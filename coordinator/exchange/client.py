@@ -42,6 +42,7 @@ from coordinator.exchange.deadline import ENTRY_DEADLINE, SEND_DEADLINE
 from coordinator.exchange.deadline import check as check_deadline
 from coordinator.exchange.errors import FatalError, RejectedError
 from coordinator.exchange.filters import PriceRounding, SymbolRules, fmt
+from coordinator.exchange.priority import Priority
 from coordinator.exchange.rate_limit import RateLimiter
 from coordinator.exchange.retry import RetryPolicy
 from coordinator.exchange.schemas import (
@@ -249,8 +250,9 @@ class BinanceFuturesClient:
         deadline = None if reduce_only else ENTRY_DEADLINE.get()  # closing is never too late
         check_deadline(deadline, 0.0, f"order {client_order_id}")
         token = SEND_DEADLINE.set(deadline)
+        priority = Priority.CLOSE if reduce_only else Priority.ENTRY  # closing goes before opening
         try:
-            reply = await self.transport.request(c.NEW_ORDER, params, timeout_s=timeout_s)
+            reply = await self.transport.request(c.NEW_ORDER, params, timeout_s=timeout_s, priority=priority)
         finally:
             SEND_DEADLINE.reset(token)
         return Order.model_validate(reply)
@@ -274,6 +276,8 @@ class BinanceFuturesClient:
         """Place a conditional order (STOP_MARKET / TAKE_PROFIT_MARKET / ...) on ``/fapi/v1/algoOrder``.
 
         ``close_position=True`` closes the whole position when triggered (no quantity, no reduceOnly).
+        A conditional order protects a position: it goes first through the rate limiter
+        (:class:`~coordinator.exchange.priority.Priority` ``PROTECT``, as do algo cancels).
         """
         if type not in CONDITIONAL_TYPES:
             raise RejectedError(f"{type} is not a conditional order type", code=-1116, local=True)

@@ -11,6 +11,7 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from coordinator.exchange.priority import Priority
 from xylen.config.schema import ExchangeConfig, ExchangeMode
 
 logger = logging.getLogger(__name__)
@@ -35,7 +36,9 @@ class Endpoint:
     ``signed``: needs ``timestamp`` + ``signature`` (TRADE / USER_DATA).  ``keyed``: needs the API key
     header only (listen key).  ``is_order``: counts against the ORDERS limits.  ``idempotent``: sending
     it twice has the effect of sending it once (GETs, cancels by id, settings); an order placement is
-    not, so a timeout on it means its outcome is unknown.
+    not, so a timeout on it means its outcome is unknown.  ``priority``: the rate limiter's order
+    (:class:`~coordinator.exchange.priority.Priority`); unset, keyed and signed requests are account
+    reads and the others market data.
     """
 
     method: str
@@ -46,6 +49,14 @@ class Endpoint:
     keyed: bool = False
     is_order: bool = False
     idempotent: bool = True
+    priority: Priority | None = None
+
+    @property
+    def default_priority(self) -> Priority:
+        """The priority of a request to this endpoint when the caller does not give one."""
+        if self.priority is not None:
+            return self.priority
+        return Priority.ACCOUNT if self.signed or self.keyed else Priority.MARKET
 
     def weight_of(self, params: Mapping[str, str]) -> int:
         """The REQUEST_WEIGHT this request costs, by Binance's weight table."""
@@ -57,13 +68,17 @@ class Endpoint:
 PING = Endpoint("GET", "/fapi/v1/ping")
 TIME = Endpoint("GET", "/fapi/v1/time")
 EXCHANGE_INFO = Endpoint("GET", "/fapi/v1/exchangeInfo")
-NEW_ORDER = Endpoint("POST", "/fapi/v1/order", 0, signed=True, is_order=True, idempotent=False)
+NEW_ORDER = Endpoint(
+    "POST", "/fapi/v1/order", 0, signed=True, is_order=True, idempotent=False, priority=Priority.ENTRY
+)
 GET_ORDER = Endpoint("GET", "/fapi/v1/order", signed=True)
-CANCEL_ORDER = Endpoint("DELETE", "/fapi/v1/order", signed=True)
+CANCEL_ORDER = Endpoint("DELETE", "/fapi/v1/order", signed=True, priority=Priority.CLOSE)
 OPEN_ORDERS = Endpoint("GET", "/fapi/v1/openOrders", 1, 40, signed=True)
-NEW_ALGO_ORDER = Endpoint("POST", "/fapi/v1/algoOrder", 0, signed=True, is_order=True, idempotent=False)
+NEW_ALGO_ORDER = Endpoint(
+    "POST", "/fapi/v1/algoOrder", 0, signed=True, is_order=True, idempotent=False, priority=Priority.PROTECT
+)
 GET_ALGO_ORDER = Endpoint("GET", "/fapi/v1/algoOrder", signed=True)
-CANCEL_ALGO_ORDER = Endpoint("DELETE", "/fapi/v1/algoOrder", signed=True)
+CANCEL_ALGO_ORDER = Endpoint("DELETE", "/fapi/v1/algoOrder", signed=True, priority=Priority.PROTECT)
 OPEN_ALGO_ORDERS = Endpoint("GET", "/fapi/v1/openAlgoOrders", 1, 40, signed=True)
 USER_TRADES = Endpoint("GET", "/fapi/v1/userTrades", 5, signed=True)
 BOOK_TICKER = Endpoint("GET", "/fapi/v1/ticker/bookTicker", 2, 5)

@@ -28,22 +28,45 @@
   the used value the exchange reports when it counted more than we did; the last used weight
   reported is kept in :attr:`RateLimiter.used_weight` (the ``xylen_rate_limit_weight_used`` gauge
   reads it).
-- A 429 or 418 pauses ALL requests until its ``Retry-After`` (or the ban) ends and marks the current
-  windows full; a request waiting in :meth:`RateLimiter.acquire` leaves only after the pause.
+- Priorities (:class:`~coordinator.exchange.priority.Priority`): waiting requests are served
+  highest priority first (protective orders and their cancels, closes, entries, account reads,
+  market data), in arrival order within one priority.  Only the first waiter may go; when it
+  must wait for the next window, everyone behind it waits too, but a request of a higher
+  priority that arrives meanwhile goes ahead of it as soon as it fits.  Requests below
+  ``PROTECT`` leave :data:`PROTECT_RESERVE_FRACTION` of the limit unused, so a stop's cancel
+  (weight 1) or a stop (weight 0) fits when the rest is spent.
+- One request at a time while the budget is uncertain: when no reply has reported the used weight
+  since our window turned (at start, after every window turn) or the budget left after the
+  request is under :data:`TIGHT_FRACTION` of the limit, a request goes only when none is in
+  flight (a probe), so the reply's header corrects the count before the rest are released; a
+  burst never leaves on a guess.  (The transport reports replies with :meth:`RateLimiter.settle`;
+  a limiter used without it, ``track_replies`` false, neither probes nor keeps the reserve.)
+- Another client on the same IP: a header reporting more than we counted is weight someone else
+  used.  Its rate (an average of ``excess / time since the previous header``) is projected
+  forward: a request fits only if our count plus what the other client will have used by now
+  leaves room for it.
+- A 429 pauses every request but protective ones until its ``Retry-After`` (the window's end)
+  and marks the current windows full.  While paused, one protective request may be in flight at
+  a time, and only until a second 429 arrives in the same pause (Binance bans an IP that keeps
+  sending after 429s: after two, nothing goes until the pause ends).  A 418 (a ban) pauses
+  everything.  So the coordinator's own traffic never earns a 418.
 
-Waiters queue in FIFO order behind one lock for the window counts; a 429/418 pause is waited out
-BEFORE taking the lock, so nobody sleeps through a pause (up to minutes for a ban) while holding
-it.  A request with a send deadline (:data:`~coordinator.exchange.deadline.SEND_DEADLINE`, set
-for an entry) waits neither for the lock, nor for a window, nor for a pause past that deadline:
-it raises :class:`~coordinator.exchange.deadline.DeadlineExceeded` at once.
+There is no lock: waiters sit in a priority queue and each wakes when the state changes (a
+request left, a reply arrived, a waiter gave up) or when its timed wait (a window, a pause)
+ends.  A request with a send deadline (:data:`~coordinator.exchange.deadline.SEND_DEADLINE`, set
+for an entry) waits neither behind other requests, nor for a window, nor for a pause past that
+deadline: it raises :class:`~coordinator.exchange.deadline.DeadlineExceeded` at once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import heapq
+import itertools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 
 from coordinator.exchange.constants import (
     ORDER_COUNT_1M_HEADER,
@@ -51,6 +74,7 @@ from coordinator.exchange.constants import (
     USED_WEIGHT_HEADER,
 )
 from coordinator.exchange.deadline import SEND_DEADLINE, DeadlineExceeded, check, remaining_s
+from coordinator.exchange.priority import Priority
 from coordinator.exchange.schemas import RateLimit
 from xylen.timeutil import wall_ms
 
@@ -65,6 +89,12 @@ TEN_SECONDS_MS = 10_000
 # requests within it of a boundary count in both windows (see the module docstring).
 BOUNDARY_MARGIN_MS = 1_000
 _NO_WINDOW = -(2**62)
+# Below this share of the weight limit left, one request at a time (each reply corrects the count).
+TIGHT_FRACTION = 0.1
+# The share of the weight limit only protective requests may use.
+PROTECT_RESERVE_FRACTION = 0.02
+# 429s within one pause after which not even protective requests go until the pause ends.
+MAX_STRIKES_PER_PAUSE = 2
 
 
 def _ms_of(clock: Callable[[], float]) -> Callable[[], int]:
@@ -149,13 +179,21 @@ def limits_of(limits: Iterable[RateLimit]) -> tuple[int, int, int]:
     return weight, orders_10s, orders_1m
 
 
+@dataclass(order=True, slots=True)
+class _Waiter:
+    priority: int
+    seq: int
+    weight: int = field(compare=False)
+    orders: int = field(compare=False)
+
+
 class RateLimiter:
-    """REQUEST_WEIGHT and ORDERS window counters plus a global pause (see the module docstring).
+    """REQUEST_WEIGHT and ORDERS window counters, a priority queue and a pause (module docstring).
 
     ``clock`` (seconds, default monotonic) times the 429/418 pause and ``sleep`` waits;
     :attr:`exchange_ms` is the exchange's clock in ms the windows follow: wall time by default,
     ``clock`` in ms when a ``clock`` is injected (a test's fake clock drives both), and the
-    transport rebinds it to its ``now_ms``.
+    transport rebinds it to its ``now_ms`` (and sets :attr:`track_replies`).
     """
 
     def __init__(
@@ -168,19 +206,29 @@ class RateLimiter:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         exchange_ms: Callable[[], int] | None = None,
         margin_ms: int = BOUNDARY_MARGIN_MS,
+        weight_window_ms: int = MINUTE_MS,
     ) -> None:
         if exchange_ms is None:
             exchange_ms = wall_ms if clock is None else _ms_of(clock)
         self._clock = time.monotonic if clock is None else clock
         self._sleep = sleep
         self.exchange_ms = exchange_ms
-        self.weight = WindowCounter(weight_per_minute, MINUTE_MS, margin_ms)
+        self.weight = WindowCounter(weight_per_minute, weight_window_ms, margin_ms)
         self.orders_10s = WindowCounter(orders_per_10s, TEN_SECONDS_MS, margin_ms)
         self.orders_1m = WindowCounter(orders_per_minute, MINUTE_MS, margin_ms)
         self.pause_until = 0.0
         self.pauses = 0
+        self.banned = False
         self.used_weight: int | None = None  # the last X-MBX-USED-WEIGHT-1M the server reported
-        self._lock = asyncio.Lock()
+        self.track_replies = False  # set by a transport that calls settle() after every request
+        self.in_flight = 0
+        self.foreign_per_ms = 0.0  # another client's weight per ms on our IP, as the headers show
+        self._confirmed_index = _NO_WINDOW  # the weight window a header last reported on
+        self._header_ms = 0
+        self._strikes = 0
+        self._waiters: list[_Waiter] = []
+        self._seq = itertools.count()
+        self._changed = asyncio.Event()
 
     @classmethod
     def from_rate_limits(
@@ -203,56 +251,119 @@ class RateLimiter:
         """Seconds left of the current 429/418 pause (0.0: not paused)."""
         return max(0.0, self.pause_until - self._clock())
 
-    def delay_for(self, weight: int, orders: int = 0, now_ms: int | None = None) -> float:
+    def foreign_since_header(self, now_ms: int) -> int:
+        """The weight another client is expected to have used since the last header."""
+        if self.foreign_per_ms <= 0.0 or self._confirmed_index != self.weight.index:
+            return 0
+        return int(self.foreign_per_ms * max(0, now_ms - self._header_ms))
+
+    def delay_for(
+        self, weight: int, orders: int = 0, now_ms: int | None = None, priority: Priority = Priority.ACCOUNT
+    ) -> float:
         """Seconds before a request of this cost may go (0.0: now); ``now_ms`` on the exchange's clock."""
         if now_ms is None:
             now_ms = self.exchange_ms()
-        delay = max(self.paused_for(), self.weight.delay_for(weight, now_ms))
+        counter = self.weight
+        counter.roll(now_ms)
+        extra = self.foreign_since_header(now_ms)
+        if self.track_replies and priority is not Priority.PROTECT:
+            extra += int(counter.limit * PROTECT_RESERVE_FRACTION)
+        if weight + extra > counter.limit:  # never fits next to the extras: alone in a fresh window
+            extra = 0
+        delay = max(self.paused_for(), counter.delay_for(weight + extra, now_ms))
         if orders:
             delay = max(
                 delay, self.orders_10s.delay_for(orders, now_ms), self.orders_1m.delay_for(orders, now_ms)
             )
         return delay
 
-    async def acquire(self, weight: int, orders: int = 0) -> None:
-        """Wait until the pause is over and the windows hold the cost (FIFO), then count it.
+    def _uncertain(self, weight: int, now_ms: int) -> bool:
+        """Whether only one request may be in flight (module docstring)."""
+        counter = self.weight
+        if self._confirmed_index != counter.index:
+            return True
+        left = counter.limit - counter.used - self.foreign_since_header(now_ms) - weight
+        return left < counter.limit * TIGHT_FRACTION
 
-        A pause is waited out without the lock; with a send deadline nothing waits past it.
+    def _wait_s(self, waiter: _Waiter) -> float | None:
+        """0.0: the first waiter goes now; seconds: it waits that long; None: until a change."""
+        priority = Priority(waiter.priority)
+        pause = self.paused_for()
+        if pause > 0.0:
+            if priority is Priority.PROTECT and not self.banned and self._strikes < MAX_STRIKES_PER_PAUSE:
+                return None if self.in_flight else 0.0
+            return pause
+        now_ms = self.exchange_ms()
+        delay = self.delay_for(waiter.weight, waiter.orders, now_ms, priority)
+        if delay > 0.0:
+            return delay
+        if self.track_replies and self.in_flight and self._uncertain(waiter.weight, now_ms):
+            return None
+        return 0.0
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    def _take(self, waiter: _Waiter) -> None:
+        now_ms = self.exchange_ms()
+        self.weight.take(waiter.weight, now_ms)
+        if waiter.orders:
+            self.orders_10s.take(waiter.orders, now_ms)
+            self.orders_1m.take(waiter.orders, now_ms)
+        if self.track_replies:
+            self.in_flight += 1
+
+    async def acquire(self, weight: int, orders: int = 0, priority: Priority = Priority.ACCOUNT) -> None:
+        """Wait for this request's turn (priority order), the windows and any pause; then count it.
+
+        With a send deadline nothing waits past it.  A transport with :attr:`track_replies` calls
+        :meth:`settle` once the request is over, whatever its outcome.
         """
         deadline = SEND_DEADLINE.get()
-        while True:
-            pause = self.paused_for()
-            if pause > 0.0:
-                check(deadline, pause, "a request behind a rate-limit pause")
-                await self._sleep(pause)
-                continue
-            await self._lock_before(deadline)
-            try:
-                while self.paused_for() <= 0.0:
-                    now_ms = self.exchange_ms()
-                    delay = self.delay_for(weight, orders, now_ms)
-                    if delay <= 0.0:
-                        self.weight.take(weight, now_ms)
-                        if orders:
-                            self.orders_10s.take(orders, now_ms)
-                            self.orders_1m.take(orders, now_ms)
-                        return
-                    check(deadline, delay, "a request waiting for the rate-limit window")
-                    await self._sleep(delay)
-            finally:
-                self._lock.release()
+        waiter = _Waiter(int(priority), next(self._seq), weight, orders)
+        heapq.heappush(self._waiters, waiter)
+        try:
+            while True:
+                changed = self._changed
+                wait = self._wait_s(waiter)
+                if self._waiters[0] is not waiter:  # behind others: at least as long as its own wait
+                    if wait:
+                        check(deadline, wait, "a request waiting for the rate limit")
+                    wait = None
+                if wait == 0.0:
+                    heapq.heappop(self._waiters)
+                    self._take(waiter)
+                    self._notify()
+                    return
+                if wait is None:
+                    await self._until_changed(changed, deadline)
+                else:
+                    check(deadline, wait, "a request waiting for the rate limit")
+                    await self._sleep(wait)
+        finally:
+            if waiter in self._waiters:  # cancelled or past its deadline: let the next one try
+                self._waiters.remove(waiter)
+                heapq.heapify(self._waiters)
+                self._notify()
 
-    async def _lock_before(self, deadline: float | None) -> None:
+    async def _until_changed(self, changed: asyncio.Event, deadline: float | None) -> None:
         left = remaining_s(deadline)
         if left is None:
-            await self._lock.acquire()
+            await changed.wait()
             return
         try:
-            await asyncio.wait_for(self._lock.acquire(), left)
+            await asyncio.wait_for(changed.wait(), left)
         except asyncio.TimeoutError:
             raise DeadlineExceeded(
                 "queued behind other requests past the decision's deadline: not sent"
             ) from None
+
+    def settle(self) -> None:
+        """A request counted by :meth:`acquire` is over (answered or failed): the next may go."""
+        if self.in_flight > 0:
+            self.in_flight -= 1
+        self._notify()
 
     def observe(self, headers: Mapping[str, str]) -> None:
         """Correct the windows from a reply's ``X-MBX-USED-WEIGHT-1M`` / ``X-MBX-ORDER-COUNT-*``."""
@@ -263,17 +374,46 @@ class RateLimiter:
             (ORDER_COUNT_1M_HEADER, self.orders_1m),
         ):
             raw = headers.get(name)
-            if raw is not None and raw.isdigit():
-                counter.observe_used(int(raw), now_ms)
-                if counter is self.weight:
-                    self.used_weight = int(raw)
+            if raw is None or not raw.isdigit():
+                continue
+            used = int(raw)
+            if counter is self.weight:
+                self._observe_weight(used, now_ms)
+            else:
+                counter.observe_used(used, now_ms)
+        self._notify()
+
+    def _observe_weight(self, used: int, now_ms: int) -> None:
+        counter = self.weight
+        counter.roll(now_ms)
+        if self._confirmed_index == counter.index:
+            since = self._header_ms
+        else:  # the first report in this window: the other client started from zero at its start
+            since = counter.index * counter.size_ms + counter.margin_ms
+        sample = max(0, used - counter.used) / max(now_ms - since, 1)
+        self.foreign_per_ms = sample if sample > self.foreign_per_ms else (self.foreign_per_ms + sample) / 2
+        counter.observe_used(used, now_ms)
+        self.used_weight = used
+        self._confirmed_index = counter.index
+        self._header_ms = now_ms
 
     def pause(self, seconds: float, *, banned: bool = False) -> None:
-        """A 429 (or a 418 ban): hold every request for ``seconds`` and mark the windows full."""
+        """A 429 (or a 418 ban): hold requests for ``seconds`` and mark the windows full.
+
+        Protective requests may still go one at a time during a 429's pause, until a second 429.
+        """
+        if self.paused_for() <= 0.0:
+            self._strikes = 0
+            self.banned = False
+        self._strikes += 1
+        self.banned = self.banned or banned
         self.pause_until = max(self.pause_until, self._clock() + max(seconds, 0.0))
         self.pauses += 1
         now_ms = self.exchange_ms()
         for counter in (self.weight, self.orders_10s, self.orders_1m):
             counter.drain(now_ms)
+        self._confirmed_index = _NO_WINDOW  # the next window's budget is uncertain: probe it
+        self._notify()
         log = logger.error if banned else logger.warning
-        log("rate limited (%s): pausing all requests for %.1f s", "418 ban" if banned else "429", seconds)
+        what = "418 ban: pausing all requests" if banned else "429: pausing all but protective requests"
+        log("rate limited (%s) for %.1f s", what, seconds)

@@ -1,7 +1,8 @@
 """HTTP transport: one aiohttp session, signing, encoding, rate limits, and error translation.
 
-Every request: wait for the :class:`RateLimiter` (weight, ORDERS, any 429/418 pause; its fixed
-windows follow our estimate of the exchange's clock, :meth:`Transport.now_ms`) -> encode the
+Every request: wait for the :class:`RateLimiter` (its turn by priority, weight, ORDERS, any
+429/418 pause; its fixed windows follow our estimate of the exchange's clock,
+:meth:`Transport.now_ms`; the limiter is told when the request is over) -> encode the
 parameters once (query for GET, form body otherwise) -> sign when needed (timestamp from the local
 clock plus the offset synced from ``/fapi/v1/time``) -> send with a per-request timeout -> feed the
 reply's rate-limit headers to the limiter -> parse the JSON, or translate the failure into
@@ -14,7 +15,7 @@ no connection / connect timeout        RetryableError(sent=False)
 timeout or dropped connection          RetryableError (idempotent) / UnknownOutcomeError (order)
 2xx whose body is not valid JSON       RetryableError (idempotent) / UnreadableReplyError, an
                                        UnknownOutcomeError (order: the venue accepted it)
-429, 418                               RateLimitError (and every request paused: Retry-After)
+429, 418                               RateLimitError (the limiter paused: Retry-After)
 5xx "Service Unavailable", "Internal   RetryableError (failed, not executed)
 error", -1008, -1001
 other 5xx, 503 "Unknown error",        RetryableError (idempotent) / UnknownOutcomeError (order)
@@ -63,6 +64,7 @@ from coordinator.exchange.errors import (
     UnknownOutcomeError,
     UnreadableReplyError,
 )
+from coordinator.exchange.priority import Priority, effective
 from coordinator.exchange.rate_limit import RateLimiter
 from coordinator.exchange.retry import RetryPolicy, with_retries
 
@@ -146,6 +148,7 @@ class Transport:
         self._key_headers = {API_KEY_HEADER: signer.api_key}
         self._form_headers = {API_KEY_HEADER: signer.api_key, "Content-Type": FORM}
         self.limiter.exchange_ms = self.now_ms  # the exchange's windows are on its clock
+        self.limiter.track_replies = True  # send() settles every request it counted
 
     # -- life cycle ------------------------------------------------------------------------------
     @property
@@ -179,19 +182,42 @@ class Transport:
 
     # -- requests --------------------------------------------------------------------------------
     async def request(
-        self, endpoint: Endpoint, params: Mapping[str, str] | None = None, *, timeout_s: float | None = None
+        self,
+        endpoint: Endpoint,
+        params: Mapping[str, str] | None = None,
+        *,
+        timeout_s: float | None = None,
+        priority: Priority | None = None,
     ) -> Any:
-        """Send with the retry policy of ``endpoint`` (see :mod:`coordinator.exchange.retry`)."""
+        """Send with the retry policy of ``endpoint`` (see :mod:`coordinator.exchange.retry`).
+
+        ``priority``: the rate limiter's order for this request (default: the endpoint's), raised
+        by an enclosing :func:`~coordinator.exchange.priority.raised_to`.
+        """
         values = params or {}
+        policy = self.retry_policy
         return await with_retries(
-            lambda: self.send(endpoint, values, timeout_s), endpoint, self.retry_policy, self.sync_time
+            lambda: self.send(endpoint, values, timeout_s, priority), endpoint, policy, self.sync_time
         )
 
     async def send(
-        self, endpoint: Endpoint, params: Mapping[str, str], timeout_s: float | None = None
+        self,
+        endpoint: Endpoint,
+        params: Mapping[str, str],
+        timeout_s: float | None = None,
+        priority: Priority | None = None,
     ) -> Any:
         """One attempt: limiter, encode, sign, send, translate.  Returns the parsed JSON."""
-        await self.limiter.acquire(endpoint.weight_of(params), 1 if endpoint.is_order else 0)
+        level = effective(priority if priority is not None else endpoint.default_priority)
+        await self.limiter.acquire(endpoint.weight_of(params), 1 if endpoint.is_order else 0, level)
+        try:
+            return await self._send_counted(endpoint, params, timeout_s)
+        finally:
+            self.limiter.settle()
+
+    async def _send_counted(
+        self, endpoint: Endpoint, params: Mapping[str, str], timeout_s: float | None
+    ) -> Any:
         if endpoint.signed:
             payload = self._signer.signed_payload(params, self.now_ms(), self.recv_window_ms)
         else:
