@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -66,14 +66,12 @@ def _limiter(weight: int, window_ms: int, margin_ms: int) -> RateLimiter:
 
 @contextlib.asynccontextmanager
 async def _pressured_venue(
-    candles: Path, tmp_path: Path, *, weight: int, window_ms: int, foreign_per_s: float
+    candle_root: Path, tmp_path: Path, *, weight: int, window_ms: int, foreign_per_s: float
 ) -> AsyncIterator[tuple[FuturesExchange, PaperExchangeService, object]]:
     home = tmp_path / "paper"
     home.mkdir()
-    (home / "candles").symlink_to(candles, target_is_directory=True)
-    service = PaperExchangeService(
-        ServiceConfig.from_home(home, start_ms=START_MS, balance=Decimal(100_000))
-    )
+    (home / "candles").symlink_to(candle_root, target_is_directory=True)
+    service = PaperExchangeService(ServiceConfig.from_home(home, start_ms=START_MS, balance=Decimal(100_000)))
     settings = transport(weight_limit_1m=weight, weight_window_ms=window_ms, ban_initial_s=30)
     faults = Faults(FaultConfig(foreign_weight_per_s=foreign_per_s))
     async with running_app(service, settings, faults=faults) as (url, app):
@@ -110,7 +108,8 @@ def _protection_delay_s(exchange: FuturesExchange, intent_id: str) -> float:
     legs = latest_legs(exchange.store.orders_of_intent(intent_id))
     entry, stop = legs[OrderKind.ENTRY], legs.get(OrderKind.STOP_LOSS)
     assert stop is not None, f"intent {intent_id}: no stop"
-    filled = [e.recorded_ms for e in exchange.store.events(entry.client_order_id) if e.state_after is OrderState.FILLED]
+    entry_events = exchange.store.events(entry.client_order_id)
+    filled = [e.recorded_ms for e in entry_events if e.state_after is OrderState.FILLED]
     acked = [
         e.recorded_ms
         for e in exchange.store.events(stop.client_order_id)
@@ -120,9 +119,21 @@ def _protection_delay_s(exchange: FuturesExchange, intent_id: str) -> float:
     return (acked[0] - filled[0]) / 1000.0
 
 
-async def _run(candles: Path, tmp_path: Path, *, weight: int, window_ms: int, foreign: float, seconds: float) -> None:
+def _stop_acknowledged(exchange: FuturesExchange, intent_id: str) -> bool:
+    stop = latest_legs(exchange.store.orders_of_intent(intent_id)).get(OrderKind.STOP_LOSS)
+    return stop is not None and stop.state is not OrderState.PENDING
+
+
+def _closed(exchange: FuturesExchange, intent_id: str) -> bool:
+    intent = exchange.store.get_intent(intent_id)
+    return intent is not None and intent.status is not IntentStatus.OPEN
+
+
+async def _run(
+    candle_root: Path, tmp_path: Path, *, weight: int, window_ms: int, foreign: float, seconds: float
+) -> None:
     async with _pressured_venue(
-        candles, tmp_path, weight=weight, window_ms=window_ms, foreign_per_s=foreign
+        candle_root, tmp_path, weight=weight, window_ms=window_ms, foreign_per_s=foreign
     ) as (ex, _service, gateway):
         load = Load()
         stop = asyncio.Event()
@@ -130,7 +141,7 @@ async def _run(candles: Path, tmp_path: Path, *, weight: int, window_ms: int, fo
         async def beats() -> None:
             # a beat's reads leave together: market data of many symbols, then the account
             while not stop.is_set():
-                calls = [ex.book_ticker(SYMBOL) for _ in range(BEAT_TICKERS)]
+                calls: list[Awaitable[object]] = [ex.book_ticker(SYMBOL) for _ in range(BEAT_TICKERS)]
                 calls += [ex.get_account_balance(), ex.get_open_positions()]
                 for result in await asyncio.gather(*calls, return_exceptions=True):
                     if isinstance(result, ExchangeError):
@@ -151,31 +162,25 @@ async def _run(candles: Path, tmp_path: Path, *, weight: int, window_ms: int, fo
         try:
             started = time.monotonic()
             while time.monotonic() - started < seconds:
-                placed = await ex.place_order(SYMBOL, Side.BUY, Decimal("0.01"), Decimal("40000"), Decimal("48000"))
+                placed = await ex.place_order(
+                    SYMBOL, Side.BUY, Decimal("0.01"), Decimal("40000"), Decimal("48000")
+                )
                 assert placed.entry.state is OrderState.FILLED, placed.reason
-                intent_id = placed.intent.intent_id
-                await until(
-                    lambda: latest_legs(ex.store.orders_of_intent(intent_id)).get(OrderKind.STOP_LOSS) is not None
-                    and latest_legs(ex.store.orders_of_intent(intent_id))[OrderKind.STOP_LOSS].state
-                    is not OrderState.PENDING,
-                    timeout_s=30.0,
-                    what="the stop acknowledged",
-                )
-                delays.append(_protection_delay_s(ex, intent_id))
+                iid = placed.intent.intent_id
+                await until(lambda i=iid: _stop_acknowledged(ex, i), 30.0, "the stop acknowledged")  # type: ignore[misc]
+                delays.append(_protection_delay_s(ex, iid))
                 await ex.close_position(SYMBOL)
-                await until(
-                    lambda: (ex.store.get_intent(intent_id) or placed.intent).status is not IntentStatus.OPEN,
-                    timeout_s=30.0,
-                    what="the intent closed",
-                )
+                await until(lambda i=iid: _closed(ex, i), 30.0, "the intent closed")  # type: ignore[misc]
         finally:
             stop.set()
             await asyncio.gather(*hammers, return_exceptions=True)
         statuses = dict(ex.client.transport.statuses)
         limiter = gateway.limiter  # type: ignore[attr-defined]
         banned = [ip for ip, state in limiter._ips.items() if state.bans]
-        print(f"positions {len(delays)}, protection delays max {max(delays):.3f} s, "
-              f"load sent {load.sent} failed {load.failed}, statuses {statuses}")
+        print(
+            f"positions {len(delays)}, protection delays max {max(delays):.3f} s, "
+            f"load sent {load.sent} failed {load.failed}, statuses {statuses}"
+        )
         assert statuses.get(418, 0) == 0 and not banned, statuses
         assert statuses.get(429, 0) <= 2, statuses  # a rare 429 at worst, never a volley
         assert len(delays) >= 3
