@@ -118,6 +118,7 @@ class FuturesExchange:
         )
         self.monitor.reconcile = self.reconciler.resolve_conflicts  # lasting order conflicts
         self.reconciliation: ReconciliationResult | None = None
+        self._stopped: bool | None = None  # what stop() returned, once it has run
 
     @classmethod
     async def create(
@@ -168,7 +169,10 @@ class FuturesExchange:
         its way gets its reply before the monitor is cancelled, an outcome left unknown is queried,
         a position found without its stop gets one.  Returns True when every open position is left
         with a live stop; False (after an error log line naming each unprotected position) when not.
+        A second call does nothing and returns the first one's answer.
         """
+        if self._stopped is not None:  # stopped already: the client and the database are closed
+            return self._stopped
         protected = False
         try:
             try:
@@ -183,6 +187,7 @@ class FuturesExchange:
         finally:
             await self.client.close()
             self.store.close()
+            self._stopped = protected
         return protected
 
     async def finish_protection(self, poll_s: float = 0.05) -> bool:

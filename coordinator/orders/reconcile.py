@@ -553,7 +553,11 @@ class Reconciler:
             return Difference(
                 "unknown_ours", detail, "kept: it protects a position SQLite does not hold", **ids
             )
-        why = "position flat" if position == 0 else ("duplicate" if protected else "wrong side")
+        why = (
+            "position flat"
+            if position == 0
+            else ("duplicate" if closing_legs([algo], position) else "wrong side")
+        )
         resolution = await self._cancel_unknown(symbol, str(algo.algoId), True)
         return Difference("unknown_ours", f"{detail} ({why})", resolution, **ids)
 

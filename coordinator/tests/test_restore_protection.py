@@ -102,3 +102,43 @@ def test_restore_keeps_the_stop_of_a_position_opened_after_the_backup_on_the_sam
 ) -> None:
     """Same direction: the stale intent must not re-protect the position with its old prices."""
     asyncio.run(_after_restore(candles, tmp_path, Side.BUY))
+
+
+def test_unknown_protective_orders_are_cancelled_only_where_no_position_needs_them(
+    candles: Path,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """A duplicate stop (the position has its own) and a stop on the wrong side go; the intent's
+    own stop stays."""
+
+    async def scenario() -> None:
+        db = tmp_path / "xylen.db"
+        async with venue(candles, tmp_path, use_stream=False) as v:
+            first = v.exchange
+            placed = await first.place_order(
+                SYMBOL, Side.BUY, Decimal("0.01"), Decimal("43000"), Decimal("46000")
+            )
+            own_stop = latest_legs(first.store.orders_of_intent(placed.intent.intent_id))[OrderKind.STOP_LOSS]
+            duplicate, wrong_side = "xy-0123456789abcdef0123-s1", "xy-0123456789abcdef0124-s1"
+            await first.client.new_algo_order(
+                SYMBOL, "SELL", "STOP_MARKET", Decimal("42000"), close_position=True, client_algo_id=duplicate
+            )
+            await first.client.new_algo_order(
+                SYMBOL, "BUY", "STOP_MARKET", Decimal("47000"), close_position=True, client_algo_id=wrong_side
+            )
+            await first.stop()
+            second = await FuturesExchange.create(
+                exchange_config(v.url), paper_secrets(), db, use_stream=False, symbols=[SYMBOL]
+            )
+            try:
+                result = await second.start()
+                resolutions = {d.client_order_id: (d.detail, d.resolution) for d in result.differences}
+                assert "duplicate" in resolutions[duplicate][0] and resolutions[duplicate][1] == "cancelled"
+                assert "wrong side" in resolutions[wrong_side][0]
+                assert resolutions[wrong_side][1] == "cancelled"
+                algos = {a.clientAlgoId for a in await second.client.get_open_algo_orders(SYMBOL)}
+                assert own_stop.client_order_id in algos and not algos & {duplicate, wrong_side}
+            finally:
+                await second.stop()
+
+    asyncio.run(scenario())
