@@ -39,8 +39,10 @@
   since our window turned (at start, after every window turn) or the budget left after the
   request is under :data:`TIGHT_FRACTION` of the limit, a request goes only when none is in
   flight (a probe), so the reply's header corrects the count before the rest are released; a
-  burst never leaves on a guess.  (The transport reports replies with :meth:`RateLimiter.settle`;
-  a limiter used without it, ``track_replies`` false, neither probes nor keeps the reserve.)
+  burst never leaves on a guess.  A protective request may go beside the probe (two in flight
+  at most), so a slow probe never holds a stop back.  (The transport reports replies with
+  :meth:`RateLimiter.settle`; a limiter used without it, ``track_replies`` false, neither
+  probes nor keeps the reserve.)
 - Another client on the same IP: a header reporting more than we counted is weight someone else
   used.  Its rate (an average of ``excess / time since the previous header``) is projected
   forward: a request fits only if our count plus what the other client will have used by now
@@ -297,7 +299,10 @@ class RateLimiter:
         delay = self.delay_for(waiter.weight, waiter.orders, now_ms, priority)
         if delay > 0.0:
             return delay
-        if self.track_replies and self.in_flight and self._uncertain(waiter.weight, now_ms):
+        # One probe at a time while uncertain; a protective request may go beside it (a hung
+        # probe must not hold a stop back), but not beside another one.
+        beside = priority is Priority.PROTECT and self.in_flight < 2
+        if self.track_replies and self.in_flight and not beside and self._uncertain(waiter.weight, now_ms):
             return None
         return 0.0
 

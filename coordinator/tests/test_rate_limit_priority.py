@@ -64,18 +64,17 @@ def test_while_uncertain_one_probe_goes_and_the_rest_wait_for_its_header() -> No
             order.append(name)
 
         await limiter.acquire(1, priority=Priority.MARKET)  # the probe: no header yet
-        waiting = [asyncio.create_task(request(f"market{i}", Priority.MARKET)) for i in range(3)] + [
-            asyncio.create_task(request("stop", Priority.PROTECT))
-        ]
+        waiting = [asyncio.create_task(request(f"market{i}", Priority.MARKET)) for i in range(3)]
+        waiting += [asyncio.create_task(request(f"stop{i}", Priority.PROTECT)) for i in range(2)]
         await asyncio.sleep(0.05)
-        # Nothing else left before the probe's reply (a protective request included: no header
-        # yet, so even it waits for the correction).
-        assert order == [] and limiter.in_flight == 1
+        # Before the probe's reply only one protective request goes beside it; no market data.
+        assert order == ["stop0"] and limiter.in_flight == 2
         limiter.observe({c.USED_WEIGHT_HEADER: "10"})
         limiter.settle()
+        limiter.settle()
         await asyncio.sleep(0.05)
-        assert order[0] == "stop"  # then highest priority first
-        assert sorted(order[1:]) == ["market0", "market1", "market2"]
+        assert order[1] == "stop1"  # then highest priority first
+        assert sorted(order[2:]) == ["market0", "market1", "market2"]
         for task in waiting:
             await task
 
@@ -98,13 +97,16 @@ def test_when_the_budget_is_short_the_stop_goes_before_queued_market_data() -> N
         stop = asyncio.create_task(request("stop", 1, Priority.PROTECT))
         close = asyncio.create_task(request("close", 1, Priority.CLOSE))
         await asyncio.sleep(0.02)
-        # 12 left, 2 reserved for protection, 10% tight: one request in flight at a time
-        assert order == ["m0"]
+        # 12 left, 2 reserved for protection, under 10%: one request in flight at a time, and
+        # the stop beside it, ahead of the market data queued before it
+        assert order == ["m0", "stop"]
         for _ in range(3):
             limiter.settle()
             await asyncio.sleep(0.02)
-        assert order[:3] == ["m0", "stop", "close"]  # ahead of the market data queued before them
-        assert "m3" not in order  # 88 + 5 + 1 + 1 + 5 = 100: no room left below the reserve
+        assert order == ["m0", "stop", "close"]  # the close next, ahead of the queued market data
+        # 88 + 5 + 1 + 1 = 95: another 5 would eat into the protective reserve, so m1 waits
+        assert limiter.delay_for(5, priority=Priority.MARKET) > 0.0
+        assert limiter.delay_for(5, priority=Priority.PROTECT) == 0.0
         for task in [*market, stop, close]:
             task.cancel()
         await asyncio.gather(*market, stop, close, return_exceptions=True)
