@@ -431,7 +431,7 @@ def foreign_weight_supported() -> bool:
 
 
 def coordinator_config(
-    exchange_port: int, model_port: int, metrics_port: int, speed: float
+    exchange_port: int, model_port: int, metrics_port: int, speed: float, brackets: tuple[float, float]
 ) -> dict[str, Any]:
     """``xylen demo --show-trades``'s config at ``speed``, made to open and close brackets often."""
     config = demo_config(
@@ -443,7 +443,9 @@ def coordinator_config(
     config["heartbeat"].update(speed=speed, deadline_seconds=240.0)
     config["market"]["history_candles"] = 1000
     config["exchange"].update(request_timeout_seconds=5.0, poll_interval_seconds=1.0)
-    config["trading"].update(entry="market", stop_atr_multiple=0.5, take_profit_atr_multiple=0.8)
+    config["trading"].update(
+        entry="market", stop_atr_multiple=brackets[0], take_profit_atr_multiple=brackets[1]
+    )
     config["dashboard"] = {"enabled": False}
     config["logging"] = {"level": "INFO", "format": "text"}
     return config
@@ -474,6 +476,9 @@ class CrashRig:
         self.coordinator: Child | None = None
         self.metrics_url = ""
         self.config_path = self.home.root / "crash-config.yaml"
+        # stop and take-profit in ATRs: close, so brackets open and close every few beats; wider for a
+        # restore, so that a position opened after the backup is still open when the coordinator restarts
+        self.brackets = (3.0, 5.0) if scenario == "restore" else (0.5, 0.8)
         self.monitor_round_s = 2.5 + (ALGO_LATENCY_MS / 1000 * 2 if scenario == "sigterm" else 0.0)
 
     # lifecycle
@@ -490,7 +495,7 @@ class CrashRig:
         wait_ready(server, f"http://127.0.0.1:{model_port}/health", 90, health_ok)
         metrics_port = free_port()
         self.metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
-        config = coordinator_config(exchange_port, model_port, metrics_port, self.speed)
+        config = coordinator_config(exchange_port, model_port, metrics_port, self.speed, self.brackets)
         self.config_path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
         self.start_coordinator()
 
@@ -617,12 +622,26 @@ class CrashRig:
         self.figures.trials += 1
 
     def _restore_trial(self, label: str) -> None:
-        self.trade_for_a_while()
+        """The backup is taken while a position is open (its intent goes stale in the backup), and the
+        coordinator stopped while a position opened after the backup is open with its bracket."""
+        if not self.wait("an open position", lambda: bool(self.venue().positions), 40.0):
+            self.figures.problems.append(f"{label}: no position within 40 s before the backup")
         made = self.xylen("db", "backup")
         backup = Path(made.stdout.strip().rsplit(" ", 1)[-1]) if made.returncode == 0 else None
         if backup is None or not backup.is_file():
             raise RuntimeError(f"{label}: xylen db backup failed ({made.returncode}): {made.stderr.strip()}")
-        time.sleep(self.rng.uniform(2.0, 5.0))  # trade on after the backup
+        known = set(read_journal(backup).orders)
+
+        def new_position() -> bool:
+            venue = self.venue()
+            return bool(venue.positions) and any(
+                o.status == "FILLED" and o.cid not in known and o.cid.endswith("-e1")
+                and self._open_entry(venue, o.cid)
+                for o in venue.orders
+            )  # fmt: skip
+
+        if not self.wait("a position opened after the backup", new_position, 60.0):
+            self.figures.problems.append(f"{label}: no position opened after the backup within 60 s")
         refused = self.xylen("db", "restore", "--from", str(backup), "--yes")
         if refused.returncode == 0:
             self.figures.refusals_missing += 1
@@ -638,6 +657,12 @@ class CrashRig:
         forgotten = {cid for cid in venue.ours() if cid not in restored.orders}
         self.figures.forgotten_by_restore += len(forgotten - self.forgotten)
         self.forgotten |= forgotten
+
+    @staticmethod
+    def _open_entry(venue: Venue, entry_cid: str) -> bool:
+        """``entry_cid``'s bracket is still open on the venue (its position not closed yet)."""
+        intent = entry_cid.rsplit("-", 1)[0]
+        return any(a.status == "NEW" and a.cid.startswith(intent + "-s") for a in venue.algos)
 
     def _sigterm_trial(self, label: str) -> None:
         def stop_in_flight() -> bool:
