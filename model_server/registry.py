@@ -76,6 +76,7 @@ def canary_check(predictor: Predictor, rows: Rows, feature_version: str = FEATUR
     batch = usable or [dict.fromkeys(predictor.feature_names, 0.0)]
     try:
         probs = predictor.predict_many(batch)
+        raw = predictor.predict_many_raw(batch)  # a calibrator may serve a constant; the model may not
     except Exception as exc:  # a model that cannot even answer is refused, whatever the error
         raise ModelLoadError(f"canary: prediction failed: {exc}") from exc
     if probs.shape != (len(batch),):
@@ -85,8 +86,8 @@ def canary_check(predictor: Predictor, rows: Rows, feature_version: str = FEATUR
     if (probs < 0).any() or (probs > 1).any():
         raise ModelLoadError(f"canary: probabilities outside [0, 1] ({probs.min():.3g}..{probs.max():.3g})")
     distinct = len({tuple(sorted(r.items())) for r in usable})
-    if predictor.fitted and distinct >= MIN_ROWS_FOR_SPREAD and float(np.ptp(probs)) < 1e-9:
-        raise ModelLoadError(f"canary: constant probability {probs[0]:.6f} over {distinct} distinct rows")
+    if predictor.fitted and distinct >= MIN_ROWS_FOR_SPREAD and float(np.ptp(raw)) < 1e-9:
+        raise ModelLoadError(f"canary: constant probability {raw[0]:.6f} over {distinct} distinct rows")
     return len(usable)
 
 

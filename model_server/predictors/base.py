@@ -9,11 +9,17 @@ refused (:class:`MissingFeatures`) rather than guessed.
 
 ::
 
-    predict_one(x) -> float        probability of "up" in [0, 1]
-    predict_many(xs) -> ndarray    the same for many rows (canary checks, tests)
+    predict_one(x) -> float        calibrated probability of "up" in [0, 1] (the served prob_up)
+    score_one(x) -> (float, float) (calibrated, raw) probability: raw_score is the raw one's logit
+    predict_many(xs) -> ndarray    calibrated probabilities of many rows (tests, benchmarks)
+    predict_many_raw(xs) -> ndarray  the uncalibrated ones (canary checks of the model itself)
     learn_one(x, y) -> None        online update (River); batch models raise OnlineLearningUnsupported
     clone() -> Predictor           an independent copy with the same state (same answers)
     check_feature_version(v)       raises FeatureVersionMismatch unless v is the model's version
+
+Calibration: when the model directory holds ``calibration.json`` (written by ``xylen train``), its
+:class:`model_server.calibration.Calibrator` maps the backend's raw probability to the served one,
+the same map for every backend of one model; without the file the map is the identity.
 
 ``predict_one`` reuses one preallocated row, so it is meant for one caller at a time (the event
 loop); use ``predict_many`` from worker threads.
@@ -30,6 +36,7 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import ValidationError
 
+from model_server.calibration import CalibrationError, Calibrator, load_calibrator
 from xylen.contract import Backend, ModelMetadata
 
 METADATA_FILE = "metadata.json"
@@ -97,6 +104,10 @@ class Predictor(ABC):
             raise ModelLoadError("metadata.json: feature_names is empty")
         self._index: dict[str, int] = {name: i for i, name in enumerate(self.feature_names)}
         self._row: F32 = np.zeros((1, len(self.feature_names)), dtype=np.float32)
+        try:
+            self.model_calibrator: Calibrator = load_calibrator(model_dir)
+        except CalibrationError as exc:
+            raise ModelLoadError(str(exc)) from exc
 
     @property
     def version(self) -> str:
@@ -140,12 +151,29 @@ class Predictor(ABC):
         return out
 
     def predict_one(self, x: Mapping[str, float]) -> float:
-        """Probability of "up" for one feature dict."""
+        """Calibrated probability of "up" for one feature dict."""
+        return self.score_one(x)[0]
+
+    def score_one(self, x: Mapping[str, float]) -> tuple[float, float]:
+        """``(calibrated, raw)`` probability of "up" for one feature dict.
+
+        A backend that answers single rows its own way (it overrides :meth:`predict_one`) has no
+        separate raw score here: it gets ``(p, p)`` from its own ``predict_one``.
+        """
+        if type(self).predict_one is not Predictor.predict_one:
+            p = self.predict_one(x)
+            return p, p
         self.fill_row(x, self._row)
-        return float(self._predict_matrix(self._row)[0])
+        raw = float(self._predict_matrix(self._row)[0])
+        return self.model_calibrator.apply_one(raw), raw
 
     def predict_many(self, xs: Sequence[Mapping[str, float]]) -> F64:
-        """Probabilities for many feature dicts (float64, one per row)."""
+        """Calibrated probabilities for many feature dicts (float64, one per row)."""
+        raw = self.predict_many_raw(xs)
+        return raw if self.model_calibrator.is_identity else self.model_calibrator.apply(raw)
+
+    def predict_many_raw(self, xs: Sequence[Mapping[str, float]]) -> F64:
+        """Uncalibrated probabilities for many feature dicts (float64, one per row)."""
         if not xs:
             return np.empty(0, dtype=np.float64)
         return np.asarray(self._predict_matrix(self.matrix(xs)), dtype=np.float64)

@@ -57,7 +57,13 @@ def test_real_training_reports_out_of_fold_metrics(trained: TrainedModel) -> Non
 
 def test_model_dir_round_trip(trained: TrainedModel, tmp_path: Path) -> None:
     out = write_model_dir(trained, tmp_path / "models" / "btc")
-    assert sorted(p.name for p in out.iterdir()) == ["metadata.json", "model.onnx", "model.txt"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "calibration.json",
+        "metadata.json",
+        "model.onnx",
+        "model.txt",
+        "reliability.png",
+    ]
     assert [p.name for p in out.parent.iterdir()] == ["btc"]  # no temp dir left behind
     meta = ModelMetadata.model_validate_json((out / "metadata.json").read_text())
     core = list(ModelMetadata.model_fields)
@@ -104,7 +110,12 @@ def test_replacing_a_model_dir(trained: TrainedModel, tmp_path: Path) -> None:
     out.mkdir()
     (out / "stale.txt").write_text("old")
     write_model_dir(trained, out, onnx=False)
-    assert sorted(p.name for p in out.iterdir()) == ["metadata.json", "model.txt"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "calibration.json",
+        "metadata.json",
+        "model.txt",
+        "reliability.png",
+    ]
     assert [p.name for p in tmp_path.iterdir()] == ["btc"]
 
 
@@ -175,5 +186,10 @@ def test_replacing_without_atomic_exchange(
     out.mkdir()
     (out / "stale.txt").write_text("old")
     write_model_dir(trained, out, onnx=False)
-    assert sorted(p.name for p in out.iterdir()) == ["metadata.json", "model.txt"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "calibration.json",
+        "metadata.json",
+        "model.txt",
+        "reliability.png",
+    ]
     assert [p.name for p in tmp_path.iterdir()] == ["btc"]

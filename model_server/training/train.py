@@ -12,8 +12,20 @@ fsynced, and it is then moved into place: with :func:`os.rename` when the target
 atomic exchange (Linux ``renameat2(RENAME_EXCHANGE)``) when it replaces an older directory; elsewhere
 the old directory is renamed aside first and put back if the second rename fails.  A failure before
 the final rename leaves no new directory and the old one untouched.  Before anything is written the
-ONNX model is checked against LightGBM on up to 10,000 of the training rows
+ONNX model is checked against LightGBM on up to 10,000 of the newest rows
 (:func:`model_server.convert_to_onnx.validate_parity`); a failed check writes nothing.
+
+**Final test window.** The newest ``final_test_days`` of the data (after a purge + embargo gap) are
+set aside before anything is fitted: walk-forward validation, the calibrator and the shipped
+booster all use the older rows only, and the window then measures the shipped model (booster +
+calibrator) on months it never saw.
+
+**Calibration.** The walk-forward out-of-fold probabilities choose and fit the calibrator
+(:mod:`model_server.training.calibrate`), written as ``calibration.json`` beside the model and
+applied by every serving backend.  The training report (:mod:`model_server.training.evaluation`)
+covers the out-of-fold rows and the final window, raw and calibrated, and is stored in
+``metadata.json`` (``evaluation``, flat figures in ``metrics``) with a reliability plot
+``reliability.png``.
 """
 
 from __future__ import annotations
@@ -39,8 +51,11 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
+from model_server.calibration import CALIBRATION_FILE, Calibrator
 from model_server.convert_to_onnx import Precision, booster_to_onnx, validate_parity
+from model_server.training.calibrate import CalibrationChoice, select_calibrator
 from model_server.training.dataset import Dataset, build_dataset
+from model_server.training.evaluation import N_BOOT, ProbabilityReport, evaluate, reliability_png
 from model_server.training.labels import round_trip_cost
 from model_server.training.profiles import DEFAULT_PROFILE, get_profile
 from model_server.training.tune import tune
@@ -55,6 +70,9 @@ from xylen.timeutil import wall_ms
 logger = logging.getLogger(__name__)
 
 PARTIAL_PREFIX: Final = ".partial-"
+RELIABILITY_PNG: Final = "reliability.png"
+DAY_MS: Final = 86_400_000
+DEFAULT_FINAL_TEST_DAYS: Final = 60.0
 VALIDATION_ROWS: Final = 10_000
 _LIBRARIES: Final = (
     "lightgbm",
@@ -89,6 +107,11 @@ class TrainConfig:
     tune_trials: int = 0
     seed: int = 42
     onnx_precision: Precision = "float"
+    # Newest days held out from training and calibration (0: none).  None: 60 days, at most a fifth
+    # of the span (a short input keeps most of its rows for training).
+    final_test_days: float | None = None
+    calibrate: bool = True
+    n_boot: int = N_BOOT  # day-block bootstrap resamples of the AUC interval
 
     @classmethod
     def from_trading(cls, trading: TradingConfig, interval: str = "5m", **overrides: Any) -> TrainConfig:
@@ -114,6 +137,8 @@ class TrainConfig:
             raise ValueError(f"purge_bars ({self.purge_bars}) must be >= horizon_bars ({self.horizon_bars})")
         if self.n_folds < 1 or self.tune_trials < 0 or self.cost < 0:
             raise ValueError("n_folds must be >= 1, tune_trials >= 0, cost >= 0")
+        if (self.final_test_days is not None and self.final_test_days < 0) or self.n_boot < 1:
+            raise ValueError("final_test_days must be >= 0 and n_boot >= 1")
 
 
 @dataclass(frozen=True)
@@ -123,6 +148,10 @@ class TrainedModel:
     walk_forward: WalkForwardResult
     validation_rows: np.ndarray[Any, np.dtype[np.float32]]  # real rows for the ONNX parity check
     config: TrainConfig
+    calibrator: Calibrator
+    reports: dict[str, ProbabilityReport]  # oof_raw, oof_calibrated, final_raw, final (calibrated)
+    final_index: np.ndarray[Any, np.dtype[np.int64]]  # dataset rows of the final test window
+    fit_index: np.ndarray[Any, np.dtype[np.int64]]  # dataset rows used for training and calibration
 
 
 def library_versions() -> dict[str, str]:
@@ -147,8 +176,35 @@ def _params(config: TrainConfig) -> tuple[dict[str, Any], int]:
     return params, config.num_boost_round or profile.num_boost_round
 
 
+def split_final_window(ds: Dataset, config: TrainConfig, gap_bars: int) -> tuple[Any, Any, int]:
+    """``(fit_rows, final_rows, first_final_bar)``: the newest ``final_test_days`` and the rows
+    before them, minus a gap of ``gap_bars`` (purge + embargo) so that no fitted label reads a
+    price of the final window.  No final window (``final_test_days == 0``): all rows fit.
+    """
+    all_rows = np.arange(len(ds), dtype=np.int64)
+    n_bars = int(ds.bar[-1]) + 1
+    day_bars = DAY_MS / interval_ms(config.interval)
+    if config.final_test_days is None:
+        bars = min(round(DEFAULT_FINAL_TEST_DAYS * day_bars), n_bars // 5)
+    else:
+        bars = round(config.final_test_days * day_bars)
+    if bars <= 0:
+        return all_rows, np.empty(0, dtype=np.int64), n_bars
+    first_final = n_bars - bars
+    if first_final - gap_bars < n_bars // 2:
+        raise ValueError(
+            f"a final window of {bars / day_bars:g} days ({bars:,} bars) leaves less than half of the "
+            f"{n_bars:,} bars for training; use more data or a shorter final window"
+        )
+    fit = all_rows[ds.bar < first_final - gap_bars]
+    final = all_rows[ds.bar >= first_final]
+    return fit, final, first_final
+
+
 def train_model(candles: pd.DataFrame, config: TrainConfig, now_ms: int | None = None) -> TrainedModel:
-    """Walk-forward validate (optionally tune first), then fit the final model on every row."""
+    """Hold out the final window, walk-forward validate (optionally tune first), fit the booster on
+    the older rows, calibrate it on its out-of-fold predictions, and measure it on the final window.
+    """
     config.validate()
     started = time.perf_counter()
     profile = get_profile(config.profile)
@@ -157,7 +213,9 @@ def train_model(candles: pd.DataFrame, config: TrainConfig, now_ms: int | None =
     )
     purge = config.purge_bars if config.purge_bars is not None else config.horizon_bars
     embargo = config.embargo_bars if config.embargo_bars is not None else config.horizon_bars
-    folds = make_folds(int(ds.bar[-1]) + 1, config.n_folds, purge, embargo)
+    fit_rows, final_rows, first_final_bar = split_final_window(ds, config, purge + embargo)
+    # Folds span the fitted rows only: the final window's bars lie beyond every fold's test block.
+    folds = make_folds(int(ds.bar[fit_rows[-1]]) + 1, config.n_folds, purge, embargo)
     params, rounds = _params(config)
     extra: dict[str, Any] = {}
     if config.tune_trials:
@@ -171,10 +229,43 @@ def train_model(candles: pd.DataFrame, config: TrainConfig, now_ms: int | None =
             "best_params": {**best, "num_boost_round": rounds},
         }
     wf = walk_forward(ds, params, rounds, folds)
-    booster = fit_booster(ds.X, ds.y, params, rounds, ds.feature_names)
+    booster = fit_booster(ds.X[fit_rows], ds.y[fit_rows], params, rounds, ds.feature_names)
+    base_rate = float(ds.y[fit_rows].mean())
+    y_oof = ds.y[wf.oof_index].astype(np.float64)
+    if config.calibrate:
+        choice = select_calibrator(wf.oof_proba, y_oof, base_rate, groups=wf.oof_fold)
+    else:
+        choice = CalibrationChoice(Calibrator(base_rate=float(np.clip(base_rate, 1e-6, 1 - 1e-6))), {}, 0, 0)
+    calibrator = choice.calibrator
+    t_oof = ds.open_time[wf.oof_index]
+    reports = {
+        "oof_raw": evaluate("out-of-fold, raw", y_oof, wf.oof_proba, t_oof, base_rate, config.n_boot),
+        "oof_calibrated": evaluate(
+            "out-of-fold, calibrated", y_oof, calibrator.apply(wf.oof_proba), t_oof, base_rate, config.n_boot
+        ),
+    }
+    if len(final_rows):
+        y_fin = ds.y[final_rows].astype(np.float64)
+        raw_fin = np.asarray(booster.predict(ds.X[final_rows]), dtype=np.float64)
+        t_fin = ds.open_time[final_rows]
+        reports["final_raw"] = evaluate("final window, raw", y_fin, raw_fin, t_fin, base_rate, config.n_boot)
+        reports["final"] = evaluate(
+            "final window, calibrated", y_fin, calibrator.apply(raw_fin), t_fin, base_rate, config.n_boot
+        )
     now = now_ms if now_ms is not None else wall_ms()
     metrics = wf.summary()
+    for key, report in reports.items():
+        metrics.update(report.flat(key))
     metrics["train_seconds"] = round(time.perf_counter() - started, 3)
+    final_days = (ds.bar[-1] + 1 - first_final_bar) * interval_ms(config.interval) / DAY_MS
+    final_info: dict[str, Any] = {"days": round(float(final_days), 3), "rows": len(final_rows)}
+    if len(final_rows):
+        final_info.update(
+            start=int(ds.open_time[final_rows[0]]),
+            end=int(ds.open_time[final_rows[-1]]),
+            first_bar=first_final_bar,
+            gap_bars=purge + embargo,
+        )
     metadata = ModelMetadata(
         model_version=model_version(now),
         created_at=now,
@@ -185,8 +276,8 @@ def train_model(candles: pd.DataFrame, config: TrainConfig, now_ms: int | None =
         horizon_bars=config.horizon_bars,
         stop_atr_multiple=config.stop_atr_multiple,
         take_profit_atr_multiple=config.take_profit_atr_multiple,
-        train_start=int(ds.open_time[0]),
-        train_end=int(ds.open_time[-1]),
+        train_start=int(ds.open_time[fit_rows[0]]),
+        train_end=int(ds.open_time[fit_rows[-1]]),
         metrics=metrics,
         library_versions=library_versions(),
         model_type="lightgbm",
@@ -196,9 +287,9 @@ def train_model(candles: pd.DataFrame, config: TrainConfig, now_ms: int | None =
             "cost": config.cost,
             "cost_bps": round(config.cost * 10_000, 4),
             "cost_source": "2 * (taker_fee_bps + slippage_bps) of TradingConfig",
-            "rows": len(ds),
+            "rows": len(fit_rows),
             "hold_rows_dropped": ds.n_hold,
-            "up_share": ds.up_share,
+            "up_share": base_rate,
         },
         atr_feature="atr_14",
         stop_rule="stop = entry -/+ stop_atr_multiple * ATR(14); take profit at take_profit_atr_multiple",
@@ -208,6 +299,9 @@ def train_model(candles: pd.DataFrame, config: TrainConfig, now_ms: int | None =
             "embargo_bars": embargo,
             "per_fold": [vars(f) for f in wf.folds],
         },
+        final_test=final_info,
+        calibration={**calibrator.to_dict(), "file": CALIBRATION_FILE},
+        evaluation={key: report.to_dict() for key, report in reports.items()},
         profile=config.profile,
         lgb_params=params,
         num_boost_round=rounds,
@@ -215,10 +309,31 @@ def train_model(candles: pd.DataFrame, config: TrainConfig, now_ms: int | None =
         **extra,
     )
     logger.info(
-        "trained %s: %d rows, %d trees, OOF AUC %.4f", metadata.model_version, len(ds), rounds, wf.pooled.auc
+        "trained %s: %d rows (%d held out), %d trees, OOF AUC %.4f, calibration %s",
+        metadata.model_version,
+        len(fit_rows),
+        len(final_rows),
+        rounds,
+        wf.pooled.auc,
+        choice.name,
     )
     rows = ds.X[-VALIDATION_ROWS:]
-    return TrainedModel(booster, metadata, wf, np.ascontiguousarray(rows), config)
+    return TrainedModel(
+        booster, metadata, wf, np.ascontiguousarray(rows), config, calibrator, reports, final_rows, fit_rows
+    )
+
+
+def format_report(model: TrainedModel) -> str:
+    """The calibration part of the training report: chosen calibrator and each set's figures."""
+    cal = model.calibrator
+    scores = dict(cal.info.get("nested_oof_log_loss", {}))
+    lines = [f"calibration: {cal.info.get('chosen', cal.method)} (base rate {cal.base_rate:.4f})"]
+    if scores:
+        ranked = sorted(scores.items(), key=lambda kv: kv[1])
+        shown = ", ".join(f"{name} {value:.5f}" for name, value in ranked[:6])
+        lines.append(f"  nested out-of-fold log-loss (best first): {shown}")
+    lines.extend(f"  {report.format()}" for report in model.reports.values())
+    return "\n".join(lines)
 
 
 def _write_synced(path: Path, data: bytes) -> None:
@@ -259,7 +374,11 @@ def _move_into_place(tmp: Path, out: Path) -> None:
 
 
 def write_model_dir(model: TrainedModel, out: Path, onnx: bool = True) -> Path:
-    """Write ``model.txt``, ``model.onnx`` (unless ``onnx=False``) and ``metadata.json`` atomically.
+    """Write ``model.txt``, ``model.onnx`` (unless ``onnx=False``), ``metadata.json``,
+    ``calibration.json`` and ``reliability.png`` atomically.
+
+    The plot shows the out-of-fold calibrated probabilities (blue), and on the final window the raw
+    (red) and calibrated (green) ones.
 
     Raises ``RuntimeError`` (nothing written) when the ONNX model disagrees with LightGBM.
     """
@@ -290,6 +409,13 @@ def write_model_dir(model: TrainedModel, out: Path, onnx: bool = True) -> Path:
             _write_synced(tmp / "model.onnx", onnx_bytes)
         text = json.dumps(json.loads(meta.model_dump_json()), indent=2, sort_keys=True)
         _write_synced(tmp / "metadata.json", text.encode())
+        _write_synced(tmp / CALIBRATION_FILE, model.calibrator.to_json_bytes())
+        curves = [
+            model.reports[k].reliability
+            for k in ("oof_calibrated", "final_raw", "final")
+            if k in model.reports
+        ]
+        _write_synced(tmp / RELIABILITY_PNG, reliability_png(curves))
         fsync_dir(tmp)
         _move_into_place(tmp, out)
     except BaseException:

@@ -37,7 +37,7 @@ logger = logging.getLogger(__name__)
 F32 = npt.NDArray[np.float32]
 F64 = npt.NDArray[np.float64]
 CONFIDENT_MARGIN: Final = 0.05  # a "confident call": |p - 0.5| > 0.05
-ECE_BINS: Final = 10
+ECE_BINS: Final = 15
 
 
 @dataclass(frozen=True)
@@ -71,8 +71,9 @@ class FoldMetrics:
 class WalkForwardResult:
     folds: list[FoldMetrics]
     pooled: FoldMetrics
-    oof_index: npt.NDArray[np.int64]  # dataset rows that were scored
+    oof_index: npt.NDArray[np.int64]  # dataset rows that were scored, in time order
     oof_proba: F64
+    oof_fold: npt.NDArray[np.int64]  # the walk-forward fold that scored each of those rows
 
     @property
     def mean_log_loss(self) -> float:
@@ -184,6 +185,7 @@ def walk_forward(
     metrics: list[FoldMetrics] = []
     idx_parts: list[npt.NDArray[np.int64]] = []
     proba_parts: list[F64] = []
+    fold_parts: list[npt.NDArray[np.int64]] = []
     for fold in folds:
         train = np.flatnonzero((ds.bar >= fold.train_start) & (ds.bar < fold.train_end))
         test = np.flatnonzero((ds.bar >= fold.test_start) & (ds.bar < fold.test_end))
@@ -197,12 +199,13 @@ def walk_forward(
         metrics.append(m)
         idx_parts.append(test)
         proba_parts.append(proba)
+        fold_parts.append(np.full(len(test), fold.index, dtype=np.int64))
     if not metrics:
         raise ValueError("walk-forward produced no scored fold")
     oof_index = np.concatenate(idx_parts)
     oof_proba = np.concatenate(proba_parts)
     pooled = score("all", ds.y[oof_index], oof_proba, n_train=0)
-    return WalkForwardResult(metrics, pooled, oof_index, oof_proba)
+    return WalkForwardResult(metrics, pooled, oof_index, oof_proba, np.concatenate(fold_parts))
 
 
 def format_table(result: WalkForwardResult) -> str:

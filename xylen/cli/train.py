@@ -4,7 +4,9 @@ One command for every host: ``--profile`` (8gb, 16gb, m1, m4) sets threads, hist
 subsampling and the row limit (see :mod:`model_server.training.profiles`).  Candles come from the
 candle store under the home folder (USDⓈ-M), or from ``--input`` (.feather/.parquet/.csv/.zip).
 Horizon, round-trip cost and ATR multiples default to the ``trading`` section of ``--config``
-(or its defaults).  Prints the walk-forward table; exit 0 ok, 1 runtime failure, 2 bad usage.
+(or its defaults).  The newest ``--final-test-days`` are held out from training and calibration and
+measure the shipped model.  Prints the walk-forward table and the calibration report; exit 0 ok,
+1 runtime failure, 2 bad usage.
 """
 
 from __future__ import annotations
@@ -47,6 +49,14 @@ def register(sub: Any) -> None:
     parser.add_argument("--rounds", type=int, default=None, help="boosting rounds (default: profile)")
     parser.add_argument("--threads", type=int, default=None, help="LightGBM threads (default: profile)")
     parser.add_argument("--max-rows", type=int, default=None, help="newest labelled rows (default: profile)")
+    parser.add_argument(
+        "--final-test-days",
+        type=float,
+        default=None,
+        metavar="D",
+        help="newest days held out from training and calibration to measure the shipped model "
+        "(default 60, at most a fifth of the span; 0: none)",
+    )
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--onnx-precision", choices=["float", "double"], default="float")
     parser.add_argument("--no-onnx", action="store_true", help="write model.txt and metadata.json only")
@@ -77,6 +87,7 @@ def _check_positive(name: str, value: int | None, minimum: int = 1) -> None:
 def run(args: argparse.Namespace) -> int:
     """Load candles, train, print the walk-forward table, write the model directory."""
     from model_server.training import TrainConfig, format_table, load_candles, train_model, write_model_dir
+    from model_server.training.train import format_report
     from xylen.config.loader import load_config
     from xylen.config.schema import TradingConfig
 
@@ -89,6 +100,8 @@ def run(args: argparse.Namespace) -> int:
     _check_positive("--threads", args.threads)
     _check_positive("--max-rows", args.max_rows)
     _check_positive("--tune", args.tune, 0)
+    if args.final_test_days is not None and not args.final_test_days >= 0:
+        raise UsageError(f"--final-test-days must be >= 0, got {args.final_test_days}")
     trading = load_config(args.config).trading if args.config else TradingConfig()
     overrides: dict[str, Any] = {
         "symbol": args.symbol.upper(),
@@ -100,6 +113,7 @@ def run(args: argparse.Namespace) -> int:
         "tune_trials": args.tune,
         "seed": args.seed,
         "onnx_precision": args.onnx_precision,
+        "final_test_days": args.final_test_days,
     }
     if args.horizon_bars is not None:
         overrides["horizon_bars"] = args.horizon_bars
@@ -109,7 +123,10 @@ def run(args: argparse.Namespace) -> int:
     except (ValueError, KeyError) as exc:
         raise UsageError(str(exc)) from exc
     candles = load_candles(config.symbol, config.interval, args.home, args.input, start, end)
-    model = train_model(candles, config)
+    try:
+        model = train_model(candles, config)
+    except ValueError as exc:  # e.g. a final window too long for the data
+        raise UsageError(str(exc)) from exc
     meta = model.metadata
     rows = int((meta.model_extra or {}).get("label", {}).get("rows", 0))
     print(
@@ -117,6 +134,7 @@ def run(args: argparse.Namespace) -> int:
         f"cost {config.cost * 1e4:.1f} bps, profile {config.profile}"
     )
     print(format_table(model.walk_forward))
+    print(format_report(model))
     out = write_model_dir(model, Path(args.out), onnx=not args.no_onnx)
     print(f"wrote {out} (model_version {meta.model_version})")
     return 0
