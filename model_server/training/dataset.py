@@ -46,6 +46,12 @@ class Dataset:
     cost: float
     n_candles: int
     n_hold: int
+    last_bar: int = -1  # bar number of the newest candle (labelled or not); -1: the newest row's
+
+    @property
+    def n_bars(self) -> int:
+        """Bars spanned by the candles (the newest candle counts even without a label)."""
+        return max(self.last_bar, int(self.bar[-1]) if len(self.bar) else -1) + 1
 
     def __len__(self) -> int:
         return len(self.y)
@@ -142,6 +148,7 @@ def build_dataset(
         cost=cost,
         n_candles=n,
         n_hold=n_hold,
+        last_bar=int((ot[-1] - ot[0]) // step),
     )
     logger.info(
         "dataset: %d candles -> %d labelled rows (%d in the hold band dropped), up share %.3f",

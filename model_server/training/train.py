@@ -182,7 +182,7 @@ def split_final_window(ds: Dataset, config: TrainConfig, gap_bars: int) -> tuple
     price of the final window.  No final window (``final_test_days == 0``): all rows fit.
     """
     all_rows = np.arange(len(ds), dtype=np.int64)
-    n_bars = int(ds.bar[-1]) + 1
+    n_bars = ds.n_bars  # from the newest candle, so prices inside the window cannot move its start
     day_bars = DAY_MS / interval_ms(config.interval)
     if config.final_test_days is None:
         bars = min(round(DEFAULT_FINAL_TEST_DAYS * day_bars), n_bars // 5)
@@ -257,7 +257,7 @@ def train_model(candles: pd.DataFrame, config: TrainConfig, now_ms: int | None =
     for key, report in reports.items():
         metrics.update(report.flat(key))
     metrics["train_seconds"] = round(time.perf_counter() - started, 3)
-    final_days = (ds.bar[-1] + 1 - first_final_bar) * interval_ms(config.interval) / DAY_MS
+    final_days = (ds.n_bars - first_final_bar) * interval_ms(config.interval) / DAY_MS
     final_info: dict[str, Any] = {"days": round(float(final_days), 3), "rows": len(final_rows)}
     if len(final_rows):
         final_info.update(
