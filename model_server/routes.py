@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.requests import ClientDisconnect
 
 from model_server.deps import Authorized, ServerState, StateDep
-from model_server.predictors import MissingFeatures, ModelError
+from model_server.predictors import MissingFeatures, ModelError, RiverPredictor
 from model_server.registry import LoadedModel, version_dirs
 from xylen.contract import HealthResponse, PredictRequest, PredictResponse, RetrainRequest, RetrainResponse
 from xylen.errors import XylenError
@@ -246,12 +246,31 @@ async def retrain(request: Request, state: StateDep, _: Authorized) -> Response:
     return json_response(out.model_dump())
 
 
+ONLINE_HEALTH_FIELDS = ("online_outcomes", "prequential_log_loss", "constant_log_loss", "online_answering")
+
+
+def online_health(model: LoadedModel | None) -> dict[str, Any]:
+    """The online model's prequential record for ``/health`` (nothing for a batch model)."""
+    predictor = model.predictor if model is not None else None
+    if not isinstance(predictor, RiverPredictor):
+        return {}
+    score = predictor.served
+    return {
+        "online_outcomes": predictor.n_learned,
+        "prequential_log_loss": score.model,
+        "constant_log_loss": score.constant,
+        "online_answering": "model" if predictor.answering else "base_rate",
+    }
+
+
 @router.get("/health", response_model=HealthResponse)
-async def health(state: StateDep) -> HealthResponse:
-    """Liveness and the serving model (no token needed)."""
+async def health(state: StateDep) -> Response:
+    """Liveness, the serving model and, for an online model, its prequential log-loss beside the
+    constant's (no token needed).  Fields without a value for this server are left out of the
+    body, so a batch-model server answers exactly the fields older clients know."""
     model = state.registry.current
     status = "loading" if model is None else "degraded" if state.memory.low else "ok"
-    return HealthResponse(
+    out = HealthResponse(
         status=status,
         uptime_seconds=time.monotonic() - state.started_at,
         memory_usage_mb=state.memory.rss_mb(),
@@ -259,7 +278,13 @@ async def health(state: StateDep) -> HealthResponse:
         model_type=model.backend if model is not None else None,
         model_version=model.version if model is not None else None,
         last_trained=model.metadata.created_at if model is not None else None,
+        **online_health(model),
     )
+    body = out.model_dump()
+    for name in ONLINE_HEALTH_FIELDS:
+        if body[name] is None:
+            del body[name]
+    return json_response(body)
 
 
 @router.get("/metrics", response_class=Response, responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}})

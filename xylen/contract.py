@@ -89,7 +89,13 @@ class RetrainResponse(_Wire):
     retrain_scheduled: bool
 
 
-class HealthResponse(_Wire):
+class HealthResponse(BaseModel):
+    """``GET /health``.  Unknown fields are ignored (not refused), so a server may add fields
+    without breaking the clients that do not know them; the online-learning fields are left out
+    of the body by a server that does not learn online."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
     status: Literal["ok", "degraded", "loading"]
     uptime_seconds: float
     memory_usage_mb: float
@@ -97,6 +103,18 @@ class HealthResponse(_Wire):
     model_type: Backend | None
     model_version: str | None
     last_trained: int | None = Field(None, description="ms UTC when the serving model was trained")
+    online_outcomes: int | None = Field(
+        None, description="outcomes the online model has scored (predict, then learn) and learned"
+    )
+    prequential_log_loss: float | None = Field(
+        None, description="decayed mean log-loss (nats) of the online model's answers before each outcome"
+    )
+    constant_log_loss: float | None = Field(
+        None, description="the same for the constant predictor (the running base rate)"
+    )
+    online_answering: Literal["model", "base_rate"] | None = Field(
+        None, description="whether the online model answers itself or the base rate (no skill shown yet)"
+    )
 
 
 class ModelMetadata(BaseModel):

@@ -6,14 +6,25 @@ import asyncio
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import aiohttp
 import pyarrow.parquet as pq
 import pytest
+from pydantic import BaseModel, ConfigDict
 
 from model_server.feedback import FeedbackBuffer
-from model_server.tests.server_support import AUTH, ServerProcess, dataset, predict_body, start_server
+from model_server.online import BaseRate
+from model_server.tests.server_support import (
+    AUTH,
+    ServerProcess,
+    dataset,
+    predict_body,
+    start_server,
+    train_booster,
+    write_model_dir,
+)
+from xylen.contract import HealthResponse
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +68,18 @@ def test_river_learns_from_retrain(server: ServerProcess, btc_5m_path: Path) -> 
             )
             assert status == 200 and out["samples_received"] == 600, out
             status, after = await call(s, "POST", f"{server.url}/predict", predict_body(probe))
-            assert after["prob_up"] != 0.5 and after["backend"] == "river"
+            assert status == 200 and after["backend"] == "river"
+            # 600 outcomes are too few to claim skill: the answer is the base rate of the outcomes
+            base = BaseRate()
+            for outcome in batch:
+                base.update(outcome["label"])
+            assert after["prob_up"] == pytest.approx(base.rate, abs=1e-12) and after["action"] == "HOLD"
+            status, health = await call(s, "GET", f"{server.url}/health")
+            assert status == 200 and health["online_outcomes"] == 600
+            assert health["online_answering"] == "base_rate"
+            # the answers given before each outcome were the base rate's: same log-loss as the constant
+            assert 0.6 < health["prequential_log_loss"] < 0.8
+            assert health["prequential_log_loss"] == pytest.approx(health["constant_log_loss"], abs=1e-9)
 
     asyncio.run(scenario())
     frame = FeedbackBuffer(server.home / "feedback").read()
@@ -66,7 +88,7 @@ def test_river_learns_from_retrain(server: ServerProcess, btc_5m_path: Path) -> 
 
 def test_kill_9_during_retrain_leaves_only_complete_parts(tmp_path: Path, btc_5m_path: Path) -> None:
     server = start_server(tmp_path / "home", {"MODEL_TYPE": "river", "MAX_QUEUE_DEPTH": "64"})
-    batch = {"outcomes": outcomes(btc_5m_path, 3000), "feature_version": "f2"}
+    batch: dict[str, Any] = {"outcomes": outcomes(btc_5m_path, 3000), "feature_version": "f2"}
     ok = 0
 
     async def hammer(stop: float) -> None:
@@ -110,12 +132,53 @@ def test_kill_9_during_retrain_leaves_only_complete_parts(tmp_path: Path, btc_5m
     try:
         probe = outcomes(btc_5m_path, 1, offset=5000)[0]["features"]
 
-        async def ask() -> float:
+        async def ask() -> tuple[float, dict[str, Any]]:
             async with aiohttp.ClientSession(headers=AUTH, timeout=aiohttp.ClientTimeout(total=10)) as s:
                 status, out = await call(s, "POST", f"{restarted.url}/predict", predict_body(probe))
                 assert status == 200
-                return float(out["prob_up"])
+                _, health = await call(s, "GET", f"{restarted.url}/health")
+                return float(out["prob_up"]), health
 
-        assert asyncio.run(ask()) != 0.5
+        prob, health = asyncio.run(ask())
+        assert health["online_outcomes"] == 3000 * len(parts)  # every stored outcome was replayed
+        labels = [o["label"] for o in batch["outcomes"]] * len(parts)
+        base = BaseRate()
+        for label in labels:
+            base.update(label)
+        if health["online_answering"] == "base_rate":
+            assert prob == pytest.approx(base.rate, abs=1e-9)
+        else:  # the same 3000 outcomes repeated may be learnable; the answer stays moderate
+            assert 0.05 < prob < 0.95
     finally:
         restarted.stop()
+
+
+class HealthBeforeOnlineFields(BaseModel):
+    """``/health`` as clients built before the online-learning fields parse it (extra fields refused)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    status: Literal["ok", "degraded", "loading"]
+    uptime_seconds: float
+    memory_usage_mb: float
+    model_loaded: bool
+    model_type: str | None
+    model_version: str | None
+    last_trained: int | None = None
+
+
+def test_batch_model_health_keeps_the_fields_older_clients_know(tmp_path: Path, btc_5m_path: Path) -> None:
+    write_model_dir(tmp_path / "models" / "v1", train_booster(btc_5m_path, rounds=20), "v1", onnx=False)
+    proc = start_server(tmp_path)
+    try:
+
+        async def get() -> Any:
+            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as s:
+                return await call(s, "GET", f"{proc.url}/health")
+
+        status, body = asyncio.run(get())
+    finally:
+        proc.stop()
+    assert status == 200 and body["model_type"] == "lightgbm"
+    HealthBeforeOnlineFields.model_validate(body)  # no online field in a batch model's body
+    parsed = HealthResponse.model_validate({**body, "a_field_from_a_newer_server": 1})
+    assert parsed.prequential_log_loss is None and parsed.online_answering is None
