@@ -25,6 +25,7 @@ from model_server.deps import ServerState
 from model_server.feedback import FeedbackBuffer
 from model_server.guards import AdmissionMiddleware, MemoryGuard, RateLimiter
 from model_server.metrics import ServerMetrics
+from model_server.predictors import RiverPredictor
 from model_server.registry import ModelRegistry
 from model_server.routes import ReloadRequest, RollbackRequest, router
 from model_server.settings import ServerSettings
@@ -106,8 +107,8 @@ def build_state(settings: ServerSettings, metrics: ServerMetrics) -> ServerState
 def replay_feedback(state: ServerState) -> int:
     """Teach a fresh online model every outcome kept in the feedback buffer (before serving)."""
     model = state.registry.current
-    if model is None or not model.predictor.learns_online or model.predictor.fitted:
-        return 0
+    if model is None or not isinstance(model.predictor, RiverPredictor) or model.predictor.n_learned:
+        return 0  # only a fresh online model is taught the buffer; a saved state keeps its own record
     learned = 0
     for features, label in state.feedback.labelled_rows(model.predictor.feature_names):
         model.predictor.learn_one(features, label)

@@ -15,6 +15,8 @@ from pydantic import BaseModel, ConfigDict
 
 from model_server.feedback import FeedbackBuffer
 from model_server.online import BaseRate
+from model_server.predictors.river import RiverPredictor
+from model_server.registry import default_river_metadata
 from model_server.tests.server_support import (
     AUTH,
     ServerProcess,
@@ -24,7 +26,7 @@ from model_server.tests.server_support import (
     train_booster,
     write_model_dir,
 )
-from xylen.contract import HealthResponse
+from xylen.contract import HealthResponse, Outcome
 
 
 @pytest.fixture(scope="module")
@@ -182,3 +184,28 @@ def test_batch_model_health_keeps_the_fields_older_clients_know(tmp_path: Path, 
     HealthBeforeOnlineFields.model_validate(body)  # no online field in a batch model's body
     parsed = HealthResponse.model_validate({**body, "a_field_from_a_newer_server": 1})
     assert parsed.prequential_log_loss is None and parsed.online_answering is None
+
+
+def test_saved_state_is_not_taught_the_buffer_again(tmp_path: Path, btc_5m_path: Path) -> None:
+    """A River state from ``river.pkl`` keeps its own record; only a fresh model replays the buffer."""
+    x, y, _ = dataset(btc_5m_path)
+    saved = RiverPredictor.fresh(default_river_metadata())
+    for row, label in zip(x.head(500).to_dict("records"), y[:500], strict=True):
+        saved.learn_one({str(k): float(v) for k, v in row.items()}, int(label))
+    assert not saved.answering  # 500 outcomes: still answering the base rate
+    (tmp_path / "models" / "r1").mkdir(parents=True)
+    saved.save(tmp_path / "models" / "r1")
+    buffer = FeedbackBuffer(tmp_path / "feedback")
+    buffer.append([Outcome.model_validate(o) for o in outcomes(btc_5m_path, 300, offset=600)], "f2")
+    proc = start_server(tmp_path, {"MODEL_TYPE": "river"})
+    try:
+
+        async def get() -> Any:
+            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as s:
+                return await call(s, "GET", f"{proc.url}/health")
+
+        status, health = asyncio.run(get())
+    finally:
+        proc.stop()
+    assert status == 200 and health["model_version"] == saved.version
+    assert health["online_outcomes"] == 500
