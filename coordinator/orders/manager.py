@@ -62,6 +62,7 @@ from coordinator.exchange.errors import (
     RetryableError,
     UnknownOutcomeError,
 )
+from coordinator.exchange.priority import Priority, raised_to
 from coordinator.orders import brackets
 from coordinator.orders.brackets import Action, ActionKind
 from coordinator.orders.events import Event, LocalEvent, OrderUpdate, VenueStatus
@@ -105,6 +106,15 @@ def proves_not_accepted(exc: BaseException) -> bool:
         # an error reply translated as "failed, not executed"; a 2xx or no reply at all proves nothing
         return exc.status is not None and not 200 <= exc.status < 300
     return False
+
+
+def _query_priority(order: Order) -> Priority:
+    """How urgent a lookup of ``order`` is: protective legs first, then closes, then the rest."""
+    if order.is_algo:
+        return Priority.PROTECT
+    if order.reduce_only:
+        return Priority.CLOSE
+    return Priority.ENTRY
 
 
 @dataclass(frozen=True, slots=True)
@@ -455,7 +465,15 @@ class OrderManager:
 
     # -- querying -------------------------------------------------------------------------------
     async def query(self, order: Order) -> Order:
-        """Look ``order`` up by its client id and record what the exchange says; returns it after."""
+        """Look ``order`` up by its client id and record what the exchange says; returns it after.
+
+        The reads go with the order's own priority: a protective leg's lookup (its outcome decides
+        whether a position has its stop) with protection, a close's with closes, ahead of market data.
+        """
+        with raised_to(_query_priority(order)):
+            return await self._query(order)
+
+    async def _query(self, order: Order) -> Order:
         cid = order.client_order_id
         if order.state is OrderState.PENDING:
             self.record_local(order, EventKind.REJECT_LOCAL, "never sent (found PENDING)")
