@@ -21,12 +21,14 @@ One run (``--once``, the default, what a systemd timer starts) does, in order:
    recorded in its ``metadata.json`` (symbol, interval, horizon, cost, ATR multiples, profile,
    LightGBM parameters, rounds, folds, seed) on the candles that end ``horizon`` bars before the
    window (their labels never read a price inside it).
-7. **Comparison** on the window: log-loss (and AUC) of both.  The feedback rows whose market time
+7. **Comparison** on the window: log-loss (and AUC) of both, each on the probabilities it serves
+   (the booster's through the model's ``calibration.json``).  The feedback rows whose market time
    falls inside the window are scored too (``feedback_log_loss``) but only reported: they are few,
    and their labels come from live trading outcomes, not from the candle label.  A champion that
    cannot be scored (missing model file, other feature version) counts as infinitely bad.
 8. **Promotion** only when the challenger's log-loss is strictly lower: the model directory
-   (``model.txt``, ``model.onnx``, ``metadata.json`` with a ``continuous_training`` record) is written
+   (``model.txt``, ``model.onnx``, ``calibration.json``, ``reliability.png`` and ``metadata.json`` with
+   a ``continuous_training`` record) is written
    atomically as ``<models>/<model_version>``, which the running server's registry sees as a new
    version and hot-swaps in after its canary check.
 9. The comparison is logged as one JSON line (``continuous-trainer {...}``) and appended to
@@ -65,6 +67,7 @@ import pandas as pd
 import psutil
 import pyarrow.parquet as pq
 
+from model_server.calibration import IDENTITY, load_calibrator
 from model_server.feedback import PART_GLOB, RETRAIN_MARKER
 from model_server.predictors import METADATA_FILE
 from model_server.registry import version_dirs
@@ -413,18 +416,25 @@ def _run_locked(
         rows,
     )
     model = train(train_candles, config, now)
-    challenger_p = _predict(model.booster, model.metadata.feature_names, ds.feature_names, X_eval)
+    # Both sides are scored on the probabilities they serve: the booster's through its calibrator.
+    challenger_p = model.calibrator.apply(
+        _predict(model.booster, model.metadata.feature_names, ds.feature_names, X_eval)
+    )
     challenger = score(y_eval, challenger_p)
 
     champion_scores: Scores | None = None
     champion_error: str | None = None
     champion_booster: lgb.Booster | None = None
+    champion_cal = IDENTITY
     if champion is not None and meta is not None:
         try:
             if meta.feature_version != FEATURE_VERSION:
                 raise ValueError(f"feature version {meta.feature_version} != {FEATURE_VERSION}")
             champion_booster = lgb.Booster(model_file=str(champion.path / "model.txt"))
-            champion_p = _predict(champion_booster, meta.feature_names, ds.feature_names, X_eval)
+            champion_cal = load_calibrator(champion.path)  # CalibrationError is a ValueError
+            champion_p = champion_cal.apply(
+                _predict(champion_booster, meta.feature_names, ds.feature_names, X_eval)
+            )
             champion_scores = score(y_eval, champion_p)
         except (ValueError, OSError, lgb.basic.LightGBMError) as exc:
             champion_error = str(exc)
@@ -438,11 +448,14 @@ def _run_locked(
         names = model.metadata.feature_names
         feedback = {
             "rows": len(fb),
-            "challenger_log_loss": log_loss(fy, _predict(model.booster, names, names, fx)),
+            "challenger_log_loss": log_loss(
+                fy, model.calibrator.apply(_predict(model.booster, names, names, fx))
+            ),
         }
         if champion_booster is not None and meta is not None and all(n in fb for n in meta.feature_names):
             cx = fb[list(meta.feature_names)].to_numpy(np.float32)
-            feedback["champion_log_loss"] = log_loss(fy, np.asarray(champion_booster.predict(cx), np.float64))
+            champion_fb = champion_cal.apply(np.asarray(champion_booster.predict(cx), np.float64))
+            feedback["champion_log_loss"] = log_loss(fy, champion_fb)
 
     champion_loss = champion_scores.log_loss if champion_scores is not None else math.inf
     promote = challenger.log_loss < champion_loss

@@ -156,7 +156,13 @@ def test_better_challenger_is_promoted(
     # The new version directory is in the models folder, complete, with the champion's config.
     assert model_dirs(home) == sorted([bad_champion.metadata.model_version, rec["challenger"]])
     assert result.path == home / "models" / rec["challenger"]
-    assert sorted(p.name for p in result.path.iterdir()) == ["metadata.json", "model.onnx", "model.txt"]
+    assert sorted(p.name for p in result.path.iterdir()) == [
+        "calibration.json",
+        "metadata.json",
+        "model.onnx",
+        "model.txt",
+        "reliability.png",
+    ]
     meta = ModelMetadata.model_validate_json((result.path / "metadata.json").read_text())
     extra = meta.model_extra or {}
     old = bad_champion.metadata
