@@ -280,9 +280,17 @@ def reliability_png(
 
     One coloured curve per reliability table, in :data:`COLOURS` order (blue, red, green,
     purple); marker area grows with the bin's row count.  The axes span ``axis`` (default: the
-    range of all points, padded, at least 0.3..0.7), with tick labels every 0.05 or 0.1.
+    range of the bins holding at least 0.5 % of their curve's rows, padded, at least 0.3..0.7;
+    points outside are drawn on the border), with tick labels every 0.05 or 0.1.
     """
-    points = [(r["mean_p"], r["up_share"]) for curve in curves for r in curve]
+    # The axes follow the bins holding at least 0.5 % of their curve's rows: a bin of a handful of
+    # rows (up share 0 or 1) would otherwise squeeze the informative middle into a few pixels.
+    points = [
+        (r["mean_p"], r["up_share"])
+        for curve in curves
+        for r in curve
+        if r["n"] >= 0.005 * sum(row["n"] for row in curve)
+    ]
     if axis is None:
         lo = min([0.3, *(min(a, b) for a, b in points)])
         hi = max([0.7, *(max(a, b) for a, b in points)])
