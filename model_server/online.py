@@ -191,7 +191,7 @@ class PlattCalibrator:
     ``b`` grows only as far as the evidence carries it.
     """
 
-    def __init__(self, size: int = 5000, prior_outcomes: float = 1000.0, clip: float = 3.0) -> None:
+    def __init__(self, size: int = 5000, prior_outcomes: float = 4000.0, clip: float = 3.0) -> None:
         self.size = size
         self.prior = 0.25 * prior_outcomes  # Fisher information of one outcome at p = 0.5, unit spread
         self.clip = clip

@@ -76,7 +76,7 @@ class OnlineConfig:
     margin: float = 0.0005  # nats per outcome the calibrated answers must beat the constant by
     half_life: float = 5000.0  # outcomes: decay of the base rate and of the prequential scores
     record: int = 5000  # prequential (raw log-odds, outcome) pairs the calibrator is fitted on
-    prior_outcomes: float = 2500.0  # weight of the calibrator's prior toward the base rate
+    prior_outcomes: float = 4000.0  # weight of the calibrator's prior toward the base rate
     refit_every: int = 32  # outcomes between two calibrator refits
 
 

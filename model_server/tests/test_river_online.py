@@ -19,7 +19,12 @@ from model_server.predictors.river import OnlineConfig, RiverPredictor
 from model_server.registry import canary_check, default_river_metadata
 from xylen.data.importers import read_freqtrade_feather
 
-REPLAY_ROWS = 30_000  # six 5,000-answer windows: a regime of 3.5 months, about 20 s
+# six 5,000-answer windows (about 3.5 months, 10-20 s) from a fresh model, starting 20,000 candles
+# into the data: they hold the hardest stretch of the full replay, a window where the market
+# stops rewarding what the model learned just before (a calibrator shrunk less, with a prior
+# worth 1,000 outcomes instead of 4,000, loses 0.0028 nats there)
+REPLAY_START = 20_000
+REPLAY_ROWS = 30_000
 WINDOW = 5000
 MAX_EXCESS = 0.002  # nats per answer above the constant
 MAX_EXTREME = 0.001  # share of answers outside [0.05, 0.95]
@@ -33,7 +38,8 @@ def real_rows(path: Path) -> tuple[list[dict[str, float]], npt.NDArray[np.int8]]
 def test_replay_of_real_data_stays_within_the_constant(btc_5m_path: Path) -> None:
     rows, labels = real_rows(btc_5m_path)
     predictor = RiverPredictor.fresh(default_river_metadata())
-    result = replay(predictor, rows[:REPLAY_ROWS], labels[:REPLAY_ROWS], delay=12, batch=32)
+    part = slice(REPLAY_START, REPLAY_START + REPLAY_ROWS)
+    result = replay(predictor, rows[part], labels[part], delay=12, batch=32)
     windows = result.windows(WINDOW)
     assert len(windows) == REPLAY_ROWS // WINDOW
     report = [(w.start, round(w.model, 4), round(w.constant, 4)) for w in windows]
@@ -79,10 +85,10 @@ def test_answers_from_the_model_once_it_has_skill(btc_5m_path: Path) -> None:
     result = replay(predictor, rows[:8000], labels)
     assert predictor.answering and predictor.fitted
     last = result.windows(2000)[-1]
-    assert last.model < last.constant - 0.1, last
+    assert last.model < last.constant - 0.05, last
     probs = predictor.predict_many(rows[9000:9500])
     truth = np.array([r["rsi_14"] > 50 for r in rows[9000:9500]])
-    assert probs[truth].mean() > 0.6 and probs[~truth].mean() < 0.4
+    assert probs[truth].mean() > 0.55 and probs[~truth].mean() < 0.45
     assert ((probs > 0.0) & (probs < 1.0)).all()
 
 
