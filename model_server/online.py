@@ -234,6 +234,8 @@ class PlattCalibrator:
             det = haa * hbb - hab * hab
             a -= (hbb * ga - hab * gb) / det
             b -= (haa * gb - hab * ga) / det
+        if not (math.isfinite(a) and math.isfinite(b)):  # never expected (the fit is strictly convex)
+            a, b = base_logit, 0.0
         self.a, self.b, self.m, self.s = a, b, m, s
 
     def logit(self, z: float) -> float:

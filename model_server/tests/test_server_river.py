@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -209,3 +210,43 @@ def test_saved_state_is_not_taught_the_buffer_again(tmp_path: Path, btc_5m_path:
         proc.stop()
     assert status == 200 and health["model_version"] == saved.version
     assert health["online_outcomes"] == 500
+
+
+def test_health_reports_the_model_beating_the_constant(tmp_path: Path, btc_5m_path: Path) -> None:
+    """Real feature rows with a learnable label (RSI above 50, 20 % flipped) posted to /retrain:
+    once the model has shown skill it answers itself, and /health says by how much it wins."""
+    x, _, _ = dataset(btc_5m_path)
+    rng = random.Random(5)
+    rows = [{str(k): float(v) for k, v in r.items()} for r in x.head(7520).to_dict("records")]
+    sent = [
+        {
+            "request_id": f"s{i}",
+            "timestamp": 1_700_000_000_000 + i * 300_000,
+            "features": r,
+            "label": int((r["rsi_14"] > 50) != (rng.random() < 0.2)),
+        }
+        for i, r in enumerate(rows[:7000])
+    ]
+    proc = start_server(tmp_path, {"MODEL_TYPE": "river"})
+    try:
+
+        async def scenario() -> tuple[dict[str, Any], list[float]]:
+            async with aiohttp.ClientSession(headers=AUTH, timeout=aiohttp.ClientTimeout(total=30)) as s:
+                for start in range(0, len(sent), 1000):
+                    body = {"outcomes": sent[start : start + 1000], "feature_version": "f2"}
+                    status, _ = await call(s, "POST", f"{proc.url}/retrain", body)
+                    assert status == 200
+                _, health = await call(s, "GET", f"{proc.url}/health")
+                probs = []
+                for r in rows[7500:7520]:
+                    status, out = await call(s, "POST", f"{proc.url}/predict", predict_body(r))
+                    assert status == 200
+                    probs.append(float(out["prob_up"]))
+                return health, probs
+
+        health, probs = asyncio.run(scenario())
+    finally:
+        proc.stop()
+    assert health["online_outcomes"] == 7000 and health["online_answering"] == "model"
+    assert health["prequential_log_loss"] < health["constant_log_loss"] - 0.02
+    assert max(probs) - min(probs) > 0.05 and all(0.05 < p < 0.95 for p in probs)
