@@ -153,7 +153,7 @@ def decide(state: ServerState, model: LoadedModel, req: PredictRequest, started:
     if atr is None and req.candles and req.features:
         atr = candle_features(req, ("atr_14",))["atr_14"]
     try:
-        prob = predictor.predict_one(features)
+        prob, raw = predictor.score_one(features)  # served (calibrated) and the model's own
     except MissingFeatures as exc:
         raise HTTPException(422, str(exc)) from None
     prob = min(max(prob, 0.0), 1.0)
@@ -180,7 +180,7 @@ def decide(state: ServerState, model: LoadedModel, req: PredictRequest, started:
         "action": action,
         "prob_up": prob,
         "confidence": max(prob, 1.0 - prob),
-        "raw_score": logit(prob),
+        "raw_score": logit(raw),
         "stop_loss": stop,
         "take_profit": take,
         "latency_ms": elapsed * 1000.0,
