@@ -161,10 +161,6 @@ class RiverPredictor(Predictor):
         """True once the answers depend on the row (the calibrated model beats the constant)."""
         return self.answering
 
-    @property
-    def base_rate(self) -> float:
-        return self.base.rate
-
     def _features(self, x: Mapping[str, float]) -> dict[str, float]:
         try:
             return {name: float(x[name]) for name in self.feature_names}
