@@ -184,6 +184,13 @@ class RiverPredictor(Predictor):
     def predict_one(self, x: Mapping[str, float]) -> float:
         return self._answer(self._features(x))
 
+    def score_one(self, x: Mapping[str, float]) -> tuple[float, float]:
+        """``(served, raw)``: the answer (base rate or calibrated) and the learner's own probability."""
+        features = self._features(x)
+        z = self.raw_logit(features)
+        served = self.calibrated(z) if self.answering else self.base.rate
+        return served, sigmoid(z)
+
     def _predict_matrix(self, rows: F32) -> F64 | F32:
         names = self.feature_names
         out = np.empty(len(rows), dtype=np.float64)

@@ -135,3 +135,17 @@ def test_config_can_open_the_gate_at_once(btc_5m_path: Path) -> None:
     for row, label in zip(rows[:64], labels[:64], strict=True):
         predictor.learn_one(row, int(label))
     assert predictor.answering and np.ptp(predictor.predict_many(rows[100:200])) > 0
+
+
+def test_score_one_gives_the_answer_and_the_learners_own_probability(btc_5m_path: Path) -> None:
+    """``raw_score`` of /predict is the learner's uncalibrated log-odds, even while it answers the
+    base rate; ``prob_up`` is the served answer."""
+    rows, labels = real_rows(btc_5m_path)
+    predictor = RiverPredictor.fresh(default_river_metadata())
+    for row, label in zip(rows[:1000], labels[:1000], strict=True):
+        predictor.learn_one(row, int(label))
+    scores = [predictor.score_one(r) for r in rows[2000:2050]]
+    served = {s for s, _ in scores}
+    raw = [r for _, r in scores]
+    assert served == {predictor.predict_one(rows[2000])}  # the base rate, for every row
+    assert np.ptp(raw) > 0.0
