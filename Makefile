@@ -50,6 +50,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_risk.py
 	$(BIN)/python bench/bench_decision.py
 	$(BIN)/python bench/bench_training.py
+	$(BIN)/python bench/bench_river.py
 	$(BIN)/python bench/bench_model_server.py
 	$(BIN)/python bench/bench_fanout.py
 	$(BIN)/python bench/bench_beat.py
