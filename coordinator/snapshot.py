@@ -113,8 +113,9 @@ class MarketSnapshot:
 
     @property
     def atr(self) -> float | None:
-        value = self.features.get("atr_14")
-        return value if value is not None and value > 0 else None
+        """ATR(14) in price units: the scale-free feature ``atr_14_rel`` times the close."""
+        value = self.features.get("atr_14_rel")
+        return value * self.close if value is not None and value > 0 else None
 
 
 class MarketData:

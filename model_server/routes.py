@@ -34,6 +34,7 @@ logger = logging.getLogger(__name__)
 router = APIRouter()
 M = TypeVar("M", bound=BaseModel)
 JSON = "application/json"
+ATR_FEATURE = "atr_14_rel"  # ATR(14) / close: the stop and take-profit distances scale it by the price
 _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"description": text}
     for code, text in {
@@ -149,9 +150,10 @@ def decide(state: ServerState, model: LoadedModel, req: PredictRequest, started:
         raise HTTPException(409, f"model {model.version} serves timeframe {meta.base_interval!r}")
     features: dict[str, float] = req.features or candle_features(req, predictor.feature_names)
     price: Any = req.candles[-1][4] if req.candles else req.meta.get("price", req.meta.get("close"))
-    atr = features.get("atr_14")
-    if atr is None and req.candles and req.features:
-        atr = candle_features(req, ("atr_14",))["atr_14"]
+    # The ATR in price units for the brackets: the scale-free ATR(14) / close times the price.
+    atr_rel = features.get(ATR_FEATURE)
+    if atr_rel is None and req.candles and req.features:
+        atr_rel = candle_features(req, (ATR_FEATURE,))[ATR_FEATURE]
     try:
         prob, raw = predictor.score_one(features)  # served (calibrated) and the model's own
     except MissingFeatures as exc:
@@ -165,7 +167,8 @@ def decide(state: ServerState, model: LoadedModel, req: PredictRequest, started:
     usable_price = (
         isinstance(price, int | float) and not isinstance(price, bool) and math.isfinite(price) and price > 0
     )
-    if action != "HOLD" and usable_price and atr is not None and atr > 0:
+    if action != "HOLD" and usable_price and atr_rel is not None and atr_rel > 0:
+        atr = atr_rel * float(price)
         sign = 1.0 if action == "LONG" else -1.0
         stop = float(price) - sign * meta.stop_atr_multiple * atr
         take = float(price) + sign * meta.take_profit_atr_multiple * atr

@@ -20,6 +20,7 @@ from model_server.tests.server_support import (
     train_booster,
     write_model_dir,
 )
+from xylen.features import FEATURE_VERSION
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +66,7 @@ def test_low_memory_degrades_retrain_but_predict_serves(server: ServerProcess, r
         assert status == 200, text
         outcome = {"request_id": "o1", "timestamp": 1, "features": row, "label": 1}
         status, headers, text = await post(
-            f"{server.url}/retrain", {"outcomes": [outcome], "feature_version": "f2"}
+            f"{server.url}/retrain", {"outcomes": [outcome], "feature_version": FEATURE_VERSION}
         )
         assert status == 503 and "retraining paused" in text and headers.get("Retry-After")
 

@@ -27,7 +27,7 @@ from model_server.tests.server_support import (
     train_booster,
     write_model_dir,
 )
-from xylen.features import FEATURE_NAMES
+from xylen.features import FEATURE_NAMES, FEATURE_VERSION
 
 
 @pytest.fixture(scope="module")
@@ -121,7 +121,7 @@ def retrain_bodies(draw: st.DrawFn, base: dict[str, float]) -> dict[str, Any]:
                 "pnl": pnl,
             }
         )
-    return {"outcomes": outcomes, "feature_version": "f2"}
+    return {"outcomes": outcomes, "feature_version": FEATURE_VERSION}
 
 
 async def _post(url: str, body: dict[str, Any]) -> int:

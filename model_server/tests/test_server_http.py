@@ -33,7 +33,7 @@ from model_server.tests.server_support import (
     write_model_dir,
 )
 from xylen.contract import HealthResponse, PredictResponse, RetrainResponse
-from xylen.features import FEATURE_NAMES, latest_row
+from xylen.features import FEATURE_NAMES, FEATURE_VERSION, latest_row
 
 MAX_BODY = 1 << 20
 
@@ -121,7 +121,7 @@ def test_predict_with_features(server: ServerProcess, rows: list[dict[str, float
     assert abs(resp.raw_score - np.log(resp.prob_up / (1 - resp.prob_up))) < 1e-6
     expected = "LONG" if resp.prob_up >= 0.55 else "SHORT" if resp.prob_up <= 0.45 else "HOLD"
     assert resp.action == expected
-    atr = rows[0]["atr_14"]
+    atr = rows[0]["atr_14_rel"] * 40_000.0  # the ATR in price units at the given price
     if resp.action == "LONG":
         assert resp.stop_loss == pytest.approx(40_000 - 1.5 * atr) and resp.take_profit == pytest.approx(
             40_000 + 2.5 * atr
@@ -144,7 +144,9 @@ def test_predict_from_candles_matches_features(server: ServerProcess, btc_5m_pat
     assert status == 200
     assert from_candles["prob_up"] == pytest.approx(from_features["prob_up"], abs=1e-6)
     if from_candles["action"] != "HOLD":
-        assert abs(from_candles["stop_loss"] - candles[-1][4]) == pytest.approx(1.5 * row["atr_14"], rel=1e-4)
+        assert abs(from_candles["stop_loss"] - candles[-1][4]) == pytest.approx(
+            1.5 * row["atr_14_rel"] * candles[-1][4], rel=1e-4
+        )
 
 
 @pytest.mark.parametrize("route", ["/predict", "/retrain", "/admin/reload", "/admin/rollback"])
@@ -178,7 +180,7 @@ def test_bad_bodies_get_422_with_the_error_list(server: ServerProcess, rows: lis
         call("POST", url, predict_body(None, candles=[[i * 300_000, 1, 2, 0.5, 1, 1] for i in range(20)]))
     )
     assert status == 422 and "too few" in body["detail"]
-    raw = b'{"request_id":"x","symbol":"BTCUSDT","timeframe":"5m","timestamp":1,"feature_version":"f2",'
+    raw = b'{"request_id":"x","symbol":"BTCUSDT","timeframe":"5m","timestamp":1,"feature_version":"f3",'
     status, body = run(call("POST", url, data=raw + b'"candles":[[1,1e400,1,1,1,1]]}'))
     assert status == 422
 
@@ -219,7 +221,9 @@ def test_retrain_writes_new_parquet_parts(server: ServerProcess, rows: list[dict
         }
         for i in range(50)
     ]
-    status, out = run(call("POST", f"{server.url}/retrain", {"outcomes": outcomes, "feature_version": "f2"}))
+    status, out = run(
+        call("POST", f"{server.url}/retrain", {"outcomes": outcomes, "feature_version": FEATURE_VERSION})
+    )
     assert status == 200, out
     first = RetrainResponse.model_validate(out)
     assert first.status == "accepted" and first.samples_received == 50
@@ -231,7 +235,7 @@ def test_retrain_writes_new_parquet_parts(server: ServerProcess, rows: list[dict
     assert frame["label"].tolist() == [i % 2 for i in range(50)]
     np.testing.assert_allclose(frame["rsi_14"], [rows[i]["rsi_14"] for i in range(50)], rtol=1e-6)
     status, out = run(
-        call("POST", f"{server.url}/retrain", {"outcomes": outcomes[:40], "feature_version": "f2"})
+        call("POST", f"{server.url}/retrain", {"outcomes": outcomes[:40], "feature_version": FEATURE_VERSION})
     )
     second = RetrainResponse.model_validate(out)
     assert second.buffer_size == first.buffer_size + 40
@@ -243,9 +247,13 @@ def test_retrain_writes_new_parquet_parts(server: ServerProcess, rows: list[dict
     )
     assert status == 409
     short = [{**outcomes[0], "features": {"rsi_14": 50.0}}]
-    status, body = run(call("POST", f"{server.url}/retrain", {"outcomes": short, "feature_version": "f2"}))
+    status, body = run(
+        call("POST", f"{server.url}/retrain", {"outcomes": short, "feature_version": FEATURE_VERSION})
+    )
     assert status == 422 and "lack model features" in body["detail"]
-    status, body = run(call("POST", f"{server.url}/retrain", {"outcomes": [], "feature_version": "f2"}))
+    status, body = run(
+        call("POST", f"{server.url}/retrain", {"outcomes": [], "feature_version": FEATURE_VERSION})
+    )
     assert status == 422
 
 
@@ -262,7 +270,7 @@ def test_retrain_refuses_non_finite_values_with_422(
         f'{{"request_id": "n1", "timestamp": 1, "features": {features}, "label": 1}}',
         f'{{"request_id": "n2", "timestamp": 1, "features": {clean}, "label": 1, "pnl": {bad}}}',
     ):
-        body = f'{{"outcomes": [{outcome}], "feature_version": "f2"}}'
+        body = f'{{"outcomes": [{outcome}], "feature_version": "{FEATURE_VERSION}"}}'
         headers = {**AUTH, "Content-Type": "application/json"}
         status, out = run(call("POST", f"{server.url}/retrain", data=body.encode(), headers=headers))
         assert status == 422, out

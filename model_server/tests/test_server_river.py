@@ -28,6 +28,7 @@ from model_server.tests.server_support import (
     write_model_dir,
 )
 from xylen.contract import HealthResponse, Outcome
+from xylen.features import FEATURE_VERSION
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +68,7 @@ def test_river_learns_from_retrain(server: ServerProcess, btc_5m_path: Path) -> 
             assert status == 200 and before["prob_up"] == 0.5 and before["action"] == "HOLD"
             batch = outcomes(btc_5m_path, 600)
             status, out = await call(
-                s, "POST", f"{server.url}/retrain", {"outcomes": batch, "feature_version": "f2"}
+                s, "POST", f"{server.url}/retrain", {"outcomes": batch, "feature_version": FEATURE_VERSION}
             )
             assert status == 200 and out["samples_received"] == 600, out
             status, after = await call(s, "POST", f"{server.url}/predict", predict_body(probe))
@@ -91,7 +92,7 @@ def test_river_learns_from_retrain(server: ServerProcess, btc_5m_path: Path) -> 
 
 def test_kill_9_during_retrain_leaves_only_complete_parts(tmp_path: Path, btc_5m_path: Path) -> None:
     server = start_server(tmp_path / "home", {"MODEL_TYPE": "river", "MAX_QUEUE_DEPTH": "64"})
-    batch: dict[str, Any] = {"outcomes": outcomes(btc_5m_path, 3000), "feature_version": "f2"}
+    batch: dict[str, Any] = {"outcomes": outcomes(btc_5m_path, 3000), "feature_version": FEATURE_VERSION}
     ok = 0
 
     async def hammer(stop: float) -> None:
@@ -233,7 +234,7 @@ def test_health_reports_the_model_beating_the_constant(tmp_path: Path, btc_5m_pa
         async def scenario() -> tuple[dict[str, Any], list[float]]:
             async with aiohttp.ClientSession(headers=AUTH, timeout=aiohttp.ClientTimeout(total=30)) as s:
                 for start in range(0, len(sent), 1000):
-                    body = {"outcomes": sent[start : start + 1000], "feature_version": "f2"}
+                    body = {"outcomes": sent[start : start + 1000], "feature_version": FEATURE_VERSION}
                     status, _ = await call(s, "POST", f"{proc.url}/retrain", body)
                     assert status == 200
                 _, health = await call(s, "GET", f"{proc.url}/health")

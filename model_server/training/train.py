@@ -291,8 +291,9 @@ def train_model(candles: pd.DataFrame, config: TrainConfig, now_ms: int | None =
             "hold_rows_dropped": ds.n_hold,
             "up_share": base_rate,
         },
-        atr_feature="atr_14",
-        stop_rule="stop = entry -/+ stop_atr_multiple * ATR(14); take profit at take_profit_atr_multiple",
+        atr_feature="atr_14_rel",
+        stop_rule="stop = entry -/+ stop_atr_multiple * atr_14_rel * entry; take profit at "
+        "take_profit_atr_multiple",
         walk_forward={
             "folds": len(wf.folds),
             "purge_bars": purge,

@@ -233,7 +233,6 @@ class _Kernel:
     def atr(self) -> None:
         cs, col, k = self.c[self.start :], self.col, S.PRICE_MOM_PERIOD
         atr = self.ta.ATR(self.h, self.lo, self.c, S.ATR_PERIOD, out=self.tmp[0])[self.start :]
-        np.copyto(col["atr_14"], atr, casting=_SAME)
         np.divide(atr, cs, out=col["atr_14_rel"], casting=_SAME)
         dst = col["price_mom_12"]
         for a, b in _chunks(self.nan_head("price_mom_12", k), self.m):

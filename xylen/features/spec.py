@@ -1,8 +1,11 @@
-"""The feature set: names, order, parameters and warm-up lengths (version ``f1``).
+"""The feature set: names, order, parameters and warm-up lengths (version ``f3``).
 
 Every feature is a float32 column.  Prices never appear raw: price-like indicators are
 expressed relative to the close (``close / ema - 1``, ``macd / close``, ``atr / close``) so
-a model trained on 16k BTC sees the same scale at 70k BTC (and on ETH).
+a model trained on 16k BTC sees the same scale at 70k BTC (and on ETH).  No feature is in
+price or volume units: multiplying every price, or every volume, by a constant leaves every
+feature unchanged (up to float32 round-off).  Who needs an ATR in price units (a stop distance)
+takes ``atr_14_rel * close``.
 
 Warm-up: ``warmup`` is the number of leading rows that are NaN when the series starts on
 a boundary of every higher timeframe (e.g. at 00:00 UTC); ``warmup_max`` is the bound for
@@ -22,7 +25,7 @@ from typing import Final
 
 from xylen.data.schema import interval_ms
 
-FEATURE_VERSION: Final = "f2"  # f2: defined values (not inf/NaN) for zero denominators
+FEATURE_VERSION: Final = "f3"  # f2: defined values for zero denominators; f3: no atr_14 (price units)
 
 # Parameters (part of the version).
 RSI_PERIODS: Final = (14, 28)
@@ -83,8 +86,7 @@ def _base_specs() -> list[FeatureSpec]:
         _base("bb_lower_dist", "derived", bb_lb, "close / BBANDS lower - 1"),
         _base("bb_width", "derived", bb_lb, "(upper - lower) / middle"),
         _base("bb_pctb", "derived", bb_lb, "(close - lower) / (upper - lower); 0.5 when upper == lower"),
-        _base("atr_14", "talib", ATR_PERIOD, "TA-Lib ATR(14), absolute (price units)"),
-        _base("atr_14_rel", "derived", ATR_PERIOD, "ATR(14) / close"),
+        _base("atr_14_rel", "derived", ATR_PERIOD, "TA-Lib ATR(14) / close (x close: ATR in price units)"),
         _base(
             "obv_flow_20",
             "derived",

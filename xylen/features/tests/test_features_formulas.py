@@ -69,7 +69,7 @@ def test_time_features(data: tuple[pd.DataFrame, pd.DataFrame]) -> None:
 
 def test_shape_and_types(data: tuple[pd.DataFrame, pd.DataFrame]) -> None:
     df, f = data
-    assert FEATURE_VERSION == "f2"
+    assert FEATURE_VERSION == "f3"
     assert len(FEATURE_NAMES) >= 30 and len(set(FEATURE_NAMES)) == len(FEATURE_NAMES)
     assert list(f.columns) == ["open_time", *FEATURE_NAMES]
     assert f["open_time"].dtype == np.int64 and (f["open_time"] == df["open_time"]).all()

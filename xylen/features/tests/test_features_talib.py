@@ -31,7 +31,6 @@ def test_direct_outputs_exact(data: tuple[pd.DataFrame, pd.DataFrame]) -> None:
     expected = {
         "rsi_14": talib.RSI(c, 14),
         "rsi_28": talib.RSI(c, 28),
-        "atr_14": talib.ATR(h, lo, c, 14),
         "adx_14": talib.ADX(h, lo, c, 14),
         "plus_di_14": talib.PLUS_DI(h, lo, c, 14),
         "minus_di_14": talib.MINUS_DI(h, lo, c, 14),
