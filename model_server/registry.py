@@ -99,6 +99,7 @@ def default_river_metadata() -> ModelMetadata:
         created_at=now,
         feature_version=FEATURE_VERSION,
         feature_names=list(FEATURE_NAMES),
+        symbols=[],  # learns from the outcomes of every market the coordinator sends it
         horizon_bars=12,
         stop_atr_multiple=1.5,
         take_profit_atr_multiple=2.5,

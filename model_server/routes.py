@@ -2,7 +2,8 @@
 
 Bodies are read raw (with a size limit) and parsed with ``model_validate_json``; a body that does
 not validate answers 422 with pydantic's error list, a ``feature_version`` the model does not know
-409, and no bad input ever reaches a 500.  ``/predict`` answers with orjson bytes built straight
+409 (so does a timeframe, or a symbol outside the model's ``symbols``), and no bad input ever
+reaches a 500.  ``/predict`` answers with orjson bytes built straight
 from a dict with :class:`xylen.contract.PredictResponse`'s fields (``response_model`` documents it).
 """
 
@@ -39,7 +40,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"description": text}
     for code, text in {
         401: "missing or invalid bearer token",
-        409: "feature_version or timeframe the model does not serve; version conflict",
+        409: "feature_version, timeframe or symbol the model does not serve; version conflict",
         413: "body larger than MAX_BODY_BYTES",
         422: "body that does not validate (pydantic error list) or unusable input",
         429: "too many requests in flight (MAX_QUEUE_DEPTH) or rate limited",
@@ -148,6 +149,12 @@ def decide(state: ServerState, model: LoadedModel, req: PredictRequest, started:
         )
     if req.timeframe != meta.base_interval:
         raise HTTPException(409, f"model {model.version} serves timeframe {meta.base_interval!r}")
+    if not meta.serves(req.symbol):
+        raise HTTPException(
+            409,
+            f"model {model.version} was trained for {', '.join(meta.symbols)} and does not answer for "
+            f"{req.symbol}",
+        )
     features: dict[str, float] = req.features or candle_features(req, predictor.feature_names)
     price: Any = req.candles[-1][4] if req.candles else req.meta.get("price", req.meta.get("close"))
     # The ATR in price units for the brackets: the scale-free ATR(14) / close times the price.
@@ -250,6 +257,20 @@ async def retrain(request: Request, state: StateDep, _: Authorized) -> Response:
 
 
 ONLINE_HEALTH_FIELDS = ("online_outcomes", "prequential_log_loss", "constant_log_loss", "online_answering")
+MODEL_HEALTH_FIELDS = ("symbols", "interval", "horizon_bars", "label_band")
+
+
+def model_health(model: LoadedModel | None) -> dict[str, Any]:
+    """What the serving model answers for and the label it learns (nothing while none is loaded)."""
+    if model is None:
+        return {}
+    meta = model.metadata
+    return {
+        "symbols": list(meta.symbols),
+        "interval": meta.base_interval,
+        "horizon_bars": meta.horizon_bars,
+        "label_band": meta.label_band,
+    }
 
 
 def online_health(model: LoadedModel | None) -> dict[str, Any]:
@@ -268,9 +289,9 @@ def online_health(model: LoadedModel | None) -> dict[str, Any]:
 
 @router.get("/health", response_model=HealthResponse)
 async def health(state: StateDep) -> Response:
-    """Liveness, the serving model and, for an online model, its prequential log-loss beside the
-    constant's (no token needed).  Fields without a value for this server are left out of the
-    body, so a batch-model server answers exactly the fields older clients know."""
+    """Liveness, the serving model (its symbols, interval and label definition) and, for an online
+    model, its prequential log-loss beside the constant's (no token needed).  Fields without a
+    value for this server are left out of the body (clients ignore fields they do not know)."""
     model = state.registry.current
     status = "loading" if model is None else "degraded" if state.memory.low else "ok"
     out = HealthResponse(
@@ -282,9 +303,10 @@ async def health(state: StateDep) -> Response:
         model_version=model.version if model is not None else None,
         last_trained=model.metadata.created_at if model is not None else None,
         **online_health(model),
+        **model_health(model),
     )
     body = out.model_dump()
-    for name in ONLINE_HEALTH_FIELDS:
+    for name in (*ONLINE_HEALTH_FIELDS, *MODEL_HEALTH_FIELDS):
         if body[name] is None:
             del body[name]
     return json_response(body)

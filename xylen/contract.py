@@ -10,7 +10,7 @@ silently drops data.  ``ModelMetadata`` is the ``metadata.json`` of a model dire
 from __future__ import annotations
 
 import math
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -115,6 +115,14 @@ class HealthResponse(BaseModel):
     online_answering: Literal["model", "base_rate"] | None = Field(
         None, description="whether the online model answers itself or the base rate (no skill shown yet)"
     )
+    symbols: list[str] | None = Field(
+        None, description="symbols the serving model answers for; empty: any (not bound to one market)"
+    )
+    interval: str | None = Field(None, description="candle interval the serving model was trained on")
+    horizon_bars: int | None = Field(None, description="label horizon in bars of interval (xylen.labels)")
+    label_band: float | None = Field(
+        None, description="no-trade band (fraction): outcomes with |return| <= band are not learned"
+    )
 
 
 class ModelMetadata(BaseModel):
@@ -128,10 +136,30 @@ class ModelMetadata(BaseModel):
     feature_names: list[str]
     base_interval: str = "5m"
     symbol: str = "BTCUSDT"
+    symbols: list[str] = Field(
+        default_factory=list,
+        description="symbols the model was trained for and answers; empty: any symbol (an online model "
+        "learning from every market it is sent); absent from an older file: [symbol]",
+    )
     horizon_bars: int = Field(ge=1)
+    label_band: float = Field(
+        0.0, ge=0, description="no-trade band of the label (xylen.labels): |return| <= band is not learned"
+    )
     stop_atr_multiple: float = Field(gt=0)
     take_profit_atr_multiple: float = Field(gt=0)
     train_start: int
     train_end: int
     metrics: dict[str, float] = Field(default_factory=dict)
     library_versions: dict[str, str] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _symbols_of_older_files(cls, data: Any) -> Any:
+        """A file written before ``symbols`` existed names its one market in ``symbol``."""
+        if isinstance(data, dict) and "symbols" not in data:
+            return {**data, "symbols": [data.get("symbol", "BTCUSDT")]}
+        return data
+
+    def serves(self, symbol: str) -> bool:
+        """True when the model answers for ``symbol`` (any symbol when ``symbols`` is empty)."""
+        return not self.symbols or symbol in self.symbols

@@ -1,5 +1,9 @@
 """Candles -> training set: features of :mod:`xylen.features` (the one feature engine) + labels.
 
+One market (:func:`build_dataset`) or several pooled (:func:`build_pooled_dataset`): each symbol's
+features are computed from its own candles (every feature is scale-free, so BTC and ETH rows share
+one scale), labelled with :mod:`xylen.labels`, and the rows are merged in time order.
+
 Rows kept: after the feature warm-up (:func:`xylen.features.max_warmup`), all features finite, and a
 label that is up or down (hold-band rows and rows without a full horizon are dropped; see
 :mod:`model_server.training.labels`).  Each row keeps its *bar number*
@@ -10,7 +14,8 @@ also across dropped rows and gaps in the candles.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -47,6 +52,8 @@ class Dataset:
     n_candles: int
     n_hold: int
     last_bar: int = -1  # bar number of the newest candle (labelled or not); -1: the newest row's
+    symbols: tuple[str, ...] = ()  # the markets pooled (empty: one market, not named here)
+    symbol_index: I64 | None = None  # (n,) index into ``symbols`` of each row (pooled only)
 
     @property
     def n_bars(self) -> int:
@@ -155,6 +162,60 @@ def build_dataset(
         n,
         len(ds),
         n_hold,
+        ds.up_share,
+    )
+    return ds
+
+
+def build_pooled_dataset(
+    candles: Mapping[str, pd.DataFrame],
+    interval: str,
+    horizon_bars: int,
+    cost: float,
+    max_rows: int | None = None,
+) -> Dataset:
+    """One training set over several symbols: each symbol's own features and labels, merged in time.
+
+    Bar numbers count from the oldest candle of any symbol, so rows of different symbols at the same
+    time share a bar and walk-forward folds, purge and embargo cut all markets at the same instants.
+    ``max_rows`` bounds the pooled rows (each symbol keeps its newest ``max_rows // n_symbols``).
+    """
+    if not candles:
+        raise DataError("no symbol to pool")
+    symbols = tuple(candles)
+    if len(symbols) == 1:
+        ds = build_dataset(candles[symbols[0]], interval, horizon_bars, cost, max_rows)
+        return replace(ds, symbols=symbols, symbol_index=np.zeros(len(ds), dtype=np.int64))
+    per = None if max_rows is None else max(1, max_rows // len(symbols))
+    parts = [build_dataset(candles[s], interval, horizon_bars, cost, per) for s in symbols]
+    step = interval_ms(interval)
+    # the first candle each part used (a row's bar counts from it): open_time - bar * step
+    first = min(int(d.open_time[0]) - int(d.bar[0]) * step for d in parts)
+    open_time = np.concatenate([d.open_time for d in parts])
+    which = np.concatenate([np.full(len(d), i, dtype=np.int64) for i, d in enumerate(parts)])
+    order = np.lexsort((which, open_time))  # time first, then the symbols' order
+    last = max(int(candles[s]["open_time"].iloc[-1]) for s in symbols)
+    ds = Dataset(
+        X=np.ascontiguousarray(np.concatenate([d.X for d in parts])[order]),
+        y=np.concatenate([d.y for d in parts])[order],
+        bar=(open_time[order] - first) // step,
+        open_time=open_time[order],
+        forward_return=np.concatenate([d.forward_return for d in parts])[order],
+        feature_names=parts[0].feature_names,
+        interval=interval,
+        horizon_bars=horizon_bars,
+        cost=cost,
+        n_candles=sum(d.n_candles for d in parts),
+        n_hold=sum(d.n_hold for d in parts),
+        last_bar=(last - first) // step,
+        symbols=symbols,
+        symbol_index=which[order],
+    )
+    logger.info(
+        "pooled dataset over %s: %d labelled rows (%s), up share %.3f",
+        ",".join(symbols),
+        len(ds),
+        ", ".join(f"{s} {len(d)}" for s, d in zip(symbols, parts, strict=True)),
         ds.up_share,
     )
     return ds

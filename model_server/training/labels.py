@@ -1,14 +1,16 @@
-"""Training labels: direction of the forward return beyond the round-trip cost, with a hold band.
+"""Training labels: the label of :mod:`xylen.labels` with the round-trip cost as the no-trade band.
 
-Definition (row ``t`` = the candle that opened at ``open_time[t]``; its features use rows ``<= t``):
+The definition lives in :mod:`xylen.labels` (the coordinator labels its outcomes with the same
+functions); this module adds the band training uses and the array form.  Row ``t`` = the candle
+that opened at ``open_time[t]``; its features use rows ``<= t``:
 
 * forward return ``r[t] = close[t + h] / close[t] - 1`` over ``h`` bars (default 12 bars of 5m = one
   hour).  It uses the closes ``t .. t + h`` only: entry at the close of bar ``t`` (when its features
   are known), exit ``h`` bars later.
 * ``cost`` is the taker round trip of :class:`xylen.config.schema.TradingConfig`:
   ``2 * (taker_fee_bps + slippage_bps) / 10_000`` (12 bps with the defaults 5 + 1 bps a side).
-* label ``1`` (up) when ``r > +cost``, ``0`` (down) when ``r < -cost``; rows inside the band
-  ``[-cost, +cost]`` are *hold* rows (NaN): a move that does not pay the round trip is noise to a
+* label ``1`` (up) when ``r > 0``, ``0`` (down) otherwise; rows inside the no-trade band
+  ``|r| <= cost`` are *hold* rows (NaN): a move that does not pay the round trip is noise to a
   directional model, so they are dropped from training and from the validation metrics.  The
   metrics therefore describe "given a move worth trading, which way", the question the server's
   LONG/SHORT threshold answers.
@@ -25,56 +27,20 @@ import numpy as np
 import numpy.typing as npt
 
 from xylen.config.schema import TradingConfig
+from xylen.labels import direction_labels, forward_return
 
 logger = logging.getLogger(__name__)
 
 F64 = npt.NDArray[np.float64]
 UP: Final = 1.0
 DOWN: Final = 0.0
+__all__ = ["DOWN", "UP", "direction_labels", "forward_return", "make_labels", "round_trip_cost"]
 
 
 def round_trip_cost(trading: TradingConfig | None = None) -> float:
     """Taker round-trip cost as a fraction: fees and slippage on entry and exit."""
     cfg = trading or TradingConfig()
     return 2.0 * (cfg.taker_fee_bps + cfg.slippage_bps) / 10_000.0
-
-
-def forward_return(
-    close: npt.ArrayLike,
-    horizon_bars: int,
-    open_time: npt.ArrayLike | None = None,
-    step_ms: int | None = None,
-) -> F64:
-    """``close[t + h] / close[t] - 1``; NaN where ``t + h`` is missing or the window has a gap.
-
-    With ``open_time`` and ``step_ms`` given, a row is valid only when
-    ``open_time[t + h] - open_time[t] == h * step_ms`` (no missing candle inside the horizon).
-    """
-    if horizon_bars < 1:
-        raise ValueError(f"horizon_bars must be >= 1, got {horizon_bars}")
-    c = np.asarray(close, dtype=np.float64)
-    out = np.full(len(c), np.nan, dtype=np.float64)
-    if len(c) <= horizon_bars:
-        return out
-    with np.errstate(divide="ignore", invalid="ignore"):
-        out[:-horizon_bars] = c[horizon_bars:] / c[:-horizon_bars] - 1.0
-    if open_time is not None and step_ms is not None:
-        ot = np.asarray(open_time, dtype=np.int64)
-        gap = (ot[horizon_bars:] - ot[:-horizon_bars]) != horizon_bars * step_ms
-        out[:-horizon_bars][gap] = np.nan
-    out[~np.isfinite(out)] = np.nan
-    return out
-
-
-def direction_labels(returns: npt.ArrayLike, cost: float) -> F64:
-    """1.0 when ``r > cost``, 0.0 when ``r < -cost``, NaN inside the hold band or unknown."""
-    if cost < 0:
-        raise ValueError(f"cost must be >= 0, got {cost}")
-    r = np.asarray(returns, dtype=np.float64)
-    out = np.full(len(r), np.nan, dtype=np.float64)
-    out[r > cost] = UP
-    out[r < -cost] = DOWN
-    return out
 
 
 def make_labels(

@@ -54,7 +54,7 @@ import pandas as pd
 from model_server.calibration import CALIBRATION_FILE, Calibrator
 from model_server.convert_to_onnx import Precision, booster_to_onnx, validate_parity
 from model_server.training.calibrate import CalibrationChoice, select_calibrator
-from model_server.training.dataset import Dataset, build_dataset
+from model_server.training.dataset import Dataset, build_dataset, build_pooled_dataset
 from model_server.training.evaluation import N_BOOT, ProbabilityReport, evaluate, reliability_png
 from model_server.training.labels import round_trip_cost
 from model_server.training.profiles import DEFAULT_PROFILE, get_profile
@@ -65,6 +65,7 @@ from xylen.contract import ModelMetadata
 from xylen.data.schema import interval_ms
 from xylen.features import FEATURE_VERSION
 from xylen.fileio import fsync_dir
+from xylen.labels import LabelSpec
 from xylen.timeutil import wall_ms
 
 logger = logging.getLogger(__name__)
@@ -90,7 +91,7 @@ _LIBRARIES: Final = (
 class TrainConfig:
     """What to train and how; defaults follow :class:`TradingConfig` (one hour of 5m bars)."""
 
-    symbol: str = "BTCUSDT"
+    symbol: str = "BTCUSDT"  # the first (or only) market; ``symbols`` lists all when pooled
     interval: str = "5m"
     horizon_bars: int = 12
     cost: float = field(default_factory=round_trip_cost)
@@ -112,6 +113,17 @@ class TrainConfig:
     final_test_days: float | None = None
     calibrate: bool = True
     n_boot: int = N_BOOT  # day-block bootstrap resamples of the AUC interval
+    symbols: tuple[str, ...] = ()  # markets pooled into one model; empty: (symbol,)
+
+    @property
+    def markets(self) -> tuple[str, ...]:
+        """The symbols the model is trained for (and will answer for)."""
+        return tuple(self.symbols) or (self.symbol,)
+
+    @property
+    def label(self) -> LabelSpec:
+        """The label definition (:mod:`xylen.labels`): horizon and the round trip as no-trade band."""
+        return LabelSpec(self.horizon_bars, self.interval, self.cost)
 
     @classmethod
     def from_trading(cls, trading: TradingConfig, interval: str = "5m", **overrides: Any) -> TrainConfig:
@@ -139,6 +151,8 @@ class TrainConfig:
             raise ValueError("n_folds must be >= 1, tune_trials >= 0, cost >= 0")
         if (self.final_test_days is not None and self.final_test_days < 0) or self.n_boot < 1:
             raise ValueError("final_test_days must be >= 0 and n_boot >= 1")
+        if len(set(self.markets)) != len(self.markets):
+            raise ValueError(f"symbols must be distinct, got {list(self.markets)}")
 
 
 @dataclass(frozen=True)
@@ -201,16 +215,28 @@ def split_final_window(ds: Dataset, config: TrainConfig, gap_bars: int) -> tuple
     return fit, final, first_final
 
 
-def train_model(candles: pd.DataFrame, config: TrainConfig, now_ms: int | None = None) -> TrainedModel:
+def train_model(
+    candles: pd.DataFrame | Mapping[str, pd.DataFrame], config: TrainConfig, now_ms: int | None = None
+) -> TrainedModel:
     """Hold out the final window, walk-forward validate (optionally tune first), fit the booster on
     the older rows, calibrate it on its out-of-fold predictions, and measure it on the final window.
+
+    ``candles``: one market's frame, or ``{symbol: frame}`` for the symbols of ``config.markets``
+    (pooled into one model, each with its own scale-free features).
     """
     config.validate()
     started = time.perf_counter()
     profile = get_profile(config.profile)
-    ds: Dataset = build_dataset(
-        candles, config.interval, config.horizon_bars, config.cost, config.max_rows or profile.max_rows
-    )
+    max_rows = config.max_rows or profile.max_rows
+    if isinstance(candles, pd.DataFrame):
+        if len(config.markets) != 1:
+            raise ValueError(f"one candle frame for {len(config.markets)} symbols; pass one per symbol")
+        ds: Dataset = build_dataset(candles, config.interval, config.horizon_bars, config.cost, max_rows)
+    else:
+        if set(candles) != set(config.markets):
+            raise ValueError(f"candles for {sorted(candles)} but the model is for {list(config.markets)}")
+        frames = {s: candles[s] for s in config.markets}
+        ds = build_pooled_dataset(frames, config.interval, config.horizon_bars, config.cost, max_rows)
     purge = config.purge_bars if config.purge_bars is not None else config.horizon_bars
     embargo = config.embargo_bars if config.embargo_bars is not None else config.horizon_bars
     fit_rows, final_rows, first_final_bar = split_final_window(ds, config, purge + embargo)
@@ -272,8 +298,10 @@ def train_model(candles: pd.DataFrame, config: TrainConfig, now_ms: int | None =
         feature_version=FEATURE_VERSION,
         feature_names=list(ds.feature_names),
         base_interval=config.interval,
-        symbol=config.symbol,
+        symbol=config.markets[0],
+        symbols=list(config.markets),
         horizon_bars=config.horizon_bars,
+        label_band=config.cost,
         stop_atr_multiple=config.stop_atr_multiple,
         take_profit_atr_multiple=config.take_profit_atr_multiple,
         train_start=int(ds.open_time[fit_rows[0]]),
@@ -281,15 +309,16 @@ def train_model(candles: pd.DataFrame, config: TrainConfig, now_ms: int | None =
         metrics=metrics,
         library_versions=library_versions(),
         model_type="lightgbm",
-        objective="binary: P(forward return over horizon_bars > +cost | |return| > cost)",
+        objective="binary: P(close[t+h] > close[t] | |close[t+h]/close[t] - 1| > label_band)",
         label={
-            "definition": "1 if close[t+h]/close[t]-1 > cost, 0 if < -cost, hold band dropped",
+            **config.label.to_dict(),
             "cost": config.cost,
             "cost_bps": round(config.cost * 10_000, 4),
             "cost_source": "2 * (taker_fee_bps + slippage_bps) of TradingConfig",
             "rows": len(fit_rows),
             "hold_rows_dropped": ds.n_hold,
             "up_share": base_rate,
+            "rows_per_symbol": _rows_per_symbol(ds, fit_rows),
         },
         atr_feature="atr_14_rel",
         stop_rule="stop = entry -/+ stop_atr_multiple * atr_14_rel * entry; take profit at "
@@ -322,6 +351,14 @@ def train_model(candles: pd.DataFrame, config: TrainConfig, now_ms: int | None =
     return TrainedModel(
         booster, metadata, wf, np.ascontiguousarray(rows), config, calibrator, reports, final_rows, fit_rows
     )
+
+
+def _rows_per_symbol(ds: Dataset, rows: np.ndarray[Any, np.dtype[np.int64]]) -> dict[str, int]:
+    """Fitted rows of each pooled symbol (empty for a one-market dataset)."""
+    if ds.symbol_index is None:
+        return {}
+    counts = np.bincount(ds.symbol_index[rows], minlength=len(ds.symbols))
+    return {s: int(n) for s, n in zip(ds.symbols, counts, strict=True)}
 
 
 def format_report(model: TrainedModel) -> str:

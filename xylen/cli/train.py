@@ -1,5 +1,9 @@
 """``xylen train``: train a LightGBM direction model and write its model directory.
 
+``--symbol BTCUSDT,ETHUSDT`` trains one model over several markets, pooled (each symbol's own
+scale-free features and labels, merged in time); the model's ``metadata.json`` names its symbols,
+and a model server refuses predictions for any other.
+
 One command for every host: ``--profile`` (8gb, 16gb, m1, m4) sets threads, histogram bins,
 subsampling and the row limit (see :mod:`model_server.training.profiles`).  Candles come from the
 candle store under the home folder (USDⓈ-M), or from ``--input`` (.feather/.parquet/.csv/.zip).
@@ -34,11 +38,20 @@ def register(sub: Any) -> None:
         description="Train a LightGBM up/down classifier with walk-forward validation and write "
         "model.txt, model.onnx and metadata.json atomically.",
     )
-    parser.add_argument("--symbol", required=True, help="e.g. BTCUSDT")
+    parser.add_argument(
+        "--symbol",
+        required=True,
+        help="e.g. BTCUSDT; several, comma-separated (BTCUSDT,ETHUSDT), train one pooled model for all",
+    )
     parser.add_argument("--interval", default="5m", help="base candle interval (default 5m)")
     parser.add_argument("--profile", default="8gb", choices=PROFILE_CHOICES, help="hardware profile")
     parser.add_argument("--out", required=True, help="model directory to write (replaced atomically)")
-    parser.add_argument("--input", default=None, help="candle file instead of the candle store")
+    parser.add_argument(
+        "--input",
+        default=None,
+        help="candle file instead of the candle store; with several symbols, one file per symbol, "
+        "comma-separated in the same order",
+    )
     parser.add_argument("--from", dest="start", default=None, help="first open time, e.g. 2024-01-01")
     parser.add_argument("--to", dest="end", default=None, help="end (exclusive), e.g. 2024-03-01")
     parser.add_argument(
@@ -79,6 +92,17 @@ def parse_time(value: str | None, flag: str) -> int | None:
     return int(parsed.timestamp() * 1000)
 
 
+def parse_symbols(value: str) -> tuple[str, ...]:
+    """``BTCUSDT`` or ``btcusdt,ETHUSDT`` -> upper-case symbols, in order; UsageError when malformed."""
+    symbols = tuple(part.strip().upper() for part in value.split(","))
+    bad = [s for s in symbols if not s or not s.isalnum()]
+    if bad or not symbols:
+        raise UsageError(f"--symbol: expected e.g. BTCUSDT or BTCUSDT,ETHUSDT, got {value!r}")
+    if len(set(symbols)) != len(symbols):
+        raise UsageError(f"--symbol names a symbol twice: {value!r}")
+    return symbols
+
+
 def _check_positive(name: str, value: int | None, minimum: int = 1) -> None:
     if value is not None and value < minimum:
         raise UsageError(f"{name} must be >= {minimum}, got {value}")
@@ -102,9 +126,16 @@ def run(args: argparse.Namespace) -> int:
     _check_positive("--tune", args.tune, 0)
     if args.final_test_days is not None and not args.final_test_days >= 0:
         raise UsageError(f"--final-test-days must be >= 0, got {args.final_test_days}")
+    symbols = parse_symbols(args.symbol)
+    inputs: list[str | None] = [None] * len(symbols)
+    if args.input is not None:
+        inputs = [p.strip() for p in str(args.input).split(",")]
+        if len(inputs) != len(symbols):
+            raise UsageError(f"--input names {len(inputs)} file(s) for {len(symbols)} symbol(s)")
     trading = load_config(args.config).trading if args.config else TradingConfig()
     overrides: dict[str, Any] = {
-        "symbol": args.symbol.upper(),
+        "symbol": symbols[0],
+        "symbols": symbols if len(symbols) > 1 else (),
         "profile": args.profile,
         "n_folds": args.folds,
         "num_boost_round": args.rounds,
@@ -122,16 +153,19 @@ def run(args: argparse.Namespace) -> int:
         config.validate()
     except (ValueError, KeyError) as exc:
         raise UsageError(str(exc)) from exc
-    candles = load_candles(config.symbol, config.interval, args.home, args.input, start, end)
+    frames = {
+        sym: load_candles(sym, config.interval, args.home, path, start, end)
+        for sym, path in zip(symbols, inputs, strict=True)
+    }
     try:
-        model = train_model(candles, config)
+        model = train_model(frames if len(symbols) > 1 else frames[symbols[0]], config)
     except ValueError as exc:  # e.g. a final window too long for the data
         raise UsageError(str(exc)) from exc
     meta = model.metadata
     rows = int((meta.model_extra or {}).get("label", {}).get("rows", 0))
     print(
-        f"{meta.symbol} {meta.base_interval}: {rows:,} labelled rows, horizon {meta.horizon_bars} bars, "
-        f"cost {config.cost * 1e4:.1f} bps, profile {config.profile}"
+        f"{','.join(meta.symbols)} {meta.base_interval}: {rows:,} labelled rows, horizon "
+        f"{meta.horizon_bars} bars, no-trade band {meta.label_band * 1e4:.1f} bps, profile {config.profile}"
     )
     print(format_table(model.walk_forward))
     print(format_report(model))

@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -45,7 +46,7 @@ def scaled(frame: pd.DataFrame, price: float, volume: float) -> pd.DataFrame:
 TIE_SENSITIVE = ("adx_14", "plus_di_14", "minus_di_14")
 
 
-def assert_same_features(a: np.ndarray, b: np.ndarray) -> None:
+def assert_same_features(a: npt.NDArray[np.float32], b: npt.NDArray[np.float32]) -> None:
     warm = max_warmup("5m")
     x, y = a[warm:].astype(np.float64), b[warm:].astype(np.float64)
     for j, name in enumerate(FEATURE_NAMES):
