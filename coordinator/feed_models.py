@@ -78,11 +78,42 @@ class DecisionView(_View):
     reasons: list[str]
     disagreement: float | None
     source: str
+    base_weight: float | None = None
 
     @classmethod
     def from_decision(cls, decision: Decision) -> DecisionView:
         """The view of an ensemble :class:`Decision`."""
         return cls.model_validate(_finite_tree(decision.to_dict()))
+
+
+class EnsembleQualityView(_View):
+    """The ensemble's answers over its recent outcomes against the constant base rate.
+
+    ``log_loss_skill`` = ``constant_log_loss - log_loss`` (positive: the ensemble beats the
+    constant); ``calibration_a``/``calibration_b``: the pool's recalibration ``σ(a + b z)``;
+    ``weights``: each model's share of the pool and the base rate's (``_base_rate``).
+    """
+
+    n: int
+    log_loss: float | None = None
+    constant_log_loss: float | None = None
+    log_loss_skill: float | None = None
+    brier: float | None = None
+    constant_brier: float | None = None
+    ece: float | None = None
+    calibration_a: float | None = None
+    calibration_b: float | None = None
+    weights: dict[str, float] = Field(default_factory=dict)
+
+    @classmethod
+    def from_decision(cls, decision: Decision) -> EnsembleQualityView | None:
+        """The quality a decision carries, with the decision's vote and base-rate shares."""
+        if decision.quality is None:
+            return None
+        weights = {v.model_id: v.weight for v in decision.votes}
+        weights["_base_rate"] = decision.base_weight
+        data = {**decision.quality.to_dict(), "weights": weights}
+        return cls.model_validate(_finite_tree(data))
 
 
 class ModelStatusView(_View):
@@ -147,6 +178,7 @@ class _StateFields(_View):
     logs: list[LogLine] = Field(default_factory=list)
     breakers: dict[str, bool] = Field(default_factory=dict)
     risk: RiskStateView | None = None
+    ensemble: EnsembleQualityView | None = None
 
 
 class SnapshotMessage(_StateFields):

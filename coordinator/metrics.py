@@ -19,6 +19,13 @@ Families (labels in brackets):
 ``xylen_open_positions``                    gauge      positions not flat
 ``xylen_breaker_state`` [breaker]           gauge      1 tripped, 0 armed
 ``xylen_model_server_up`` [server]          gauge      1 asked each beat, 0 in backoff/disabled
+``xylen_ensemble_log_loss_nats``            gauge      the ensemble's answers, recent outcomes
+   [predictor]                                         (predictor ``ensemble`` or ``constant``)
+``xylen_ensemble_brier``  [predictor]       gauge      Brier score on the same outcomes
+``xylen_ensemble_ece``                      gauge      the ensemble's ECE (15 bins), same outcomes
+``xylen_ensemble_outcomes``                 gauge      outcomes in that window
+``xylen_ensemble_weight`` [model]           gauge      pool share per model (``_base_rate``: the
+                                                       constant's share)
 ``xylen_order_corrections_total``           counter    venue reports that overruled a final state
 ``xylen_orders_to_reconciliation_total``    counter    orders handed to reconciliation after
                                                        lasting refused events (read at scrape)
@@ -28,7 +35,7 @@ Families (labels in brackets):
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 
 from aiohttp import web
 from prometheus_client import (
@@ -41,6 +48,8 @@ from prometheus_client import (
 )
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
+
+from coordinator.ensemble.pool import QualitySnapshot
 
 logger = logging.getLogger(__name__)
 
@@ -95,8 +104,43 @@ class Metrics:
             ["server"],
             registry=r,
         )
+        self.ensemble_log_loss_nats = Gauge(
+            "xylen_ensemble_log_loss_nats",
+            "Mean log-loss (nats) over the ensemble's recent outcomes, of the ensemble and the constant",
+            ["predictor"],
+            registry=r,
+        )
+        self.ensemble_brier = Gauge(
+            "xylen_ensemble_brier",
+            "Brier score over the ensemble's recent outcomes, of the ensemble and the constant",
+            ["predictor"],
+            registry=r,
+        )
+        self.ensemble_ece = Gauge(
+            "xylen_ensemble_ece", "Expected calibration error (15 bins) of the ensemble", registry=r
+        )
+        self.ensemble_outcomes = Gauge(
+            "xylen_ensemble_outcomes", "Outcomes behind the ensemble quality gauges", registry=r
+        )
+        self.ensemble_weight = Gauge(
+            "xylen_ensemble_weight", "Pool share of each model and of the base rate", ["model"], registry=r
+        )
 
     # ------------------------------------------------------------------ helpers
+
+    def set_ensemble_quality(
+        self, quality: QualitySnapshot | None, weights: Mapping[str, float] | None = None
+    ) -> None:
+        """The ensemble's record against the constant (NaN figures are left unset) and pool shares."""
+        if quality is not None and quality.n > 0:
+            self.ensemble_log_loss_nats.labels(predictor="ensemble").set(quality.log_loss)
+            self.ensemble_log_loss_nats.labels(predictor="constant").set(quality.constant_log_loss)
+            self.ensemble_brier.labels(predictor="ensemble").set(quality.brier)
+            self.ensemble_brier.labels(predictor="constant").set(quality.constant_brier)
+            self.ensemble_ece.set(quality.ece)
+        self.ensemble_outcomes.set(0 if quality is None else quality.n)
+        for model, weight in (weights or {}).items():
+            self.ensemble_weight.labels(model=model).set(weight)
 
     def observe_beat(self, seconds: float) -> None:
         """One heartbeat took ``seconds``."""

@@ -13,8 +13,16 @@ server never costs the beat any time.  A 409 (the server's model serves another
 ``feature_version``) is reported as ``feature_mismatch`` and does not put the server in backoff: it is
 alive, and answering the wrong question is a configuration problem the operator must see each beat.
 
-``retrain_all`` posts observed outcomes to every live server's ``/retrain``; it logs failures and
-never raises into the beat.
+**Routing by symbol.** Each server's ``/health`` names the symbols its model answers for (empty:
+any), its interval and its label (``horizon_bars``, ``label_band``).  The client learns them from
+:meth:`ModelClients.discover` (at start), from every health probe, and in the background for a
+server it knows nothing of yet (asked meanwhile, as a server too old to name its symbols always
+is).  A server whose symbols do not include the request's symbol (or, when its
+``model_servers[].symbols`` is configured, not in that list either) is left out of the fan-out; a
+409 answer (e.g. a new model for other symbols) makes the client learn the server's symbols again.
+
+``retrain_all`` posts observed outcomes to every live server's ``/retrain`` (or to the servers
+named); it logs failures and never raises into the beat.
 """
 
 from __future__ import annotations
@@ -30,13 +38,15 @@ from enum import Enum
 import aiohttp
 from pydantic import SecretStr, ValidationError
 
-from coordinator.ensemble.types import Action, Vote
+from coordinator.ensemble.types import Action, Vote, fingerprint
 from xylen.config.schema import ModelServerConfig
 from xylen.contract import HealthResponse, Outcome, PredictRequest, PredictResponse, RetrainRequest
+from xylen.labels import LabelSpec
 
 logger = logging.getLogger(__name__)
 
 MAX_RETRAIN_BATCH = 10_000  # RetrainRequest.outcomes max_length
+DISCOVERY_RETRY_S = 5.0  # a failed background /health (symbols unknown) is retried no sooner
 _DETAIL_CHARS = 200
 
 
@@ -111,11 +121,35 @@ class ServerState:
     last_latency_ms: float = 0.0
     last_model_version: str | None = None
     probing: bool = field(default=False)
+    # What the server's /health said its model answers for: None until learned, empty for any.
+    served_symbols: tuple[str, ...] | None = None
+    label: LabelSpec | None = None  # its label definition (None: not learned, or not told)
+    discovering: bool = False
+    next_discovery_at: float = 0.0  # time.monotonic()
 
     @property
     def up(self) -> bool:
         """Asked in the next beat (enabled and not in backoff)."""
         return self.config.enabled and not self.in_backoff
+
+    def covers(self, symbol: str) -> bool:
+        """Whether the server is asked about ``symbol``: its model answers for it (or its symbols are
+        not known yet) and the configured ``symbols``, if any, include it."""
+        if self.config.symbols is not None and symbol not in self.config.symbols:
+            return False
+        return not self.served_symbols or symbol in self.served_symbols
+
+    def learn(self, health: HealthResponse) -> None:
+        """Take the symbols and the label definition from a ``/health`` answer."""
+        if not health.model_loaded:
+            return
+        self.served_symbols = tuple(health.symbols or ())
+        self.label = None
+        if health.horizon_bars is not None and health.interval is not None:
+            try:
+                self.label = LabelSpec(health.horizon_bars, health.interval, health.label_band or 0.0)
+            except ValueError as exc:
+                logger.warning("model server %s: unusable label definition: %s", self.config.id, exc)
 
 
 class ModelClients:
@@ -202,6 +236,33 @@ class ModelClients:
         """True when ``server_id`` will be asked in the next beat."""
         return self._states[server_id].up
 
+    def targets(self, symbol: str) -> list[ServerState]:
+        """Enabled servers whose model covers ``symbol`` (see :meth:`ServerState.covers`)."""
+        return [s for s in self._states.values() if s.config.enabled and s.covers(symbol)]
+
+    async def discover(self) -> None:
+        """Learn every enabled server's symbols and label from its ``/health`` (in parallel)."""
+        await self.health_all()
+
+    def _maybe_discover(self, state: ServerState) -> None:
+        """Learn an unknown server's symbols in a tracked background task (the beat never waits)."""
+        if state.discovering or self._closed or time.monotonic() < state.next_discovery_at:
+            return
+        state.discovering = True
+        task = asyncio.create_task(self._discover_one(state), name=f"discover:{state.config.id}")
+        self._probes.add(task)
+        task.add_done_callback(self._probe_done)
+
+    async def _discover_one(self, state: ServerState) -> None:
+        try:
+            health = await self._health(state.config)
+            if health is None:
+                state.next_discovery_at = time.monotonic() + DISCOVERY_RETRY_S
+            else:
+                state.learn(health)
+        finally:
+            state.discovering = False
+
     # ------------------------------------------------------------------ predict
 
     async def predict_all(self, request: PredictRequest, deadline_s: float) -> FanOut:
@@ -215,9 +276,12 @@ class ModelClients:
         session = self._client()
         tasks: dict[str, asyncio.Task[ServerResult]] = {}
         skipped: dict[str, ServerResult] = {}
+        asked = {s.config.id for s in self.targets(request.symbol)}
         for sid, state in self._states.items():
-            if not state.config.enabled:
+            if sid not in asked:
                 continue
+            if state.served_symbols is None and not state.in_backoff:
+                self._maybe_discover(state)
             if state.in_backoff:
                 skipped[sid] = ServerResult(
                     sid, VoteStatus.BACKOFF, detail="in backoff until a probe succeeds"
@@ -245,7 +309,7 @@ class ModelClients:
         results: list[ServerResult] = []
         votes: list[Vote] = []
         for sid, state in self._states.items():
-            if not state.config.enabled:
+            if sid not in asked:
                 continue
             if sid in skipped:
                 result = skipped[sid]
@@ -261,6 +325,8 @@ class ModelClients:
             results.append(result)
             if result.status is not VoteStatus.BACKOFF:
                 self._record(state, result)
+            if result.status is VoteStatus.FEATURE_MISMATCH:  # perhaps a new model: learn it again
+                state.served_symbols = None
             if result.status is VoteStatus.OK and result.response is not None:
                 resp = result.response
                 votes.append(
@@ -271,6 +337,7 @@ class ModelClients:
                         stop_loss=resp.stop_loss,
                         take_profit=resp.take_profit,
                         latency_ms=result.latency_ms,
+                        fingerprint=fingerprint(str(resp.backend), resp.model_version),
                     )
                 )
         return FanOut(tuple(votes), tuple(results), time.perf_counter() - started)
@@ -385,6 +452,7 @@ class ModelClients:
                 if resp.status != 200:
                     return False, f"/health answered {resp.status}"
                 health = HealthResponse.model_validate_json(raw)
+                self._states[server.id].learn(health)
                 return (
                     health.model_loaded,
                     f"/health status {health.status}, model_loaded {health.model_loaded}",
@@ -394,27 +462,34 @@ class ModelClients:
         except (aiohttp.ClientError, OSError, ValidationError) as exc:
             return False, _short(f"/health: {type(exc).__name__}: {exc}")
 
+    async def _health(self, server: ModelServerConfig) -> HealthResponse | None:
+        """One ``GET /health`` (None when it did not answer 200 with a valid body in time)."""
+        timeout = aiohttp.ClientTimeout(total=self._probe_timeout_s)
+        try:
+            async with self._client().get(f"{server.url}/health", timeout=timeout) as resp:
+                if resp.status != 200:
+                    return None
+                return HealthResponse.model_validate_json(await resp.read())
+        except (asyncio.TimeoutError, aiohttp.ClientError, OSError, ValidationError):
+            return None
+
     async def health_all(self) -> dict[str, HealthResponse | None]:
-        """``GET /health`` of every enabled server in parallel (None for a server that did not answer)."""
-
-        async def one(server: ModelServerConfig) -> HealthResponse | None:
-            timeout = aiohttp.ClientTimeout(total=self._probe_timeout_s)
-            try:
-                async with self._client().get(f"{server.url}/health", timeout=timeout) as resp:
-                    if resp.status != 200:
-                        return None
-                    return HealthResponse.model_validate_json(await resp.read())
-            except (asyncio.TimeoutError, aiohttp.ClientError, OSError, ValidationError):
-                return None
-
+        """``GET /health`` of every enabled server in parallel (None for a server that did not answer);
+        each answer also teaches the client the server's symbols and label."""
         enabled = [s.config for s in self._states.values() if s.config.enabled]
-        answers = await asyncio.gather(*(one(s) for s in enabled))
+        answers = await asyncio.gather(*(self._health(s) for s in enabled))
+        for server, answer in zip(enabled, answers, strict=True):
+            if answer is not None:
+                self._states[server.id].learn(answer)
         return {s.id: a for s, a in zip(enabled, answers, strict=True)}
 
     # ------------------------------------------------------------------ retrain
 
-    async def retrain_all(self, outcomes: Sequence[Outcome], feature_version: str) -> list[RetrainResult]:
-        """Post ``outcomes`` (in batches of at most 10,000) to every live server's ``/retrain``.
+    async def retrain_all(
+        self, outcomes: Sequence[Outcome], feature_version: str, server_ids: Sequence[str] | None = None
+    ) -> list[RetrainResult]:
+        """Post ``outcomes`` (in batches of at most 10,000) to every live server's ``/retrain``, or to
+        the live ones of ``server_ids``.
 
         Servers are posted to in parallel; failures are logged and returned, never raised.
         """
@@ -428,7 +503,11 @@ class ModelClients:
             .encode()
             for i in range(0, len(outcomes), MAX_RETRAIN_BATCH)
         ]
-        live = [s.config for s in self._states.values() if s.up]
+        live = [
+            s.config
+            for s in self._states.values()
+            if s.up and (server_ids is None or s.config.id in server_ids)
+        ]
         try:
             results = await asyncio.gather(*(self._retrain_one(s, batches, len(outcomes)) for s in live))
         except asyncio.CancelledError:

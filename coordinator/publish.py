@@ -4,7 +4,9 @@
 ``on_beat``).  :class:`Publisher` turns one beat into the metrics of :mod:`coordinator.metrics`
 (votes and their latency, decisions and their reasons, model servers up, breakers, equity, daily
 PnL, open positions, beat duration) and into one ``beat`` message of the dashboard feed
-(:mod:`coordinator.ws_server`: positions, decisions, models, the equity point, blocking breakers).
+(:mod:`coordinator.ws_server`: positions, decisions, models, the equity point, blocking breakers,
+and ``ensemble``: the ensemble's log-loss, Brier and ECE against the constant and the pool shares;
+the same figures are the ``xylen_ensemble_*`` gauges).
 Publishing never changes what was decided.
 """
 
@@ -16,7 +18,14 @@ from decimal import Decimal
 
 from coordinator.ensemble import Decision
 from coordinator.exchange.schemas import Position
-from coordinator.feed_models import BeatMessage, DecisionView, EquityPoint, ModelStatusView, PositionRow
+from coordinator.feed_models import (
+    BeatMessage,
+    DecisionView,
+    EnsembleQualityView,
+    EquityPoint,
+    ModelStatusView,
+    PositionRow,
+)
 from coordinator.metrics import Metrics
 from coordinator.model_client import FanOut, ModelClients, VoteStatus
 from coordinator.orders.manager import Placement
@@ -76,6 +85,11 @@ class Publisher:
                 asked = res.status is not VoteStatus.BACKOFF
                 m.observe_vote(res.server_id, res.status.value, res.latency_ms / 1000.0 if asked else None)
             m.observe_decision(r.decision.action.value, [x.value for x in r.decision.reasons])
+        for r in results.values():  # the ensemble's record is the same in every symbol's decision
+            weights = {v.model_id: v.weight for v in r.decision.votes}
+            weights["_base_rate"] = r.decision.base_weight
+            m.set_ensemble_quality(r.decision.quality, weights)
+            break
         for state in self.models.states():
             m.set_model_server_up(state.config.id, state.up)
         for name in trips:
@@ -128,5 +142,7 @@ class Publisher:
                 equity=[EquityPoint(ts=report.started_ms, equity_usd=float(account.equity),
                                     daily_pnl_usd=float(daily_pnl))],
                 breakers={name: True for name in blocking},
+                ensemble=next((EnsembleQualityView.from_decision(r.decision)
+                               for r in report.symbols.values()), None),
             )
         )  # fmt: skip

@@ -1,4 +1,4 @@
-"""The "Xylen Adaptive Consensus" ensemble: calibrated, Bayesian-weighted, gated, cost-aware.
+"""The "Xylen Adaptive Consensus" ensemble: calibrated, weighted by skill over the base rate, gated.
 
 Public API::
 
@@ -8,6 +8,7 @@ Public API::
     ensemble.observe(outcome: Outcome) -> None                              # learn, refit, persist
     ensemble.weights(model_ids=None) -> dict[str, float]
     ensemble.stats() -> dict[str, ModelStats]
+    ensemble.quality() -> QualitySnapshot                                  # the pool against the constant
     EnsembleStore.open(path) / EnsembleStore(conn)                          # SQLite, migration 0003
 
 Types: :class:`Vote`, :class:`Market`, :class:`Outcome`, :class:`Decision`, :class:`WeightedVote`,
@@ -17,9 +18,19 @@ Types: :class:`Vote`, :class:`Market`, :class:`Outcome`, :class:`Decision`, :cla
 
 from coordinator.ensemble.ensemble import Ensemble
 from coordinator.ensemble.ev import Costs, expected_value_bps, funding_bps, kelly_fraction, tp_probability
+from coordinator.ensemble.pool import QualitySnapshot
 from coordinator.ensemble.store import EnsembleStore
 from coordinator.ensemble.tracking import ModelStats
-from coordinator.ensemble.types import Action, Decision, HoldReason, Market, Outcome, Vote, WeightedVote
+from coordinator.ensemble.types import (
+    Action,
+    Decision,
+    HoldReason,
+    Market,
+    Outcome,
+    Vote,
+    WeightedVote,
+    fingerprint,
+)
 
 __all__ = [
     "Action",
@@ -31,9 +42,11 @@ __all__ = [
     "Market",
     "ModelStats",
     "Outcome",
+    "QualitySnapshot",
     "Vote",
     "WeightedVote",
     "expected_value_bps",
+    "fingerprint",
     "funding_bps",
     "kelly_fraction",
     "tp_probability",

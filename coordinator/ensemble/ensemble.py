@@ -8,15 +8,25 @@ calibrators and meta-learner.
 
 A heartbeat, step by step (:meth:`decide`):
 
-1. usable votes: finite ``prob_up`` in [0, 1], first vote per model id, model not muted (prior 0);
-2. each calibrated (:mod:`~coordinator.ensemble.calibration`), weighted by its Bayesian posterior
-   renormalised over the models that voted (:mod:`~coordinator.ensemble.weighting`);
-3. aggregated in log-odds (:func:`~coordinator.ensemble.gating.log_odds_average`), or by the
-   meta-learner when it is enabled and currently beats that average out of time;
-4. bracket: the weighted mean stop and take-profit distances of the votes that carry both, else
+1. usable votes: finite ``prob_up`` in [0, 1], first vote per server id, server not muted (prior 0);
+2. votes of one model share one weight: votes with the same fingerprint (``Vote.fingerprint``: the
+   LightGBM server and its ONNX twin of one training run) are merged into one, their mean raw
+   probability, weighted and calibrated as one model under the fingerprint (``Vote.key``); its
+   prior is the largest of its servers';
+3. each model calibrated (:mod:`~coordinator.ensemble.calibration`) and weighted by its Bayesian
+   posterior against the base-rate predictor (:mod:`~coordinator.ensemble.weighting`): a model no
+   better than the constant, or without outcomes yet, holds a small share, the base rate the rest;
+4. pooled in log-odds, ``z = Σ w_i logit(q_i) + w_base logit(base)``, and recalibrated on the
+   ensemble's own outcomes, ``p = σ(a + b z)`` (:mod:`~coordinator.ensemble.pool`); or the
+   meta-learner's answer when it is enabled and currently beats the pool out of time;
+5. bracket: the weighted mean stop and take-profit distances of the votes that carry both, else
    ATR x ``stop_atr_multiple`` / ``take_profit_atr_multiple``;
-5. EV after fees, slippage and funding and the Kelly suggestion (:mod:`~coordinator.ensemble.ev`);
-6. gates (:mod:`~coordinator.ensemble.gating`): every HOLD reason that applies.
+6. EV after fees, slippage and funding and the Kelly suggestion (:mod:`~coordinator.ensemble.ev`);
+7. gates (:mod:`~coordinator.ensemble.gating`): every HOLD reason that applies.  The disagreement is
+   the spread of the votes' calibrated probabilities under their weights renormalised over the votes.
+
+Each :meth:`observe` first scores the pool as it stood (the out-of-sample record behind the pool's
+recalibration and :meth:`quality`: log-loss, Brier and ECE against the constant), then learns.
 
 Priors: the config's ``ModelServerConfig.weight`` (0 for a disabled server); a model id not in the
 config gets ``default_prior``.  On load, the config's prior wins over the stored one.
@@ -27,19 +37,43 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
-from coordinator.ensemble.calibration import ModelCalibration
+from coordinator.ensemble.calibration import EPS, ModelCalibration, clip_prob
 from coordinator.ensemble.ev import Costs
 from coordinator.ensemble.gating import log_odds_average, weighted_disagreement
 from coordinator.ensemble.meta import MetaLearner, MetaRow, meta_features
+from coordinator.ensemble.pool import PoolCalibration, PoolQuality, PoolRecord, QualitySnapshot
 from coordinator.ensemble.resolve import DecisionParams, resolve
-from coordinator.ensemble.store import EnsembleStore, GlobalRecord, ModelRecord, OutcomeRow, RefitRow
+from coordinator.ensemble.store import (
+    BASE_ROW,
+    POOL_ROW,
+    EnsembleStore,
+    GlobalRecord,
+    ModelRecord,
+    OutcomeRow,
+    RefitRow,
+)
 from coordinator.ensemble.tracking import ModelStats, ModelTracker, snapshot
 from coordinator.ensemble.types import Decision, Market, Outcome, Vote, WeightedVote
-from coordinator.ensemble.weighting import MS_PER_HOUR, BayesianWeights
+from coordinator.ensemble.weighting import BASE_RATE, MS_PER_HOUR, BayesianWeights
 from xylen.config.schema import EnsembleConfig, TradingConfig, XylenConfig
+from xylen.probability import logit, sigmoid
 
 META_TARGET = "_meta"
+
+
+@dataclass(frozen=True, slots=True)
+class Group:
+    """The usable votes of one model (one vote, or twins sharing a fingerprint)."""
+
+    key: str
+    votes: tuple[Vote, ...]
+    prior: float
+
+    @property
+    def prob_raw(self) -> float:
+        return math.fsum(v.prob_up for v in self.votes) / len(self.votes)
 
 
 class Ensemble:
@@ -60,6 +94,8 @@ class Ensemble:
         history_interval_ms: int = MS_PER_HOUR,
     ) -> None:
         self.config = config
+        self.priors = dict(priors)
+        self.default_prior = default_prior
         self.costs = Costs.from_trading(trading)
         self.horizon_ms = trading.horizon_minutes * 60_000
         self.stop_atr_multiple = trading.stop_atr_multiple
@@ -74,7 +110,12 @@ class Ensemble:
             half_life_hours=config.weight_half_life_hours,
             learning_rate=config.weight_learning_rate,
             default_prior=default_prior,
+            new_model_prior=config.weight_new_model_prior,
         )
+        self.pool_calibration = PoolCalibration(config.pool_calibration_prior)
+        self.pool_quality = PoolQuality(window)
+        self.quality_snapshot: QualitySnapshot = self.pool_quality.snapshot(self.pool_calibration)
+        self.members: dict[str, set[str]] = {}
         self.calibrations: dict[str, ModelCalibration] = {}
         self.trackers: dict[str, ModelTracker] = {}
         self.windows: dict[str, deque[tuple[float, float, int]]] = {}
@@ -114,6 +155,9 @@ class Ensemble:
             self.last_history_ms = loaded.state.last_history_ms
             self.meta = loaded.state.meta
         self.meta_rows.extend(loaded.meta_rows)
+        for pool_record in loaded.pool:
+            self.pool_quality.add(pool_record)
+        self._refit_pool()
 
     def _calibration(self, model_id: str) -> ModelCalibration:
         cal = self.calibrations.get(model_id)
@@ -129,8 +173,13 @@ class Ensemble:
         return cal(prob_up)
 
     def weights(self, model_ids: Sequence[str] | None = None) -> dict[str, float]:
-        """Current normalised weights over ``model_ids`` (default: every known model)."""
+        """Current weights over ``model_ids`` (default: every known model) and the base rate
+        (:data:`~coordinator.ensemble.weighting.BASE_RATE`); they sum to 1."""
         return self.weighting.weights(model_ids)
+
+    def quality(self) -> QualitySnapshot:
+        """The pool's record on its recent outcomes against the constant (as of the last outcome)."""
+        return self.quality_snapshot
 
     def stats(self) -> dict[str, ModelStats]:
         """Per-model performance: hit rate, log-loss, Brier, ECE (recent window), weight."""
@@ -146,20 +195,54 @@ class Ensemble:
                 [w[2] for w in window],
                 weights.get(model_id, 0.0),
                 cal is not None and cal.calibrator is not None,
+                tuple(sorted(self.members.get(model_id, ()))),
             )
         return out
 
     # ------------------------------------------------------------------ decide
 
-    def _usable(self, votes: Sequence[Vote]) -> list[Vote]:
+    def server_prior(self, server_id: str) -> float:
+        """The configured prior of a server (``default_prior`` for one not in the config)."""
+        return self.priors.get(server_id, self.default_prior)
+
+    def _groups(self, votes: Sequence[Vote]) -> list[Group]:
+        """The usable votes (first per server, finite, server not muted) merged per model key."""
         seen: set[str] = set()
-        out: list[Vote] = []
+        grouped: dict[str, list[Vote]] = {}
         for vote in votes:
-            if vote.model_id in seen or not vote.usable or not self.weighting.usable(vote.model_id):
+            if vote.model_id in seen or not vote.usable or self.server_prior(vote.model_id) <= 0.0:
                 continue
             seen.add(vote.model_id)
-            out.append(vote)
-        return out
+            grouped.setdefault(vote.key, []).append(vote)
+        return [
+            Group(key, tuple(vs), max(self.server_prior(v.model_id) for v in vs))
+            for key, vs in grouped.items()
+        ]
+
+    def _pool(
+        self, keys: Sequence[str], probs: Sequence[float], priors: Mapping[str, float]
+    ) -> tuple[float, dict[str, float]]:
+        """The pooled log-odds ``z`` of calibrated ``probs`` of models ``keys`` and the weights used.
+
+        ``pooling: skill``: the base rate is a member of the pool; ``pooling: log_odds``: the
+        weights are renormalised over the models that voted (the base rate's weight is 0).
+        """
+        weights = self.weighting.weights(keys, priors)
+        if self.config.pooling == "log_odds":
+            total = math.fsum(weights[k] for k in keys)
+            weights = {k: (weights[k] / total if total > 0.0 else 0.0) for k in keys}
+            weights[BASE_RATE] = 0.0
+            return math.fsum(weights[k] * logit(q, EPS) for k, q in zip(keys, probs, strict=True)), weights
+        base = self.weighting.base_rate
+        z = math.fsum(weights[k] * logit(q, EPS) for k, q in zip(keys, probs, strict=True))
+        z += weights[BASE_RATE] * logit(base, EPS)
+        return z, weights
+
+    def _answer(self, z: float) -> float:
+        """The probability of pooled log-odds ``z``: recalibrated (``skill``) or as is (``log_odds``)."""
+        if self.config.pooling == "log_odds":
+            return clip_prob(sigmoid(z))
+        return self.pool_calibration(z)
 
     @property
     def params(self) -> DecisionParams:
@@ -177,18 +260,27 @@ class Ensemble:
 
     def decide(self, votes: Sequence[Vote], market: Market) -> Decision:
         """The decision for one heartbeat (reads state only)."""
-        usable = self._usable(votes)
-        ids = [v.model_id for v in usable]
-        weight_map = self.weighting.weights(ids)
-        weights = [weight_map[m] for m in ids]
-        probs = [self.calibrate(v.model_id, v.prob_up) for v in usable]
-        p = log_odds_average(probs, weights)
+        groups = self._groups(votes)
+        keys = [g.key for g in groups]
+        group_probs = [self.calibrate(g.key, g.prob_raw) for g in groups]
+        z, weight_map = self._pool(keys, group_probs, {g.key: g.prior for g in groups})
+        p = self._answer(z)
+        usable: list[Vote] = []
+        probs: list[float] = []
+        weights: list[float] = []
+        for g, q in zip(groups, group_probs, strict=True):
+            for v in g.votes:  # twins split their model's weight
+                usable.append(v)
+                probs.append(q)
+                weights.append(weight_map[g.key] / len(g.votes))
         disagreement = weighted_disagreement(probs, weights)
-        source = "log_odds"
+        source = "pool" if self.config.pooling == "skill" else "log_odds"
+        if self.config.pooling == "log_odds" and usable:  # exactly what the journal recomputes
+            p = log_odds_average(probs, weights)
         if self.config.meta_learner and self.meta.active and usable:
             row = meta_features(
                 self.meta.model_ids,
-                dict(zip(ids, probs, strict=True)),
+                dict(zip(keys, group_probs, strict=True)),
                 p,
                 disagreement,
                 market.atr_bps,
@@ -197,7 +289,7 @@ class Ensemble:
             p = self.meta.predict(row)
             source = "meta"
         legs = ((v.stop_loss, v.take_profit, w) for v, w in zip(usable, weights, strict=True))
-        r = resolve(p, disagreement, len(usable), legs, market, self.params)
+        r = resolve(p, disagreement, len(groups), legs, market, self.params)
         return Decision(
             timestamp_ms=market.timestamp_ms,
             action=r.action,
@@ -214,32 +306,50 @@ class Ensemble:
             reasons=r.reasons,
             disagreement=r.disagreement,
             source=source,
+            base_weight=weight_map[BASE_RATE],
+            quality=self.quality_snapshot,
         )
 
     # ------------------------------------------------------------------ observe
 
     def observe(self, outcome: Outcome) -> None:
-        """Learn from one outcome: weights, tracking, windows, scheduled refits; then persist."""
+        """Learn from one outcome: pool record, weights, tracking, windows, scheduled refits; then persist."""
         t = outcome.timestamp_ms
         label = 1 if outcome.label else 0
-        raw = {m: float(p) for m, p in outcome.probs.items() if math.isfinite(p) and 0.0 <= p <= 1.0}
-        calibrated = {m: self._calibration(m)(p) for m, p in raw.items()}
-        ids = [m for m in calibrated if self.weighting.usable(m)]
-        weight_map = self.weighting.weights(ids)
-        probs = [calibrated[m] for m in ids]
-        weights = [weight_map[m] for m in ids]
+        members: dict[str, list[tuple[str, float]]] = {}
+        for m, p in outcome.probs.items():
+            if math.isfinite(p) and 0.0 <= p <= 1.0:
+                key = outcome.fingerprints.get(m) or m
+                members.setdefault(key, []).append((m, float(p)))
+        raw = {k: math.fsum(p for _, p in ms) / len(ms) for k, ms in members.items()}
+        priors = {k: max(self.server_prior(m) for m, _ in ms) for k, ms in members.items()}
+        calibrated = {k: self._calibration(k)(p) for k, p in raw.items()}
+        ids = [k for k in calibrated if priors[k] > 0.0]
+        probs = [calibrated[k] for k in ids]
+        z, weight_map = self._pool(ids, probs, priors)
+        pooled = self._answer(z)
+        base = self.weighting.base_rate
+        self.pool_quality.add(PoolRecord(z, pooled, base, label))
+        self._refit_pool()
+        weights = [weight_map[k] for k in ids]
         meta_row = MetaRow(
             t,
-            {m: calibrated[m] for m in ids},
-            log_odds_average(probs, weights),
+            {k: calibrated[k] for k in ids},
+            pooled,
             weighted_disagreement(probs, weights),
             outcome.market.atr_bps,
             outcome.market.funding_rate,
             label,
         )
         self.meta_rows.append(meta_row)
+        for key, ms in members.items():
+            self.weighting.ensure(key).prior = priors[key]
+            self.members.setdefault(key, set()).update(m for m, _ in ms)
         self.weighting.update(t, calibrated, label)
-        rows: list[OutcomeRow] = []
+        rows: list[OutcomeRow] = [
+            OutcomeRow(POOL_ROW, t, outcome.decision_ms, z, pooled, label),
+            OutcomeRow(BASE_ROW, t, outcome.decision_ms, base, base, label),
+        ]
         for model_id, p in raw.items():
             q = calibrated[model_id]
             self.trackers.setdefault(model_id, ModelTracker()).update(q, label, t)
@@ -269,6 +379,11 @@ class Ensemble:
                 history=history,
                 refits=refits,
             )
+
+    def _refit_pool(self) -> None:
+        records = self.pool_quality.records
+        self.pool_calibration.fit((r.z for r in records), (r.label for r in records))
+        self.quality_snapshot = self.pool_quality.snapshot(self.pool_calibration)
 
     def _refit_calibrators(self, t: int, raw: Mapping[str, float]) -> list[RefitRow]:
         out: list[RefitRow] = []

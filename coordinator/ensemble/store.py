@@ -7,7 +7,10 @@ What is stored, so that a restart resumes with the same weights, calibrators and
 * ``ensemble_state``: the decay clock, the base-rate counts, the meta-learner (LightGBM model text,
   feature layout, active flag, last evaluation);
 * ``ensemble_outcomes`` and ``ensemble_meta_rows``: the logged outcomes the calibrators and the
-  meta-learner are refitted on (the most recent windows are read back on load);
+  meta-learner are refitted on (the most recent windows are read back on load); the pool's own
+  record is kept there too, as two rows per outcome under the reserved ids :data:`POOL_ROW`
+  (``prob_raw`` holds the pooled log-odds ``z`` itself, ``prob_calibrated`` the probability answered) and
+  :data:`BASE_ROW` (the base rate), from which the pool's recalibration is refitted on load;
 * ``ensemble_weight_history`` and ``ensemble_refits``: the record of weights over time and of
   every refit decision.
 
@@ -25,8 +28,12 @@ from pathlib import Path
 
 from coordinator.ensemble.calibration import Calibrator
 from coordinator.ensemble.meta import MetaEvaluation, MetaLearner, MetaRow
+from coordinator.ensemble.pool import PoolRecord
 from coordinator.ensemble.tracking import ModelTracker
 from coordinator.storage.db import Synchronous, init_db
+
+POOL_ROW = "_pool"
+BASE_ROW = "_base"
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +92,7 @@ class Loaded:
     state: GlobalRecord | None = None
     windows: dict[str, list[tuple[float, float, int]]] = field(default_factory=dict)
     meta_rows: list[MetaRow] = field(default_factory=list)
+    pool: list[PoolRecord] = field(default_factory=list)
 
 
 def _nullable(value: float) -> float | None:
@@ -158,6 +166,19 @@ class EnsembleStore:
                 int(r[6]),
             )
             for r in reversed(rows)
+        ]
+        pool_rows = self._conn.execute(
+            "SELECT prob_raw, prob_calibrated, label FROM ensemble_outcomes WHERE model_id = ?"
+            " ORDER BY seq DESC LIMIT ?",
+            (POOL_ROW, window),
+        ).fetchall()
+        base_rows = self._conn.execute(
+            "SELECT prob_raw FROM ensemble_outcomes WHERE model_id = ? ORDER BY seq DESC LIMIT ?",
+            (BASE_ROW, window),
+        ).fetchall()
+        out.pool = [
+            PoolRecord(float(p[0]), float(p[1]), float(b[0]), int(p[2]))
+            for p, b in zip(reversed(pool_rows), reversed(base_rows), strict=False)
         ]
         return out
 

@@ -8,7 +8,7 @@ is written by the store (``ensemble_weight_history``).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -47,6 +47,8 @@ class ModelStats:
     ece: float
     weight: float
     calibrated: bool
+    members: tuple[str, ...] = field(default=(), compare=False)
+    """The servers seen voting for this model since start (twins share one id); not persisted."""
 
 
 def snapshot(
@@ -56,6 +58,7 @@ def snapshot(
     window_labels: list[int],
     weight: float,
     calibrated: bool,
+    members: tuple[str, ...] = (),
 ) -> ModelStats:
     """The stats of one model; the ECE is over the recent window (calibrated probabilities)."""
     n = tracker.n
@@ -68,4 +71,5 @@ def snapshot(
         ece=expected_calibration_error(np.asarray(window_probs), np.asarray(window_labels, dtype=np.float64)),
         weight=weight,
         calibrated=calibrated,
+        members=members,
     )

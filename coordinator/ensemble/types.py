@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
+
+from coordinator.ensemble.pool import QualitySnapshot
 
 
 class Action(str, Enum):
@@ -30,12 +32,24 @@ class HoldReason(str, Enum):
     NON_POSITIVE_EV = "NON_POSITIVE_EV"  # expected value after all costs <= 0 bps
 
 
+BACKEND_FAMILIES = {"lightgbm": "gbdt", "onnx": "gbdt"}
+"""Backends that serve the same trained model (an ONNX export of a LightGBM booster) share a family."""
+
+
+def fingerprint(backend: str, model_version: str) -> str:
+    """``"<family>:<model_version>"``: equal for the LightGBM and ONNX servers of one training run."""
+    return f"{BACKEND_FAMILIES.get(backend, backend)}:{model_version}"
+
+
 @dataclass(frozen=True, slots=True)
 class Vote:
     """One model server's answer for this heartbeat (the ``/predict`` reply of the wire contract).
 
     ``action`` is kept for the record only: the ensemble uses ``prob_up``.  ``stop_loss`` and
     ``take_profit`` are prices; the ensemble uses their distances to the market price.
+    ``fingerprint`` names the model behind the answer (``"<backend family>:<model_version>"``, see
+    :func:`fingerprint`): votes with the same non-empty fingerprint come from one model served
+    twice (LightGBM and its ONNX twin) and count as one vote.  Empty: the server id stands for it.
     """
 
     model_id: str
@@ -44,6 +58,12 @@ class Vote:
     stop_loss: float | None = None
     take_profit: float | None = None
     latency_ms: float = 0.0
+    fingerprint: str = ""
+
+    @property
+    def key(self) -> str:
+        """The id the ensemble weighs and calibrates this vote under: fingerprint, else server id."""
+        return self.fingerprint or self.model_id
 
     @property
     def usable(self) -> bool:
@@ -95,7 +115,11 @@ class Decision:
     ``expected_value_bps`` is the EV after costs of the favoured direction (also reported for a
     HOLD, so a log shows how far it was from trading).  ``size_fraction`` is the Kelly suggestion,
     0 for HOLD; the risk manager scales and caps it.  ``stop_loss``/``take_profit`` are prices
-    (None when no bracket is known).  ``source`` is ``"log_odds"`` or ``"meta"``.
+    (None when no bracket is known).  ``source`` is ``"pool"`` (the skill-weighted pool with the
+    base rate, recalibrated), ``"log_odds"`` (a plain weighted log-odds average of the votes) or
+    ``"meta"``.  ``votes`` carry each vote's share of the pool; ``base_weight`` is the base rate's
+    share (the votes' weights and it sum to 1).  ``quality`` is the ensemble's record against the
+    constant when the decision was taken (None when unknown).
     """
 
     timestamp_ms: int
@@ -110,6 +134,8 @@ class Decision:
     reasons: tuple[HoldReason, ...]
     disagreement: float
     source: str = "log_odds"
+    base_weight: float = 0.0
+    quality: QualitySnapshot | None = None
 
     @property
     def is_trade(self) -> bool:
@@ -138,6 +164,7 @@ class Decision:
             "reasons": [r.value for r in self.reasons],
             "disagreement": self.disagreement,
             "source": self.source,
+            "base_weight": self.base_weight,
         }
 
 
@@ -147,8 +174,9 @@ class Outcome:
 
     ``timestamp_ms`` is when the label became known (decision time + horizon); it drives the
     decay of the weights and the calibration schedule.  ``label`` is 1 when the price rose over
-    the horizon.  ``probs`` maps model id to the raw ``prob_up`` it sent; ``market`` is the
-    context at decision time (used by the meta-learner).
+    the horizon.  ``probs`` maps model id to the raw ``prob_up`` it sent; ``fingerprints`` maps a
+    model id to its vote's fingerprint (absent: none); ``market`` is the context at decision time
+    (used by the meta-learner).
     """
 
     timestamp_ms: int
@@ -156,6 +184,7 @@ class Outcome:
     probs: Mapping[str, float]
     market: Market
     decision_ms: int = 0
+    fingerprints: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_votes(cls, votes: Sequence[Vote], market: Market, label: int, timestamp_ms: int) -> Outcome:
@@ -166,4 +195,5 @@ class Outcome:
             probs={v.model_id: v.prob_up for v in votes if v.usable},
             market=market,
             decision_ms=market.timestamp_ms,
+            fingerprints={v.model_id: v.fingerprint for v in votes if v.usable and v.fingerprint},
         )

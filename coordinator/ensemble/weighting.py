@@ -1,15 +1,20 @@
-"""Bayesian model weights with exponential forgetting.
+"""Bayesian model weights with exponential forgetting, the base-rate predictor one of the candidates.
 
-Each model's weight is its posterior probability under an exponentially forgetting likelihood::
+The pool's candidates are the models and the constant base-rate predictor.  Each weight is the
+posterior probability of its candidate under an exponentially forgetting likelihood::
 
-    w_i  ∝  prior_i · exp(-η · L_i)
+    w_i     ∝  new_model_prior · prior_i · exp(-η · L_i)      (a model)
+    w_base  ∝  1                                              (the base rate: L = 0 by definition)
     L_i  <-  L_i · 2^(-Δt / half_life)  +  ℓ_i          (at every outcome, Δt in outcome time)
     ℓ_i  =  logloss(q_i, y) - logloss(base, y)
 
 ``q_i`` is the model's calibrated probability, ``base`` the base-rate predictor: the decayed
-frequency of up-labels (Beta(1, 1) prior), taken BEFORE the outcome is counted.  Relative losses make
-a model that did not vote on an outcome neutral (ℓ = 0, as if it had predicted the base rate), keep
-``L`` near zero for chance-level models, and leave the weights unchanged by the base rate itself.
+frequency of up-labels (Beta(1, 1) prior), taken BEFORE the outcome is counted.  ``L_i`` is thus the
+model's decayed log-loss minus the constant's on the same outcomes.  A model no better than the
+constant keeps ``L`` near zero and its weight near ``new_model_prior / (1 + ...)``, small when
+``new_model_prior`` is (0.1 by default): the base rate holds the rest, so a pool of models without
+skill answers (almost) the base rate.  A model without outcomes has the same small weight: it has to
+earn its share by beating the constant.  A model that did not vote on an outcome is neutral (ℓ = 0).
 All models, voters or not, decay by the same elapsed time, so a model that was good and turned bad
 loses its lead at the speed of the half-life and a model that turns good again regains it.  Weights
 are computed in log space with the maximum subtracted before ``exp``; a prior of 0 mutes a model.
@@ -24,6 +29,8 @@ from dataclasses import dataclass
 from coordinator.ensemble.calibration import clip_prob
 
 MS_PER_HOUR = 3_600_000
+BASE_RATE = "_base_rate"
+"""The key of the base-rate predictor's weight in :meth:`BayesianWeights.weights`."""
 
 
 def binary_log_loss(q: float, y: int) -> float:
@@ -50,7 +57,9 @@ class BayesianWeights:
         half_life_hours: float,
         learning_rate: float,
         default_prior: float = 1.0,
+        new_model_prior: float = 1.0,
     ) -> None:
+        self.new_model_prior = new_model_prior
         self.half_life_ms = half_life_hours * MS_PER_HOUR
         self.learning_rate = learning_rate
         self.default_prior = default_prior
@@ -104,7 +113,7 @@ class BayesianWeights:
     def _log_weight(self, state: ModelWeightState) -> float:
         if state.prior <= 0.0:
             return -math.inf
-        return math.log(state.prior) - self.learning_rate * state.loss
+        return math.log(state.prior * self.new_model_prior) - self.learning_rate * state.loss
 
     def refresh(self) -> None:
         self._log_w = {m: self._log_weight(s) for m, s in self.models.items()}
@@ -114,18 +123,34 @@ class BayesianWeights:
         log_w = self._log_w.get(model_id)
         return self.default_prior > 0.0 if log_w is None else log_w > -math.inf
 
-    def weights(self, model_ids: Iterable[str] | None = None) -> dict[str, float]:
-        """Normalised weights over ``model_ids`` (default: every known model); sums to 1.
+    def log_weight(self, model_id: str, prior: float | None = None) -> float:
+        """The unnormalised log-weight of ``model_id`` (the base rate's is 0).
 
-        Unknown ids get the default prior and no loss.  Muted models get 0; if every model in the
-        set is muted, all get 0 (the caller has no usable vote).
+        ``prior`` overrides the stored prior (the ensemble passes the prior of the servers that
+        voted); an unknown id has no loss and the default prior.
         """
-        ids = list(self.models) if model_ids is None else list(model_ids)
-        default = math.log(self.default_prior) if self.default_prior > 0 else -math.inf
-        logs = [self._log_w.get(m, default) for m in ids]
-        top = max(logs, default=-math.inf)
-        if top == -math.inf:
-            return dict.fromkeys(ids, 0.0)
+        state = self.models.get(model_id)
+        if prior is None:
+            if state is not None:
+                return self._log_w.get(model_id, self._log_weight(state))
+            prior = self.default_prior
+        if prior <= 0.0:
+            return -math.inf
+        loss = state.loss if state is not None else 0.0
+        return math.log(prior * self.new_model_prior) - self.learning_rate * loss
+
+    def weights(
+        self, model_ids: Iterable[str] | None = None, priors: Mapping[str, float] | None = None
+    ) -> dict[str, float]:
+        """Weights over ``model_ids`` (default: every known model) and :data:`BASE_RATE`; sums to 1.
+
+        Unknown ids get the default prior and no loss; ``priors`` overrides the stored priors.
+        Muted models get 0; if every model in the set is muted, the base rate gets all the weight.
+        """
+        ids = [m for m in (list(self.models) if model_ids is None else list(model_ids)) if m != BASE_RATE]
+        given = priors or {}
+        logs = [self.log_weight(m, given.get(m)) for m in ids] + [0.0]
+        top = max(logs)
         raw = [math.exp(v - top) for v in logs]
         total = math.fsum(raw)
-        return {m: r / total for m, r in zip(ids, raw, strict=True)}
+        return {m: r / total for m, r in zip([*ids, BASE_RATE], raw, strict=True)}

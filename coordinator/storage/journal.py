@@ -21,8 +21,10 @@ probability, normalised weight and bracket prices in the order given (``model_pr
 config values (:class:`DecisionParams`, JSON in ``decisions.params``).  Calibrators and Bayesian
 weights are state that changes with every outcome, which is why their results (calibrated
 probabilities and weights) are logged rather than the state.  For a decision of the meta-learner
-(``source = 'meta'``) the probability is the booster's output, which the log keeps but cannot
-recompute; the bracket, EV, size and gates are recomputed from it.
+(``source = 'meta'``) or of the skill-weighted pool (``source = 'pool'``: the base rate's share and
+the pool's recalibration are not in the vote rows) the probability is logged but not recomputed;
+the bracket, EV, size and gates are recomputed from it.  Votes of one model served twice (same
+backend family and model version) count as one for the quorum.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from coordinator.ensemble.gating import log_odds_average, weighted_disagreement
 from coordinator.ensemble.resolve import DecisionParams, Resolved, resolve
-from coordinator.ensemble.types import Action, Decision, HoldReason, Market, Vote
+from coordinator.ensemble.types import Action, Decision, HoldReason, Market, Vote, fingerprint
 from coordinator.storage.transaction import transaction
 
 if TYPE_CHECKING:
@@ -421,18 +423,19 @@ def recompute_decision(conn: sqlite3.Connection, beat_id: str) -> Recomputed:
     )
     params = DecisionParams.from_json(row[6])
     votes = conn.execute(
-        "SELECT prob_calibrated, weight, stop_loss, take_profit FROM model_predictions"
-        " WHERE beat_id = ? AND used = 1 ORDER BY position",
+        "SELECT prob_calibrated, weight, stop_loss, take_profit, model_id, model_version, backend"
+        " FROM model_predictions WHERE beat_id = ? AND used = 1 ORDER BY position",
         (beat_id,),
     ).fetchall()
     probs = [float(v[0]) for v in votes]
     weights = [float(v[1]) for v in votes]
     p = log_odds_average(probs, weights)
     disagreement = weighted_disagreement(probs, weights)
-    if row[7] == "meta":
-        p = float(row[8])  # the booster's output: logged, not recomputable without the booster
+    if row[7] != "log_odds":
+        p = float(row[8])  # the booster's or the recalibrated pool's output: logged, not recomputable
     legs = [(v[2], v[3], float(v[1])) for v in votes]
-    return resolve(p, disagreement, len(votes), legs, market, params)
+    models = {fingerprint(v[6], v[5]) if v[5] else v[4] for v in votes}  # twins are one model
+    return resolve(p, disagreement, len(models), legs, market, params)
 
 
 def logged_decision(conn: sqlite3.Connection, beat_id: str) -> Recomputed:

@@ -73,7 +73,12 @@ def test_funding_by_hand() -> None:
 
 def make(quorum: int = 2, **kwargs: float) -> Ensemble:
     config = EnsembleConfig(
-        quorum=quorum, min_edge=0.02, max_disagreement=0.15, uncalibrated_shrink=1.0, **kwargs
+        quorum=quorum,
+        min_edge=0.02,
+        max_disagreement=0.15,
+        uncalibrated_shrink=1.0,
+        pooling="log_odds",
+        **kwargs,
     )
     trading = TradingConfig(
         entry="market", taker_fee_bps=5, maker_fee_bps=2, slippage_bps=1, horizon_minutes=60

@@ -70,7 +70,7 @@ def test_meta_switched_on_when_it_wins_and_off_when_it_stops(tmp_path: object) -
         f"noise regime: meta holdout log-loss {evaluation.meta_logloss:.4f} vs "
         f"log-odds {evaluation.baseline_logloss:.4f} -> switched off"
     )
-    assert ens.decide(votes, high).source == "log_odds"
+    assert ens.decide(votes, high).source == "pool"
     decisions = [r.accepted for r in store.refits(META_TARGET)]
     assert True in decisions and decisions[-1] is False
     store.close()
@@ -80,4 +80,4 @@ def test_meta_never_used_when_disabled() -> None:
     ens = Ensemble(config(False), TradingConfig(), {"a": 1.0, "b": 1.0}, meta_min_samples=1000)
     feed(ens, np.random.default_rng(0), 0, 1500, interaction=True)
     assert not ens.meta.active and ens.meta.evaluation is None
-    assert ens.decide([Vote("a", 0.7), Vote("b", 0.5)], Market(T0, 100.0, atr=1.0)).source == "log_odds"
+    assert ens.decide([Vote("a", 0.7), Vote("b", 0.5)], Market(T0, 100.0, atr=1.0)).source == "pool"

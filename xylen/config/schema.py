@@ -180,6 +180,8 @@ class ModelServerConfig(Section):
     weight: float = Field(1.0, ge=0)
     timeout_ms: int = Field(2000, ge=10, le=60_000)
     enabled: bool = True
+    # Symbols this server is asked about (None: all its model answers for, as its /health says).
+    symbols: list[str] | None = None
 
     @field_validator("url")
     @classmethod
@@ -202,6 +204,9 @@ class EnsembleConfig(Section):
     uncalibrated_shrink: float = Field(0.5, ge=0, le=1)
     weight_half_life_hours: PositiveFloat = 72.0
     weight_learning_rate: PositiveFloat = 1.0
+    pooling: Literal["skill", "log_odds"] = "skill"
+    weight_new_model_prior: float = Field(0.1, gt=0, le=1)
+    pool_calibration_prior: float = Field(1000.0, ge=1)
     meta_learner: bool = False
 
 

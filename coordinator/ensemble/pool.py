@@ -1,0 +1,155 @@
+"""The pooled probability's own calibration and its quality against the constant base rate.
+
+Pooling (see :mod:`~coordinator.ensemble.ensemble`) gives a log-odds ``z``.  The probability the
+ensemble answers is ``σ(a + b·z)``: a logistic recalibration fitted on the ensemble's own recent
+outcomes (``z`` as pooled before each outcome was known, so the fit is out of sample) with a Gaussian
+prior centred on no change (``a = 0``, ``b = 1``).  The prior is worth ``prior_outcomes`` outcomes of
+information: its precision is that many times the Fisher information of one outcome at ``p = 1/2``,
+``diag(1/4, E[z²]/4)``, so it weighs the same against the data whatever the spread of ``z``.  With few
+outcomes the map stays at the identity; a pool that turns out over-confident gets ``b < 1``.  The
+fit is a few Newton steps on a convex objective (the prior makes it strictly convex), always started
+from the identity, so the same window gives the same map (a restart refits it from the stored window).
+
+:class:`PoolQuality` keeps the ensemble's answered probability, the base rate and the label of the
+most recent outcomes and reports log-loss, Brier and ECE (15 equal-width bins) of the ensemble next
+to the constant's log-loss and Brier on the same outcomes.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+from coordinator.ensemble.calibration import EPS, expected_calibration_error
+from xylen.probability import sigmoid
+
+ECE_BINS = 15
+NEWTON_STEPS = 8
+MAX_LOGIT = math.log((1.0 - EPS) / EPS)
+
+
+@dataclass(slots=True)
+class PoolCalibration:
+    """``p = σ(a + b·z)`` fitted by penalised maximum likelihood on a window of ``(z, label)``."""
+
+    prior_outcomes: float
+    a: float = 0.0
+    b: float = 1.0
+    n: int = 0
+
+    def __call__(self, z: float) -> float:
+        """The recalibrated probability of pooled log-odds ``z``, clipped to ``[EPS, 1 - EPS]``."""
+        x = max(-MAX_LOGIT, min(MAX_LOGIT, self.a + self.b * z))
+        return min(1.0 - EPS, max(EPS, sigmoid(x)))
+
+    def fit(self, z: Iterable[float], labels: Iterable[int]) -> None:
+        """Refit ``a`` and ``b`` on the window (time order does not matter: every point weighs 1)."""
+        zs = np.fromiter(z, dtype=np.float64)
+        ys = np.fromiter(labels, dtype=np.float64)
+        self.n = len(zs)
+        if self.n == 0:
+            self.a, self.b = 0.0, 1.0
+            return
+        ez2 = max(float(np.mean(zs * zs)), 1e-8)
+        prior = 0.25 * self.prior_outcomes * np.array([1.0, ez2])
+        theta = np.array([0.0, 1.0])
+        centre = np.array([0.0, 1.0])
+        x = np.stack([np.ones_like(zs), zs], axis=1)
+        for _ in range(NEWTON_STEPS):
+            p = 1.0 / (1.0 + np.exp(-np.clip(x @ theta, -30.0, 30.0)))
+            grad = x.T @ (p - ys) + prior * (theta - centre)
+            w = p * (1.0 - p)
+            hess = (x * w[:, None]).T @ x + np.diag(prior)
+            step = np.linalg.solve(hess, grad)
+            theta = theta - step
+            if float(np.max(np.abs(step))) < 1e-10:
+                break
+        if np.all(np.isfinite(theta)):
+            self.a, self.b = float(theta[0]), float(theta[1])
+        else:  # cannot happen with a positive prior; keep the identity rather than a broken map
+            self.a, self.b = 0.0, 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class QualitySnapshot:
+    """The ensemble's answered probabilities over its recent outcomes, against the constant.
+
+    ``log_loss_skill`` is the constant's log-loss minus the ensemble's (nats per outcome; positive
+    means the ensemble beats the constant).  ``calibration_a``/``calibration_b`` are the pool's
+    recalibration ``σ(a + b·z)`` in use.  Every figure is NaN without outcomes.
+    """
+
+    n: int
+    log_loss: float
+    constant_log_loss: float
+    brier: float
+    constant_brier: float
+    ece: float
+    calibration_a: float
+    calibration_b: float
+
+    @property
+    def log_loss_skill(self) -> float:
+        return self.constant_log_loss - self.log_loss
+
+    def to_dict(self) -> dict[str, float | int]:
+        return {
+            "n": self.n,
+            "log_loss": self.log_loss,
+            "constant_log_loss": self.constant_log_loss,
+            "log_loss_skill": self.log_loss_skill,
+            "brier": self.brier,
+            "constant_brier": self.constant_brier,
+            "ece": self.ece,
+            "calibration_a": self.calibration_a,
+            "calibration_b": self.calibration_b,
+        }
+
+
+def _log_loss(p: NDArray[np.float64], y: NDArray[np.float64]) -> float:
+    q = np.clip(p, EPS, 1.0 - EPS)
+    return float(-np.mean(y * np.log(q) + (1.0 - y) * np.log1p(-q)))
+
+
+@dataclass(slots=True)
+class PoolRecord:
+    """One outcome of the ensemble: pooled log-odds, answered probability, base rate, label."""
+
+    z: float
+    prob: float
+    base: float
+    label: int
+
+
+class PoolQuality:
+    """The window of the ensemble's recent outcomes and the figures computed from it."""
+
+    def __init__(self, window: int) -> None:
+        self.records: deque[PoolRecord] = deque(maxlen=window)
+
+    def add(self, record: PoolRecord) -> None:
+        self.records.append(record)
+
+    def snapshot(self, calibration: PoolCalibration) -> QualitySnapshot:
+        n = len(self.records)
+        if n == 0:
+            nan = math.nan
+            return QualitySnapshot(0, nan, nan, nan, nan, nan, calibration.a, calibration.b)
+        p = np.fromiter((r.prob for r in self.records), dtype=np.float64, count=n)
+        base = np.fromiter((r.base for r in self.records), dtype=np.float64, count=n)
+        y = np.fromiter((r.label for r in self.records), dtype=np.float64, count=n)
+        return QualitySnapshot(
+            n=n,
+            log_loss=_log_loss(p, y),
+            constant_log_loss=_log_loss(base, y),
+            brier=float(np.mean((p - y) ** 2)),
+            constant_brier=float(np.mean((base - y) ** 2)),
+            ece=expected_calibration_error(p, y, bins=ECE_BINS),
+            calibration_a=calibration.a,
+            calibration_b=calibration.b,
+        )
