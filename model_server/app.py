@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import logging
 import socket
-import sys
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import Any
@@ -29,6 +28,7 @@ from model_server.predictors import RiverPredictor
 from model_server.registry import ModelRegistry
 from model_server.routes import ReloadRequest, RollbackRequest, router
 from model_server.settings import ServerSettings
+from model_server.slim_imports import prepare_serving_process
 from xylen import __version__
 from xylen.contract import PredictRequest, RetrainRequest
 
@@ -205,10 +205,7 @@ def serve(settings: ServerSettings) -> None:
 
     from xylen.errors import XylenError
 
-    if "sklearn" not in sys.modules:
-        # lightgbm imports scikit-learn (~80 MB RSS) only for its sklearn-style API, which serving
-        # never uses; without it lightgbm runs the same Booster.  Only in the server process.
-        sys.modules["sklearn"] = None  # type: ignore[assignment]
+    prepare_serving_process()  # scikit-learn blocked; later imports of TA-Lib/LightGBM skip pandas
     config = uvicorn.Config(
         create_app(settings),
         host=settings.host,

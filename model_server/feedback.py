@@ -1,7 +1,7 @@
 """The feedback buffer: outcomes from ``/retrain`` as append-only Parquet parts under ``<home>/feedback/``.
 
 Every ``/retrain`` call becomes ONE new part ``part-<ms>-<pid>-<seq>.parquet``, written to a temp
-file (``.tmp-...``), fsynced and renamed (:func:`xylen.fileio.atomic_write_parquet`); no part is ever
+file (``.tmp-...``), fsynced and renamed (:func:`xylen.fileio.atomic_write_table`); no part is ever
 rewritten.  A process killed mid-write leaves at most a ``.tmp-`` file, which readers skip and the
 next start removes, so the folder only ever holds complete parts.  Columns: ``request_id``,
 ``timestamp`` (int64 ms), ``label`` (int8), ``pnl`` (float64, null when unknown),
@@ -10,6 +10,10 @@ next start removes, so the folder only ever holds complete parts.  Columns: ``re
 The continuous trainer consumes parts (moving them out of the folder); ``size`` counts the rows
 of the parts present.  ``retrain.requested`` (JSON, written atomically) is the request for a batch
 retrain once ``size`` reaches ``RETRAIN_MIN_SAMPLES``; the trainer removes it when it starts.
+
+Parts are written and read with pyarrow alone, imported on first use: the model server's serving
+path never loads pandas, and a server that has not yet stored or read an outcome not even pyarrow.
+Only :meth:`FeedbackBuffer.read` (tests and the trainer) builds a pandas DataFrame.
 """
 
 from __future__ import annotations
@@ -21,14 +25,18 @@ import os
 import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
-import pyarrow.parquet as pq
+import numpy.typing as npt
 
 from xylen.contract import Outcome
-from xylen.fileio import atomic_write_bytes, atomic_write_parquet, remove_stale_temp_files
+from xylen.fileio import atomic_write_bytes, atomic_write_table, remove_stale_temp_files
 from xylen.timeutil import wall_ms
+
+if TYPE_CHECKING:
+    import pandas as pd
+    import pyarrow as pa
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +54,12 @@ class FeedbackBuffer:
         remove_stale_temp_files(folder)
         self._lock = threading.Lock()
         self._seq = itertools.count()
-        self._size: int = sum(int(pq.read_metadata(p).num_rows) for p in self.parts())
+        self._size: int = 0
+        parts = self.parts()
+        if parts:
+            import pyarrow.parquet as pq
+
+            self._size = sum(int(pq.ParquetFile(p).metadata.num_rows) for p in parts)
 
     @property
     def size(self) -> int:
@@ -62,28 +75,35 @@ class FeedbackBuffer:
         clash = RESERVED.intersection(names)
         if clash:
             raise ValueError(f"feature names clash with buffer columns: {', '.join(sorted(clash))}")
+        import pyarrow as pa
+
         now = wall_ms()
-        columns: dict[str, object] = {
-            "request_id": [o.request_id for o in outcomes],
-            "timestamp": np.fromiter((o.timestamp for o in outcomes), np.int64, len(outcomes)),
-            "label": np.fromiter((o.label for o in outcomes), np.int8, len(outcomes)),
-            "pnl": pd.array([o.pnl for o in outcomes], dtype="Float64"),
-            "feature_version": feature_version,
-            "received_at": np.full(len(outcomes), now, np.int64),
+        n = len(outcomes)
+        pnl = np.array([np.nan if o.pnl is None else o.pnl for o in outcomes], np.float64)
+        columns: dict[str, pa.Array] = {
+            "request_id": _strings([o.request_id for o in outcomes]),
+            "timestamp": _numbers(np.fromiter((o.timestamp for o in outcomes), np.int64, n)),
+            "label": _numbers(np.fromiter((o.label for o in outcomes), np.int8, n)),
+            "pnl": _numbers(pnl),  # unknown -> null
+            "feature_version": _strings([feature_version] * n),
+            "received_at": _numbers(np.full(n, now, np.int64)),
         }
         for name in names:
-            columns[name] = np.fromiter(
-                (o.features.get(name, np.nan) for o in outcomes), np.float32, len(outcomes)
+            # a feature an outcome lacks is stored as null; readers leave such rows out
+            columns[name] = _numbers(
+                np.fromiter((o.features.get(name, np.nan) for o in outcomes), np.float32, n)
             )
-        frame = pd.DataFrame(columns)
+        table = pa.Table.from_arrays(list(columns.values()), names=list(columns))
         path = self.folder / f"part-{now:013d}-{os.getpid()}-{next(self._seq):06d}.parquet"
-        atomic_write_parquet(frame, path, compression="zstd")
+        atomic_write_table(table, path, compression="zstd")
         with self._lock:
             self._size += len(outcomes)
         return path
 
     def read(self) -> pd.DataFrame:
-        """Every complete part, concatenated (for tests and the trainer)."""
+        """Every complete part, concatenated (for tests and the trainer; loads pandas)."""
+        import pandas as pd
+
         parts = self.parts()
         if not parts:
             return pd.DataFrame(columns=sorted(RESERVED))
@@ -93,28 +113,25 @@ class FeedbackBuffer:
         """Up to ``limit`` newest feature rows holding all of ``names`` (canary rows)."""
         rows: list[dict[str, float]] = []
         for part in reversed(self.parts()):
-            try:
-                frame = pd.read_parquet(part, columns=list(names))
-            except (KeyError, ValueError, OSError):
+            matrix = _read_matrix(part, list(names))
+            if matrix is None:
                 continue  # a part from another feature set
-            frame = frame.dropna()
-            records = frame.iloc[::-1].to_dict("records")
-            rows.extend({str(k): float(v) for k, v in r.items()} for r in records)
+            keys = [str(name) for name in names]
+            for values in matrix[::-1].tolist():
+                rows.append(dict(zip(keys, values, strict=True)))
             if len(rows) >= limit:
                 break
         return rows[:limit]
 
     def labelled_rows(self, names: Sequence[str]) -> Iterator[tuple[dict[str, float], int]]:
         """Every stored outcome holding all of ``names``, oldest first, as (features, label)."""
+        keys = [str(name) for name in names]
         for part in self.parts():
-            try:
-                frame = pd.read_parquet(part, columns=[*names, "label"])
-            except (KeyError, ValueError, OSError):
+            matrix = _read_matrix(part, [*names, "label"])
+            if matrix is None:
                 continue
-            frame = frame.dropna()
-            labels = frame.pop("label").astype(int).tolist()
-            for row, label in zip(frame.to_dict("records"), labels, strict=True):
-                yield {str(k): float(v) for k, v in row.items()}, label
+            for values in matrix.tolist():
+                yield dict(zip(keys, values[:-1], strict=True)), int(values[-1])
 
     @property
     def retrain_requested(self) -> bool:
@@ -125,3 +142,79 @@ class FeedbackBuffer:
         payload = {"requested_at": wall_ms(), "buffer_size": self._size, "reason": reason}
         atomic_write_bytes(self.folder / RETRAIN_MARKER, json.dumps(payload).encode())
         logger.info("batch retrain requested: %s samples in the feedback buffer", self._size)
+
+
+# Arrow arrays are built from and read into numpy buffers directly: pyarrow's ``pa.array``,
+# ``to_numpy`` and ``fill_null`` import pandas whenever it is installed, which would load it
+# into the model server on its first ``/retrain``.
+_NUMPY_TYPES: dict[str, np.dtype[Any]] = {
+    "int8": np.dtype(np.int8),
+    "int16": np.dtype(np.int16),
+    "int32": np.dtype(np.int32),
+    "int64": np.dtype(np.int64),
+    "float": np.dtype(np.float32),
+    "double": np.dtype(np.float64),
+}
+
+
+def _numbers(values: npt.NDArray[Any]) -> pa.Array:
+    """An Arrow array of ``values`` (int or float), NaN stored as null."""
+    import pyarrow as pa
+
+    values = np.ascontiguousarray(values)
+    arrow_type = pa.from_numpy_dtype(values.dtype)
+    validity = None
+    nulls = 0
+    if values.dtype.kind == "f":
+        valid = ~np.isnan(values)
+        nulls = int(len(values) - valid.sum())
+        if nulls:
+            validity = pa.py_buffer(np.packbits(valid, bitorder="little"))
+    return pa.Array.from_buffers(arrow_type, len(values), [validity, pa.py_buffer(values)], null_count=nulls)
+
+
+def _strings(values: Sequence[str]) -> pa.Array:
+    """An Arrow string array of ``values``."""
+    import pyarrow as pa
+
+    encoded = [value.encode() for value in values]
+    offsets = np.zeros(len(encoded) + 1, np.int32)
+    offsets[1:] = np.cumsum([len(e) for e in encoded], dtype=np.int64)
+    buffers = [None, pa.py_buffer(offsets), pa.py_buffer(b"".join(encoded))]
+    return pa.Array.from_buffers(pa.string(), len(encoded), buffers)
+
+
+def _floats(column: pa.ChunkedArray) -> npt.NDArray[np.float64]:
+    """A numeric Arrow column as float64, null as NaN."""
+    parts: list[npt.NDArray[np.float64]] = []
+    for chunk in column.chunks:
+        dtype = _NUMPY_TYPES.get(str(chunk.type))
+        if dtype is None:
+            raise ValueError(f"column of type {chunk.type} is not numeric")
+        validity, data = chunk.buffers()[:2]
+        start, n = chunk.offset, len(chunk)
+        values = (
+            np.frombuffer(data, dtype, count=start + n)[start:].astype(np.float64)
+            if n
+            else (np.empty(0, np.float64))
+        )
+        if validity is not None and chunk.null_count:
+            bits = np.unpackbits(np.frombuffer(validity, np.uint8), bitorder="little")[start : start + n]
+            values[bits == 0] = np.nan
+        parts.append(values)
+    return np.concatenate(parts) if parts else np.empty(0, np.float64)
+
+
+def _read_matrix(part: Path, columns: list[str]) -> npt.NDArray[np.float64] | None:
+    """The rows of ``part`` with a value in every one of ``columns`` (float64, one column each, in
+    file order); None when the part cannot be read or lacks one of the columns."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.ParquetFile(part).read(columns=columns)
+        matrix: npt.NDArray[np.float64] = np.column_stack([_floats(table.column(name)) for name in columns])
+    except (KeyError, ValueError, OSError, pa.ArrowException):
+        return None
+    # a null (e.g. from another feature set) is NaN here; such rows are left out
+    return matrix[~np.isnan(matrix).any(axis=1)]

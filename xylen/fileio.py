@@ -14,11 +14,11 @@ import os
 import secrets
 from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO, Final
+from typing import TYPE_CHECKING, BinaryIO, Final
 
-import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
+if TYPE_CHECKING:  # imported where used: a process that writes no Parquet never loads them
+    import pandas as pd
+    import pyarrow as pa
 
 logger = logging.getLogger(__name__)
 
@@ -68,7 +68,17 @@ def atomic_write_parquet(
     frame: pd.DataFrame, path: Path, compression: str = "gzip", metadata: dict[str, str] | None = None
 ) -> None:
     """Write ``frame`` (index dropped) as Parquet atomically; ``metadata`` goes into the schema."""
-    table = pa.Table.from_pandas(frame, preserve_index=False)
+    import pyarrow as pa
+
+    atomic_write_table(pa.Table.from_pandas(frame, preserve_index=False), path, compression, metadata)
+
+
+def atomic_write_table(
+    table: pa.Table, path: Path, compression: str = "gzip", metadata: dict[str, str] | None = None
+) -> None:
+    """Write an Arrow ``table`` as Parquet atomically; ``metadata`` goes into the schema."""
+    import pyarrow.parquet as pq
+
     if metadata:
         merged = dict(table.schema.metadata or {})
         merged.update({k.encode(): v.encode() for k, v in metadata.items()})

@@ -62,6 +62,9 @@ def build_settings(args: argparse.Namespace) -> Any:
 
 def run(args: argparse.Namespace) -> int:
     """Validate the settings, then serve until SIGINT/SIGTERM."""
+    from model_server.slim_imports import prepare_serving_process
+
+    prepare_serving_process()  # before the app import: keeps pandas and scikit-learn out
     from model_server.app import serve
 
     settings = build_settings(args)

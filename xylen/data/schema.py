@@ -12,10 +12,12 @@ NaN, never invented.
 from __future__ import annotations
 
 import re
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import numpy as np
-import pandas as pd
+
+if TYPE_CHECKING:  # imported where a frame is built: interval arithmetic alone never loads pandas
+    import pandas as pd
 
 CANDLE_DTYPES: Final[dict[str, str]] = {
     "open_time": "int64",
@@ -57,6 +59,8 @@ def interval_ms(interval: str) -> int:
 
 def empty_candles() -> pd.DataFrame:
     """A candle frame with no rows and the right dtypes."""
+    import pandas as pd
+
     return pd.DataFrame({c: np.array([], dtype=t) for c, t in CANDLE_DTYPES.items()})
 
 
@@ -67,6 +71,8 @@ def normalize_candles(frame: pd.DataFrame, interval: str | None = None) -> pd.Da
     ``interval`` (required then).  Duplicated open times raise ``ValueError``: two
     different candles for one open time is a data error, not something to pick from.
     """
+    import pandas as pd
+
     out = pd.DataFrame(index=frame.index)
     for col, dtype in CANDLE_DTYPES.items():
         if col in frame.columns:

@@ -28,11 +28,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from typing import Final, Literal
+from typing import TYPE_CHECKING, Final, Literal
 
 import numpy as np
 import numpy.typing as npt
-import pandas as pd
 import talib
 
 from xylen.data.schema import interval_ms
@@ -40,6 +39,9 @@ from xylen.errors import DataError, UsageError
 from xylen.features import spec as S
 from xylen.features import talib_c as T
 from xylen.features.htf import htf_block, time_features
+
+if TYPE_CHECKING:  # pandas is imported where a DataFrame is built: the array path never loads it
+    import pandas as pd
 
 F32 = npt.NDArray[np.float32]
 F64 = npt.NDArray[np.float64]
@@ -66,7 +68,8 @@ def as_arrays(candles: pd.DataFrame | Mapping[str, npt.ArrayLike]) -> dict[str, 
         if name not in candles:
             raise DataError(f"candles lack column {name!r}")
         col = candles[name]
-        raw = col.to_numpy() if isinstance(col, pd.Series) else np.asarray(col)
+        to_numpy = getattr(col, "to_numpy", None)  # a pandas Series; arrays and lists go to asarray
+        raw = to_numpy() if callable(to_numpy) else np.asarray(col)
         dtype = np.int64 if name == "open_time" else np.float64
         out[name] = np.ascontiguousarray(raw, dtype=dtype)
     return out
@@ -427,6 +430,8 @@ def compute_features(
     arr = as_arrays(candles)
     block = feature_block(arr, interval)
     names = [s.name for s in S.feature_specs(interval)]
+    import pandas as pd
+
     frame = pd.DataFrame(block.T, columns=names, copy=False)
     open_time: I64 = arr["open_time"]  # type: ignore[assignment]
     frame.insert(0, "open_time", open_time)  # type: ignore[arg-type]

@@ -17,15 +17,17 @@ relative), at ~1 ms per call.  Shorter windows are accepted (at least
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import numpy as np
 import numpy.typing as npt
-import pandas as pd
 
 from xylen.errors import UsageError
 from xylen.features.compute import as_arrays, feature_block
 from xylen.features.spec import feature_specs
+
+if TYPE_CHECKING:  # a frame is accepted, but the array path never loads pandas
+    import pandas as pd
 
 DEFAULT_HISTORY: Final = 4000
 
@@ -40,7 +42,7 @@ def latest_row_array(
     """Feature vector (float32, spec order) of the newest candle, from its last ``history`` candles."""
     if history < 1:
         raise UsageError(f"history must be >= 1, got {history}")
-    if isinstance(candles_tail, pd.DataFrame):
+    if hasattr(candles_tail, "iloc"):  # a pandas DataFrame: keep its last rows
         candles_tail = candles_tail.iloc[-history:]
         arr = as_arrays(candles_tail)
     else:

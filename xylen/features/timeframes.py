@@ -14,12 +14,15 @@ data with holes; both accumulate in the same sequential order.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
-import pandas as pd
 
 from xylen.data.schema import CANDLE_COLUMNS, interval_ms, normalize_candles
+
+if TYPE_CHECKING:  # only the frame path below needs pandas, imported there
+    import pandas as pd
 
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
@@ -165,6 +168,8 @@ def resample_arrays(
 
 def resample_candles(frame: pd.DataFrame, base_interval: str, target_interval: str) -> pd.DataFrame:
     """Derive ``target_interval`` candles (schema frame) from a base-interval candle frame."""
+    import pandas as pd
+
     base_ms, target_ms = interval_ms(base_interval), interval_ms(target_interval)
     frame = normalize_candles(frame, base_interval)
     cols = {
