@@ -19,7 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from coordinator.ensemble import Action, Ensemble, Market, Outcome, Vote
-from coordinator.ensemble.weighting import BayesianWeights
+from coordinator.ensemble.weighting import BASE_RATE, BayesianWeights
 from xylen.config.schema import EnsembleConfig, TradingConfig
 
 T0 = 1_700_000_000_000
@@ -36,13 +36,15 @@ def run(seed: int) -> np.ndarray:
     )
     ens = Ensemble(config, TradingConfig(), {"a": 1.0, "b": 1.0})
     rng = np.random.default_rng(seed)
+    # the share of a among the two models (the base rate's share is left out of the comparison)
     weight_a = []
     for i in range(2 * SWAP):
         p, noise = rng.uniform(0.3, 0.7), rng.uniform(0.3, 0.7)
         y = int(rng.random() < p)
         a, b = (p, noise) if i < SWAP else (noise, p)
         ens.observe(Outcome(T0 + i * STEP, y, {"a": a, "b": b}, Market(T0 + i * STEP - 3_600_000, 100.0)))
-        weight_a.append(ens.weights(["a", "b"])["a"])
+        w = ens.weights(["a", "b"])
+        weight_a.append(w["a"] / (w["a"] + w["b"]))
     return np.asarray(weight_a)
 
 
@@ -72,13 +74,15 @@ def test_chance_model_ends_negligible_and_decay_forgets() -> None:
     loss_before = w.models["good"].loss
     w.update(T0 + 1999 * STEP + 240 * 3_600_000, {}, 1)
     assert math.isclose(w.models["good"].loss, loss_before * 2.0**-10)
-    assert w.weights()["chance"] > 0.4
+    after = w.weights()
+    assert after["chance"] / (after["chance"] + after["good"]) > 0.4
 
 
 def test_missing_model_is_neutral_and_prior_zero_mutes() -> None:
     w = BayesianWeights({"a": 2.0, "b": 1.0, "m": 0.0}, half_life_hours=24, learning_rate=1.0)
-    assert w.weights(["a", "b"]) == {"a": 2 / 3, "b": 1 / 3}
-    assert w.weights(["m"]) == {"m": 0.0}
+    both = w.weights(["a", "b"])
+    assert both["a"] == 2 * both["b"] and math.isclose(math.fsum(both.values()), 1.0)
+    assert w.weights(["m"]) == {"m": 0.0, BASE_RATE: 1.0}
     assert w.weights(["a", "m"])["m"] == 0.0 and not w.usable("m")
     rel = w.update(T0, {"a": 0.7}, 1)
     assert set(rel) == {"a"} and w.models["b"].loss == 0.0
@@ -149,7 +153,7 @@ def test_decide_never_trades_without_quorum_or_edge_after_costs(
     d = ens.decide(votes, Market(T0, 100.0, funding_rate=funding, atr=atr))
     assert 0.0 < d.probability < 1.0
     assert all(0.0 < v.prob_calibrated < 1.0 for v in d.votes)
-    assert math.isclose(sum(v.weight for v in d.votes), 1.0) or not d.votes
+    assert math.isclose(sum(v.weight for v in d.votes) + d.base_weight, 1.0)
     if d.action is not Action.HOLD:
         assert d.expected_value_bps > 0.0
         assert len(d.votes) >= quorum
