@@ -185,6 +185,7 @@ class CoordinatorApp:
         )
         clock: Clock = make_clock(config.heartbeat, start_ms)
         self._models = ModelClients(config.model_servers, secrets.model_token)
+        await self._models.discover()  # each server's symbols and label, from its /health
         self._ensemble_store = EnsembleStore.open(self.home.database)
         ensemble = Ensemble.from_config(config, self._ensemble_store)
         risk = RiskManager.from_config(config, RiskStore(conn))

@@ -124,7 +124,9 @@ def test_beat_with_trading_disabled_logs_only_and_feeds_outcomes_back(
             hb.retrain_batch = 1
             try:
                 reports = []
-                for _ in range(4):
+                # 14 beats of 5 min: the ensemble labels at the config's 10 min, each server at its
+                # model's own label horizon (12 bars, from its /health): decisions 1-2 reach it
+                for _ in range(14):
                     reports.append(await hb.beat())
                     service.step_to(service.now_ms() + STEP_MS)
                     assert isinstance(hb.clock, InstantClock)
@@ -135,18 +137,19 @@ def test_beat_with_trading_disabled_logs_only_and_feeds_outcomes_back(
                 assert traded and all(
                     t.note in {"trading disabled", ""} or "trading" in t.note for t in traded
                 )
-                assert sum(r.outcomes for r in reports) == 2  # horizon 10 min: beats 1-2 labelled by 3-4
+                assert sum(r.outcomes for r in reports) == 12  # 10 min: beats 1-12 labelled by 3-14
                 assert hb.exchange.store.live_orders() == []
-                assert "sent 1 outcomes to 2 server(s) for retraining; failed: none" in caplog.text
+                for server in config.model_servers:  # outcomes outside the no-trade band (0 here)
+                    assert f"sent 1 outcomes to {server.id} for retraining; failed: none" in caplog.text
             finally:
                 await app._shutdown()
         conn = sqlite3.connect(tmp_path / "h" / "xylen.db")
         try:
             rows = conn.execute("SELECT risk_approved, risk_reasons FROM decisions").fetchall()
-            assert len(rows) == 4
+            assert len(rows) == 14
             assert all("trading_disabled" in (r[1] or "") for r in rows if r[0] is not None)
-            assert conn.execute("SELECT COUNT(*) FROM outcomes").fetchone()[0] == 2
-            assert conn.execute("SELECT COUNT(*) FROM equity").fetchone()[0] == 4
+            assert conn.execute("SELECT COUNT(*) FROM outcomes").fetchone()[0] == 12
+            assert conn.execute("SELECT COUNT(*) FROM equity").fetchone()[0] == 14
         finally:
             conn.close()
 
