@@ -238,7 +238,7 @@ class PlattCalibrator:
             a, b = base_logit, 0.0
         self.a, self.b, self.m, self.s = a, b, m, s
 
-    def logit(self, z: float) -> float:
+    def calibrated_logit(self, z: float) -> float:
         """Calibrated log-odds for the raw log-odds ``z``."""
         u = max(-self.clip, min(self.clip, (z - self.m) / self.s))
         return self.a + self.b * u

@@ -174,7 +174,7 @@ class RiverPredictor(Predictor):
 
     def calibrated(self, z: float) -> float:
         """The calibrated probability for the learner's raw log-odds ``z``."""
-        return clip_probability(sigmoid(self.calibrator.logit(z)))
+        return clip_probability(sigmoid(self.calibrator.calibrated_logit(z)))
 
     def _answer(self, features: dict[str, float]) -> float:
         if not self.answering:

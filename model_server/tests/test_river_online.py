@@ -100,7 +100,7 @@ def test_calibrator_is_shrunk_toward_the_base_rate() -> None:
         calib.add(float(rng.normal(0, 4)), int(rng.random() < 0.6))
     calib.refit(base_logit=float(np.log(0.6 / 0.4)))
     for z in (-50.0, -3.0, 0.0, 3.0, 50.0):
-        p = 1.0 / (1.0 + np.exp(-calib.logit(z)))
+        p = 1.0 / (1.0 + np.exp(-calib.calibrated_logit(z)))
         assert abs(p - 0.6) < 0.05, (z, p)
 
 
