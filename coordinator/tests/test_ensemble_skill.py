@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from numpy.typing import NDArray
 
 from coordinator.ensemble import Ensemble, Market, Outcome, Vote
 from coordinator.ensemble.pool import PoolCalibration
@@ -24,11 +25,14 @@ from coordinator.metrics import Metrics
 from xylen.config.schema import EnsembleConfig, TradingConfig
 
 STEP = 300_000
+IntArray = NDArray[np.int64]
+FloatArray = NDArray[np.float64]
+Labels = tuple[IntArray, FloatArray, int]
 HORIZON = 12
 
 
 @pytest.fixture(scope="module")
-def labels(btc_5m_path: Path) -> tuple[np.ndarray, np.ndarray, int]:
+def labels(btc_5m_path: Path) -> Labels:
     df = pd.read_feather(btc_5m_path)
     close = df["close"].to_numpy(dtype=np.float64)[20_000:26_000]
     y = (close[HORIZON:] > close[:-HORIZON]).astype(np.int64)
@@ -38,7 +42,7 @@ def labels(btc_5m_path: Path) -> tuple[np.ndarray, np.ndarray, int]:
     return y, mom, t0
 
 
-def replay(ens: Ensemble, y: np.ndarray, mom: np.ndarray, t0: int, n: int, seed: int = 1) -> None:
+def replay(ens: Ensemble, y: IntArray, mom: FloatArray, t0: int, n: int, seed: int = 1) -> None:
     rng = np.random.default_rng(seed)
     for i in range(n):
         probs = {
@@ -50,7 +54,7 @@ def replay(ens: Ensemble, y: np.ndarray, mom: np.ndarray, t0: int, n: int, seed:
 
 
 def test_models_without_skill_get_almost_no_weight_and_the_pool_answers_the_base_rate(
-    labels: tuple[np.ndarray, np.ndarray, int],
+    labels: Labels,
 ) -> None:
     y, mom, t0 = labels
     ens = Ensemble(EnsembleConfig(calibration_min_samples=200), TradingConfig(), {"noise": 1.0, "loud": 1.0})
@@ -77,7 +81,7 @@ def test_a_model_without_outcomes_starts_small_not_equal() -> None:
     assert d.probability < 0.56 and math.isclose(sum(v.weight for v in d.votes) + d.base_weight, 1.0)
 
 
-def test_skill_earns_weight_on_real_labels(labels: tuple[np.ndarray, np.ndarray, int]) -> None:
+def test_skill_earns_weight_on_real_labels(labels: Labels) -> None:
     y, _mom, t0 = labels
     ens = Ensemble(EnsembleConfig(), TradingConfig(), {"skilled": 1.0, "noise": 1.0})
     rng = np.random.default_rng(5)
@@ -151,7 +155,7 @@ def test_pool_recalibration_shrinks_an_over_confident_pool_and_holds_without_dat
     assert cal.b == pytest.approx(1 / 3, abs=0.05)  # the pool said 3x what it knew
 
 
-def test_quality_goes_to_metrics_and_the_beat_feed(labels: tuple[np.ndarray, np.ndarray, int]) -> None:
+def test_quality_goes_to_metrics_and_the_beat_feed(labels: Labels) -> None:
     y, mom, t0 = labels
     ens = Ensemble(EnsembleConfig(), TradingConfig(), {"noise": 1.0, "loud": 1.0})
     replay(ens, y, mom, t0, 500)
