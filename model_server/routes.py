@@ -23,6 +23,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.requests import ClientDisconnect
 
+from model_server.compat import alpha_answer, looks_alpha, upgrade_alpha
 from model_server.deps import Authorized, ServerState, StateDep
 from model_server.predictors import MissingFeatures, ModelError, RiverPredictor
 from model_server.registry import LoadedModel, version_dirs
@@ -201,9 +202,20 @@ def decide(state: ServerState, model: LoadedModel, req: PredictRequest, started:
     "/predict", response_model=PredictResponse, responses=_ERRORS, openapi_extra=body_doc(PredictRequest)
 )
 async def predict(request: Request, state: StateDep, _: Authorized) -> Response:
-    """One prediction for the newest candle (features given, or computed from the candles)."""
+    """One prediction for the newest candle (features given, or computed from the candles).
+
+    A body written for the 0.0.1-alpha server is upgraded (:mod:`model_server.compat`) and its
+    answer adds the alpha's ``model_name`` and ``probability``; a v1 answer never has them."""
     started = time.perf_counter()
-    req = parse(PredictRequest, await read_body(request, state.settings.max_body_bytes))
+    body = await read_body(request, state.settings.max_body_bytes)
+    try:
+        req = parse(PredictRequest, body)
+    except HTTPException:
+        if not looks_alpha(body):
+            raise
+        model = serving(state)
+        req = upgrade_alpha(body, model.predictor.feature_names, model.predictor.feature_version)
+        return json_response(alpha_answer(decide(state, model, req, started)))
     return json_response(decide(state, serving(state), req, started))
 
 
