@@ -21,6 +21,7 @@ from model_server.training.profiles import get_profile
 from model_server.training.walk_forward import fit_booster
 from xylen.cli.main import main
 from xylen.data.importers import read_freqtrade_feather
+from xylen.features import FEATURE_NAMES
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +61,7 @@ def test_cli_validate_passes_on_300_trees(model_300: Path, capsys: pytest.Captur
     print(text)
     assert status == 0, text
     assert "parity PASS on 20,000 rows" in text and "max |dp|" in text and "mean |dp|" in text
-    assert OnnxPredictor(out).n_features == 42
+    assert OnnxPredictor(out).n_features == len(FEATURE_NAMES)
 
 
 def test_float_and_double_parity(model_300: Path, real_rows: npt.NDArray[np.float32]) -> None:
@@ -72,7 +73,10 @@ def test_float_and_double_parity(model_300: Path, real_rows: npt.NDArray[np.floa
     assert double.passed and double.max_abs_diff < 1e-12 and double.action_mismatches == 0
     # onnxmltools' own float thresholds (rounded to nearest) are what the rounding-down fixes.
     plain = onnxmltools.convert_lightgbm(
-        booster, initial_types=[("input", FloatTensorType([None, 42]))], zipmap=False, target_opset=15
+        booster,
+        initial_types=[("input", FloatTensorType([None, len(FEATURE_NAMES)]))],
+        zipmap=False,
+        target_opset=15,
     )
     print("onnxmltools as is:", validate_parity(booster, plain, real_rows).format())
 
@@ -192,7 +196,10 @@ def test_predictor_reads_zipmap(real_rows: npt.NDArray[np.float32]) -> None:
         num_boost_round=20,
     )
     zipmap: onnx.ModelProto = onnxmltools.convert_lightgbm(
-        booster, initial_types=[("input", FloatTensorType([None, 42]))], zipmap=True, target_opset=15
+        booster,
+        initial_types=[("input", FloatTensorType([None, len(FEATURE_NAMES)]))],
+        zipmap=True,
+        target_opset=15,
     )
     predictor = OnnxPredictor(zipmap.SerializeToString())
     assert predictor.output_name == "probabilities" or "prob" in predictor.output_name
