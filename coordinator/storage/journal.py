@@ -123,18 +123,21 @@ def _nan(value: float | None) -> float:
 def _used_flags(votes: Sequence[Vote], decision: Decision | None) -> list[int | None]:
     """For each vote, the index in ``decision.votes`` of the weighted vote it became (None: unused).
 
-    The ensemble keeps the usable votes in order, first per model id, so the weighted votes are a
-    subsequence of the votes; matching in order is exact.
+    The ensemble keeps the first usable vote per model id, grouped by model (twins that share a
+    fingerprint sit together, so the weighted votes need not be in the votes' order): a vote is
+    matched by its model id, the first usable vote of an id taking it.
     """
     out: list[int | None] = [None] * len(votes)
     if decision is None:
         return out
-    j = 0
+    index = {weighted.model_id: j for j, weighted in enumerate(decision.votes)}
+    taken: set[int] = set()
     for i, vote in enumerate(votes):
-        if j < len(decision.votes) and vote.usable and vote.model_id == decision.votes[j].model_id:
+        j = index.get(vote.model_id)
+        if j is not None and vote.usable and j not in taken:
             out[i] = j
-            j += 1
-    if j != len(decision.votes):
+            taken.add(j)
+    if len(taken) != len(decision.votes) or len(index) != len(decision.votes):
         raise ValueError("the decision's votes are not the given votes (was it decided on other votes?)")
     return out
 

@@ -168,3 +168,25 @@ def test_dashboard_queries(conn: sqlite3.Connection) -> None:
         (T0 + 2 * STEP, Decimal("10002"), Decimal(2)),
         (T0 + 3 * STEP, Decimal("10003"), Decimal(3)),
     ]
+
+
+def test_twins_apart_in_the_vote_list_are_logged_with_their_own_rows(conn: sqlite3.Connection) -> None:
+    """Twins (one fingerprint) are grouped by the ensemble, so its weighted votes are not in the votes'
+    order when another server's vote sits between them; each vote still finds its own row."""
+    ens = trained_ensemble(n=60)
+    snap, _preds, market = simulated_beat(random.Random(7), 1, T0)
+    a, b, c = MODELS[:3]
+    votes = [
+        Vote(a, 0.58, stop_loss=market.price * 0.99, take_profit=market.price * 1.02, fingerprint="gbdt:v1"),
+        Vote(b, 0.52, stop_loss=market.price * 0.99, take_profit=market.price * 1.02, fingerprint="river:v9"),
+        Vote(c, 0.58, stop_loss=market.price * 0.99, take_profit=market.price * 1.02, fingerprint="gbdt:v1"),
+    ]
+    decision = ens.decide(votes, market)
+    assert [v.model_id for v in decision.votes] == [a, c, b]  # grouped: the twins first
+    Journal(conn, ens.params).log_beat(snap, votes, decision)
+    rows = conn.execute(
+        "SELECT model_id, weight FROM model_predictions WHERE beat_id = ? ORDER BY position", (snap.beat_id,)
+    ).fetchall()
+    by_id = {v.model_id: v.weight for v in decision.votes}
+    assert [r[0] for r in rows] == [a, b, c]
+    assert [r[1] for r in rows] == [by_id[a], by_id[b], by_id[c]]
