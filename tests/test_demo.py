@@ -101,10 +101,19 @@ def test_demo_runs_the_pipeline_and_the_services_and_is_idempotent(tmp_path: Pat
                 "SELECT model_id FROM model_predictions WHERE status = 'ok' AND prob_up >= 0"
             )
         }
+        versions = dict(
+            conn.execute(
+                "SELECT model_id, model_version FROM model_predictions WHERE status = 'ok'"
+                " AND model_id IN ('demo-lgbm', 'demo-onnx')"
+            ).fetchall()
+        )
     assert len(journal) == len(beats)  # every printed beat is in the journal, and only those
     for line, (_ts, price, action) in zip(beats, journal, strict=True):
         assert f" {price:,.2f} | " in line and f"| {action}" in line
     assert voted == {"demo-lgbm", "demo-onnx", "demo-river"}
+    # two different LightGBM models (one served over ONNX), not one model counted twice
+    assert "model: training a second LightGBM model (2-hour horizon" in out
+    assert len(versions) == 2 and versions["demo-lgbm"] != versions["demo-onnx"], versions
     pids = [int(p) for p in re.findall(r"pid (\d+)", out)]
     assert len(pids) == 5 and all(_gone(pid) for pid in pids)
 

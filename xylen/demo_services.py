@@ -39,7 +39,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -56,6 +56,8 @@ SPEED = 200.0  # replay and clock speed: 5 minutes of market time per 1.5 s of w
 BEAT_SECONDS = 300.0  # one beat per 5m candle, in clock seconds
 STOP_TIMEOUT_S = 10.0  # SIGTERM -> SIGKILL
 MODEL_DIR = "demo-lgbm"
+SECOND_MODEL_DIR = "demo-lgbm-2h"  # a second model, served over ONNX: another horizon, another seed
+SECOND_MODEL_ARGS = ("--horizon-bars", "24", "--seed", "7")
 RIVER_DIR = "demo-river"
 SERVERS = (("lgbm", "lightgbm"), ("onnx", "onnx"), ("river", "river"))
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
@@ -239,20 +241,28 @@ def find_model(folder: Path) -> Path | None:
     return max(done, default=None)
 
 
-def ensure_model(children: Children, symbol: str, out: Print) -> Path:
-    """Reuse ``<home>/models/demo-lgbm/<version>``, else train one with ``xylen train`` (small, fast)."""
-    folder = children.home.root / "models" / MODEL_DIR
+def ensure_model(
+    children: Children,
+    symbol: str,
+    out: Print,
+    folder_name: str = MODEL_DIR,
+    extra: Sequence[str] = (),
+    what: str = "a small LightGBM model",
+) -> Path:
+    """Reuse ``<home>/models/<folder_name>/<version>``, else train one with ``xylen train`` (small,
+    fast; ``extra``: more training arguments, e.g. another horizon)."""
+    folder = children.home.root / "models" / folder_name
     found = find_model(folder)
     if found is not None:
         out(f"model: reusing {found}")
         return found
     target = folder / time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    out(f"model: training a small LightGBM model on {symbol} 5m into {target} (log: logs/train.log) ...")
+    out(f"model: training {what} on {symbol} 5m into {target} (log: logs/train.log) ...")
     started = time.monotonic()
     child = children.start(
         "train",
         ["train", "--symbol", symbol, "--out", str(target), "--profile", "8gb", "--folds", "2",
-         "--rounds", "60", "--max-rows", "40000", "--threads", "2"],
+         "--rounds", "60", "--max-rows", "40000", "--threads", "2", *extra],
     )  # fmt: skip
     code = child.proc.wait()
     children.forget(child)
@@ -280,11 +290,12 @@ def model_path(home: Home, backend: str) -> Path:
 
 
 def start_model_server(
-    children: Children, name: str, backend: str, port: int | None = None
+    children: Children, name: str, backend: str, port: int | None = None, model: Path | None = None
 ) -> tuple[Child, int]:
-    """``xylen model-server`` named ``model-server-<name>`` serving ``backend`` on ``port``."""
+    """``xylen model-server`` named ``model-server-<name>`` serving ``backend`` on ``port``
+    (``model``: the models folder to serve, default :func:`model_path`)."""
     port = free_port() if port is None else port
-    path = model_path(children.home, backend)
+    path = model_path(children.home, backend) if model is None else model
     path.mkdir(parents=True, exist_ok=True)  # River starts from an empty folder and learns online
     child = children.start(
         f"model-server-{name}",
@@ -398,12 +409,23 @@ def run_services(
     reader: BeatReader | None = None
     try:
         with _stop_on_signals():
-            model = ensure_model(children, symbol, out)
+            # Two different LightGBM models (1-hour and 2-hour horizons), one over LightGBM and one
+            # over ONNX, and River: three models for the ensemble to weigh, not one counted twice.
+            models = {
+                "lgbm": ensure_model(children, symbol, out),
+                "onnx": ensure_model(
+                    children, symbol, out, SECOND_MODEL_DIR, SECOND_MODEL_ARGS,
+                    "a second LightGBM model (2-hour horizon, another seed)",
+                ),
+            }  # fmt: skip
             exchange, exchange_port = start_paper_exchange(children, symbol)
             servers: dict[str, int] = {}
             started: list[tuple[Child, int]] = []
             for name, backend in SERVERS:
-                child, port = start_model_server(children, name, backend)
+                served = models.get(name)
+                child, port = start_model_server(
+                    children, name, backend, model=None if served is None else served.parent
+                )
                 servers[name] = port
                 started.append((child, port))
             wait_ready(exchange, f"http://127.0.0.1:{exchange_port}/fapi/v1/ping", 60, lambda s, _b: s == 200)
@@ -411,9 +433,10 @@ def run_services(
                 f"paper exchange: http://127.0.0.1:{exchange_port} replaying {symbol} 5m at {SPEED:g}x"
                 f" (pid {exchange.proc.pid})"
             )
-            for (child, port), (_name, backend) in zip(started, SERVERS, strict=True):
+            for (child, port), (name, backend) in zip(started, SERVERS, strict=True):
                 wait_ready(child, f"http://127.0.0.1:{port}/health", 90, health_ok)
-                source = "River, learning online" if backend == "river" else model.name
+                served = models.get(name)
+                source = "River, learning online" if served is None else f"{served.parent.name}/{served.name}"
                 out(f"model server {backend}: http://127.0.0.1:{port} ({source}, pid {child.proc.pid})")
             metrics_port, dashboard_port = free_port(), free_port()
             config_path = home.root / "demo-config.yaml"
