@@ -139,11 +139,7 @@ class Reconciler:
 
     async def run(self) -> ReconciliationResult:
         """Reconcile once; returns the differences (also written to the report table)."""
-        conn = self.manager.store.connection
-        started = self.manager.now_ms()
-        run_id = conn.execute("INSERT INTO reconciliation_runs (started_ms) VALUES (?)", (started,)).lastrowid
-        assert run_id is not None
-        result = ReconciliationResult(run_id)
+        result, started = self._begin()
         await self._conflicts(result)
         await self._live_orders(result)
         legs = await self._open_orders(result)
@@ -154,14 +150,18 @@ class Reconciler:
 
     async def resolve_conflicts(self) -> ReconciliationResult:
         """Rule 0 alone, for the orders handed over while running; a ``reconciliation_runs`` row."""
-        conn = self.manager.store.connection
-        started = self.manager.now_ms()
-        run_id = conn.execute("INSERT INTO reconciliation_runs (started_ms) VALUES (?)", (started,)).lastrowid
-        assert run_id is not None
-        result = ReconciliationResult(run_id)
+        result, started = self._begin()
         await self._conflicts(result)
         self._finish(result, started)
         return result
+
+    def _begin(self) -> tuple[ReconciliationResult, int]:
+        """A new ``reconciliation_runs`` row: its result to fill and the time it started."""
+        started = self.manager.now_ms()
+        conn = self.manager.store.connection
+        run_id = conn.execute("INSERT INTO reconciliation_runs (started_ms) VALUES (?)", (started,)).lastrowid
+        assert run_id is not None
+        return ReconciliationResult(run_id), started
 
     def _finish(self, result: ReconciliationResult, started: int) -> None:
         conn = self.manager.store.connection
