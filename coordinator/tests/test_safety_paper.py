@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from coordinator.app import CoordinatorApp
-from coordinator.entries import EntryContext, EntryStatus
+from coordinator.entries import EntryContext, EntryResult, EntryStatus
 from coordinator.exchange.facade import PositionModeError
 from coordinator.heartbeat import Heartbeat
 from coordinator.orders import OrderKind, OrderState, Side
@@ -88,6 +88,16 @@ async def _foreign_entry(hb: Heartbeat, client_id: str = "manual-entry-1") -> No
     mark = await hb.exchange.mark_price(SYMBOL)
     price = client.symbol_rules(SYMBOL).round_price(mark * Decimal("0.8"), "down")
     await client.new_order(SYMBOL, "BUY", "LIMIT", Decimal("0.01"), price, client_order_id=client_id)
+
+
+async def _maker_entry(hb: Heartbeat, probability: float) -> EntryResult:
+    """A post-only BUY entry resting at the touch, its bracket 3 % either side of the mark."""
+    mark = await hb.exchange.mark_price(SYMBOL)
+    context = EntryContext(probability=probability, decision_ms=hb.clock.now_ms())
+    return await hb.entries.enter(
+        SYMBOL, Side.BUY, Decimal("0.01"), (mark * Decimal("0.97")).quantize(CENT),
+        (mark * Decimal("1.03")).quantize(CENT), context=context, last_price=mark,
+    )  # fmt: skip
 
 
 async def _venue(hb: Heartbeat) -> tuple[set[str], Decimal]:
@@ -163,12 +173,7 @@ def test_halt_cancels_a_resting_maker_entry_and_no_fallback_follows(
 
     async def scenario() -> None:
         async with _coordinator(service, tmp_path / "home", entry="maker_preferred") as (app, hb):
-            mark = await hb.exchange.mark_price(SYMBOL)
-            context = EntryContext(probability=0.7, decision_ms=hb.clock.now_ms())
-            result = await hb.entries.enter(
-                SYMBOL, Side.BUY, Decimal("0.01"), (mark * Decimal("0.97")).quantize(CENT),
-                (mark * Decimal("1.03")).quantize(CENT), context=context, last_price=mark,
-            )  # fmt: skip
+            result = await _maker_entry(hb, 0.7)
             assert result.maker is not None and result.maker.status is EntryStatus.PENDING
             switch = _switch(app)
             switch.requests.request("halt", flatten=False, actor="test", now_ms=wall_ms())
@@ -191,12 +196,7 @@ def test_halted_risk_manager_refuses_the_market_fallback_after_a_timeout(
 
     async def scenario() -> None:
         async with _coordinator(service, tmp_path / "home", entry="maker_preferred") as (_app, hb):
-            mark = await hb.exchange.mark_price(SYMBOL)
-            context = EntryContext(probability=0.9, decision_ms=hb.clock.now_ms())
-            result = await hb.entries.enter(
-                SYMBOL, Side.BUY, Decimal("0.01"), (mark * Decimal("0.97")).quantize(CENT),
-                (mark * Decimal("1.03")).quantize(CENT), context=context, last_price=mark,
-            )  # fmt: skip
+            result = await _maker_entry(hb, 0.9)
             assert result.maker is not None
             hb.risk.halt("operator", hb.clock.now_ms())  # halted while the maker entry rests
             sent = hb.exchange.client.transport.sent[ORDER]
@@ -359,8 +359,6 @@ def test_hedge_mode_is_switched_to_one_way_when_flat_and_refused_with_a_position
             assert await client.get_position_mode() is False
             await hb.exchange.ensure_one_way_mode()  # already one-way: nothing to do
             await client.set_position_mode(True)
-            mark = await hb.exchange.mark_price(SYMBOL)
-            del mark
             await client.new_order(SYMBOL, "BUY", "MARKET", Decimal("0.01"), client_order_id="hedge-1",
                                    position_side="LONG")  # fmt: skip
             with pytest.raises(PositionModeError, match="hedge position mode"):
