@@ -21,7 +21,20 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 SERVICES = ("coordinator", "model_server", "paper_exchange")
 PACKAGES = ("xylen", *SERVICES)
-MACHINE_PATH = re.compile(r"""["'`(\s](/work/|/root/|/home/[a-z]|/Users/[A-Za-z])""")
+
+
+def _machine_path_pattern(*folders: Path) -> re.Pattern[str]:
+    """Absolute paths inside ``folders`` (this checkout's parent, the user's home), as a quote,
+    backtick, bracket or space would open them in source text."""
+    named = [folder for folder in folders if len(folder.parts) > 1]  # never "/" itself
+    if not named:
+        return re.compile(r"(?!)")  # nothing to look for
+    roots = "|".join(re.escape(f"{folder.as_posix()}/") for folder in named)
+    return re.compile(rf"""["'`(\s]({roots})""")
+
+
+MACHINE_PATH = _machine_path_pattern(ROOT.parent, Path.home())
+"""Where this checkout and its user live: a source naming a file there works on this machine only."""
 
 
 def _sources() -> Iterator[Path]:
@@ -94,8 +107,8 @@ def test_the_checks_see_a_violation() -> None:
     """The scanners find what they look for (a rule that matches nothing would pass vacuously)."""
     sample = ROOT / "xylen" / "paths.py"
     assert any(module == "os" for _, module in _imports(sample))
-    assert MACHINE_PATH.search('DATA = Path("/work/shared/data")')
-    assert MACHINE_PATH.search("see `/root/.cache`")
+    assert MACHINE_PATH.search(f'DATA = Path("{ROOT.parent.as_posix()}/shared/data")')
+    assert MACHINE_PATH.search(f"see `{Path.home().as_posix()}/.cache`")
     assert not MACHINE_PATH.search('url = "http://127.0.0.1:8000/fapi/v1/order"')
 
 
