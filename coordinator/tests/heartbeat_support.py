@@ -26,6 +26,7 @@ import yaml
 
 from coordinator.app import CoordinatorApp
 from coordinator.heartbeat import Heartbeat
+from coordinator.orders import IntentStatus
 from coordinator.tests.test_exchange_support import START_MS, SYMBOL
 from model_server.tests.server_support import (
     TOKEN,
@@ -144,3 +145,9 @@ async def built_heartbeat(app: CoordinatorApp) -> AsyncIterator[Heartbeat]:
         yield hb
     finally:
         await app._shutdown()
+
+
+def intent_status(hb: Heartbeat, intent_id: str) -> IntentStatus | None:
+    """The intent's status in SQLite (``None``: no such intent)."""
+    intent = hb.exchange.store.get_intent(intent_id)
+    return None if intent is None else intent.status

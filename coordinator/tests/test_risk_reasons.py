@@ -32,6 +32,7 @@ from coordinator.tests.heartbeat_support import (
     built_heartbeat,
     coordinator_config,
     free_port,
+    intent_status,
     paper_venue,
     venue_service,
 )
@@ -110,11 +111,6 @@ async def _long_beat(hb: Heartbeat) -> SymbolBeat:
     return beat
 
 
-def _status(hb: Heartbeat, intent_id: str) -> IntentStatus | None:
-    intent = hb.exchange.store.get_intent(intent_id)
-    return None if intent is None else intent.status
-
-
 def test_an_entry_with_a_position_open_is_position_open_and_never_uses_the_order_rate(
     candles: Path,  # noqa: F811 - fixture
     tmp_path: Path,
@@ -140,7 +136,7 @@ def test_an_entry_with_a_position_open_is_position_open_and_never_uses_the_order
 
             # flat again: the next entry is approved and sent; the refused add-ons used no order rate
             assert await hb.exchange.close_position(SYMBOL) is not None
-            await until(lambda: _status(hb, intent_id) is IntentStatus.CLOSED, what="closed by hand")
+            await until(lambda: intent_status(hb, intent_id) is IntentStatus.CLOSED, what="closed by hand")
             entry = await _long_beat(hb)
             assert entry.risk is not None and entry.risk.approved, entry.risk
             assert entry.placement is not None and not entry.placement.rejected

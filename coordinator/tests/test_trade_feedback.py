@@ -12,12 +12,12 @@ import sqlite3
 from decimal import Decimal
 from pathlib import Path
 
-from coordinator.heartbeat import Heartbeat
 from coordinator.orders import IntentStatus, OrderState, Side
 from coordinator.tests.heartbeat_support import (
     STEP_MS,
     SYMBOL,
     built_heartbeat,
+    intent_status,
     offline_app,
     paper_venue,
     venue_service,
@@ -25,11 +25,6 @@ from coordinator.tests.heartbeat_support import (
 from coordinator.tests.test_exchange_support import candles  # noqa: F401 - fixture
 from coordinator.tests.test_manager_support import until
 from xylen.paths import Home
-
-
-def _status(hb: Heartbeat, intent_id: str) -> IntentStatus | None:
-    intent = hb.exchange.store.get_intent(intent_id)
-    return None if intent is None else intent.status
 
 
 def test_closed_intents_become_one_trade_and_one_risk_update_each(
@@ -49,11 +44,13 @@ def test_closed_intents_become_one_trade_and_one_risk_update_each(
                 assert placed.entry.state is OrderState.FILLED
                 win_id = placed.intent.intent_id
                 for _ in range(60):
-                    if _status(hb, win_id) is not IntentStatus.OPEN:
+                    if intent_status(hb, win_id) is not IntentStatus.OPEN:
                         break
                     service.step_to(service.now_ms() + STEP_MS // 2)
                     await asyncio.sleep(0.05)
-                await until(lambda: _status(hb, win_id) is IntentStatus.CLOSED, what="take-profit fired")
+                await until(
+                    lambda: intent_status(hb, win_id) is IntentStatus.CLOSED, what="take-profit fired"
+                )
                 hb.trades.settled.clear()  # the scan relies on the journal, not on memory
                 trades = await hb.settle_trades()
                 (win,) = trades
@@ -72,7 +69,7 @@ def test_closed_intents_become_one_trade_and_one_risk_update_each(
                 loss_id = placed.intent.intent_id
                 closing = await hb.exchange.close_position(SYMBOL)
                 assert closing is not None
-                await until(lambda: _status(hb, loss_id) is IntentStatus.CLOSED, what="closed by hand")
+                await until(lambda: intent_status(hb, loss_id) is IntentStatus.CLOSED, what="closed by hand")
                 (loss,) = await hb.settle_trades()
                 assert loss.intent_id == loss_id and loss.exit_reason == "close"
                 assert loss.net_pnl < 0 and loss.fees > 0
