@@ -12,8 +12,8 @@ Tasks (named, supervised: the first one to crash stops the group and the process
 ``heartbeat`` (the beat loop; with ``beats`` it ends the run after that many), ``backup`` (the daily
 SQLite backup), ``orders-monitor`` (waits on the order monitor: its end for any reason stops the
 process, so systemd restarts it and reconciliation takes over), ``safety`` (the
-:class:`~coordinator.safety.SafetySwitch`: halt and flatten requests and their triggers, the
-coordinator's lease), ``watchdog`` (systemd ``WATCHDOG=1`` when ``WATCHDOG_USEC`` is set).
+:class:`~coordinator.safety.SafetySwitch`: halt and flatten requests and their triggers),
+``watchdog`` (systemd ``WATCHDOG=1`` when ``WATCHDOG_USEC`` is set).
 
 Before anything is reconciled the account's position mode is checked: hedge mode is switched to
 one-way when no position is open, else the start is refused (exit 1) with the reason.

@@ -24,9 +24,10 @@ Triggers (checked by :class:`SafetySwitch` every ``poll_s`` and at once after ea
 
 Every action is one ``halt_requests`` row, written first and executed after; an automatic trigger
 has a ``trigger_key`` (``daily:<utc day>``, ``breaker:<kind>:<trip ms>``) so it fires once, also
-across restarts.  A running coordinator renews ``coordinator_lease`` every ``poll_s``: the CLI
-hands a request to a coordinator whose lease is fresh and executes it itself otherwise
-(:func:`execute_offline`).  A claim is one conditional UPDATE, so one process executes a request.
+across restarts.  The home's lock (:mod:`coordinator.storage.home_lock`, held by a coordinator
+from its start to its exit) decides who executes: the CLI hands a request to a running coordinator
+and otherwise takes the lock and executes it itself (:func:`execute_offline`).  A claim is one
+conditional UPDATE, so one process executes a request.
 
 Entries and the switch share :attr:`SafetySwitch.gate`: an entry holds it from its last risk check
 to its send, a halt from its persisted flag through its cancels, so no entry can slip between.
@@ -59,7 +60,6 @@ from xylen.timeutil import wall_ms
 
 logger = logging.getLogger(__name__)
 
-LEASE_STALE_MS = 5_000  # a lease older than this: no coordinator is running on this home
 HALT_PREFIX = "xh"  # client ids of the reduce-only closes sent for positions SQLite does not know
 
 
@@ -95,7 +95,7 @@ _COLUMNS = "id, requested_ms, actor, reason, flatten, trigger_key, status, claim
 
 
 class HaltRequests:
-    """The ``halt_requests`` and ``coordinator_lease`` tables over one migrated connection."""
+    """The ``halt_requests`` table over one migrated connection."""
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self.conn = conn
@@ -143,22 +143,6 @@ class HaltRequests:
             HaltRequest(int(i), int(at), actor, reason, bool(flat), key, status, by, done, detail)
             for i, at, actor, reason, flat, key, status, by, done, detail in rows
         ]
-
-    # -- lease ------------------------------------------------------------------------------------
-    def renew_lease(self, now_ms: int, pid: int | None = None) -> None:
-        self.conn.execute(
-            "INSERT INTO coordinator_lease (id, pid, host, renewed_ms) VALUES (1, ?, ?, ?) ON CONFLICT (id)"
-            " DO UPDATE SET pid = excluded.pid, host = excluded.host, renewed_ms = excluded.renewed_ms",
-            (os.getpid() if pid is None else pid, socket.gethostname(), now_ms),
-        )
-
-    def release_lease(self) -> None:
-        self.conn.execute("DELETE FROM coordinator_lease WHERE id = 1 AND pid = ?", (os.getpid(),))
-
-    def coordinator_running(self, now_ms: int) -> bool:
-        """Whether a coordinator renewed the lease within :data:`LEASE_STALE_MS`."""
-        row = self.conn.execute("SELECT renewed_ms FROM coordinator_lease WHERE id = 1").fetchone()
-        return row is not None and now_ms - int(row[0]) < LEASE_STALE_MS
 
 
 # ---------------------------------------------------------------------- executor
@@ -303,7 +287,7 @@ def action_of(config: XylenConfig) -> tuple[str, str, int]:
 
 
 class SafetySwitch:
-    """The running coordinator's side (module docstring): triggers, requests, lease, feed state."""
+    """The running coordinator's side (module docstring): triggers, requests, feed state."""
 
     def __init__(
         self,
@@ -359,8 +343,7 @@ class SafetySwitch:
         return [request_id]
 
     async def check(self) -> list[tuple[int, bool, str]]:
-        """One round: renew the lease, fire triggers, execute pending requests, publish the state."""
-        self.requests.renew_lease(wall_ms())
+        """One round: fire triggers, execute pending requests, publish the state."""
         self.triggers()
         done: list[tuple[int, bool, str]] = []
         for request in self.requests.pending():
@@ -416,22 +399,16 @@ class SafetySwitch:
 
     async def run(self) -> None:
         """Check every ``poll_s`` (sooner when :attr:`wakeup` is set) until cancelled."""
-        try:
-            while True:
-                try:
-                    await self.check()
-                except asyncio.CancelledError:
-                    raise
-                except (ExchangeError, sqlite3.Error):
-                    logger.exception("safety check failed; trying again in %.1f s", self.poll_s)
-                self.wakeup.clear()
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(self.wakeup.wait(), self.poll_s)
-        finally:
+        while True:
             try:
-                self.requests.release_lease()
-            except sqlite3.Error:
-                logger.warning("coordinator lease not released")
+                await self.check()
+            except asyncio.CancelledError:
+                raise
+            except (ExchangeError, sqlite3.Error):
+                logger.exception("safety check failed; trying again in %.1f s", self.poll_s)
+            self.wakeup.clear()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self.wakeup.wait(), self.poll_s)
 
 
 # ---------------------------------------------------------------------- no coordinator running
@@ -440,7 +417,8 @@ class SafetySwitch:
 async def execute_offline(
     config: XylenConfig, secrets: Secrets, database: Path, request_id: int, by: str
 ) -> tuple[bool, str]:
-    """Claim ``request_id`` and carry it out from this process (no coordinator holds the lease):
+    """Claim ``request_id`` and carry it out from this process (no coordinator runs: the caller
+    holds the home's lock):
     connect, reconcile SQLite with the venue, halt (and flatten), disconnect."""
     conn = init_db(database)
     try:

@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
+import os
 import sqlite3
 from collections.abc import AsyncIterator
 from decimal import Decimal
@@ -26,7 +27,8 @@ from coordinator.heartbeat import Heartbeat
 from coordinator.orders import OrderKind, OrderState, Side
 from coordinator.orders.brackets import latest_legs
 from coordinator.risk.breakers import BreakerKind
-from coordinator.safety import HaltRequests, SafetySwitch
+from coordinator.safety import SafetySwitch
+from coordinator.storage.home_lock import HomeLock
 from coordinator.tests.heartbeat_support import (
     KEY,
     SECRET,
@@ -292,7 +294,7 @@ def test_cli_halt_flatten_acts_itself_when_no_coordinator_runs(
             app = offline_app(url, home, trading=True, entry="market")
             async with built_heartbeat(app) as hb:
                 await _bracketed_position(hb)
-            # the coordinator is stopped (no lease): the command acts against the venue itself
+            # the coordinator is stopped (the home is not locked): the command acts against the venue itself
             config = tmp_path / "config.yaml"
             config.write_text(
                 f"exchange:\n  paper_url: {url}\n  poll_interval_seconds: 1.0\n"
@@ -328,16 +330,17 @@ def test_cli_halt_reaches_a_running_coordinator(
             switch = _switch(app)
             runner = asyncio.create_task(switch.run())
             try:
-                lease = HaltRequests(sqlite3.connect(Home(home).database))
-                await until(lambda: lease.coordinator_running(wall_ms()),
-                            what="lease")  # fmt: skip
-                args = argparse.Namespace(home=str(home), config=None, flatten=False, reason="by hand",
-                                          by="tester", wait=10.0)  # fmt: skip
-                status = await asyncio.to_thread(risk_cli.run_halt, args)
+                # the home's lock, as `xylen run` holds it for its whole life: the CLI hands over
+                with HomeLock(home, "the coordinator").hold():
+                    args = argparse.Namespace(home=str(home), config=None, flatten=False, reason="by hand",
+                                              by="tester", wait=10.0)  # fmt: skip
+                    status = await asyncio.to_thread(risk_cli.run_halt, args)
                 assert status == 0
             finally:
                 runner.cancel()
                 await asyncio.gather(runner, return_exceptions=True)
+            request = switch.requests.latest()
+            assert request is not None and request.claimed_by == f"coordinator:{os.getpid()}", request
             ids, _net = await _venue(hb)
             assert ids == set() and hb.risk.halted and hb.risk.state.halted_reason == "by hand"
 

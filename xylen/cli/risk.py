@@ -18,10 +18,8 @@ loss limit is not lifted by a reset; it ends at 00:00 UTC.
 from __future__ import annotations
 
 import argparse
-import getpass
 import json
 import logging
-import socket
 import time
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
@@ -147,9 +145,10 @@ def run_status(args: argparse.Namespace) -> int:
 
 def run_reset(args: argparse.Namespace) -> int:
     from coordinator.risk.state import reset_risk
+    from coordinator.safety import actor_name
 
     store = _open(args)
-    actor = args.by or f"{getpass.getuser()}@{socket.gethostname()}"
+    actor = args.by or actor_name()
     now_ms = wall_ms()
     try:
         was_halted = reset_risk(store.conn, actor, now_ms, args.note)
@@ -166,19 +165,25 @@ def run_reset(args: argparse.Namespace) -> int:
 def run_halt(args: argparse.Namespace) -> int:
     import asyncio
 
-    from coordinator.safety import HaltRequests, execute_offline
+    from coordinator.safety import HaltRequests, actor_name, execute_offline
+    from coordinator.storage.home_lock import HomeLock, HomeLocked
     from xylen.config import load_config
     from xylen.config.secrets import load_secrets
 
     store = _open(args)
-    actor = args.by or f"{getpass.getuser()}@{socket.gethostname()}"
+    actor = args.by or actor_name()
     requests = HaltRequests(store.conn)
     what = "halt and flatten" if args.flatten else "halt"
+    # The home's lock says whether a coordinator runs (from its start to its exit, also while it
+    # reconciles or flattens); holding it here keeps one from starting while we act ourselves.
+    lock = HomeLock(Home.resolve(args.home).root, "xylen risk halt")
     try:
         request_id = requests.request(args.reason, flatten=args.flatten, actor=actor, now_ms=wall_ms())
         assert request_id is not None
         logger.warning("%s requested by %s: %s (request %d)", what, actor, args.reason, request_id)
-        if requests.coordinator_running(wall_ms()):
+        try:
+            lock.acquire()
+        except HomeLocked:
             deadline = time.monotonic() + max(args.wait, 0.0)
             while time.monotonic() < deadline:
                 row = requests.get(request_id)
@@ -191,10 +196,13 @@ def run_halt(args: argparse.Namespace) -> int:
             return 1
     finally:
         store.conn.close()
-    config = load_config(args.config)
-    database = Home.resolve(args.home).database
-    ok, detail = asyncio.run(
-        execute_offline(config, load_secrets(), database, request_id, f"cli:{args.by or actor}")
-    )
+    try:
+        config = load_config(args.config)
+        database = Home.resolve(args.home).database
+        ok, detail = asyncio.run(
+            execute_offline(config, load_secrets(), database, request_id, f"cli:{args.by or actor}")
+        )
+    finally:
+        lock.release()
     print(f"{what} {'done' if ok else 'FAILED'} (no coordinator running; done from here): {detail}")
     return 0 if ok else 1

@@ -1,7 +1,7 @@
--- Safety switches: halt requests (from `xylen risk halt`, the daily loss limit, breaker escalation)
--- and the running coordinator's lease.  A request is written first and executed after: the
--- coordinator that holds a fresh lease picks it up within a second; with no fresh lease the CLI
--- claims it and acts against the venue itself.  A claim is one UPDATE ... WHERE status = 'pending',
+-- Safety switches: halt requests (from `xylen risk halt`, the daily loss limit, breaker escalation).
+-- A request is written first and executed after: a running coordinator (it holds the home's lock)
+-- picks it up within a second; with none running, the CLI takes the lock, claims the request and
+-- acts against the venue itself.  A claim is one UPDATE ... WHERE status = 'pending',
 -- so exactly one process executes a request.  Times are wall-clock ms UTC.
 CREATE TABLE halt_requests (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -17,11 +17,3 @@ CREATE TABLE halt_requests (
     detail TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX halt_requests_status ON halt_requests (status);
-
--- One row: the running coordinator renews it every second; a stale one means none is running.
-CREATE TABLE coordinator_lease (
-    id INTEGER PRIMARY KEY CHECK (id = 1),
-    pid INTEGER NOT NULL,
-    host TEXT NOT NULL,
-    renewed_ms INTEGER NOT NULL
-);
