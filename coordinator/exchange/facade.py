@@ -29,7 +29,7 @@ from typing import Literal
 
 from coordinator.exchange.client import BinanceFuturesClient
 from coordinator.exchange.constants import Endpoint
-from coordinator.exchange.errors import RetryableError, UnknownOutcomeError
+from coordinator.exchange.errors import RejectedError, RetryableError, UnknownOutcomeError
 from coordinator.exchange.retry import RetryPolicy
 from coordinator.exchange.schemas import Balance, BookTicker, LeverageChange, Position
 from coordinator.exchange.user_stream import UserStream
@@ -53,6 +53,7 @@ class PositionModeError(XylenError):
 
 PREMIUM_INDEX = Endpoint("GET", "/fapi/v1/premiumIndex", 1, 10)
 CONNECT_ATTEMPTS = 6
+CODE_DUAL_WITH_OPEN_ORDERS = -4067  # the position mode cannot change while orders are open
 CONNECT_BASE_DELAY_S = 0.5
 CONNECT_MAX_DELAY_S = 8.0
 
@@ -329,7 +330,16 @@ class FuturesExchange:
                 "system trades one-way mode only: close them and switch to one-way mode "
                 "(Binance: Preferences > Position Mode), then start again"
             )
-        await self.client.set_position_mode(False)
+        try:
+            await self.client.set_position_mode(False)
+        except RejectedError as exc:
+            if exc.code != CODE_DUAL_WITH_OPEN_ORDERS:
+                raise
+            raise PositionModeError(
+                "the account is in hedge position mode with open orders; this system trades one-way "
+                "mode only: cancel them and switch to one-way mode (Binance: Preferences > Position "
+                "Mode), then start again"
+            ) from exc
         logger.warning("the account was in hedge position mode with no position open: switched to one-way")
 
     async def set_margin_mode(self, symbol: str, mode: Literal["isolated", "cross"]) -> bool:

@@ -362,6 +362,14 @@ def test_hedge_mode_is_switched_to_one_way_when_flat_and_refused_with_a_position
             assert await client.get_position_mode() is False
             await hb.exchange.ensure_one_way_mode()  # already one-way: nothing to do
             await client.set_position_mode(True)
+            # a resting order and no position: the venue refuses the switch (-4067), said plainly
+            mark = await hb.exchange.mark_price(SYMBOL)
+            low = client.symbol_rules(SYMBOL).round_price(mark * Decimal("0.8"), "down")
+            await client.new_order(SYMBOL, "BUY", "LIMIT", Decimal("0.01"), low, client_order_id="hedge-rest",
+                                   position_side="LONG")  # fmt: skip
+            with pytest.raises(PositionModeError, match="open orders"):
+                await hb.exchange.ensure_one_way_mode()
+            await client.cancel_order(SYMBOL, client_order_id="hedge-rest")
             await client.new_order(SYMBOL, "BUY", "MARKET", Decimal("0.01"), client_order_id="hedge-1",
                                    position_side="LONG")  # fmt: skip
             with pytest.raises(PositionModeError, match="hedge position mode"):
