@@ -217,6 +217,9 @@ def config_from_champion(
         stop_atr_multiple=meta.stop_atr_multiple,
         take_profit_atr_multiple=meta.take_profit_atr_multiple,
         params=params,
+        # the challenger learns from the newest data too: the trainer judges it on its own
+        # out-of-time window against the champion, so no final window is held out here
+        final_test_days=0,
     )
     if "cost" in label:
         values["cost"] = float(label["cost"])

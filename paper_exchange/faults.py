@@ -270,10 +270,8 @@ class Faults:
         f, spec = self._unreadable_f, self._unreadable
         if f is None or spec is None:
             return False
-        if f.paths is None and (method != "POST" or path not in PLACEMENT_PATHS):
-            return False
-        if not f.applies(path):
-            return False
+        if method != "POST" or path not in PLACEMENT_PATHS or not f.applies(path):
+            return False  # ``paths`` narrows the placements it hits, never widens them
         return f.rng.random() < spec.rate
 
     def fill_after_cancel(self, path: str, method: str) -> bool:
@@ -281,10 +279,8 @@ class Faults:
         f, spec = self._ghost_f, self._ghost
         if f is None or spec is None:
             return False
-        if f.paths is None and (method != "DELETE" or path != CANCEL_PATH):
-            return False
-        if not f.applies(path):
-            return False
+        if method != "DELETE" or path != CANCEL_PATH or not f.applies(path):
+            return False  # ``paths`` narrows the cancels it hits, never widens them
         return f.rng.random() < spec.rate
 
     def drop_event(self, path: str, event_type: str) -> bool:

@@ -214,3 +214,12 @@ def test_cli_exit_codes(
     # No candles for the champion's symbol: a failure, exit 1.
     monkeypatch.setattr(ct, "CandleStore", lambda root: CandleStore(tmp_path / "empty"))
     assert ct.main(["--home", str(home), "--force"]) == 1
+
+
+def test_the_challenger_learns_from_the_newest_rows(tmp_path: Path, good_champion: TrainedModel) -> None:
+    """``xylen train`` holds out a final window; the trainer's challenger must not, or it would never
+    learn from the data just before the trainer's own evaluation window."""
+    settings = settings_for(tmp_path)
+    config = ct.config_from_champion(good_champion.metadata, settings, ct.TrainerOptions())
+    assert config.final_test_days == 0
+    assert config.symbol == good_champion.metadata.symbol

@@ -134,3 +134,19 @@ def test_the_two_faults_are_read_from_the_fault_file(tmp_path: Path) -> None:
     assert not faults.unreadable_reply("/fapi/v1/leverage", "POST")
     assert faults.fill_after_cancel("/fapi/v1/order", "DELETE")
     assert not faults.fill_after_cancel("/fapi/v1/algoOrder", "DELETE")
+
+
+def test_paths_narrow_the_two_faults_and_never_turn_them_on_other_requests() -> None:
+    """With ``paths`` on the order route, a placement is never sent to the losing-cancel path and a
+    cancel never gets a truncated placement reply: each fault still needs its own method and route."""
+    faults = _faults(
+        unreadable_reply_rate={"rate": 1.0, "paths": ["/fapi/v1/order"]},
+        fill_after_cancel_rate={"rate": 1.0, "paths": ["/fapi/v1/order"]},
+    )
+    assert faults.unreadable_reply("/fapi/v1/order", "POST")
+    assert not faults.unreadable_reply("/fapi/v1/order", "DELETE")
+    assert faults.fill_after_cancel("/fapi/v1/order", "DELETE")
+    assert not faults.fill_after_cancel("/fapi/v1/order", "POST")
+    assert not faults.fill_after_cancel("/fapi/v1/order", "GET")
+    narrowed = _faults(fill_after_cancel_rate={"rate": 1.0, "paths": ["/fapi/v1/algoOrder"]})
+    assert not narrowed.fill_after_cancel("/fapi/v1/order", "DELETE")
