@@ -34,6 +34,7 @@ from typing import Any, Final, Literal, get_args
 import numpy as np
 import numpy.typing as npt
 
+from xylen.fileio import atomic_write_bytes
 from xylen.probability import LOGIT_EPS, clip_probability, logit, sigmoid
 
 CALIBRATION_FILE: Final = "calibration.json"
@@ -173,8 +174,9 @@ class Calibrator:
             raise CalibrationError(f"malformed calibration: {exc!r}") from exc
 
     def save(self, model_dir: Path) -> Path:
+        """Write ``calibration.json`` into ``model_dir`` atomically (a reader never sees half a file)."""
         path = Path(model_dir) / CALIBRATION_FILE
-        path.write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True), encoding="utf-8")
+        atomic_write_bytes(path, self.to_json_bytes())
         return path
 
     def to_json_bytes(self) -> bytes:

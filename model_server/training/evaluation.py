@@ -24,10 +24,10 @@ from typing import Any, Final
 import numpy as np
 import numpy.typing as npt
 
+from model_server.training.walk_forward import ECE_BINS, expected_calibration_error
 from xylen.probability import LOGIT_EPS
 
 F64 = npt.NDArray[np.float64]
-ECE_BINS: Final = 15
 N_BOOT: Final = 1000
 DAY_MS: Final = 86_400_000
 
@@ -63,15 +63,6 @@ def reliability(y: npt.ArrayLike, p: npt.ArrayLike, bins: int = ECE_BINS) -> lis
                 }
             )
     return out
-
-
-def expected_calibration_error(y: npt.ArrayLike, p: npt.ArrayLike, bins: int = ECE_BINS) -> float:
-    """Share-weighted mean ``|mean(p) - mean(y)|`` over ``bins`` equal-width bins."""
-    table = reliability(y, p, bins)
-    total = sum(row["n"] for row in table)
-    if not total:
-        return float("nan")
-    return float(sum(abs(row["mean_p"] - row["up_share"]) * row["n"] for row in table) / total)
 
 
 class _SortedAuc:
