@@ -110,9 +110,7 @@ class EnsembleQualityView(_View):
         """The quality a decision carries, with the decision's vote and base-rate shares."""
         if decision.quality is None:
             return None
-        weights = {v.model_id: v.weight for v in decision.votes}
-        weights["_base_rate"] = decision.base_weight
-        data = {**decision.quality.to_dict(), "weights": weights}
+        data = {**decision.quality.to_dict(), "weights": decision.pool_weights()}
         return cls.model_validate(_finite_tree(data))
 
 

@@ -85,11 +85,9 @@ class Publisher:
                 asked = res.status is not VoteStatus.BACKOFF
                 m.observe_vote(res.server_id, res.status.value, res.latency_ms / 1000.0 if asked else None)
             m.observe_decision(r.decision.action.value, [x.value for x in r.decision.reasons])
-        for r in results.values():  # the ensemble's record is the same in every symbol's decision
-            weights = {v.model_id: v.weight for v in r.decision.votes}
-            weights["_base_rate"] = r.decision.base_weight
-            m.set_ensemble_quality(r.decision.quality, weights)
-            break
+        first = next(iter(results.values()), None)  # the ensemble's record is the same in every symbol's
+        if first is not None:
+            m.set_ensemble_quality(first.decision.quality, first.decision.pool_weights())
         for state in self.models.states():
             m.set_model_server_up(state.config.id, state.up)
         for name in trips:

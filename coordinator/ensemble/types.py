@@ -12,6 +12,7 @@ from enum import Enum
 from typing import Any
 
 from coordinator.ensemble.pool import QualitySnapshot
+from coordinator.ensemble.weighting import BASE_RATE
 
 
 class Action(str, Enum):
@@ -140,6 +141,10 @@ class Decision:
     @property
     def is_trade(self) -> bool:
         return self.action is not Action.HOLD
+
+    def pool_weights(self) -> dict[str, float]:
+        """Each voting model's share of the pool and the base rate's (under ``BASE_RATE``)."""
+        return {**{v.model_id: v.weight for v in self.votes}, BASE_RATE: self.base_weight}
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready view (for the decisions log, the dashboard and metrics)."""
