@@ -52,7 +52,7 @@ from decimal import Decimal
 from coordinator.clock import Clock
 from coordinator.decision import proposal_from_decision
 from coordinator.ensemble import Decision, Ensemble, Market, Vote
-from coordinator.entries import EntryContext, EntryDesk
+from coordinator.entries import EntryContext, EntryDesk, account_view
 from coordinator.exchange.errors import ExchangeError
 from coordinator.exchange.facade import FuturesExchange
 from coordinator.exchange.schemas import Balance, Position
@@ -61,7 +61,7 @@ from coordinator.model_client import FanOut, ModelClients, VoteStatus
 from coordinator.orders.manager import Placement, SymbolBusy
 from coordinator.outcomes import Outcomes
 from coordinator.publish import BeatReport, Publisher, SymbolBeat
-from coordinator.risk import AccountView, MarketView, PositionView, RiskManager, Side
+from coordinator.risk import AccountView, MarketView, RiskManager, Side
 from coordinator.risk.checks import Violation, position_open_violation
 from coordinator.risk.manager import RiskResult
 from coordinator.snapshot import MarketData, MarketSnapshot
@@ -261,18 +261,7 @@ class Heartbeat:
         return balances, positions
 
     def _account_view(self, balances: Sequence[Balance], positions: Sequence[Position]) -> AccountView:
-        usdt = next((b for b in balances if b.asset == "USDT"), None)
-        wallet = usdt.balance if usdt is not None else ZERO
-        available = usdt.availableBalance if usdt is not None else ZERO
-        open_positions = [p for p in positions if p.positionAmt != 0]
-        unrealised = sum((p.unRealizedProfit for p in open_positions), ZERO)
-        return AccountView(
-            equity=wallet + unrealised,
-            available_balance=available,
-            unrealised_pnl=unrealised,
-            positions=tuple(PositionView(p.symbol, p.positionAmt, p.markPrice) for p in open_positions),
-            leverage=Decimal(self.config.exchange.leverage),
-        )
+        return account_view(balances, positions, self.config.exchange.leverage)
 
     def request(self, snap: MarketSnapshot, beat_id: str) -> PredictRequest:
         """The ``/predict`` body of one symbol's beat (features and the newest candles)."""
