@@ -10,7 +10,11 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_WORKERS ?= 2
 
-.PHONY: run test lint bench install requirements clean help
+.PHONY: run test lint bench install requirements clean help system-deps dashboard
+
+# Debian tools the tests drive for real: command -> package. `make test` installs the missing ones.
+SYSTEM_TOOLS := chromium:chromium nginx:nginx promtool:prometheus prometheus:prometheus \
+	shellcheck:shellcheck docker-compose:docker-compose systemd-analyze:systemd openssl:openssl
 
 help:
 	@echo "make run    - install, then run the demo on the shipped data (xylen demo)"
@@ -32,12 +36,33 @@ install: $(STAMP)
 run: $(STAMP)
 	$(BIN)/xylen demo
 
-test: $(STAMP)
+test: $(STAMP) system-deps dashboard
 	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) -p no:cacheprovider
+
+# The Debian packages of SYSTEM_TOOLS that are missing, with apt-get (as root, or through sudo).
+system-deps:
+	@missing=""; for pair in $(SYSTEM_TOOLS); do \
+		command -v "$${pair%%:*}" >/dev/null 2>&1 || PATH="$$PATH:/usr/sbin:/sbin" command -v "$${pair%%:*}" >/dev/null 2>&1 \
+			|| case " $$missing " in *" $${pair#*:} "*) ;; *) missing="$$missing $${pair#*:}";; esac; \
+	done; \
+	if [ -n "$$missing" ]; then \
+		if [ "$$(id -u)" = 0 ]; then sudo=""; elif command -v sudo >/dev/null 2>&1; then sudo="sudo"; \
+		else echo "the tests need these Debian packages:$$missing (apt-get install them as root)"; exit 1; fi; \
+		echo "installing Debian packages:$$missing"; \
+		$$sudo apt-get update -q && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -q --no-install-recommends $$missing; \
+	fi
+
+# The dashboard's static build (coordinator/dashboard_dist, committed so `make run` needs no Node):
+# rebuilt from dashboard/ with npm when Node is on the machine.
+dashboard:
+	@if [ ! -f dashboard/package.json ]; then exit 0; fi; \
+	if ! command -v npm >/dev/null 2>&1; then echo "npm not found: using the committed dashboard build"; exit 0; fi; \
+	cd dashboard && { [ node_modules/.package-lock.json -nt package-lock.json ] || npm ci --no-audit --no-fund --loglevel=error; } \
+		&& npm run --silent build
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/mypy xylen coordinator model_server paper_exchange scripts bench
+	$(BIN)/mypy xylen coordinator model_server paper_exchange backtest scripts bench
 
 bench: $(STAMP)
 	$(BIN)/python bench/bench_features.py

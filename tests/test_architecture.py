@@ -3,6 +3,8 @@
 * ``coordinator``, ``model_server`` and ``paper_exchange`` are services: none imports another, and
   the shared core ``xylen`` imports none of them, except the command line ``xylen/cli/`` (the one
   composition root) and the services' own ``__main__`` entry points;
+* ``backtest/`` is a composition root like the command line: it may import the services, and
+  nothing but ``xylen/cli/`` (and tests) imports it;
 * library code never imports the command line: only ``xylen/cli/`` itself, the services'
   ``__main__`` modules and tests do;
 * no source file names a path of one machine (a home folder, a checkout): shared data is found
@@ -21,6 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 SERVICES = ("coordinator", "model_server", "paper_exchange")
 PACKAGES = ("xylen", *SERVICES)
+ROOTS = ("backtest",)  # composition roots besides xylen/cli: may import the services
 
 
 def _machine_path_pattern(*folders: Path) -> re.Pattern[str]:
@@ -91,9 +94,21 @@ def test_library_code_never_imports_the_command_line() -> None:
     assert found == [], "library modules importing xylen.cli:\n" + "\n".join(found)
 
 
+def test_nothing_but_the_command_line_imports_the_backtest() -> None:
+    found = []
+    for path in _sources():
+        rel = path.relative_to(ROOT)
+        if rel.parts[:2] == ("xylen", "cli"):
+            continue
+        for line, module in _imports(path):
+            if _top(module) in ROOTS:
+                found.append(f"{rel}:{line} imports {module}")
+    assert found == [], "library modules importing a composition root:\n" + "\n".join(found)
+
+
 def test_no_source_names_a_path_of_one_machine() -> None:
     found = []
-    roots = [ROOT / p for p in (*PACKAGES, "bench", "scripts", "tests")] + [ROOT / "conftest.py"]
+    roots = [ROOT / p for p in (*PACKAGES, *ROOTS, "bench", "scripts", "tests")] + [ROOT / "conftest.py"]
     for base in roots:
         paths = [base] if base.is_file() else sorted(base.rglob("*.py"))
         for path in paths:
