@@ -47,7 +47,9 @@ class Demo:
 
     @property
     def ready(self) -> bool:
-        return bool(self.exchange_url and self.metrics_url and self.dashboard_port and len(self.model_urls) >= 3)
+        return bool(
+            self.exchange_url and self.metrics_url and self.dashboard_port and len(self.model_urls) >= 3
+        )
 
     def read_lines(self, timeout_s: float) -> list[str]:
         """Output lines that arrive within ``timeout_s`` (also kept in :attr:`lines`)."""
@@ -86,9 +88,7 @@ def demo_command(home: Path, shared: Path, *extra: str) -> list[str]:
 
 
 @contextlib.contextmanager
-def running_demo(
-    home: Path, shared: Path, *extra: str, env: dict[str, str] | None = None
-) -> Iterator[Demo]:
+def running_demo(home: Path, shared: Path, *extra: str, env: dict[str, str] | None = None) -> Iterator[Demo]:
     """Start a demo, wait until its coordinator is up (its URLs printed), yield it, stop it."""
     proc = subprocess.Popen(
         demo_command(home, shared, *extra),
