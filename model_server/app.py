@@ -3,7 +3,8 @@
 ``create_app(settings)`` returns the ASGI app; its lifespan builds :class:`ServerState`, loads the
 first model (:meth:`ModelRegistry.start`), lets a fresh online (River) model learn the outcomes kept
 in the feedback buffer, and runs the supervised background tasks (memory guard, version watcher,
-retrain scheduler), which are cancelled and awaited on shutdown.  :func:`serve` runs it on uvicorn.
+retrain scheduler and, under systemd, the watchdog pings), which are cancelled and awaited on
+shutdown.  :func:`serve` runs it on uvicorn, telling systemd when it serves and stops.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from model_server.metrics import ServerMetrics
 from model_server.predictors import RiverPredictor
 from model_server.registry import ModelRegistry
 from model_server.routes import ReloadRequest, RollbackRequest, router
+from model_server.sdnotify import watchdog_task
 from model_server.settings import ServerSettings
 from model_server.slim_imports import prepare_serving_process
 from xylen import __version__
@@ -162,6 +164,9 @@ def create_app(settings: ServerSettings) -> FastAPI:
         if settings.watch_interval_s > 0:
             folder = settings.watch_dir
             supervisor.start("model-watcher", lambda: state.registry.watch(folder, settings.watch_interval_s))
+        watchdog = watchdog_task()
+        if watchdog is not None:
+            supervisor.start("systemd-watchdog", watchdog)
         current = state.registry.current
         logger.info(
             "model server ready: model %s, watching %s",
@@ -203,6 +208,7 @@ def serve(settings: ServerSettings) -> None:
     """Run the server in this process until SIGINT/SIGTERM (uvicorn, uvloop, httptools, 1 worker)."""
     import uvicorn
 
+    from model_server.sdnotify import NotifyingServer
     from xylen.errors import XylenError
 
     prepare_serving_process()  # scikit-learn blocked; later imports of TA-Lib/LightGBM skip pandas
@@ -220,7 +226,7 @@ def serve(settings: ServerSettings) -> None:
         proxy_headers=False,
         timeout_graceful_shutdown=int(settings.shutdown_timeout_s),
     )
-    server = uvicorn.Server(config)
+    server = NotifyingServer(config)  # READY=1 / STOPPING=1 to systemd when NOTIFY_SOCKET is set
     server.run()
     if not server.started:
         raise XylenError("the model server did not start (see the log above)")
