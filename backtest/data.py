@@ -1,0 +1,136 @@
+"""The backtest's market data: candles, their features and the funding rates, from one source.
+
+Candles come from a candle store folder (``--data DIR``, laid out as ``<home>/candles``), a single
+candle file (a freqtrade feather or a Binance kline CSV, read by :mod:`xylen.data.importers`), or by
+default the shipped BTCUSDT/ETHUSDT 5m files of the shared data folder.  Funding rates come from the
+freqtrade ``*-8h-funding_rate.feather`` files next to the candles (the same files the paper exchange
+reads, :func:`paper_exchange.feed.load_funding`); a symbol without one pays the venue's default rate.
+
+Features are the one feature engine's (:func:`xylen.features.compute_features`) over the whole
+loaded history at once.  Every indicator is causal (a row uses only its own candle and older ones),
+so the row of candle ``t`` equals what :func:`xylen.features.latest_row` gives the live coordinator
+at ``t`` to float32 rounding; the look-ahead test checks the decisions this yields.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+
+from paper_exchange.feed import load_funding
+from xylen.data import CandleStore
+from xylen.data.importers import read_freqtrade_feather
+from xylen.data.schema import interval_ms
+from xylen.errors import UsageError
+from xylen.features import compute_features
+from xylen.paths import shared_data_dir
+
+FUNDING_FOLDER = "freqtrade_binance_futures"
+
+
+def shipped_candle_file(symbol: str, interval: str = "5m") -> Path:
+    """The shared data's freqtrade candle file of ``symbol`` (e.g. BTCUSDT -> BTC_USDT_USDT-5m-futures)."""
+    return shared_data_dir() / FUNDING_FOLDER / f"{symbol[:-4]}_USDT_USDT-{interval}-futures.feather"
+
+
+def load_candles(
+    symbol: str, interval: str = "5m", data: Path | None = None
+) -> tuple[pd.DataFrame, Path | None]:
+    """``(candles, funding_dir)``: the candles of ``symbol`` (oldest first, ``open_time`` ms) and the
+    folder holding its funding file, if any (module docstring)."""
+    if data is None:
+        path = shipped_candle_file(symbol, interval)
+        if not path.is_file():
+            raise UsageError(f"no shipped {interval} candles for {symbol} ({path.name}); give --data DIR")
+        return _clean(read_freqtrade_feather(path)), path.parent
+    if data.is_file():
+        return _clean(read_freqtrade_feather(data)), data.parent
+    store_root = data / "candles" if (data / "candles").is_dir() else data
+    frame = CandleStore(store_root).read("um", symbol, interval)
+    if frame is None or len(frame) == 0:
+        raise UsageError(f"--data {data}: no um {symbol} {interval} candles there")
+    funding = data / "funding" if (data / "funding").is_dir() else data
+    return _clean(frame), funding
+
+
+def _clean(frame: pd.DataFrame) -> pd.DataFrame:
+    cols = ["open_time", "open", "high", "low", "close", "volume"]
+    out = frame[cols].copy()
+    out["open_time"] = out["open_time"].astype("int64")
+    for c in cols[1:]:
+        out[c] = out[c].astype("float64")
+    return out.sort_values("open_time").drop_duplicates("open_time").reset_index(drop=True)
+
+
+def load_funding_frame(funding_dir: Path | None, symbol: str) -> pd.DataFrame | None:
+    """The funding rates of ``symbol`` as the paper exchange reads them, or None."""
+    return load_funding(funding_dir, [symbol]).get(symbol)
+
+
+@dataclass
+class MarketHistory:
+    """One symbol's candles and features; ``first``..``stop`` (exclusive) are the span's rows."""
+
+    symbol: str
+    interval: str
+    candles: pd.DataFrame
+    features: pd.DataFrame
+    first: int
+    stop: int
+    funding: pd.DataFrame | None
+
+    @property
+    def step_ms(self) -> int:
+        return interval_ms(self.interval)
+
+    @property
+    def open_time(self) -> npt.NDArray[np.int64]:
+        return self.candles["open_time"].to_numpy(np.int64)
+
+    def span(self) -> pd.DataFrame:
+        """The span's candles."""
+        return self.candles.iloc[self.first : self.stop].reset_index(drop=True)
+
+
+def market_history(
+    symbol: str,
+    start_ms: int,
+    end_ms: int,
+    *,
+    interval: str = "5m",
+    data: Path | None = None,
+    warmup_candles: int = 1000,
+) -> MarketHistory:
+    """The candles from ``warmup_candles`` before ``start_ms`` to ``end_ms`` (exclusive), with features."""
+    candles, funding_dir = load_candles(symbol, interval, data)
+    return history_of(candles, symbol, start_ms, end_ms, interval=interval, warmup_candles=warmup_candles,
+                      funding=load_funding_frame(funding_dir, symbol))  # fmt: skip
+
+
+def history_of(
+    candles: pd.DataFrame,
+    symbol: str,
+    start_ms: int,
+    end_ms: int,
+    *,
+    interval: str = "5m",
+    warmup_candles: int = 1000,
+    funding: pd.DataFrame | None = None,
+) -> MarketHistory:
+    """:func:`market_history` over candles already loaded."""
+    ot = candles["open_time"].to_numpy(np.int64)
+    first = int(np.searchsorted(ot, start_ms, "left"))
+    stop = int(np.searchsorted(ot, end_ms, "left"))
+    if stop - first < 2:
+        lo = pd.Timestamp(int(ot[0]), unit="ms") if len(ot) else None
+        hi = pd.Timestamp(int(ot[-1]), unit="ms") if len(ot) else None
+        raise UsageError(f"{symbol}: fewer than 2 candles between --from and --to (data spans {lo} to {hi})")
+    lo = max(0, first - warmup_candles)
+    # one more candle after the span: the venue's clock moves to its open to close the last one
+    frame = candles.iloc[lo : min(len(candles), stop + 1)].reset_index(drop=True)
+    features = compute_features(frame, interval)
+    return MarketHistory(symbol, interval, frame, features, first - lo, stop - lo, funding)

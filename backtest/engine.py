@@ -1,0 +1,545 @@
+"""The backtest engine: the coordinator's own beat, candle by candle, on an instant clock, against the
+paper exchange's matching engine in-process.
+
+What runs, per candle of the span (its close is the decision time ``t``; nothing after ``t`` is
+read: the snapshot holds the candle's features and close, the votes are the models' answers to
+those features, and the venue's clock stands at the next candle's open, so any order fills after
+the decision):
+
+1. the venue's replay clock moves to the candle's close (the paper exchange's engine processes the
+   candle: resting orders, stops, take-profits, funding, liquidation);
+2. orders and settlement (the coordinator's): the maker entries' timeouts (:class:`EntryDesk`), the
+   order monitor's poll and sweep (fills reach the order state machine, brackets are placed),
+   the account, and closed intents settled into trades (:class:`TradeSettler`, risk updates);
+3. outcomes: decisions whose horizon has closed are labelled and fed to the ensemble's weighting
+   and calibration (:class:`Outcomes`, exactly as live);
+4. votes: the models' fan-out (precomputed, :mod:`backtest.votes`, or over HTTP in the fidelity
+   mode);
+5. decide and act: :meth:`Heartbeat._decide_and_act`, the live heartbeat's own step (ensemble,
+   position check, risk, entry with its bracket, journal);
+6. the risk manager's quorum and equity, the equity row.
+
+Skipping idle candles (``skip_idle``): when nothing is open or resting, step 2 cannot do anything
+(no order to poll, no intent to settle, the account's wallet unchanged and its unrealised PnL 0),
+so it is skipped and the last account is reused; a decision that proposes a trade still gets the
+full order path in step 5.  ``tests`` run spans both ways and compare the trades and decisions.
+
+The composition follows :mod:`coordinator.app`: the same constructors, a throw-away SQLite
+database, the exchange client over :class:`~backtest.transport.InProcessTransport`.  What differs
+from a live beat: the snapshot's mark and last price are the candle's close (live: the venue's
+prices a moment after the close); there is no dashboard and no metrics server (the metrics object
+is real but not served); beat ids are deterministic (``<symbol>-<close ms>``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import sqlite3
+import tempfile
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import pandas as pd
+
+from backtest.data import MarketHistory
+from backtest.result import (
+    DECISION_COLUMNS,
+    EQUITY_COLUMNS,
+    MODEL_PREFIX,
+    TRADE_COLUMNS,
+    BacktestResult,
+    Costs,
+)
+from backtest.transport import ACCOUNT, InProcessTransport
+from backtest.votes import VoteBook
+from coordinator.clock import InstantClock
+from coordinator.ensemble import Ensemble, EnsembleStore
+from coordinator.entries import account_view
+from coordinator.exchange.client import BinanceFuturesClient
+from coordinator.exchange.facade import FuturesExchange
+from coordinator.heartbeat import Heartbeat, SymbolBeat
+from coordinator.metrics import Metrics
+from coordinator.model_client import FanOut, ModelClients
+from coordinator.orders.store import OrderStore
+from coordinator.risk import AccountView, RiskManager
+from coordinator.risk.state import RiskStore
+from coordinator.snapshot import MarketSnapshot
+from coordinator.storage.db import init_db
+from coordinator.storage.journal import Journal
+from paper_exchange.engine.models import FUNDING_INTERVAL_MS
+from paper_exchange.feed import ReplayFeed
+from paper_exchange.service import PaperExchangeService, ServiceConfig
+from xylen.config.schema import XylenConfig
+
+logger = logging.getLogger(__name__)
+
+STAGES = ("votes", "ensemble", "risk", "orders", "settlement", "journal")
+BPS = Decimal(10_000)
+
+
+class Progress(Protocol):
+    def __call__(self, done: int, total: int) -> None: ...
+
+
+class Strategy(Protocol):
+    """A reference strategy that replaces votes and ensemble (see :mod:`backtest.ema`)."""
+
+    name: str
+
+    async def on_candle(self, run: Run, i: int, snap: MarketSnapshot, account: AccountView) -> str:
+        """Act on candle ``i`` through ``run.exchange``; returns the action taken (LONG, SHORT, HOLD)."""
+        ...
+
+
+@dataclass
+class RunOptions:
+    """How one run is done."""
+
+    initial_equity: Decimal = Decimal(10_000)
+    skip_idle: bool = True
+    timing: bool = False  # µs per candle per stage (a little overhead)
+    work_dir: Path | None = None  # the run's SQLite files (default: a temporary folder)
+    funding: bool = True  # False: the venue charges no funding (the reference comparison)
+    progress: Progress | None = None
+
+
+class _Tail:
+    """The heartbeat's candle tail over the span's arrays, cut at the current candle (no look-ahead)."""
+
+    def __init__(self, open_time: np.ndarray[Any, Any], close: np.ndarray[Any, Any]) -> None:
+        self._ot = open_time
+        self._close = close
+        self.n = 0
+
+    def __len__(self) -> int:
+        return self.n
+
+    @property
+    def open_time(self) -> np.ndarray[Any, Any]:
+        return self._ot[: self.n]
+
+    @property
+    def columns(self) -> dict[str, np.ndarray[Any, Any]]:
+        return {"close": self._close[: self.n]}
+
+
+class _Market:
+    """What :class:`Outcomes` reads of the market data: the tails and the step."""
+
+    def __init__(self, symbol: str, history: MarketHistory) -> None:
+        self.step_ms = history.step_ms
+        self.tails = {symbol: _Tail(history.open_time, history.candles["close"].to_numpy(np.float64))}
+
+
+@dataclass
+class Run:
+    """One symbol's backtest, composed (:func:`compose`) and run (:meth:`run`)."""
+
+    config: XylenConfig
+    history: MarketHistory
+    votes: VoteBook | None
+    strategy: Strategy | None
+    options: RunOptions
+    service: PaperExchangeService
+    exchange: FuturesExchange
+    heartbeat: Heartbeat
+    clock: InstantClock
+    conn: sqlite3.Connection
+    http_models: ModelClients | None = None
+    stage_s: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
+    rows: list[tuple[Any, ...]] = field(default_factory=list)
+    equity_rows: list[tuple[Any, ...]] = field(default_factory=list)
+    entry_info: dict[str, tuple[str, str]] = field(default_factory=dict)  # intent -> (style, versions)
+    _busy: bool = False
+    _account: AccountView | None = None
+    _position: tuple[float, float] = (0.0, 0.0)
+    _income_seen: int = 0
+    _fees: Decimal = Decimal(0)
+    _funding: Decimal = Decimal(0)
+
+    @property
+    def symbol(self) -> str:
+        return self.history.symbol
+
+    # ------------------------------------------------------------------ timing
+
+    @contextmanager
+    def _timed(self, stage: str) -> Iterator[None]:
+        if not self.options.timing:
+            yield
+            return
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.stage_s[stage] += time.perf_counter() - t0
+
+    def _wrap_stages(self) -> None:
+        """Time the heartbeat's own calls in step 5 by wrapping them on these instances."""
+        hb = self.heartbeat
+
+        def timed(stage: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+            def call(*args: Any, **kwargs: Any) -> Any:
+                t0 = time.perf_counter()
+                try:
+                    return fn(*args, **kwargs)
+                finally:
+                    self.stage_s[stage] += time.perf_counter() - t0
+
+            return call
+
+        def timed_async(stage: str, fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+            async def call(*args: Any, **kwargs: Any) -> Any:
+                t0 = time.perf_counter()
+                try:
+                    return await fn(*args, **kwargs)
+                finally:
+                    self.stage_s[stage] += time.perf_counter() - t0
+
+            return call
+
+        hb.ensemble.decide = timed("ensemble", hb.ensemble.decide)  # type: ignore[method-assign]
+        hb.risk.validate = timed("risk", hb.risk.validate)  # type: ignore[method-assign]
+        hb.journal.log_beat = timed("journal", hb.journal.log_beat)  # type: ignore[method-assign]
+        hb.entries.enter = timed_async("orders", hb.entries.enter)  # type: ignore[method-assign]
+
+    # ------------------------------------------------------------------ the loop
+
+    async def run(self) -> BacktestResult:
+        """Every candle of the span (module docstring); the result for the report."""
+        if self.options.timing:
+            self._wrap_stages()
+        h = self.history
+        total = h.stop - h.first
+        started = time.perf_counter()
+        self._account = await self._fetch_account()
+        for n, i in enumerate(range(h.first, h.stop)):
+            await self._candle(i)
+            if self.options.progress is not None and (n % 500 == 0 or n == total - 1):
+                self.options.progress(n + 1, total)
+        await self._candle_end(h.stop)
+        elapsed = time.perf_counter() - started
+        return self._result(elapsed)
+
+    async def _candle(self, i: int) -> None:
+        h = self.history
+        ot = h.open_time
+        step = h.step_ms
+        now = int(ot[i]) + step
+        self.clock.set(now)
+        self.service.clock.step_to(now)
+        with self._timed("orders"):
+            if self._busy or not self.options.skip_idle:
+                await self._orders_and_settlement()
+        assert self._account is not None
+        account = self._account
+        tail = self.heartbeat.outcomes.market.tails[self.symbol]
+        assert isinstance(tail, _Tail)
+        tail.n = i + 1
+        snap = self._snapshot(i, now)
+        with self._timed("settlement"):
+            self.heartbeat.outcomes.mature({self.symbol: snap})
+        if self.strategy is not None:
+            action = await self.strategy.on_candle(self, i, snap, account)
+            self.rows.append((snap.close_time_ms, action, i))
+            self._busy = self._busy or action != "HOLD"
+        else:
+            with self._timed("votes"):
+                fanout = await self._fanout(i, snap)
+            beat = await self.heartbeat._decide_and_act(
+                snap, (f"{self.symbol}-{snap.close_time_ms}", fanout), account
+            )
+            self._record(i, beat)
+        with self._timed("risk"):
+            risk = self.heartbeat.risk
+            risk.on_quorum(len(fanout.votes) if self.strategy is None else 1, now)
+            risk.on_equity(account.equity, account.unrealised_pnl, now)
+        qty, notional = self._position
+        self.equity_rows.append(
+            (snap.close_time_ms, account.equity, qty, notional, self._fees, self._funding)
+        )
+
+    async def _candle_end(self, i: int) -> None:
+        """After the span: the venue moves to the next candle's close so the last orders settle."""
+        if not self._busy:
+            return
+        ot = self.history.open_time
+        if i < len(ot):
+            now = int(ot[i]) + self.history.step_ms
+            self.clock.set(now)
+            self.service.clock.step_to(now)
+            await self._orders_and_settlement()
+
+    async def _fanout(self, i: int, snap: MarketSnapshot) -> FanOut:
+        if self.http_models is not None:
+            return (await self.heartbeat._fan_out(snap))[1]
+        assert self.votes is not None
+        return self.votes.fanout(i)
+
+    async def _orders_and_settlement(self) -> None:
+        hb = self.heartbeat
+        await hb.entries.check()
+        await self.exchange.monitor.poll_active()
+        await self.exchange.monitor.sweep()
+        self._account = await self._fetch_account()
+        with self._timed("settlement"):
+            await hb.settle_trades({})
+        self._count_income()
+        manager = self.exchange.manager
+        self._busy = bool(manager.tracker.active) or any(
+            i.symbol == self.symbol for i in self.exchange.store.open_intents()
+        )
+
+    async def _fetch_account(self) -> AccountView:
+        balances = await self.exchange.get_account_balance()
+        positions = await self.exchange.get_open_positions()
+        qty = sum((p.positionAmt for p in positions if p.symbol == self.symbol), Decimal(0))
+        notional = sum((p.notional for p in positions if p.symbol == self.symbol), Decimal(0))
+        self._position = (float(qty), float(notional))
+        return account_view(balances, positions, self.config.exchange.leverage)
+
+    def _count_income(self) -> None:
+        incomes = self.service.engine.incomes.get(ACCOUNT, [])
+        for row in incomes[self._income_seen :]:
+            if row.income_type == "COMMISSION":
+                self._fees -= row.income
+            elif row.income_type == "FUNDING_FEE":
+                self._funding -= row.income
+        self._income_seen = len(incomes)
+
+    def _snapshot(self, i: int, now: int) -> MarketSnapshot:
+        h = self.history
+        row = h.features.iloc[i]
+        features = {k: float(v) for k, v in row.items() if k != "open_time" and math.isfinite(v)}
+        close = float(h.candles["close"].iat[i])
+        price = Decimal(repr(close))
+        open_ms = int(h.open_time[i])
+        rate = float(self.service.feed.last_funding_rate(self.symbol, now)) if self.options.funding else 0.0
+        return MarketSnapshot(
+            symbol=self.symbol,
+            interval=h.interval,
+            taken_ms=now,
+            server_ms=now,
+            open_time_ms=open_ms,
+            close_time_ms=open_ms + h.step_ms - 1,
+            close=close,
+            mark_price=price,
+            last_price=price,
+            funding_rate=rate,
+            next_funding_ms=(now // FUNDING_INTERVAL_MS + 1) * FUNDING_INTERVAL_MS,
+            features=features,
+            candles=[],
+            candle_count=i + 1,
+            new_candles=1,
+        )
+
+    def _record(self, i: int, beat: SymbolBeat) -> None:
+        d = beat.decision
+        if beat.risk is None:
+            risk = ""
+        elif beat.risk.approved:
+            risk = "approved"
+        else:
+            risk = "refused:" + ",".join(r.value for r in beat.risk.reasons)
+        versions = self.votes.versions_at(i) if self.votes is not None else ""
+        if beat.placement is not None and not beat.placement.rejected:
+            entry = beat.placement.entry
+            style = "maker" if entry.type.value == "LIMIT" else "taker"
+            self.entry_info[entry.intent_id] = (style, versions)
+            self._busy = True
+        probs = {v.model_id: v.prob_up for v in beat.fanout.votes}
+        self.rows.append(
+            (d.timestamp_ms, d.action.value, d.probability, d.confidence, d.expected_value_bps, d.size_fraction,
+             ",".join(r.value for r in d.reasons), risk, versions, probs)
+        )  # fmt: skip
+
+    # ------------------------------------------------------------------ result
+
+    def _result(self, elapsed_s: float) -> BacktestResult:
+        h = self.history
+        span = h.span()
+        model_ids = self.votes.model_ids if self.votes is not None else []
+        decisions = self._decisions(model_ids)
+        trades = self._trades()
+        equity = pd.DataFrame(
+            [(ts, float(eq), q, n, float(f), float(fu)) for ts, eq, q, n, f, fu in self.equity_rows],
+            columns=list(EQUITY_COLUMNS),
+        )
+        t = self.config.trading
+        candles_n = max(1, h.stop - h.first)
+        stage_us = {k: v * 1e6 / candles_n for k, v in self.stage_s.items()} if self.options.timing else {}
+        result = BacktestResult(
+            symbol=self.symbol,
+            interval=h.interval,
+            start_ms=int(h.open_time[h.first]),
+            end_ms=int(h.open_time[h.stop - 1]) + h.step_ms,
+            initial_equity_usd=float(self.options.initial_equity),
+            costs=Costs(t.maker_fee_bps, t.taker_fee_bps, t.slippage_bps, t.entry),
+            candles=span,
+            equity=equity,
+            trades=trades,
+            decisions=decisions,
+            strategy=self.strategy.name if self.strategy is not None else "ensemble",
+            stage_us=stage_us,
+            meta={
+                "candles": candles_n,
+                "elapsed_s": elapsed_s,
+                "candles_per_s": candles_n / elapsed_s if elapsed_s > 0 else math.inf,
+                "skip_idle": self.options.skip_idle,
+                "models": model_ids,
+                "fidelity": "http" if self.http_models is not None else "fast",
+            },
+        )
+        result.check()
+        return result
+
+    def _decisions(self, model_ids: list[str]) -> pd.DataFrame:
+        h = self.history
+        close = h.candles["close"].to_numpy(np.float64)
+        horizon_bars = max(1, self.config.trading.horizon_minutes * 60_000 // h.step_ms)
+        if self.strategy is not None:
+            rows = [
+                {"ts": ts, "symbol": self.symbol, "action": action, "probability": math.nan, "confidence": math.nan,
+                 "expected_value_bps": math.nan, "size_fraction": 0.0, "reasons": "", "risk": "",
+                 "outcome": _outcome(close, i, horizon_bars, h.stop), "model_version": ""}
+                for ts, action, i in self.rows
+            ]  # fmt: skip
+            return pd.DataFrame(rows, columns=list(DECISION_COLUMNS))
+        records: list[dict[str, Any]] = []
+        for n, (ts, action, prob, conf, ev, size, reasons, risk, versions, probs) in enumerate(self.rows):
+            i = h.first + n
+            rec: dict[str, Any] = {
+                "ts": ts, "symbol": self.symbol, "action": action, "probability": prob, "confidence": conf,
+                "expected_value_bps": ev, "size_fraction": size, "reasons": reasons, "risk": risk,
+                "outcome": _outcome(close, i, horizon_bars, h.stop), "model_version": versions,
+            }  # fmt: skip
+            for m in model_ids:
+                rec[MODEL_PREFIX + m] = probs.get(m, math.nan)
+            records.append(rec)
+        columns = list(DECISION_COLUMNS) + [MODEL_PREFIX + m for m in model_ids]
+        return pd.DataFrame(records, columns=columns)
+
+    def _trades(self) -> pd.DataFrame:
+        records = []
+        for n, t in enumerate(self.heartbeat.journal.trades(0), start=1):
+            style, versions = self.entry_info.get(t.intent_id, ("taker", ""))
+            entry_notional = t.entry_price * t.qty
+            pnl = t.net_pnl
+            records.append(
+                (n, t.symbol, t.side, float(t.qty), t.entry_ms, float(t.entry_price), t.exit_ms,
+                 float(t.exit_price), t.exit_reason, float(t.realised_pnl), float(t.fees), float(t.funding),
+                 float(pnl), float(pnl / entry_notional * BPS) if entry_notional else 0.0, style, versions)
+            )  # fmt: skip
+        return pd.DataFrame(records, columns=list(TRADE_COLUMNS))
+
+    async def close(self) -> None:
+        """Close the exchange client, the order store, the venue and the databases."""
+        await self.heartbeat.outcomes.close(1.0)
+        if self.http_models is not None:
+            await self.http_models.close()
+        await self.exchange.client.close()
+        self.exchange.store.close()
+        self.service.close()
+        self.conn.close()
+
+
+def _outcome(close: np.ndarray[Any, Any], i: int, horizon: int, stop: int) -> float:
+    """The label at the decision's horizon (1 up, 0 not up), NaN when the span ends first."""
+    j = i + horizon
+    if j >= stop:
+        return math.nan
+    return 1.0 if close[j] > close[i] else 0.0
+
+
+def venue_config(config: XylenConfig, db_path: Path, start_ms: int, history: MarketHistory,
+                 options: RunOptions) -> ServiceConfig:  # fmt: skip
+    """The paper exchange's settings from the config's costs (fees, slippage) and the run's equity."""
+    t = config.trading
+    return ServiceConfig(
+        db_path=db_path,
+        symbols=(history.symbol,),
+        interval=history.interval,
+        start_ms=start_ms,
+        balance=options.initial_equity,
+        taker_fee=Decimal(repr(t.taker_fee_bps)) / BPS,
+        maker_fee=Decimal(repr(t.maker_fee_bps)) / BPS,
+        slippage_bps=Decimal(repr(t.slippage_bps)),
+        default_leverage=config.exchange.leverage,
+        default_funding_rate=Decimal(0) if not options.funding else ServiceConfig.default_funding_rate,
+        synchronous="NORMAL",
+    )
+
+
+async def compose(
+    config: XylenConfig,
+    history: MarketHistory,
+    *,
+    votes: VoteBook | None = None,
+    strategy: Strategy | None = None,
+    http_models: ModelClients | None = None,
+    options: RunOptions | None = None,
+) -> Run:
+    """Build one run the way :mod:`coordinator.app` builds a coordinator (module docstring)."""
+    options = options or RunOptions()
+    work = options.work_dir or Path(tempfile.mkdtemp(prefix="xylen-backtest-"))
+    work.mkdir(parents=True, exist_ok=True)
+    for name in ("venue.db", "xylen.db"):
+        for suffix in ("", "-wal", "-shm"):
+            (work / (name + suffix)).unlink(missing_ok=True)
+    start_ms = int(history.open_time[history.first])
+    funding = {history.symbol: history.funding} if options.funding and history.funding is not None else None
+    feed = ReplayFeed({history.symbol: history.candles}, history.interval, funding,
+                      venue_config(config, work / "venue.db", start_ms, history, options).default_funding_rate)  # fmt: skip
+    service = PaperExchangeService(
+        venue_config(config, work / "venue.db", start_ms, history, options), feed=feed
+    )
+    clock = InstantClock(start_ms)
+    client = BinanceFuturesClient(InProcessTransport(service, clock.now_ms))
+    await client.exchange_info()
+    db_path = work / "xylen.db"
+    conn = init_db(db_path, synchronous="NORMAL")
+    store = OrderStore.open(db_path)
+    exchange = FuturesExchange(config.exchange, client, store, use_stream=False, symbols=[history.symbol])
+    exchange.manager.now_ms = clock.now_ms
+    await exchange.ensure_one_way_mode()
+    await exchange.set_margin_mode(history.symbol, config.exchange.margin_mode)
+    await exchange.set_leverage(history.symbol, config.exchange.leverage)
+    ensemble = Ensemble.from_config(config, EnsembleStore.open(db_path, synchronous="NORMAL"))
+    risk = RiskManager.from_config(config, RiskStore(conn))
+    journal = Journal(conn, ensemble.params)
+    models = http_models if http_models is not None else ModelClients([], None)
+    hb = Heartbeat(config, clock, _Market(history.symbol, history), exchange, models, ensemble, risk,  # type: ignore[arg-type]
+                   journal, Metrics())  # fmt: skip
+    return Run(config, history, votes, strategy, options, service, exchange, hb, clock, conn, http_models)
+
+
+async def run_backtest(
+    config: XylenConfig,
+    history: MarketHistory,
+    *,
+    votes: VoteBook | None = None,
+    strategy: Strategy | None = None,
+    http_models: ModelClients | None = None,
+    options: RunOptions | None = None,
+) -> BacktestResult:
+    """Compose, run and close one backtest."""
+    run = await compose(
+        config, history, votes=votes, strategy=strategy, http_models=http_models, options=options
+    )
+    try:
+        return await run.run()
+    finally:
+        await run.close()
+
+
+def run_sync(*args: Any, **kwargs: Any) -> BacktestResult:
+    """:func:`run_backtest` in a fresh event loop."""
+    return asyncio.run(run_backtest(*args, **kwargs))
