@@ -48,33 +48,72 @@ from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from coordinator.clock import Clock, InstantClock, make_clock
 from coordinator.ensemble import Ensemble, EnsembleStore
 from coordinator.exchange.facade import FuturesExchange
-from coordinator.feed_models import DecisionView, EquityPoint, TradeView
+from coordinator.feed_models import DecisionView, EquityPoint, SystemView, TradeView, risk_text
 from coordinator.heartbeat import BeatReport, Heartbeat
 from coordinator.metrics import Metrics, MetricsServer
 from coordinator.model_client import ModelClients
+from coordinator.publish import FeedSources, trade_view
 from coordinator.risk import RiskManager
 from coordinator.risk.state import RiskStore
-from coordinator.safety import HaltRequests, SafetySwitch
+from coordinator.safety import DashboardControls, HaltRequests, SafetySwitch
 from coordinator.snapshot import MarketData
 from coordinator.storage.backup import DailyBackup
 from coordinator.storage.db import init_db
 from coordinator.storage.home_lock import HomeLock
 from coordinator.storage.journal import Journal
 from coordinator.ws_server import DashboardServer
+from xylen import __version__
 from xylen.config import XylenConfig, load_config
 from xylen.config.secrets import Secrets, load_secrets
 from xylen.errors import ConfigError
 from xylen.logs import setup_logging
 from xylen.paths import Home
+from xylen.timeutil import wall_ms
 
 logger = logging.getLogger(__name__)
 
 RESTART_SECTIONS = ("exchange", "market", "model_servers", "storage", "monitoring", "dashboard")
 SHUTDOWN_TIMEOUT_S = 5.0
+ADMIN_TOKEN_ENV = "XYLEN_DASHBOARD_ADMIN_TOKEN"
+
+
+def admin_token(secrets: Secrets, env: dict[str, str] | None = None) -> str | None:
+    """The dashboard's admin token (environment only); None when unset.
+
+    Raises :class:`ConfigError` (exit 2) when it equals the read token: the read token must never
+    be able to act."""
+    token = (os.environ if env is None else env).get(ADMIN_TOKEN_ENV) or None
+    read = secrets.dashboard_token.get_secret_value() if secrets.dashboard_token else None
+    if token is not None and token == read:
+        raise ConfigError(ADMIN_TOKEN_ENV, "must differ from XYLEN_DASHBOARD_TOKEN", "secrets")
+    if token is not None and len(token) < 16:
+        raise ConfigError(ADMIN_TOKEN_ENV, "must be at least 16 characters", "secrets")
+    return token
+
+
+def beat_interval_ms(config: XylenConfig) -> int:
+    """Real milliseconds between beats: the configured interval over an accelerated clock's speed
+    (an instant clock beats as fast as it can: 1 s is shown)."""
+    hb = config.heartbeat
+    if hb.clock == "instant":
+        return 1000
+    seconds = hb.interval_seconds / hb.speed if hb.clock == "accelerated" else hb.interval_seconds
+    return max(1, round(seconds * 1000))
+
+
+def public_url(url: str) -> str:
+    """``url`` without user info, query or fragment (nothing secret reaches the dashboard)."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    netloc = f"[{host}]" if ":" in host else host
+    if parts.port is not None:
+        netloc += f":{parts.port}"
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
 def sd_notify(message: str) -> bool:
@@ -101,21 +140,7 @@ class JournalHistory:
         self.journal = journal
 
     async def trades_since(self, since_ms: int, limit: int) -> Sequence[TradeView]:
-        return [
-            TradeView(
-                trade_id=t.intent_id,
-                symbol=t.symbol,
-                side=t.side,
-                quantity=float(t.qty),
-                entry_price=float(t.entry_price),
-                exit_price=float(t.exit_price),
-                pnl_usd=float(t.net_pnl),
-                fees_usd=float(t.fees),
-                opened_ms=t.entry_ms,
-                closed_ms=t.exit_ms,
-            )
-            for t in self.journal.trades(since_ms)[:limit]
-        ]
+        return [trade_view(t) for t in self.journal.trades(since_ms)[:limit]]
 
     async def recent_decisions(self, limit: int) -> Sequence[DecisionView]:
         keys = set(DecisionView.model_fields)
@@ -124,6 +149,8 @@ class JournalHistory:
             row["votes"] = [
                 {k: v[k] for k in ("model_id", "prob_raw", "prob", "weight")} for v in row["votes"]
             ]
+            reasons = [r["reason"] for r in row["risk_reasons"] or ()]
+            row["risk"] = risk_text(row["risk_approved"], reasons)
             out.append(DecisionView.model_validate({k: v for k, v in row.items() if k in keys}))
         return out
 
@@ -151,6 +178,8 @@ class CoordinatorApp:
     exchange: FuturesExchange | None = None
     safety: SafetySwitch | None = None
     reloads: int = 0
+    admin_token: str | None = None  # the dashboard's admin token (default: $XYLEN_DASHBOARD_ADMIN_TOKEN)
+    started_ms: int = 0
     protected_at_exit: bool = True  # False: the exchange's stop left a position without a stop
     _conn: sqlite3.Connection | None = None
     _ensemble_store: EnsembleStore | None = None
@@ -167,6 +196,8 @@ class CoordinatorApp:
     async def _build(self) -> Heartbeat:
         config = self.config
         secrets = self.secrets or load_secrets()
+        admin = self.admin_token if self.admin_token is not None else admin_token(secrets)
+        self.started_ms = wall_ms()
         self.home.root.mkdir(parents=True, exist_ok=True)
         self._conn = conn = init_db(self.home.database)
         self.exchange = exchange = await FuturesExchange.create(
@@ -204,10 +235,11 @@ class CoordinatorApp:
                 JournalHistory(journal),
                 token=secrets.dashboard_token,
                 require_token=config.dashboard.require_token,
-                redact=[s for s in (secrets.model_token, secrets.paper_api_secret) if s is not None],
+                redact=[s for s in (secrets.model_token, secrets.paper_api_secret,
+                                    secrets.binance_api_secret, secrets.binance_api_key) if s is not None],
                 clock_ms=clock.now_ms,
-            )
-            await self.dashboard.start(config.dashboard.host, config.dashboard.port)
+                admin_token=admin,
+            )  # fmt: skip
         market = MarketData(
             exchange.client, config.market.symbols, config.market.base_interval, config.market.history_candles
         )
@@ -220,7 +252,41 @@ class CoordinatorApp:
             publish=self.dashboard.publish_risk if self.dashboard is not None else None,
         )  # fmt: skip
         hb.entries.guard(lambda: hb.risk, lambda: hb.config, self.safety.gate)
+        self.safety.paused = journal.entries_paused()
+        if self.safety.paused:
+            logger.warning("entries are paused (from the dashboard); resume there to trade again")
+        self.safety.apply_pause(hb.risk)
+        if self.dashboard is not None:
+            await self._start_dashboard(self.dashboard, hb, journal)
         return hb
+
+    def system_view(self) -> SystemView:
+        """The coordinator as the dashboard shows it (no secret: the URL without user info)."""
+        config = self.config
+        return SystemView(
+            venue=config.exchange.mode.value,
+            base_url=public_url(config.exchange.base_url),
+            symbols=list(config.market.symbols),
+            beat_interval_ms=beat_interval_ms(config),
+            controls_enabled=self.dashboard is not None and self.dashboard.controls_enabled,
+            version=__version__,
+            started_ms=self.started_ms,
+        )
+
+    async def _start_dashboard(self, dashboard: DashboardServer, hb: Heartbeat, journal: Journal) -> None:
+        """Wire the feed's sources and the controls, then bind the dashboard's port."""
+        assert self.safety is not None and self.exchange is not None
+        dashboard.set_controls(DashboardControls(self.safety, journal))
+        hb.publisher.sources = FeedSources(
+            config=lambda: hb.config, risk=lambda: hb.risk, ensemble=lambda: hb.ensemble,
+            store=self.exchange.store, journal=journal, system=self.system_view, now_ms=hb.clock.now_ms,
+        )  # fmt: skip
+        dashboard.set_system(self.system_view())
+        dashboard.publish_risk(self.safety.view())
+        await dashboard.load_history()
+        await dashboard.start(self.config.dashboard.host, self.config.dashboard.port)
+        if dashboard.controls_enabled:
+            logger.warning("dashboard controls are ON (%s is set)", ADMIN_TOKEN_ENV)
 
     def _beaten(self, report: BeatReport) -> None:
         """After each beat: the safety switch looks at the risk state at once, then ``on_beat``."""
@@ -250,8 +316,10 @@ class CoordinatorApp:
             new = new.model_copy(update={s: getattr(old, s) for s in RESTART_SECTIONS})
         hb = self.heartbeat
         if hb is not None and self._conn is not None:
-            hb.stage(new, Ensemble.from_config(new, self._ensemble_store),
-                     RiskManager.from_config(new, RiskStore(self._conn)))  # fmt: skip
+            risk = RiskManager.from_config(new, RiskStore(self._conn))
+            if self.safety is not None:
+                self.safety.apply_pause(risk)  # a pause outlives a reload
+            hb.stage(new, Ensemble.from_config(new, self._ensemble_store), risk)
         self.config = new
         self.reloads += 1
         logger.info("config reloaded from %s (applied before the next beat)", self.config_path)

@@ -31,6 +31,13 @@ conditional UPDATE, so one process executes a request.
 
 Entries and the switch share :attr:`SafetySwitch.gate`: an entry holds it from its last risk check
 to its send, a halt from its persisted flag through its cancels, so no entry can slip between.
+
+The dashboard's control API acts through :class:`DashboardControls`: pause / resume entries (the
+risk manager's ``trading_enabled`` is off while paused, so every entry is refused with
+``trading_disabled``; positions and their brackets stay managed; the newest pause or resume in the
+journal's ``control_actions`` survives a restart), halt or halt and flatten (a ``halt_requests`` row
+with actor ``dashboard``, executed by the switch like any other, the answer waiting for it within
+``wait_s``) and reset one breaker.  Each action is one ``control_actions`` row and one WARNING line.
 """
 
 from __future__ import annotations
@@ -51,9 +58,11 @@ from coordinator.exchange.errors import ExchangeError, NotFoundError
 from coordinator.exchange.facade import FuturesExchange
 from coordinator.feed_models import RiskStateView
 from coordinator.orders.models import OrderKind
+from coordinator.risk.breakers import BreakerKind
 from coordinator.risk.manager import OpenPosition, RiskManager, ShutdownReport
 from coordinator.risk.state import RiskStore
 from coordinator.storage.db import init_db
+from coordinator.storage.journal import Journal
 from xylen.config.schema import XylenConfig
 from xylen.config.secrets import Secrets
 from xylen.timeutil import wall_ms
@@ -313,7 +322,20 @@ class SafetySwitch:
         self.gate = asyncio.Lock()
         self.wakeup = asyncio.Event()
         self.executed: list[tuple[int, bool, str]] = []
+        self.paused = False
         self._last_view: RiskStateView | None = None
+
+    def apply_pause(self, risk: RiskManager) -> RiskManager:
+        """``risk`` with entries refused while paused (for every risk manager the app builds)."""
+        if self.paused:
+            risk.trading_enabled = False
+        return risk
+
+    def set_paused(self, paused: bool) -> None:
+        """Pause or resume entries now (the next risk check sees it) and publish the state."""
+        self.paused = paused
+        self.risk().trading_enabled = self.config().trading.enabled and not paused
+        self._publish()
 
     def triggers(self) -> list[int]:
         """Write a request for every automatic trigger that has fired (once per key)."""
@@ -387,6 +409,7 @@ class SafetySwitch:
             flatten=flatten,
             trading_enabled=risk.trading_enabled and self.config().trading.enabled,
             daily_limits=list(risk.state.daily_limit_hit),
+            paused=self.paused,
         )
 
     def _publish(self) -> None:
@@ -409,6 +432,67 @@ class SafetySwitch:
             self.wakeup.clear()
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self.wakeup.wait(), self.poll_s)
+
+
+# ---------------------------------------------------------------------- the dashboard's controls
+
+
+class DashboardControls:
+    """The control API's actions (:class:`coordinator.ws_server.Controls`) over the switch."""
+
+    ACTOR = "dashboard"
+
+    def __init__(self, switch: SafetySwitch, journal: Journal, *, wait_s: float = 30.0) -> None:
+        self.switch = switch
+        self.journal = journal
+        self.wait_s = wait_s
+
+    def _record(self, action: str, detail: str, ok: bool = True) -> RiskStateView:
+        self.journal.log_control(wall_ms(), self.ACTOR, action, detail, ok)
+        (logger.warning if ok else logger.error)("dashboard control: %s (%s)", action, detail)
+        return self.switch.view()
+
+    async def pause(self) -> RiskStateView:
+        self.switch.set_paused(True)
+        return self._record("pause", "new entries refused; positions and brackets still managed")
+
+    async def resume(self) -> RiskStateView:
+        self.switch.set_paused(False)
+        halted = self.switch.risk().halted
+        return self._record("resume", "entries allowed" + (" once the halt is reset" if halted else ""))
+
+    async def halt(self, flatten: bool) -> RiskStateView:
+        """Write a halt request, wake the switch and wait (``wait_s`` at most) for its outcome."""
+        action = "halt+flatten" if flatten else "halt"
+        switch = self.switch
+        request_id = switch.requests.request(
+            f"{action} from the dashboard", flatten=flatten, actor=self.ACTOR, now_ms=wall_ms()
+        )
+        assert request_id is not None  # no trigger key: never a duplicate
+        switch.wakeup.set()
+        deadline = time.monotonic() + self.wait_s
+        request = switch.requests.get(request_id)
+        while request is not None and request.status in ("pending", "running"):
+            if time.monotonic() >= deadline:
+                return self._record(action, f"request {request_id} still {request.status}")
+            await asyncio.sleep(0.05)
+            request = switch.requests.get(request_id)
+        ok = request is not None and request.status == "done"
+        return self._record(action, f"request {request_id}: {request.detail if request else '?'}", ok)
+
+    async def reset_breaker(self, name: str) -> RiskStateView | None:
+        """Clear breaker ``name``'s cooldown and level (None: no such breaker)."""
+        if name not in BreakerKind._value2member_map_:
+            return None
+        risk = self.switch.risk()
+        now = wall_ms()
+        breaker = risk.state.breakers.states[BreakerKind(name)]
+        was = breaker.blocking(self.switch.clock_ms())
+        breaker.clear()
+        risk.state.event(now, "breaker_reset", name, self.ACTOR)
+        if risk.store is not None:
+            risk.store.save(risk.state)
+        return self._record("reset-breaker", f"{name} ({'was tripped' if was else 'was not tripped'})")
 
 
 # ---------------------------------------------------------------------- no coordinator running
@@ -454,6 +538,7 @@ async def execute_offline(
 
 
 __all__ = [
+    "DashboardControls",
     "HaltRequest",
     "HaltRequests",
     "SafetySwitch",

@@ -400,9 +400,10 @@ def run_services(
     """
     env = dict(os.environ)
     env.pop("XYLEN_HOME", None)
+    # tokens set in the environment are kept (tests and scripts know them); otherwise this run's own
     env.update(
-        XYLEN_MODEL_TOKEN=secrets.token_urlsafe(24),
-        XYLEN_DASHBOARD_TOKEN=secrets.token_urlsafe(24),
+        XYLEN_MODEL_TOKEN=env.get("XYLEN_MODEL_TOKEN") or secrets.token_urlsafe(24),
+        XYLEN_DASHBOARD_TOKEN=env.get("XYLEN_DASHBOARD_TOKEN") or secrets.token_urlsafe(24),
         PYTHONUNBUFFERED="1",
     )
     children = Children(home, env)
@@ -451,10 +452,11 @@ def run_services(
             wait_ready(coordinator, f"http://127.0.0.1:{metrics_port}/metrics", 90, lambda s, _b: s == 200)
             out(f"coordinator: pid {coordinator.proc.pid}, config {config_path}, journal {home.database}")
             out(f"metrics:   http://127.0.0.1:{metrics_port}/metrics")
-            out(
-                f"WebSocket: ws://127.0.0.1:{dashboard_port}/ws?token={env['XYLEN_DASHBOARD_TOKEN']} "
-                "(this run's token)"
-            )
+            token = env["XYLEN_DASHBOARD_TOKEN"]
+            out(f"dashboard: http://127.0.0.1:{dashboard_port}/?token={token}")
+            out(f"WebSocket: ws://127.0.0.1:{dashboard_port}/ws?token={token} (this run's token)")
+            if env.get("XYLEN_DASHBOARD_ADMIN_TOKEN"):
+                out("dashboard controls: on (XYLEN_DASHBOARD_ADMIN_TOKEN is set)")
             out(f"logs:      {home.root / 'logs'}/*.log")
             until = "Ctrl-C to stop" if duration_s is None else f"for {duration_s:g} s"
             out(SHOW_TRADES_NOTE if trade_freely else HOLD_NOTE)

@@ -8,12 +8,16 @@ Public API::
     journal.log_trade(trade) -> bool          # False when the intent's trade was already logged
     journal.log_equity(ts_ms, equity, daily_pnl, unrealised_pnl=0)
     journal.recent_decisions(n) / journal.trades(since_ms) / journal.equity_curve(since_ms)
+    journal.log_control(ts_ms, actor, action, detail="", ok=True)   # the dashboard's admin actions
+    journal.controls(limit) / journal.entries_paused()
+    journal.last_reconciliation() -> LastReconciliation | None
     recompute_decision(conn, beat_id) -> Recomputed   # from the log alone
 
 One beat is written in ONE transaction (:func:`coordinator.storage.transaction.transaction`:
 ``BEGIN IMMEDIATE`` ... ``COMMIT``, or a savepoint inside a caller's transaction): a failure part way
 leaves nothing of that beat.  The tables are those of
-migration ``0005_data_logger.sql``.
+migration ``0005_data_logger.sql``; the admin actions are in ``control_actions`` (``0008``), and the
+last reconciliation is read from the tables of ``0002_reconciliation.sql``.
 
 Replay: the log holds everything :meth:`Ensemble.decide` used, so a past decision can be recomputed
 without the ensemble: the market inputs (``snapshots``), each vote's raw probability, calibrated
@@ -102,6 +106,25 @@ class TradeRecord:
 
 
 Recomputed = Resolved  # a decision recomputed from the log, compared with the logged one
+
+
+@dataclass(frozen=True, slots=True)
+class ControlAction:
+    """One admin action (``control_actions`` row)."""
+
+    ts_ms: int
+    actor: str
+    action: str
+    detail: str
+    ok: bool
+
+
+@dataclass(frozen=True, slots=True)
+class LastReconciliation:
+    """The newest finished reconciliation run and its differences ``(kind, symbol, detail)``."""
+
+    finished_ms: int
+    differences: tuple[tuple[str, str | None, str], ...]
 
 
 class _HasClientOrderId(Protocol):
@@ -388,6 +411,44 @@ class Journal:
             )
             for r in rows
         ]
+
+    def log_control(self, ts_ms: int, actor: str, action: str, detail: str = "", ok: bool = True) -> None:
+        """One admin action (committed at once)."""
+        with transaction(self.conn):
+            self.conn.execute(
+                "INSERT INTO control_actions (ts_ms, actor, action, detail, ok) VALUES (?, ?, ?, ?, ?)",
+                (ts_ms, actor, action, detail, int(ok)),
+            )
+
+    def controls(self, limit: int = 50) -> list[ControlAction]:
+        """The newest ``limit`` admin actions, newest first."""
+        rows = self.conn.execute(
+            "SELECT ts_ms, actor, action, detail, ok FROM control_actions ORDER BY id DESC LIMIT ?",
+            (int(limit),),
+        ).fetchall()
+        return [ControlAction(int(r[0]), r[1], r[2], r[3], bool(r[4])) for r in rows]
+
+    def entries_paused(self) -> bool:
+        """Whether the newest pause or resume action is a pause."""
+        row = self.conn.execute(
+            "SELECT action FROM control_actions WHERE action IN ('pause', 'resume') AND ok = 1"
+            " ORDER BY id DESC LIMIT 1"
+        ).fetchone()
+        return row is not None and row[0] == "pause"
+
+    def last_reconciliation(self, max_differences: int = 50) -> LastReconciliation | None:
+        """The newest finished reconciliation run (None before the first)."""
+        run = self.conn.execute(
+            "SELECT run_id, finished_ms FROM reconciliation_runs WHERE finished_ms IS NOT NULL"
+            " ORDER BY run_id DESC LIMIT 1"
+        ).fetchone()
+        if run is None:
+            return None
+        rows = self.conn.execute(
+            "SELECT kind, symbol, detail FROM reconciliation_report WHERE run_id = ? ORDER BY id LIMIT ?",
+            (run[0], int(max_differences)),
+        ).fetchall()
+        return LastReconciliation(int(run[1]), tuple((r[0], r[1], r[2]) for r in rows))
 
     def equity_curve(self, since_ms: int = 0) -> list[tuple[int, Decimal, Decimal]]:
         """``(ts_ms, equity, daily_pnl)`` at or after ``since_ms``, oldest first."""
