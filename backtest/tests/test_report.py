@@ -1,0 +1,256 @@
+"""The report written from a realistic result: an EMA 9/21 long-only rule run over real BTCUSDT
+5m candles (built here, so the report is tested apart from the engine), with two models' votes."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import math
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from rich.console import Console
+
+from backtest import plots
+from backtest.report import (
+    DECISIONS_PARQUET,
+    REPORT_HTML,
+    SUMMARY_JSON,
+    TRADES_CSV,
+    TRADES_PARQUET,
+    print_summary,
+    write_report,
+)
+from backtest.result import (
+    DECISION_COLUMNS,
+    EQUITY_COLUMNS,
+    TRADE_COLUMNS,
+    BacktestResult,
+    Costs,
+)
+from xylen.paths import SHARED_BTC_5M
+
+STEP_MS = 300_000
+HORIZON = 12
+DAYS = 20
+N_BOOT = 200  # the report's default is 1000; fewer keeps the test quick and changes no check
+
+
+def _ema(x: np.ndarray, span: int) -> np.ndarray:
+    return pd.Series(x).ewm(span=span, adjust=False).mean().to_numpy()
+
+
+def ema_cross_result(candles: pd.DataFrame, equity0: float = 10_000.0) -> BacktestResult:
+    """Long when EMA 9 crosses above EMA 21, flat when it crosses back: decided at a candle's
+    close, filled at the next open with taker fee and slippage."""
+    costs = Costs(maker_fee_bps=2.0, taker_fee_bps=5.0, slippage_bps=1.0, entry="market")
+    fee, slip = costs.taker_fee_bps / 1e4, costs.slippage_bps / 1e4
+    ot = candles["open_time"].to_numpy(np.int64)
+    o, c = candles["open"].to_numpy(), candles["close"].to_numpy()
+    fast, slow = _ema(c, 9), _ema(c, 21)
+    above = fast > slow
+    cash, qty, entry, entry_fee, entry_ms = equity0, 0.0, 0.0, 0.0, 0
+    fees = 0.0
+    pending: str | None = None
+    equity_rows, trades = [], []
+    for i in range(len(c)):
+        if pending == "enter":
+            entry = o[i] * (1 + slip)
+            qty = cash / entry
+            entry_fee, entry_ms = qty * entry * fee, int(ot[i])
+            cash -= entry_fee
+            fees += entry_fee
+        elif pending == "exit":
+            price = o[i] * (1 - slip)
+            exit_fee = qty * price * fee
+            gross = qty * (price - entry)
+            pnl = gross - entry_fee - exit_fee
+            cash += gross - exit_fee
+            fees += exit_fee
+            trades.append(
+                (f"t{len(trades)}", "BTCUSDT", "LONG", qty, entry_ms, entry, int(ot[i]), price, "signal",
+                 gross, entry_fee + exit_fee, 0.0, pnl, pnl / (qty * entry) * 1e4, "taker", "lgbm=1,river=1")
+            )  # fmt: skip
+            qty = 0.0
+        pending = None
+        if i > 0 and above[i] and not above[i - 1] and qty == 0:
+            pending = "enter"
+        elif i > 0 and not above[i] and above[i - 1] and qty > 0:
+            pending = "exit"
+        marked = cash + qty * (c[i] - entry)
+        equity_rows.append((int(ot[i]) + STEP_MS - 1, marked, qty, qty * c[i], fees, 0.0))
+    rng = np.random.default_rng(7)
+    edge = (fast - slow) / c * 2_000.0
+    probability = 1.0 / (1.0 + np.exp(-edge))
+    future = np.r_[c[HORIZON:], np.full(HORIZON, np.nan)]
+    outcome = np.where(np.isnan(future), np.nan, (future > c).astype(float))
+    action = np.where(np.r_[False, above[1:] & ~above[:-1]], "LONG", "HOLD")
+    reasons = np.where(action == "HOLD", np.where(np.abs(edge) < 0.2, "LOW_EDGE", "HIGH_DISAGREEMENT,LOW_EDGE"), "")
+    risk = np.where(action == "LONG", np.where(np.arange(len(c)) % 7 == 0, "refused:MAX_EXPOSURE", "approved"), "")
+    river = np.clip(probability + rng.normal(0, 0.08, len(c)), 0.01, 0.99)
+    river[::10] = np.nan  # a model that sometimes does not vote
+    decisions = pd.DataFrame(
+        {
+            "ts": ot + STEP_MS - 1,
+            "symbol": "BTCUSDT",
+            "action": action,
+            "probability": probability,
+            "confidence": np.abs(probability - 0.5) * 2,
+            "expected_value_bps": edge * 10,
+            "size_fraction": np.where(action == "LONG", 1.0, 0.0),
+            "reasons": reasons,
+            "risk": risk,
+            "outcome": outcome,
+            "model_version": "lgbm=1,river=1",
+            "p:lgbm": np.clip(probability + rng.normal(0, 0.03, len(c)), 0.01, 0.99),
+            "p:river": river,
+        }
+    )
+    return BacktestResult(
+        symbol="BTCUSDT",
+        interval="5m",
+        start_ms=int(ot[0]),
+        end_ms=int(ot[-1]) + STEP_MS,
+        initial_equity_usd=equity0,
+        costs=costs,
+        candles=candles.reset_index(drop=True),
+        equity=pd.DataFrame(equity_rows, columns=list(EQUITY_COLUMNS)),
+        trades=pd.DataFrame(trades, columns=list(TRADE_COLUMNS)),
+        decisions=decisions[[*DECISION_COLUMNS, "p:lgbm", "p:river"]],
+        strategy="ensemble",
+        stage_us={"votes": 0.5, "ensemble": 3.25, "risk": 1.0},
+        meta={"config": "config.yaml"},
+    )
+
+
+@pytest.fixture(scope="module")
+def real_candles(shared_data: Path) -> pd.DataFrame:
+    frame = pd.read_feather(shared_data / SHARED_BTC_5M).tail(DAYS * 288)
+    open_time = frame["date"].astype("int64").to_numpy() // 1_000_000  # ns -> ms
+    return pd.DataFrame(
+        {"open_time": open_time, **{k: frame[k].to_numpy() for k in ("open", "high", "low", "close", "volume")}}
+    )
+
+
+@pytest.fixture(scope="module")
+def result(real_candles: pd.DataFrame) -> BacktestResult:
+    out = ema_cross_result(real_candles)
+    out.check()
+    return out
+
+
+@pytest.fixture(scope="module")
+def written(result: BacktestResult, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    out = tmp_path_factory.mktemp("report")
+    reference = ema_cross_result(result.candles.iloc[len(result.candles) // 2 :].reset_index(drop=True))
+    reference.strategy = "ema_cross_9_21"
+    summary = write_report(result, out, {"ema_cross_9_21": reference}, n_boot=N_BOOT)
+    return out, summary
+
+
+PNGS = (
+    plots.EQUITY_PNG,
+    plots.MONTHLY_PNG,
+    plots.PNL_PNG,
+    plots.EXPOSURE_PNG,
+    plots.RELIABILITY_PNG,
+    plots.TRADES_PNG,
+)
+
+
+def test_every_file_is_written_and_the_html_embeds_every_png(written: tuple[Path, dict]) -> None:
+    out, _ = written
+    for name in (REPORT_HTML, SUMMARY_JSON, TRADES_PARQUET, TRADES_CSV, DECISIONS_PARQUET, *PNGS):
+        assert (out / name).is_file() and (out / name).stat().st_size > 0, name
+    page = (out / REPORT_HTML).read_text(encoding="utf-8")
+    embedded = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
+    assert len(embedded) == len(PNGS)
+    assert [base64.b64decode(data) for data in embedded] == [(out / name).read_bytes() for name in PNGS]
+    for name in PNGS:
+        assert f'href="{name}"' in page
+    assert 'src="http' not in page and "<script" not in page  # nothing fetched: it opens from disk
+    assert "#5c0000" in page and "#8b0000" in page and "background: #000" in page
+
+
+def test_summary_json_is_the_returned_summary_and_holds_the_figures(
+    written: tuple[Path, dict], result: BacktestResult
+) -> None:
+    out, summary = written
+    assert json.loads((out / SUMMARY_JSON).read_text(encoding="utf-8")) == summary
+    figures = summary["figures"]
+    assert figures["trades"] == len(result.trades) > 10
+    assert figures["final_equity_usd"] == pytest.approx(result.equity["equity_usd"].iloc[-1])
+    assert figures["fees_usd"] == pytest.approx(result.equity["fees_usd"].iloc[-1])
+    assert figures["fees_usd"] >= result.trades["fees_usd"].sum()  # plus the open position's entry fee
+    assert set(summary["baselines"]) == {"buy_and_hold", "flat", "ema_cross_9_21"}
+    assert summary["baselines"]["flat"]["total_return"] == 0.0
+    c = result.candles
+    bh = c["close"].iloc[-1] * (1 - 1e-4) / (c["open"].iloc[0] * (1 + 1e-4)) - 1
+    assert summary["baselines"]["buy_and_hold"]["total_return"] == pytest.approx(bh - 5e-4 * (2 + bh), abs=1e-9)
+    assert set(summary["decision_quality"]) == {"ensemble", "lgbm", "river"}
+    river = summary["decision_quality"]["river"]
+    assert river["n"] < summary["decision_quality"]["lgbm"]["n"]  # rows it did not vote are left out
+    ens = summary["decision_quality"]["ensemble"]
+    assert ens["auc_lo"] <= ens["auc"] <= ens["auc_hi"]
+    assert ens["n"] == int(np.isfinite(result.decisions["outcome"]).sum())
+    holds = (result.decisions["action"] == "HOLD").sum()
+    assert summary["holds_by_reason"]["LOW_EDGE"] == holds
+    assert 0 < summary["holds_by_reason"]["HIGH_DISAGREEMENT"] < holds
+    assert summary["refusals_by_reason"]["MAX_EXPOSURE"] > 0
+    assert summary["stage_us"] == {"ensemble": 3.25, "risk": 1.0, "votes": 0.5}
+
+
+def test_trade_and_decision_files_round_trip(written: tuple[Path, dict], result: BacktestResult) -> None:
+    out, _ = written
+    pd.testing.assert_frame_equal(pd.read_parquet(out / TRADES_PARQUET), result.trades)
+    pd.testing.assert_frame_equal(pd.read_parquet(out / DECISIONS_PARQUET), result.decisions)
+    csv = pd.read_csv(out / TRADES_CSV)
+    assert list(csv.columns) == list(TRADE_COLUMNS)
+    np.testing.assert_allclose(csv["pnl_usd"], result.trades["pnl_usd"])
+
+
+def test_writing_twice_gives_byte_identical_summary_and_plots(
+    written: tuple[Path, dict], result: BacktestResult, tmp_path: Path
+) -> None:
+    out, _ = written
+    reference = ema_cross_result(result.candles.iloc[len(result.candles) // 2 :].reset_index(drop=True))
+    reference.strategy = "ema_cross_9_21"
+    write_report(result, tmp_path, {"ema_cross_9_21": reference}, n_boot=N_BOOT)
+    for name in (SUMMARY_JSON, REPORT_HTML, *PNGS):
+        assert (tmp_path / name).read_bytes() == (out / name).read_bytes(), name
+
+
+def test_print_summary_shows_the_figures_beside_the_baselines(written: tuple[Path, dict]) -> None:
+    _, summary = written
+    buffer = io.StringIO()
+    print_summary(summary, Console(file=buffer, width=200, color_system=None))
+    text = buffer.getvalue()
+    for word in ("total return", "Sharpe", "buy_and_hold", "flat", "ema_cross_9_21", "AUC", "LOW_EDGE", "river"):
+        assert word in text
+    assert f"{summary['figures']['trades']:,}" in text
+
+
+def test_a_run_without_trades_or_labels_still_reports(result: BacktestResult, tmp_path: Path) -> None:
+    quiet = BacktestResult(
+        symbol=result.symbol,
+        interval=result.interval,
+        start_ms=result.start_ms,
+        end_ms=result.end_ms,
+        initial_equity_usd=result.initial_equity_usd,
+        costs=result.costs,
+        candles=result.candles,
+        equity=result.equity.assign(equity_usd=result.initial_equity_usd, position_qty=0.0, fees_usd=0.0),
+        trades=result.trades.iloc[0:0],
+        decisions=result.decisions.assign(outcome=math.nan, action="HOLD"),
+    )
+    summary = write_report(quiet, tmp_path, n_boot=N_BOOT)
+    assert summary["figures"]["trades"] == 0
+    assert summary["figures"]["win_rate"] is None and summary["figures"]["sharpe"] is None
+    assert summary["decision_quality"] == {}
+    assert set(summary["refusals_by_reason"]) == {"MAX_EXPOSURE"}
+    for name in (REPORT_HTML, SUMMARY_JSON, TRADES_CSV, *PNGS):
+        assert (tmp_path / name).is_file(), name
