@@ -1,0 +1,129 @@
+import { memo, useMemo } from "react";
+import {
+  Area,
+  Bar,
+  BarChart,
+  CartesianGrid,
+  Cell,
+  ComposedChart,
+  Line,
+  ReferenceLine,
+  ResponsiveContainer,
+  Scatter,
+  ScatterChart,
+  Tooltip,
+  XAxis,
+  YAxis,
+  ZAxis,
+} from "recharts";
+import { clock, pct, usd } from "../format";
+import { dailyPnl, downsample, withDrawdown } from "../series";
+import type { EnsembleQualityView, EquityPoint } from "../types";
+import { Empty, Panel } from "./Panel";
+
+const AXIS = { stroke: "#9ca3af", fontSize: 11 };
+const GRID = "#262626";
+const TOOLTIP = {
+  contentStyle: { background: "#0b0b0b", border: "1px solid #8B0000", color: "#f3f4f6", fontSize: 12 },
+  labelStyle: { color: "#d1d5db" },
+};
+const SIZE = { width: 600, height: 240 };
+
+export const PerformanceChart = memo(function PerformanceChart(props: {
+  equity: EquityPoint[];
+  ensemble: EnsembleQualityView | null;
+}) {
+  const { equity, ensemble } = props;
+  const curve = useMemo(() => downsample(withDrawdown(equity)), [equity]);
+  const days = useMemo(() => dailyPnl(equity), [equity]);
+  const maxDd = curve.reduce((m, p) => Math.min(m, p.drawdown), 0);
+  return (
+    <Panel
+      id="performance"
+      title="Performance"
+      aside={<span className="text-xs text-white">{equity.length} points · max drawdown {pct(maxDd, 2)}</span>}
+    >
+      <div data-testid="equity-chart" data-points={equity.length} className="h-60">
+        {curve.length === 0 ? (
+          <Empty>No equity point yet.</Empty>
+        ) : (
+          <ResponsiveContainer width="100%" height="100%" initialDimension={SIZE}>
+            <ComposedChart data={curve} margin={{ top: 5, right: 5, bottom: 0, left: 5 }}>
+              <defs>
+                <linearGradient id="ddFill" x1="0" y1="0" x2="0" y2="1">
+                  <stop offset="0%" stopColor="#8B0000" stopOpacity={0.2} />
+                  <stop offset="100%" stopColor="#8B0000" stopOpacity={0.8} />
+                </linearGradient>
+              </defs>
+              <CartesianGrid stroke={GRID} vertical={false} />
+              <XAxis dataKey="ts" type="number" domain={["dataMin", "dataMax"]} tickFormatter={(t: number) => clock(t).slice(0, 5)} {...AXIS} />
+              <YAxis yAxisId="eq" domain={["auto", "auto"]} tickFormatter={(v: number) => usd(v, 0)} width={72} {...AXIS} />
+              <YAxis yAxisId="dd" orientation="right" domain={[Math.min(maxDd * 3, -0.001), 0]} tickFormatter={(v: number) => pct(v, 1)} width={48} {...AXIS} />
+              <Tooltip
+                {...TOOLTIP}
+                labelFormatter={(t) => `${new Date(Number(t)).toISOString().slice(0, 19).replace("T", " ")} UTC`}
+                formatter={(v, name) => (name === "drawdown" ? pct(Number(v), 2) : usd(Number(v)))}
+              />
+              <Area yAxisId="dd" dataKey="drawdown" name="drawdown" stroke="#b91c1c" fill="url(#ddFill)" isAnimationActive={false} dot={false} />
+              <Line yAxisId="eq" dataKey="equity" name="equity" stroke="#f3f4f6" strokeWidth={1.5} isAnimationActive={false} dot={false} />
+            </ComposedChart>
+          </ResponsiveContainer>
+        )}
+      </div>
+      <div className="mt-3 grid gap-3 md:grid-cols-2">
+        <div>
+          <h3 className="text-xs font-semibold uppercase tracking-wide text-gray-300">Daily PnL (UTC days)</h3>
+          <div className="h-40" data-testid="daily-chart">
+            {days.length === 0 ? (
+              <Empty>No day yet.</Empty>
+            ) : (
+              <ResponsiveContainer width="100%" height="100%" initialDimension={{ width: 300, height: 160 }}>
+                <BarChart data={days} margin={{ top: 5, right: 5, bottom: 0, left: 5 }}>
+                  <CartesianGrid stroke={GRID} vertical={false} />
+                  <XAxis dataKey="day" tickFormatter={(d: string) => d.slice(5)} {...AXIS} />
+                  <YAxis tickFormatter={(v: number) => usd(v, 0)} width={64} {...AXIS} />
+                  <ReferenceLine y={0} stroke="#6b7280" />
+                  <Tooltip {...TOOLTIP} formatter={(v) => usd(Number(v))} cursor={{ fill: "#1f1f1f" }} />
+                  <Bar dataKey="pnl" name="PnL" isAnimationActive={false}>
+                    {days.map((d) => (
+                      <Cell key={d.day} fill={d.pnl >= 0 ? "#34d399" : "#dc2626"} />
+                    ))}
+                  </Bar>
+                </BarChart>
+              </ResponsiveContainer>
+            )}
+          </div>
+        </div>
+        <Reliability ensemble={ensemble} />
+      </div>
+    </Panel>
+  );
+});
+
+function Reliability({ ensemble }: { ensemble: EnsembleQualityView | null }) {
+  const bins = (ensemble?.reliability ?? []).filter((b) => b.n > 0);
+  return (
+    <div>
+      <h3 className="text-xs font-semibold uppercase tracking-wide text-gray-300" title="mean predicted P(up) against the observed up share, per bin">
+        Reliability (pool{ensemble ? `, n=${ensemble.n}` : ""})
+      </h3>
+      <div className="h-40" data-testid="reliability-chart">
+        {bins.length === 0 ? (
+          <Empty>No outcome bins yet.</Empty>
+        ) : (
+          <ResponsiveContainer width="100%" height="100%" initialDimension={{ width: 300, height: 160 }}>
+            <ScatterChart margin={{ top: 5, right: 5, bottom: 0, left: 5 }}>
+              <CartesianGrid stroke={GRID} />
+              <XAxis dataKey="p" type="number" domain={[0, 1]} name="predicted" tickFormatter={(v: number) => v.toFixed(1)} {...AXIS} />
+              <YAxis dataKey="y" type="number" domain={[0, 1]} name="observed" tickFormatter={(v: number) => v.toFixed(1)} width={32} {...AXIS} />
+              <ZAxis dataKey="n" range={[20, 200]} name="outcomes" />
+              <ReferenceLine segment={[{ x: 0, y: 0 }, { x: 1, y: 1 }]} stroke="#6b7280" strokeDasharray="4 4" />
+              <Tooltip {...TOOLTIP} formatter={(v, name) => (name === "outcomes" ? String(v) : Number(v).toFixed(3))} />
+              <Scatter data={bins} fill="#f87171" isAnimationActive={false} />
+            </ScatterChart>
+          </ResponsiveContainer>
+        )}
+      </div>
+    </div>
+  );
+}
