@@ -66,7 +66,7 @@ from coordinator.storage.backup import DailyBackup
 from coordinator.storage.db import init_db
 from coordinator.storage.home_lock import HomeLock
 from coordinator.storage.journal import Journal
-from coordinator.ws_server import DashboardServer
+from coordinator.ws_server import DashboardLogHandler, DashboardServer
 from xylen import __version__
 from xylen.config import XylenConfig, load_config
 from xylen.config.secrets import Secrets, load_secrets
@@ -184,6 +184,7 @@ class CoordinatorApp:
     _conn: sqlite3.Connection | None = None
     _ensemble_store: EnsembleStore | None = None
     _models: ModelClients | None = None
+    _log_handler: logging.Handler | None = None
 
     def stop(self) -> None:
         """Ask for a graceful stop (what SIGINT/SIGTERM do)."""
@@ -285,6 +286,9 @@ class CoordinatorApp:
         dashboard.publish_risk(self.safety.view())
         await dashboard.load_history()
         await dashboard.start(self.config.dashboard.host, self.config.dashboard.port)
+        # the coordinator's log lines (INFO and above) become the feed's ``log`` messages
+        self._log_handler = DashboardLogHandler(dashboard, asyncio.get_running_loop())
+        logging.getLogger().addHandler(self._log_handler)
         if dashboard.controls_enabled:
             logger.warning("dashboard controls are ON (%s is set)", ADMIN_TOKEN_ENV)
 
@@ -445,6 +449,9 @@ class CoordinatorApp:
     async def _shutdown(self) -> None:
         """Close everything this app opened, each step bounded and independent of the others."""
         steps: list[tuple[str, Callable[[], Coroutine[Any, Any, None]]]] = []
+        if self._log_handler is not None:
+            logging.getLogger().removeHandler(self._log_handler)
+            self._log_handler = None
         if self.heartbeat is not None:
             steps.append(("heartbeat", self.heartbeat.close))
         if self.dashboard is not None:
