@@ -1,0 +1,20 @@
+# syntax=docker/dockerfile:1
+# Xylen dashboard: the static build of dashboard/ (npm run build) served by an unprivileged nginx.
+# Build from the repository root: docker build -f deploy/docker/dashboard.Dockerfile -t xylen/dashboard .
+ARG NODE_IMAGE=node:20-bookworm-slim
+ARG NGINX_IMAGE=nginxinc/nginx-unprivileged:1.27-alpine
+
+FROM ${NODE_IMAGE} AS build
+WORKDIR /src/dashboard
+COPY dashboard/package.json dashboard/package-lock.json ./
+RUN npm ci --no-audit --no-fund
+COPY dashboard/ ./
+RUN npm run build
+
+FROM ${NGINX_IMAGE}
+COPY deploy/docker/dashboard-nginx.conf /etc/nginx/conf.d/default.conf
+COPY --from=build /src/dashboard/dist /usr/share/nginx/html
+USER 101:101
+EXPOSE 8080
+HEALTHCHECK --interval=15s --timeout=5s --start-period=10s --retries=3 \
+    CMD ["wget", "--quiet", "--spider", "http://127.0.0.1:8080/healthz"]
