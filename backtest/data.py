@@ -107,8 +107,15 @@ def market_history(
 ) -> MarketHistory:
     """The candles from ``warmup_candles`` before ``start_ms`` to ``end_ms`` (exclusive), with features."""
     candles, funding_dir = load_candles(symbol, interval, data)
-    return history_of(candles, symbol, start_ms, end_ms, interval=interval, warmup_candles=warmup_candles,
-                      funding=load_funding_frame(funding_dir, symbol))  # fmt: skip
+    return history_of(
+        candles,
+        symbol,
+        start_ms,
+        end_ms,
+        interval=interval,
+        warmup_candles=warmup_candles,
+        funding=load_funding_frame(funding_dir, symbol),
+    )
 
 
 def history_of(
@@ -126,9 +133,12 @@ def history_of(
     first = int(np.searchsorted(ot, start_ms, "left"))
     stop = int(np.searchsorted(ot, end_ms, "left"))
     if stop - first < 2:
-        lo = pd.Timestamp(int(ot[0]), unit="ms") if len(ot) else None
-        hi = pd.Timestamp(int(ot[-1]), unit="ms") if len(ot) else None
-        raise UsageError(f"{symbol}: fewer than 2 candles between --from and --to (data spans {lo} to {hi})")
+        known = (
+            f"{pd.Timestamp(int(ot[0]), unit='ms')} to {pd.Timestamp(int(ot[-1]), unit='ms')}"
+            if len(ot)
+            else "none"
+        )
+        raise UsageError(f"{symbol}: fewer than 2 candles between --from and --to (data: {known})")
     lo = max(0, first - warmup_candles)
     # one more candle after the span: the venue's clock moves to its open to close the last one
     frame = candles.iloc[lo : min(len(candles), stop + 1)].reset_index(drop=True)

@@ -36,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import os
 import sqlite3
 import tempfile
 import time
@@ -159,6 +160,8 @@ class Run:
     equity_rows: list[tuple[Any, ...]] = field(default_factory=list)
     entry_info: dict[str, tuple[str, str]] = field(default_factory=dict)  # intent -> (style, versions)
     _busy: bool = False
+    _feature_names: list[str] = field(default_factory=list)
+    _feature_rows: np.ndarray[Any, Any] = field(default_factory=lambda: np.empty((0, 0)))
     _account: AccountView | None = None
     _position: tuple[float, float] = (0.0, 0.0)
     _income_seen: int = 0
@@ -209,7 +212,7 @@ class Run:
         hb.ensemble.decide = timed("ensemble", hb.ensemble.decide)  # type: ignore[method-assign]
         hb.risk.validate = timed("risk", hb.risk.validate)  # type: ignore[method-assign]
         hb.journal.log_beat = timed("journal", hb.journal.log_beat)  # type: ignore[method-assign]
-        hb.entries.enter = timed_async("orders", hb.entries.enter)  # type: ignore[method-assign]
+        hb.entries.enter = timed_async("orders", hb.entries.enter)  # type: ignore[method-assign,assignment]
 
     # ------------------------------------------------------------------ the loop
 
@@ -218,6 +221,8 @@ class Run:
         if self.options.timing:
             self._wrap_stages()
         h = self.history
+        self._feature_names = [c for c in h.features.columns if c != "open_time"]
+        self._feature_rows = h.features[self._feature_names].to_numpy(np.float64)
         total = h.stop - h.first
         started = time.perf_counter()
         self._account = await self._fetch_account()
@@ -298,6 +303,15 @@ class Run:
             i.symbol == self.symbol for i in self.exchange.store.open_intents()
         )
 
+    async def settle_now(self, rounds: int = 4) -> None:
+        """The order stages at once, within a candle (a strategy that closes before it re-enters): as
+        many rounds as the order layer needs to close the intent (the close fills, then the sweep
+        cancels the bracket's legs, then the settlement), at most ``rounds``."""
+        for _ in range(rounds):
+            await self._orders_and_settlement()
+            if not self._busy:
+                return
+
     async def _fetch_account(self) -> AccountView:
         balances = await self.exchange.get_account_balance()
         positions = await self.exchange.get_open_positions()
@@ -317,9 +331,14 @@ class Run:
 
     def _snapshot(self, i: int, now: int) -> MarketSnapshot:
         h = self.history
-        row = h.features.iloc[i]
-        features = {k: float(v) for k, v in row.items() if k != "open_time" and math.isfinite(v)}
-        close = float(h.candles["close"].iat[i])
+        features = {
+            k: v
+            for k, v in zip(self._feature_names, self._feature_rows[i].tolist(), strict=True)
+            if math.isfinite(v)
+        }
+        tail = self.heartbeat.outcomes.market.tails[self.symbol]
+        assert isinstance(tail, _Tail)
+        close = float(tail._close[i])
         price = Decimal(repr(close))
         open_ms = int(h.open_time[i])
         rate = float(self.service.feed.last_funding_rate(self.symbol, now)) if self.options.funding else 0.0
@@ -357,9 +376,19 @@ class Run:
             self._busy = True
         probs = {v.model_id: v.prob_up for v in beat.fanout.votes}
         self.rows.append(
-            (d.timestamp_ms, d.action.value, d.probability, d.confidence, d.expected_value_bps, d.size_fraction,
-             ",".join(r.value for r in d.reasons), risk, versions, probs)
-        )  # fmt: skip
+            (
+                d.timestamp_ms,
+                d.action.value,
+                d.probability,
+                d.confidence,
+                d.expected_value_bps,
+                d.size_fraction,
+                ",".join(r.value for r in d.reasons),
+                risk,
+                versions,
+                probs,
+            )
+        )
 
     # ------------------------------------------------------------------ result
 
@@ -407,20 +436,38 @@ class Run:
         horizon_bars = max(1, self.config.trading.horizon_minutes * 60_000 // h.step_ms)
         if self.strategy is not None:
             rows = [
-                {"ts": ts, "symbol": self.symbol, "action": action, "probability": math.nan, "confidence": math.nan,
-                 "expected_value_bps": math.nan, "size_fraction": 0.0, "reasons": "", "risk": "",
-                 "outcome": _outcome(close, i, horizon_bars, h.stop), "model_version": ""}
+                {
+                    "ts": ts,
+                    "symbol": self.symbol,
+                    "action": action,
+                    "probability": math.nan,
+                    "confidence": math.nan,
+                    "expected_value_bps": math.nan,
+                    "size_fraction": 0.0,
+                    "reasons": "",
+                    "risk": "",
+                    "outcome": _outcome(close, i, horizon_bars, h.stop),
+                    "model_version": "",
+                }
                 for ts, action, i in self.rows
-            ]  # fmt: skip
+            ]
             return pd.DataFrame(rows, columns=list(DECISION_COLUMNS))
         records: list[dict[str, Any]] = []
         for n, (ts, action, prob, conf, ev, size, reasons, risk, versions, probs) in enumerate(self.rows):
             i = h.first + n
             rec: dict[str, Any] = {
-                "ts": ts, "symbol": self.symbol, "action": action, "probability": prob, "confidence": conf,
-                "expected_value_bps": ev, "size_fraction": size, "reasons": reasons, "risk": risk,
-                "outcome": _outcome(close, i, horizon_bars, h.stop), "model_version": versions,
-            }  # fmt: skip
+                "ts": ts,
+                "symbol": self.symbol,
+                "action": action,
+                "probability": prob,
+                "confidence": conf,
+                "expected_value_bps": ev,
+                "size_fraction": size,
+                "reasons": reasons,
+                "risk": risk,
+                "outcome": _outcome(close, i, horizon_bars, h.stop),
+                "model_version": versions,
+            }
             for m in model_ids:
                 rec[MODEL_PREFIX + m] = probs.get(m, math.nan)
             records.append(rec)
@@ -434,10 +481,25 @@ class Run:
             entry_notional = t.entry_price * t.qty
             pnl = t.net_pnl
             records.append(
-                (n, t.symbol, t.side, float(t.qty), t.entry_ms, float(t.entry_price), t.exit_ms,
-                 float(t.exit_price), t.exit_reason, float(t.realised_pnl), float(t.fees), float(t.funding),
-                 float(pnl), float(pnl / entry_notional * BPS) if entry_notional else 0.0, style, versions)
-            )  # fmt: skip
+                (
+                    n,
+                    t.symbol,
+                    t.side,
+                    float(t.qty),
+                    t.entry_ms,
+                    float(t.entry_price),
+                    t.exit_ms,
+                    float(t.exit_price),
+                    t.exit_reason,
+                    float(t.realised_pnl),
+                    float(t.fees),
+                    float(t.funding),
+                    float(pnl),
+                    float(pnl / entry_notional * BPS) if entry_notional else 0.0,
+                    style,
+                    versions,
+                )
+            )
         return pd.DataFrame(records, columns=list(TRADE_COLUMNS))
 
     async def close(self) -> None:
@@ -459,8 +521,16 @@ def _outcome(close: np.ndarray[Any, Any], i: int, horizon: int, stop: int) -> fl
     return 1.0 if close[j] > close[i] else 0.0
 
 
-def venue_config(config: XylenConfig, db_path: Path, start_ms: int, history: MarketHistory,
-                 options: RunOptions) -> ServiceConfig:  # fmt: skip
+def _scratch_root() -> str | None:
+    """Memory-backed ``/dev/shm`` when there is one: the run's databases are thrown away, and their
+    commits (the order store syncs every transition to disk) would otherwise cost most of the run."""
+    shm = Path("/dev/shm")
+    return str(shm) if shm.is_dir() and os.access(shm, os.W_OK) else None
+
+
+def venue_config(
+    config: XylenConfig, db_path: Path, start_ms: int, history: MarketHistory, options: RunOptions
+) -> ServiceConfig:
     """The paper exchange's settings from the config's costs (fees, slippage) and the run's equity."""
     t = config.trading
     return ServiceConfig(
@@ -489,15 +559,19 @@ async def compose(
 ) -> Run:
     """Build one run the way :mod:`coordinator.app` builds a coordinator (module docstring)."""
     options = options or RunOptions()
-    work = options.work_dir or Path(tempfile.mkdtemp(prefix="xylen-backtest-"))
+    work = options.work_dir or Path(tempfile.mkdtemp(prefix="xylen-backtest-", dir=_scratch_root()))
     work.mkdir(parents=True, exist_ok=True)
     for name in ("venue.db", "xylen.db"):
         for suffix in ("", "-wal", "-shm"):
             (work / (name + suffix)).unlink(missing_ok=True)
     start_ms = int(history.open_time[history.first])
     funding = {history.symbol: history.funding} if options.funding and history.funding is not None else None
-    feed = ReplayFeed({history.symbol: history.candles}, history.interval, funding,
-                      venue_config(config, work / "venue.db", start_ms, history, options).default_funding_rate)  # fmt: skip
+    feed = ReplayFeed(
+        {history.symbol: history.candles},
+        history.interval,
+        funding,
+        venue_config(config, work / "venue.db", start_ms, history, options).default_funding_rate,
+    )
     service = PaperExchangeService(
         venue_config(config, work / "venue.db", start_ms, history, options), feed=feed
     )
@@ -516,8 +590,17 @@ async def compose(
     risk = RiskManager.from_config(config, RiskStore(conn))
     journal = Journal(conn, ensemble.params)
     models = http_models if http_models is not None else ModelClients([], None)
-    hb = Heartbeat(config, clock, _Market(history.symbol, history), exchange, models, ensemble, risk,  # type: ignore[arg-type]
-                   journal, Metrics())  # fmt: skip
+    hb = Heartbeat(
+        config,
+        clock,
+        _Market(history.symbol, history),  # type: ignore[arg-type]
+        exchange,
+        models,
+        ensemble,
+        risk,
+        journal,
+        Metrics(),
+    )
     return Run(config, history, votes, strategy, options, service, exchange, hb, clock, conn, http_models)
 
 

@@ -105,9 +105,18 @@ class VoteBook:
         resp = self._responses.get(key)
         if resp is None:
             resp = self._responses[key] = PredictResponse.model_construct(
-                model_id=m.model_id, model_version=version, backend=m.backend, action="HOLD",
-                prob_up=0.5, confidence=0.5, raw_score=0.0, stop_loss=None, take_profit=None, latency_ms=0.0,
-            )  # fmt: skip
+                request_id="",
+                model_id=m.model_id,
+                model_version=version,
+                backend=m.backend,  # type: ignore[arg-type]
+                action="HOLD",
+                prob_up=0.5,
+                confidence=0.5,
+                raw_score=0.0,
+                stop_loss=None,
+                take_profit=None,
+                latency_ms=0.0,
+            )
         return resp
 
     def versions_at(self, i: int) -> str:
@@ -131,8 +140,9 @@ class TrainSettings:
     min_rows: int = 3_000
 
 
-def train_dir(candles: pd.DataFrame, symbol: str, out: Path, settings: TrainSettings, seed: int,
-              version_ms: int) -> Path:  # fmt: skip
+def train_dir(
+    candles: pd.DataFrame, symbol: str, out: Path, settings: TrainSettings, seed: int, version_ms: int
+) -> Path:
     """Train one model on ``candles`` (all closed before the window it will vote in) into ``out``."""
     from model_server.training import TrainConfig, train_model, write_model_dir
     from xylen.config.schema import TradingConfig
@@ -144,9 +154,15 @@ def train_dir(candles: pd.DataFrame, symbol: str, out: Path, settings: TrainSett
         )
     config = TrainConfig.from_trading(
         TradingConfig(horizon_minutes=settings.horizon_minutes),
-        symbol=symbol, n_folds=settings.folds, num_boost_round=settings.rounds, num_threads=settings.threads,
-        max_rows=settings.max_rows, seed=seed, final_test_days=0, n_boot=20,
-    )  # fmt: skip
+        symbol=symbol,
+        n_folds=settings.folds,
+        num_boost_round=settings.rounds,
+        num_threads=settings.threads,
+        max_rows=settings.max_rows,
+        seed=seed,
+        final_test_days=0,
+        n_boot=20,
+    )
     model = train_model(candles, config, now_ms=version_ms)
     return write_model_dir(model, out, onnx=False)
 
@@ -199,8 +215,13 @@ def trained_models(
 ) -> list[ModelVotes]:
     """Models trained once on the data before the span (the default when no model is given)."""
     start = int(history.open_time[history.first])
-    train = all_candles.iloc[: int(np.searchsorted(all_candles["open_time"].to_numpy(np.int64),
-                                                   start - settings.horizon_minutes * 60_000, "left"))]  # fmt: skip
+    train = all_candles.iloc[
+        : int(
+            np.searchsorted(
+                all_candles["open_time"].to_numpy(np.int64), start - settings.horizon_minutes * 60_000, "left"
+            )
+        )
+    ]
     out = []
     for k, seed in enumerate(settings.seeds):
         model_dir = train_dir(
