@@ -25,6 +25,7 @@ def _subcommand_modules() -> list[ModuleType]:
     # Imported here so that `xylen --help` stays fast and one broken optional
     # dependency cannot take the whole command line down at import time.
     from xylen.cli import (
+        backtest,
         config_cmd,
         convert_onnx,
         data,
@@ -40,6 +41,7 @@ def _subcommand_modules() -> list[ModuleType]:
 
     return [
         data, features, train, convert_onnx, model_server, paper_exchange, config_cmd, demo, risk, db, run,
+        backtest,
     ]  # fmt: skip
 
 

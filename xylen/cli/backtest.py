@@ -1,0 +1,221 @@
+"""``xylen backtest``: the coordinator's own pipeline over history, with a report.
+
+Runs :mod:`backtest.engine` for the span ``--from``..``--to`` on one symbol: the strategy asked for
+(the ensemble over the models, or the EMA 9/21 reference), then, for the ensemble, the EMA reference
+with the same costs beside it; writes the report (:func:`backtest.report.write_report`) into
+``--report DIR`` and prints its summary table.  Bad arguments or config: exit 2 with the reason.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import re
+import tempfile
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from xylen.errors import UsageError
+
+DURATION = re.compile(r"^(\d+)([mhdw])$")
+UNIT_MS = {"m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 7 * 86_400_000}
+
+
+def register(sub: Any) -> None:
+    """Add the ``backtest`` subcommand."""
+    parser = sub.add_parser(
+        "backtest",
+        help="run the coordinator's pipeline over history and write a report",
+        description="Replay history through the coordinator's own snapshot, votes, ensemble, risk, "
+        "entries, order state machine and settlement, against the paper exchange's matching engine "
+        "in-process, on an instant clock.",
+    )
+    parser.add_argument("--config", type=Path, default=None, help="config.yaml (default: embedded defaults)")
+    parser.add_argument("--from", dest="start", required=True, help="first candle, e.g. 2024-01-01")
+    parser.add_argument("--to", dest="end", required=True, help="end (exclusive), e.g. 2024-05-01")
+    parser.add_argument("--report", type=Path, required=True, help="folder to write the report into")
+    parser.add_argument("--symbol", default=None, help="symbol (default: the config's first)")
+    parser.add_argument("--interval", default="5m", help="base candle interval (default 5m)")
+    parser.add_argument(
+        "--data",
+        type=Path,
+        default=None,
+        help="candle store folder or candle file (default: the shipped data)",
+    )
+    parser.add_argument(
+        "--models", default=None, help="model directories, comma-separated (default: trained before --from)"
+    )
+    parser.add_argument("--strategy", choices=["ensemble", "ema_cross"], default="ensemble")
+    parser.add_argument(
+        "--fidelity",
+        choices=["fast", "http"],
+        default="fast",
+        help="fast: models in-process, predicted ahead; http: the config's model servers",
+    )
+    parser.add_argument(
+        "--walk-forward", action="store_true", help="retrain the models every --retrain-every"
+    )
+    parser.add_argument(
+        "--retrain-every", default="30d", help="walk-forward window, e.g. 30d, 2w (default 30d)"
+    )
+    parser.add_argument("--no-skip", action="store_true", help="run the order stages on idle candles too")
+    parser.add_argument(
+        "--ema-quantity", default="0.01", help="the EMA reference's position size (default 0.01)"
+    )
+    parser.set_defaults(func=run)
+
+
+def parse_day(value: str, flag: str) -> int:
+    """``YYYY-MM-DD[ HH:MM]`` (UTC) as ms; exit 2 naming the flag otherwise."""
+    import pandas as pd
+
+    try:
+        ts = pd.Timestamp(value)
+    except (ValueError, TypeError) as exc:
+        raise UsageError(f"{flag} {value!r}: not a date (use YYYY-MM-DD)") from exc
+    if ts.tzinfo is None:
+        ts = ts.tz_localize("UTC")
+    return int(ts.value // 1_000_000)
+
+
+def parse_duration(value: str, flag: str) -> int:
+    """``30d``, ``12h``, ``2w`` as ms."""
+    match = DURATION.match(value.strip())
+    if match is None or int(match.group(1)) <= 0:
+        raise UsageError(f"{flag} {value!r}: use a positive number with m, h, d or w, e.g. 30d")
+    return int(match.group(1)) * UNIT_MS[match.group(2)]
+
+
+def run(args: argparse.Namespace) -> int:
+    """Parse, compose, run, report (module docstring)."""
+    from backtest import settings
+    from backtest.data import load_candles, load_funding_frame
+
+    start = parse_day(args.start, "--from")
+    end = parse_day(args.end, "--to")
+    if start >= end:
+        raise UsageError("--from must be before --to")
+    retrain_ms = parse_duration(args.retrain_every, "--retrain-every")
+    try:
+        quantity = Decimal(args.ema_quantity)
+    except ArithmeticError as exc:
+        raise UsageError(f"--ema-quantity {args.ema_quantity!r}: not a number") from exc
+    if not quantity > 0:
+        raise UsageError("--ema-quantity must be positive")
+    if args.fidelity == "http" and args.config is None:
+        raise UsageError("--fidelity http needs --config with the model servers to ask")
+    config = settings.load(args.config, args.symbol or "BTCUSDT")
+    symbol = args.symbol or config.market.symbols[0]
+    config = settings.with_symbol(config, symbol)
+    dirs = [Path(p.strip()) for p in args.models.split(",")] if args.models else []
+    for d in dirs:
+        if not d.is_dir():
+            raise UsageError(f"--models: {d} is not a model directory")
+    candles, funding_dir = load_candles(symbol, args.interval, args.data)
+    funding = load_funding_frame(funding_dir, symbol)
+    return asyncio.run(_run(args, config, candles, funding, start, end, retrain_ms, quantity, dirs))
+
+
+async def _run(
+    args: argparse.Namespace,
+    config: Any,
+    candles: Any,
+    funding: Any,
+    start: int,
+    end: int,
+    retrain_ms: int,
+    quantity: Decimal,
+    dirs: list[Path],
+) -> int:
+    from backtest import settings
+    from backtest.data import history_of
+    from backtest.ema import EmaCross, cross_signals
+    from backtest.engine import RunOptions, run_backtest
+    from backtest.votes import TrainSettings, VoteBook, model_votes, trained_models, walk_forward_models
+
+    symbol = config.market.symbols[0]
+    history = history_of(candles, symbol, start, end, interval=args.interval, funding=funding)
+    report_dir: Path = args.report
+    report_dir.mkdir(parents=True, exist_ok=True)
+    bar = _Bar()
+    work = Path(tempfile.mkdtemp(prefix="xylen-backtest-models-"))
+    try:
+        ema = EmaCross(cross_signals(history.candles["close"].to_numpy()), quantity)
+        reference = None
+        if args.strategy == "ema_cross":
+            result = await run_backtest(
+                config,
+                history,
+                strategy=ema,
+                options=RunOptions(skip_idle=not args.no_skip, progress=bar("EMA")),
+            )
+        else:
+            http = None
+            book = None
+            if args.fidelity == "http":
+                from coordinator.model_client import ModelClients
+                from xylen.config.secrets import load_secrets
+
+                http = ModelClients(config.model_servers, load_secrets().model_token)
+                await http.discover()
+            else:
+                train = TrainSettings(horizon_minutes=config.trading.horizon_minutes, seeds=(42, 7, 1234))
+                before = candles.iloc[: int((candles["open_time"] < start).sum())].reset_index(drop=True)
+                if args.walk_forward:
+                    print(f"walk-forward: training {len(train.seeds)} models every {args.retrain_every} ...")
+                    models = walk_forward_models(candles, history, retrain_ms, work, train)
+                elif dirs:
+                    models = model_votes(dirs, history)
+                else:
+                    print(f"training {len(train.seeds)} small models on the candles before --from ...")
+                    models = trained_models(before, history, work, train)
+                book = VoteBook(models)
+                config = settings.with_models(config, book.model_ids)
+            options = RunOptions(skip_idle=not args.no_skip, progress=bar("ensemble"))
+            result = await run_backtest(config, history, votes=book, http_models=http, options=options)
+            ema = EmaCross(cross_signals(history.candles["close"].to_numpy()), quantity)
+            reference = await run_backtest(
+                config, history, strategy=ema, options=RunOptions(progress=bar("EMA"))
+            )
+    finally:
+        bar.close()
+    return _report(result, reference, report_dir)
+
+
+def _report(result: Any, reference: Any, report_dir: Path) -> int:
+    try:
+        from backtest.report import print_summary, write_report
+    except ImportError:  # the report side is not installed: the frames only
+        result.decisions.to_csv(report_dir / "decisions.csv", index=False)
+        result.trades.to_csv(report_dir / "trades.csv", index=False)
+        print(f"{len(result.trades)} trades, {len(result.decisions)} decisions written to {report_dir}")
+        return 0
+    baselines = {reference.strategy: reference} if reference is not None else None
+    summary = write_report(result, report_dir, baselines=baselines)
+    print_summary(summary)
+    print(f"report: {report_dir / 'report.html'}")
+    return 0
+
+
+class _Bar:
+    """A rich progress bar per run (candles done of the span)."""
+
+    def __init__(self) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self.progress = Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()
+        )
+        self.progress.start()
+
+    def __call__(self, name: str) -> Any:
+        task = self.progress.add_task(name, total=None)
+
+        def update(done: int, total: int) -> None:
+            self.progress.update(task, completed=done, total=total)
+
+        return update
+
+    def close(self) -> None:
+        self.progress.stop()
