@@ -34,6 +34,7 @@ def _subcommand_modules() -> list[ModuleType]:
         features,
         model_server,
         paper_exchange,
+        preflight,
         risk,
         run,
         train,
@@ -41,7 +42,7 @@ def _subcommand_modules() -> list[ModuleType]:
 
     return [
         data, features, train, convert_onnx, model_server, paper_exchange, config_cmd, demo, risk, db, run,
-        backtest,
+        preflight, backtest,
     ]  # fmt: skip
 
 
