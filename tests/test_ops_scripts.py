@@ -143,6 +143,7 @@ def test_convert_and_deploy_rolls_back_when_the_canary_fails(
     assert [p.name.startswith(f".failed-{NEW}-") for p in models.iterdir() if p.name != OLD] == [True]
 
 
+@pytest.mark.slow
 def test_convert_and_deploy_installs_nothing_without_a_server(tmp_path: Path, booster: object) -> None:
     models = tmp_path / "models"
     models.mkdir()
@@ -176,6 +177,7 @@ def probe_rows(path: Path) -> int:
         return int(conn.execute("SELECT count(*) FROM ops_probe").fetchone()[0])
 
 
+@pytest.mark.slow
 def test_backup_then_restore_round_trip(tmp_path: Path) -> None:
     home = tmp_path / "home"
     db = journal(home)
