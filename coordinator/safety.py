@@ -36,8 +36,10 @@ The dashboard's control API acts through :class:`DashboardControls`: pause / res
 risk manager's ``trading_enabled`` is off while paused, so every entry is refused with
 ``trading_disabled``; positions and their brackets stay managed; the newest pause or resume in the
 journal's ``control_actions`` survives a restart), halt or halt and flatten (a ``halt_requests`` row
-with actor ``dashboard``, executed by the switch like any other, the answer waiting for it within
-``wait_s``) and reset one breaker.  Each action is one ``control_actions`` row and one WARNING line.
+with actor ``dashboard``, executed by the switch like any other; the answer waits ``wait_s`` (8 s,
+inside a browser's patience) for its outcome, else it reports the request still pending or running
+and the ``risk`` message tells the end) and reset one breaker.  Each action is one
+``control_actions`` row and one WARNING line.
 """
 
 from __future__ import annotations
@@ -442,7 +444,7 @@ class DashboardControls:
 
     ACTOR = "dashboard"
 
-    def __init__(self, switch: SafetySwitch, journal: Journal, *, wait_s: float = 30.0) -> None:
+    def __init__(self, switch: SafetySwitch, journal: Journal, *, wait_s: float = 8.0) -> None:
         self.switch = switch
         self.journal = journal
         self.wait_s = wait_s
