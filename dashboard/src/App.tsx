@@ -1,4 +1,4 @@
-import { useEffect, useState } from "react";
+import { useDeferredValue, useEffect, useState } from "react";
 import { Controls } from "./components/Controls";
 import { Decisions } from "./components/Decisions";
 import { Header } from "./components/Header";
@@ -16,6 +16,10 @@ export function App() {
   const feed = useFeed(token);
   const now = useNow(1000);
   const { state, connection } = feed;
+  // The chart is the costly part of a render: React draws it after the rest of a beat (the new
+  // decision row, the header), in an interruptible pass, so it never delays what just arrived.
+  const equity = useDeferredValue(state.equity);
+  const ensemble = useDeferredValue(state.ensemble);
 
   useEffect(() => {
     if (connection === "unauthorized" && token !== null) forgetToken();
@@ -38,7 +42,7 @@ export function App() {
       <Header state={state} connection={connection} lastUpdateMs={feed.lastUpdateMs} now={now} />
       <main className="grid grid-cols-1 gap-3 p-3 lg:grid-cols-12">
         <div className="lg:col-span-8">
-          <PerformanceChart equity={state.equity} ensemble={state.ensemble} />
+          <PerformanceChart equity={equity} ensemble={ensemble} />
         </div>
         <div className="lg:col-span-4">
           <ModelStatus models={state.models} ensemble={state.ensemble} />

@@ -116,6 +116,8 @@ export interface RiskStateView {
   flatten?: "none" | "pending" | "running" | "done" | "failed";
   trading_enabled?: boolean;
   daily_limits?: string[];
+  /** Entries paused from the dashboard (positions and brackets are still managed). */
+  paused?: boolean;
 }
 
 export interface SystemView {
@@ -143,7 +145,7 @@ export interface OrderRow {
   type: string;
   purpose: string;
   state: string;
-  quantity: number;
+  quantity: number | null;
   price?: number | null;
   stop_price?: number | null;
   filled_qty: number;
@@ -153,7 +155,7 @@ export interface OrderRow {
 export interface ReconciliationView {
   ts: number;
   ok: boolean;
-  differences: { rule: string; symbol: string | null; detail: string }[];
+  differences: { rule: string; symbol?: string | null; detail?: string }[];
 }
 
 export interface BreakerView {

@@ -31,7 +31,7 @@ export const Decisions = memo(function Decisions({ decisions }: { decisions: Dec
                 const key = decisionKey(d);
                 const expanded = open === key;
                 return (
-                  <DecisionRow key={key} rowKey={key} d={d} expanded={expanded} toggle={() => setOpen(expanded ? null : key)} />
+                  <DecisionRow key={key} rowKey={key} d={d} expanded={expanded} setOpen={setOpen} />
                 );
               })}
             </tbody>
@@ -55,8 +55,16 @@ export function why(d: DecisionView): string {
   return d.risk ?? (d.reasons.length > 0 ? d.reasons.join("; ") : "");
 }
 
-function DecisionRow(props: { d: DecisionView; rowKey: string; expanded: boolean; toggle: () => void }) {
+interface RowProps {
+  d: DecisionView;
+  rowKey: string;
+  expanded: boolean;
+  setOpen: (update: (open: string | null) => string | null) => void;
+}
+
+const DecisionRow = memo(function DecisionRow(props: RowProps) {
   const { d, expanded } = props;
+  const toggle = () => props.setOpen((open) => (open === props.rowKey ? null : props.rowKey));
   return (
     <>
       <tr
@@ -64,8 +72,8 @@ function DecisionRow(props: { d: DecisionView; rowKey: string; expanded: boolean
         data-key={props.rowKey}
         tabIndex={0}
         aria-expanded={expanded}
-        onClick={props.toggle}
-        onKeyDown={(e) => (e.key === "Enter" || e.key === " ") && (e.preventDefault(), props.toggle())}
+        onClick={toggle}
+        onKeyDown={(e) => (e.key === "Enter" || e.key === " ") && (e.preventDefault(), toggle())}
         className={`cursor-pointer border-t border-edge hover:bg-gray-900 focus:outline focus:outline-1 focus:outline-red-400 ${expanded ? "bg-gray-900" : ""}`}
       >
         <td className={`${td} font-mono text-xs`}>
@@ -95,7 +103,7 @@ function DecisionRow(props: { d: DecisionView; rowKey: string; expanded: boolean
       )}
     </>
   );
-}
+});
 
 function Breakdown({ d }: { d: DecisionView }) {
   const facts: [string, string][] = [

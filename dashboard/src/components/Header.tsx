@@ -120,7 +120,7 @@ function DailyPnl({ pnl, limit }: { pnl: number | null; limit: number | null }) 
 
 function TradingState({ state }: { state: FeedState }) {
   const halted = state.risk?.halted ?? false;
-  const enabled = state.account?.trading_enabled ?? state.risk?.trading_enabled ?? true;
+  const enabled = (state.account?.trading_enabled ?? state.risk?.trading_enabled ?? true) && !state.risk?.paused;
   const flatten = state.risk?.flatten && state.risk.flatten !== "none" ? ` · flatten ${state.risk.flatten}` : "";
   const [look, text] = halted
     ? ["bg-red-600 text-white", `HALTED${state.risk?.reason ? `: ${state.risk.reason}` : ""}${flatten}`]

@@ -28,13 +28,15 @@ const TOOLTIP = {
   labelStyle: { color: "#d1d5db" },
 };
 const SIZE = { width: 600, height: 240 };
+/** At most this many points are drawn, whatever the history (peaks and troughs kept). */
+const DRAWN_POINTS = 800;
 
 export const PerformanceChart = memo(function PerformanceChart(props: {
   equity: EquityPoint[];
   ensemble: EnsembleQualityView | null;
 }) {
   const { equity, ensemble } = props;
-  const curve = useMemo(() => downsample(withDrawdown(equity)), [equity]);
+  const curve = useMemo(() => downsample(withDrawdown(equity), DRAWN_POINTS), [equity]);
   const days = useMemo(() => dailyPnl(equity), [equity]);
   const maxDd = curve.reduce((m, p) => Math.min(m, p.drawdown), 0);
   return (

@@ -1,0 +1,319 @@
+"""Benchmark of the dashboard in Debian's Chromium: bundle size, beat-to-DOM latency, 10,000-point chart.
+
+Run: ``python bench/bench_dashboard.py [--beats 150] [--interval-ms 100] [--renders 7]``.
+
+The committed build (``coordinator/dashboard_dist``) is served by a small aiohttp server on
+127.0.0.1 that plays the coordinator's part of the feed: ``/ws`` sends a snapshot on connect, then
+the beats this script pushes, each stamped with the server's wall clock. Chromium (headless,
+driven by Playwright, no browser download) loads the page; an init script wraps ``WebSocket`` to
+note when each message reaches the page (``performance.now()``, before the app's handler), and a
+MutationObserver notes when the decision row of each beat enters the DOM, then the next animation
+frame (the paint after it).
+
+Printed:
+- the gzipped size of the JavaScript and CSS (gzip -9; goal: JavaScript ≤ 250 kB);
+- beat → DOM: per beat, message received in the page → its decision row in the DOM, and → the
+  next frame; also server send → DOM (wall clocks of one machine); p50 / p95 / max over
+  ``--beats`` beats every ``--interval-ms`` (goal: p95 ≤ 100 ms);
+- rendering 10,000 equity points: a snapshot carrying them received → the equity chart drawn with
+  all of them counted (``data-points``) → the next frame; median and max over ``--renders`` page
+  loads (goal ≤ 200 ms).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gzip
+import json
+import socket
+import statistics
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from aiohttp import WSMsgType, web
+from playwright.sync_api import sync_playwright
+
+REPO = Path(__file__).resolve().parent.parent
+DIST = REPO / "coordinator" / "dashboard_dist"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-sync",
+]
+TOKEN = "bench-token"
+MODELS = ("lgbm", "onnx", "river")
+T0 = 1_715_000_000_000  # replay time of the first beat (ms)
+BEAT_MS = 300_000
+
+# Stamps message arrival (before the app's own handler) and each decision row's entry into the DOM.
+PROBE = """
+(() => {
+  const recv = {}, dom = {}, frame = {}, sent = {};
+  window.__bench = { recv, dom, frame, sent, snapshot: null, chart: null, chartFrame: null };
+  const Native = window.WebSocket;
+  window.WebSocket = function (url, protocols) {
+    const ws = new Native(url, protocols);
+    ws.addEventListener('message', (event) => {
+      const now = performance.now();
+      const msg = JSON.parse(event.data);
+      if (msg.type === 'snapshot') window.__bench.snapshot = now;
+      if (msg.type === 'beat') for (const d of msg.decisions) {
+        const key = `${d.timestamp_ms}|${d.symbol ?? ''}`;
+        recv[key] = now;
+        sent[key] = msg.sent_epoch_ms;
+      }
+    });
+    return ws;
+  };
+  window.WebSocket.prototype = Native.prototype;
+  Object.assign(window.WebSocket, { CONNECTING: 0, OPEN: 1, CLOSING: 2, CLOSED: 3 });
+  new MutationObserver((records) => {
+    const now = performance.now();
+    for (const r of records) for (const node of r.addedNodes) {
+      if (node.nodeType !== 1) continue;
+      const rows = node.matches('[data-testid=decision-row]') ? [node]
+        : node.querySelectorAll('[data-testid=decision-row]');
+      for (const row of rows) {
+        const key = row.dataset.key;
+        if (dom[key] === undefined) {
+          dom[key] = now;
+          requestAnimationFrame(() => { frame[key] = performance.now(); });
+        }
+      }
+    }
+    const chart = document.querySelector('[data-testid=equity-chart]');
+    if (window.__bench.chart === null && chart && Number(chart.dataset.points) >= window.__expectPoints
+        && chart.querySelector('path.recharts-curve')) {
+      window.__bench.chart = now;
+      requestAnimationFrame(() => { window.__bench.chartFrame = performance.now(); });
+    }
+  }).observe(document, { childList: true, subtree: true, attributes: true });
+})();
+"""
+
+
+# ---------------------------------------------------------------------- the feed server
+
+
+def _decision(i: int) -> dict[str, Any]:
+    prob = 0.5 + 0.04 * ((i * 7919) % 11 - 5) / 5
+    return {
+        "timestamp_ms": T0 + i * BEAT_MS, "symbol": "BTCUSDT", "action": "HOLD" if i % 5 else "LONG",
+        "probability": prob, "confidence": abs(prob - 0.5) * 2, "expected_value_bps": (prob - 0.5) * 100 - 4,
+        "size_fraction": 0.0, "stop_loss": None, "take_profit": None,
+        "votes": [{"model_id": m, "prob_raw": prob, "prob": prob, "weight": 0.3} for m in MODELS],
+        "reasons": ["LOW_EDGE"] if i % 5 else [], "disagreement": 0.01, "source": "ensemble",
+        "risk": None if i % 5 else "approved",
+    }  # fmt: skip
+
+
+def _equity(i: int) -> dict[str, Any]:
+    return {"ts": T0 + i * BEAT_MS, "equity_usd": 10_000 + 50 * ((i % 97) - 48) / 48 + i * 0.01}
+
+
+def _state(equity_points: int) -> dict[str, Any]:
+    return {
+        "system": {"venue": "paper", "base_url": "http://127.0.0.1", "symbols": ["BTCUSDT"],
+                   "beat_interval_ms": 1500, "controls_enabled": False, "version": "bench", "started_ms": T0},
+        "account": {"equity_usd": 10_000.0, "daily_pnl_usd": 12.5, "daily_loss_limit_usd": 300.0,
+                    "trading_enabled": True},
+        "models": [{"server_id": m, "up": True, "backend": m, "latency_p50_ms": 2.0, "latency_p99_ms": 6.0}
+                   for m in ("lgbm", "onnx", "river")],
+        "breakers": {"drawdown": False, "losses": False},
+        "equity": [_equity(i - equity_points) for i in range(equity_points)],
+    }  # fmt: skip
+
+
+class FeedServer:
+    """The built page and a scripted ``/ws`` on 127.0.0.1, in a thread with its own event loop."""
+
+    def __init__(self) -> None:
+        self.snapshot_points = 0
+        self._loop = asyncio.new_event_loop()
+        self._clients: set[web.WebSocketResponse] = set()
+        self._ready = threading.Event()
+        self.port = _free_port()
+        self._thread = threading.Thread(target=self._run, name="feed-server", daemon=True)
+
+    def __enter__(self) -> FeedServer:
+        self._thread.start()
+        if not self._ready.wait(10):
+            raise RuntimeError("the bench's feed server did not start")
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def push(self, message: dict[str, Any]) -> None:
+        """Send ``message`` to every connected page (stamped with the wall clock at sending)."""
+        asyncio.run_coroutine_threadsafe(self._send(message), self._loop).result(10)
+
+    def clients(self) -> int:
+        return len(self._clients)
+
+    async def _send(self, message: dict[str, Any]) -> None:
+        text = json.dumps({**message, "sent_epoch_ms": time.time() * 1000})
+        for ws in list(self._clients):
+            await ws.send_str(text)
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        app = web.Application()
+        app.router.add_get("/ws", self._ws)
+        app.router.add_get("/", self._index)
+        app.router.add_static("/assets", DIST / "assets")
+        runner = web.AppRunner(app, access_log=None)
+        self._loop.run_until_complete(runner.setup())
+        self._loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", self.port).start())
+        self._ready.set()
+        self._loop.run_forever()
+        self._loop.run_until_complete(runner.cleanup())
+
+    async def _index(self, _request: web.Request) -> web.FileResponse:
+        return web.FileResponse(DIST / "index.html")
+
+    async def _ws(self, request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        if request.query.get("token") != TOKEN:
+            await ws.close(code=4401, message=b"unauthorized")
+            return ws
+        await ws.send_str(json.dumps({"type": "snapshot", "ts": T0, **_state(self.snapshot_points)}))
+        self._clients.add(ws)
+        try:
+            async for msg in ws:
+                if msg.type == WSMsgType.TEXT and msg.data == "ping":
+                    await ws.send_str(json.dumps({"type": "pong", "ts": T0}))
+        finally:
+            self._clients.discard(ws)
+        return ws
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+# ---------------------------------------------------------------------- measurements
+
+
+def bundle_sizes() -> dict[str, int]:
+    """Gzipped bytes (level 9) of the build's JavaScript and CSS."""
+    sizes = {"js": 0, "css": 0}
+    for path in (DIST / "assets").iterdir():
+        kind = path.suffix.lstrip(".")
+        if kind in sizes:
+            sizes[kind] += len(gzip.compress(path.read_bytes(), 9))
+    return sizes
+
+
+def _wait(predicate: Callable[[], bool], timeout_s: float, what: str) -> None:
+    end = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > end:
+            raise RuntimeError(f"timed out waiting for {what}")
+        time.sleep(0.01)
+
+
+def beat_latency(server: FeedServer, page: Any, beats: int, interval_ms: float) -> dict[str, list[float]]:
+    """Push ``beats`` beats; per beat: receipt→DOM, receipt→frame and send→DOM in milliseconds."""
+    server.snapshot_points = 500
+    page.goto(f"{server.url}/?token={TOKEN}")
+    _wait(lambda: server.clients() == 1, 20, "the page's WebSocket")
+    page.wait_for_selector("[data-testid=connection][data-state=open]")
+    for i in range(beats):
+        ts = T0 + i * BEAT_MS
+        log = {"ts": ts, "level": "INFO", "logger": "bench", "message": f"beat {i}"}
+        beat = {"type": "beat", "ts": ts, **_state(0), "equity": [_equity(i)], "decisions": [_decision(i)]}
+        server.push({**beat, "logs": [log]})
+        time.sleep(interval_ms / 1000)
+    page.wait_for_function(f"Object.keys(window.__bench.frame).length >= {beats}", timeout=20_000)
+    data = page.evaluate("""() => { const b = window.__bench;
+        return Object.keys(b.recv).map(k => [b.recv[k], b.dom[k], b.frame[k], b.sent[k],
+                                              performance.timeOrigin + b.dom[k]]); }""")
+    return {
+        "receipt_dom": [dom - recv for recv, dom, _f, _s, _w in data],
+        "receipt_frame": [frame - recv for recv, _d, frame, _s, _w in data],
+        "send_dom": [wall - sent for _r, _d, _f, sent, wall in data],
+    }
+
+
+def chart_render(server: FeedServer, page: Any, points: int) -> tuple[float, float]:
+    """One page load with ``points`` equity points in the snapshot: receipt→chart, receipt→frame (ms)."""
+    server.snapshot_points = points
+    page.add_init_script(f"window.__expectPoints = {points};")
+    page.goto(f"{server.url}/?token={TOKEN}")
+    page.wait_for_function("window.__bench.chartFrame !== null", timeout=30_000)
+    drawn, frame, received = page.evaluate(
+        "() => [window.__bench.chart, window.__bench.chartFrame, window.__bench.snapshot]"
+    )
+    return drawn - received, frame - received
+
+
+def _summary(values: list[float]) -> str:
+    ordered = sorted(values)
+    p95 = ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
+    return (
+        f"p50 {statistics.median(ordered):6.1f}  p95 {p95:6.1f}  max {ordered[-1]:6.1f} ms (n={len(ordered)})"
+    )
+
+
+def main() -> None:
+    """Parse the arguments, run the three measurements, print the figures."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--beats", type=int, default=150)
+    parser.add_argument("--interval-ms", type=float, default=100.0)
+    parser.add_argument("--renders", type=int, default=7)
+    parser.add_argument("--points", type=int, default=10_000)
+    args = parser.parse_args()
+
+    sizes = bundle_sizes()
+    print(f"dashboard bundle (gzip -9): JavaScript {sizes['js'] / 1000:.1f} kB (goal ≤ 250 kB), "
+          f"CSS {sizes['css'] / 1000:.1f} kB")  # fmt: skip
+    with FeedServer() as server, sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.add_init_script("window.__expectPoints = Infinity;")
+            page.add_init_script(PROBE)
+            figures = beat_latency(server, page, args.beats, args.interval_ms)
+            page.close()
+            print(f"beat -> DOM, {args.beats} beats every {args.interval_ms:g} ms (goal p95 ≤ 100 ms):")
+            print(f"  message received -> decision row in the DOM: {_summary(figures['receipt_dom'])}")
+            print(f"  message received -> next frame:              {_summary(figures['receipt_frame'])}")
+            print(f"  server send      -> decision row in the DOM: {_summary(figures['send_dom'])}")
+            renders: list[tuple[float, float]] = []
+            for _ in range(args.renders):
+                page = browser.new_page(viewport={"width": 1280, "height": 900})
+                page.add_init_script(PROBE)
+                renders.append(chart_render(server, page, args.points))
+                page.close()
+            drawn = [r[0] for r in renders]
+            framed = [r[1] for r in renders]
+            print(
+                f"rendering {args.points:,} equity points (snapshot received -> chart drawn; goal ≤ 200 ms):"
+            )
+            print(f"  chart in the DOM: median {statistics.median(drawn):6.1f}  max {max(drawn):6.1f} ms "
+                  f"(n={len(drawn)})")  # fmt: skip
+            print(f"  next frame:       median {statistics.median(framed):6.1f}  max {max(framed):6.1f} ms")
+        finally:
+            browser.close()
+
+
+if __name__ == "__main__":
+    main()
