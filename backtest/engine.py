@@ -321,13 +321,16 @@ class Run:
         return account_view(balances, positions, self.config.exchange.leverage)
 
     def _count_income(self) -> None:
-        incomes = self.service.engine.incomes.get(ACCOUNT, [])
-        for row in incomes[self._income_seen :]:
+        """Fees and funding paid so far, from the venue's income ledger (by ``tran_id``: the ledger
+        may drop old entries)."""
+        for row in self.service.engine.incomes.get(ACCOUNT, []):
+            if row.tran_id <= self._income_seen:
+                continue
             if row.income_type == "COMMISSION":
                 self._fees -= row.income
             elif row.income_type == "FUNDING_FEE":
                 self._funding -= row.income
-        self._income_seen = len(incomes)
+            self._income_seen = row.tran_id
 
     def _snapshot(self, i: int, now: int) -> MarketSnapshot:
         h = self.history
