@@ -219,15 +219,20 @@ def compose(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 
 
 def resolved_compose(
-    folder: Path, secrets: str = "XYLEN_MODEL_TOKEN=t\nXYLEN_DASHBOARD_TOKEN=d\n"
+    folder: Path,
+    secrets: str = "XYLEN_MODEL_TOKEN=t\nXYLEN_DASHBOARD_TOKEN=d\n",
+    env: dict[str, str] | None = None,
 ) -> dict[str, Any]:
+    """``docker-compose config`` of a copy of the compose file in ``folder`` with ``secrets`` as
+    its ``secrets.env`` (``env``: variables the file interpolates, e.g. ``XYLEN_MARKET_DATA``)."""
     assert shutil.which("docker-compose"), "docker-compose is needed (make test installs it)"
     shutil.copy(REPO / "docker-compose.yml", folder / "docker-compose.yml")
     (folder / "secrets.env").write_text(secrets)
     compose_file = str(folder / "docker-compose.yml")
     done = subprocess.run(
         ["docker-compose", "--project-directory", str(folder), "-f", compose_file, "config"],
-        capture_output=True, text=True, timeout=60, cwd=folder, env={"PATH": "/usr/bin:/bin"}, check=False,
+        capture_output=True, text=True, timeout=60, cwd=folder, check=False,
+        env={"PATH": "/usr/bin:/bin", **(env or {})},
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     data: dict[str, Any] = yaml.safe_load(done.stdout)

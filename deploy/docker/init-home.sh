@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # One-shot set-up of the compose stack's volumes (the `init` service): imports the 5m candles of
-# XYLEN_SYMBOL from the market data folder into the paper exchange's home, and trains the two
-# LightGBM models the model servers serve (a 1-hour and a 2-hour horizon, as `xylen demo` does),
-# plus an empty folder for the River server. What exists is kept, so a restart does nothing.
+# XYLEN_SYMBOL from the market data folder into the paper exchange's home, trains side by side the
+# two LightGBM models the model servers serve (a 1-hour and a 2-hour horizon, as `xylen demo`
+# does) and makes an empty folder for the River server. What exists is kept: a restart does nothing.
 set -euo pipefail
 
 usage() {
@@ -71,6 +71,16 @@ train() {
 }
 
 mkdir -p "$XYLEN_MODELS/lgbm" "$XYLEN_MODELS/lgbm-2h" "$XYLEN_MODELS/river"
-train lgbm
-train lgbm-2h --horizon-bars 24 --seed 7
+# the two models train side by side (2 threads each, about 1 GB each at most)
+train lgbm &
+first=$!
+train lgbm-2h --horizon-bars 24 --seed 7 &
+second=$!
+status=0
+wait "$first" || status=1
+wait "$second" || status=1
+if [[ $status -ne 0 ]]; then
+    echo "init-home: training failed (see above)" >&2
+    exit 1
+fi
 echo "init-home: ready"
