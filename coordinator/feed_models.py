@@ -376,6 +376,13 @@ class EquityPage(_View):
     equity: list[EquityPoint]
 
 
+def feed_json_schema() -> dict[str, object]:
+    """The JSON Schema of every feed message and of the control API's answer (what a client's
+    types are generated from and checked against)."""
+    adapter: TypeAdapter[object] = TypeAdapter(ServerMessage | ControlAnswer)
+    return adapter.json_schema(mode="serialization")
+
+
 def _finite_tree(value: object) -> object:
     if isinstance(value, float):
         return value if math.isfinite(value) else None
