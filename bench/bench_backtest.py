@@ -1,0 +1,134 @@
+"""Benchmark of `xylen backtest`: the full pipeline and the EMA reference, figures as medians.
+
+    python bench/bench_backtest.py [--days 365] [--repeat 1]
+
+Runs on the shipped BTCUSDT 5m candles (2023-01-01 to 2024-05-14; a span longer than the data is
+cut to it, and said so): three small models trained on the candles before the span vote (predicted
+ahead), and the whole pipeline runs (ensemble, risk, order state machine, matching, settlement,
+journal); then the EMA 9/21 reference through the same engine and through backtesting.py.  Prints
+candles per second of each, µs per candle of each stage of the full pipeline, and the peak traced
+memory of the full pipeline for ``--days`` and for 3x ``--days`` (``--memory``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import sys
+import tempfile
+import time
+import tracemalloc
+from decimal import Decimal
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from backtest import settings  # noqa: E402
+from backtest.data import history_of, load_candles, load_funding_frame  # noqa: E402
+from backtest.ema import EmaCross, cross_signals  # noqa: E402
+from backtest.engine import RunOptions, run_backtest  # noqa: E402
+from backtest.votes import TrainSettings, VoteBook, trained_models  # noqa: E402
+
+DAY_MS = 86_400_000
+SYMBOL = "BTCUSDT"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--days", type=float, default=365.0)
+    parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--memory", action="store_true", help="also peak memory for --days and 3x --days")
+    args = parser.parse_args()
+    candles, funding_dir = load_candles(SYMBOL)
+    funding = load_funding_frame(funding_dir, SYMBOL)
+    ot = candles["open_time"].to_numpy(np.int64)
+    train_until = int(ot[0]) + 60 * DAY_MS  # the first 60 days train the models
+    end = min(int(ot[-1]), train_until + int(args.days * DAY_MS))
+    if end < train_until + int(args.days * DAY_MS):
+        print(
+            f"note: the shipped data ends before {args.days:g} days; the span is cut to {(end - train_until) / DAY_MS:.1f} days"
+        )
+    history = history_of(candles, SYMBOL, train_until, end, funding=funding)
+    n = history.stop - history.first
+    work = Path(tempfile.mkdtemp(prefix="bench-backtest-"))
+    before = candles[candles["open_time"] < train_until - 3_600_000].reset_index(drop=True)
+    book = VoteBook(trained_models(before, history, work, TrainSettings(rounds=40, seeds=(1, 2, 3))))
+    config = settings.with_models(settings.load(None, SYMBOL), book.model_ids)
+    full: list[float] = []
+    stages: dict[str, list[float]] = {}
+    for _ in range(args.repeat):
+        result = asyncio.run(run_backtest(config, history, votes=book, options=RunOptions(timing=False)))
+        full.append(result.meta["candles_per_s"])
+        timed = asyncio.run(run_backtest(config, history, votes=book, options=RunOptions(timing=True)))
+        for k, v in timed.stage_us.items():
+            stages.setdefault(k, []).append(v)
+    print(f"span: {n:,} candles of {SYMBOL} 5m ({n * 5 / 1440:.1f} days), {len(result.trades)} trades")
+    print(
+        f"full pipeline (3 models, ensemble, risk, orders, matching, settlement, journal): "
+        f"{statistics.median(full):,.0f} candles/s"
+    )
+    for k, v in stages.items():
+        print(f"  {k:<11} {statistics.median(v):10.1f} µs/candle")
+    signals = cross_signals(history.candles["close"].to_numpy())
+    signals[: history.first + 1] = 0
+    ours: list[float] = []
+    theirs: list[float] = []
+    for _ in range(args.repeat):
+        r = asyncio.run(run_backtest(config, history, strategy=EmaCross(signals, Decimal("0.01"))))
+        ours.append(r.meta["candles_per_s"])
+        theirs.append(_backtesting_py(history.span(), signals[history.first : history.stop]))
+    print(
+        f"EMA 9/21 reference, xylen backtest: {statistics.median(ours):,.0f} candles/s ({len(r.trades)} trades)"
+    )
+    print(f"EMA 9/21 reference, backtesting.py: {statistics.median(theirs):,.0f} candles/s")
+    if args.memory:
+        for days in (args.days, 3 * args.days):
+            stop = min(int(ot[-1]), train_until + int(days * DAY_MS))
+            h = history_of(candles, SYMBOL, train_until, stop, funding=funding)
+            b = VoteBook(
+                trained_models(before, h, work / f"m{days}", TrainSettings(rounds=40, seeds=(1, 2, 3)))
+            )
+            tracemalloc.start()
+            asyncio.run(run_backtest(config, h, votes=b))
+            peak = tracemalloc.get_traced_memory()[1]
+            tracemalloc.stop()
+            print(f"peak traced memory, {(h.stop - h.first) * 5 / 1440:.0f} days: {peak / 2**20:.1f} MiB")
+    return 0
+
+
+def _backtesting_py(span: pd.DataFrame, signals: np.ndarray) -> float:
+    from backtesting import Backtest, Strategy
+
+    frame = pd.DataFrame(
+        {
+            c.capitalize(): span[c].to_numpy() * (0.01 if c != "volume" else 1.0)
+            for c in ("open", "high", "low", "close", "volume")
+        },
+        index=pd.to_datetime(span["open_time"], unit="ms"),
+    )
+    frame["Signal"] = signals.astype(float)
+
+    class Cross(Strategy):  # type: ignore[misc]
+        def init(self) -> None:
+            self.signal = self.I(lambda: self.data.Signal, name="signal")
+
+        def next(self) -> None:
+            s = self.signal[-1]
+            if s > 0 and not self.position.is_long:
+                self.buy(size=1)
+            elif s < 0 and not self.position.is_short:
+                self.sell(size=1)
+
+    t0 = time.perf_counter()
+    Backtest(frame, Cross, cash=1_000_000, commission=0.0005, exclusive_orders=True).run()
+    return len(frame) / (time.perf_counter() - t0)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
