@@ -27,11 +27,11 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from backtest import settings  # noqa: E402
-from backtest.data import history_of, load_candles, load_funding_frame  # noqa: E402
-from backtest.ema import EmaCross, cross_signals  # noqa: E402
-from backtest.engine import RunOptions, run_backtest  # noqa: E402
-from backtest.votes import TrainSettings, VoteBook, trained_models  # noqa: E402
+from backtest import settings
+from backtest.data import history_of, load_candles, load_funding_frame
+from backtest.ema import EmaCross, cross_signals
+from backtest.engine import RunOptions, run_backtest
+from backtest.votes import TrainSettings, VoteBook, trained_models
 
 DAY_MS = 86_400_000
 SYMBOL = "BTCUSDT"
@@ -52,7 +52,8 @@ def main() -> int:
     end = min(int(ot[-1]), train_until + int(args.days * DAY_MS))
     if end < train_until + int(args.days * DAY_MS):
         print(
-            f"note: the shipped data ends before {args.days:g} days; the span is cut to {(end - train_until) / DAY_MS:.1f} days"
+            f"note: the shipped data ends before {args.days:g} days;"
+            f" the span is cut to {(end - train_until) / DAY_MS:.1f} days"
         )
     history = history_of(candles, SYMBOL, train_until, end, funding=funding)
     n = history.stop - history.first
@@ -84,7 +85,8 @@ def main() -> int:
         ours.append(r.meta["candles_per_s"])
         theirs.append(_backtesting_py(history.span(), signals[history.first : history.stop]))
     print(
-        f"EMA 9/21 reference, xylen backtest: {statistics.median(ours):,.0f} candles/s ({len(r.trades)} trades)"
+        f"EMA 9/21 reference, xylen backtest: {statistics.median(ours):,.0f} candles/s"
+        f" ({len(r.trades)} trades)"
     )
     print(f"EMA 9/21 reference, backtesting.py: {statistics.median(theirs):,.0f} candles/s")
     if args.memory:
