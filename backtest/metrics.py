@@ -17,6 +17,8 @@ baselines and any reference strategy are scored by the same code.
 * **Decision quality** (each model's ``p:<id>`` and the ensemble's ``probability`` against
   ``outcome``) reuses the training evaluation: AUC with a 95 % day-block bootstrap interval
   (fixed seed), log-loss and Brier beside those of the constant base rate, ECE over 15 bins.  The
+  interval is the evaluation's own resampling computed from day-pair counts
+  (:func:`day_pair_auc_interval`), so multi-year spans score in seconds.  The
   constant is the up share of all labelled decisions of the span: known only afterwards, so it is
   a demanding bar (a model must beat the best constant chosen in hindsight).
 * **Baselines** come from the candles with the run's own costs: buy & hold enters at the first
@@ -28,6 +30,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from dataclasses import replace
 from typing import Any, Final
 
 import numpy as np
@@ -42,6 +45,7 @@ DAY_MS: Final = 86_400_000
 YEAR_DAYS: Final = 365
 ENSEMBLE: Final = "ensemble"
 BOOT_SEED: Final = 0
+F64 = npt.NDArray[np.float64]
 HOLD: Final = "HOLD"
 
 
@@ -206,6 +210,71 @@ def refusals_by_reason(decisions: pd.DataFrame) -> dict[str, int]:
     return dict(sorted(counts.items()))
 
 
+def _day_pairs(pos: npt.NDArray[np.bool_], p: F64, day: npt.NDArray[np.intp], n_days: int) -> F64:
+    """``C[d, e]``: pairs (positive of day ``d``, negative of day ``e``) with the positive ranked
+    higher, ties counted half.  Rows are sorted by ``p`` once; a positive's tie group is the run
+    ``[lo, hi)`` of sorted rows equal to it, so for day ``e`` the negatives below it are those at
+    sorted positions before ``lo`` and its ties those in ``[lo, hi)`` (both a binary search over
+    day ``e``'s few negatives, with the positives' bounds already ascending)."""
+    order = np.argsort(p, kind="mergesort")
+    ps, pos_s, day_s = p[order], pos[order], day[order]
+    lo = np.searchsorted(ps, ps[pos_s], "left")
+    hi = np.searchsorted(ps, ps[pos_s], "right")
+    tied = bool(np.any(hi - lo > 1))  # some positive shares its probability with another row
+    pos_day = day_s[pos_s]
+    neg_at = np.flatnonzero(~pos_s)
+    neg_day = day_s[neg_at]
+    by_day = np.argsort(neg_day, kind="mergesort")
+    bounds = np.searchsorted(neg_day[by_day], np.arange(n_days + 1))
+    pairs = np.zeros((n_days, n_days))
+    for e in range(n_days):
+        at = neg_at[by_day[bounds[e] : bounds[e + 1]]]  # sorted positions of day e's negatives, ascending
+        if len(at):
+            below = np.searchsorted(at, lo, "left").astype(np.float64)
+            if tied:
+                below += 0.5 * (np.searchsorted(at, hi, "left") - below)
+            pairs[:, e] = np.bincount(pos_day, weights=below, minlength=n_days)
+    return pairs
+
+
+def day_pair_auc_interval(
+    y: npt.ArrayLike,
+    p: npt.ArrayLike,
+    ts: npt.ArrayLike,
+    n_boot: int = N_BOOT,
+    seed: int = BOOT_SEED,
+    level: float = 0.95,
+) -> tuple[float, float]:
+    """The training evaluation's day-block bootstrap AUC interval (same resamples from the same
+    seed, the same interval), computed in time that does not grow with rows per resample.
+
+    A resample weights every row of day ``d`` by how often ``d`` was drawn, ``w_d``; so the weighted
+    Mann-Whitney numerator is ``w' C w``, where ``C[d, e]`` counts the (positive of day ``d``,
+    negative of day ``e``) pairs ranked right (ties half), built once.  A year of 5m decisions
+    takes well under a second instead of seconds per model per hundred resamples.
+    """
+    yy, pp = np.asarray(y, dtype=np.float64), np.asarray(p, dtype=np.float64)
+    _, day = np.unique(np.asarray(ts, dtype=np.int64) // DAY_MS, return_inverse=True)
+    n_days = int(day.max()) + 1 if len(day) else 0
+    if n_days < 2:
+        return math.nan, math.nan
+    pos = yy > 0.5
+    pairs = _day_pairs(pos, pp, day, n_days)
+    positives = np.bincount(day, weights=pos.astype(np.float64), minlength=n_days)
+    negatives = np.bincount(day, weights=(~pos).astype(np.float64), minlength=n_days)
+    rng = np.random.default_rng(seed)
+    w = np.empty((n_boot, n_days))
+    for i in range(n_boot):  # drawn one resample at a time, as the training evaluation draws them
+        w[i] = np.bincount(rng.integers(0, n_days, n_days), minlength=n_days)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        values = ((w @ pairs) * w).sum(axis=1) / ((w @ positives) * (w @ negatives))
+    values = values[np.isfinite(values)]
+    if not len(values):
+        return math.nan, math.nan
+    tail = (1.0 - level) / 2.0
+    return float(np.quantile(values, tail)), float(np.quantile(values, 1.0 - tail))
+
+
 def decision_quality(result: BacktestResult, n_boot: int = N_BOOT) -> dict[str, ProbabilityReport]:
     """The ensemble's and each model's probabilities scored against the labelled outcomes."""
     d = result.decisions
@@ -218,8 +287,10 @@ def decision_quality(result: BacktestResult, n_boot: int = N_BOOT) -> dict[str, 
         p = d[column].to_numpy(dtype=np.float64)
         rows = labelled & np.isfinite(p)
         if rows.any():
-            ts = d["ts"].to_numpy(dtype=np.int64)[rows]
-            out[name] = evaluate(name, outcome[rows], p[rows], ts, base_rate, n_boot, BOOT_SEED)
+            y, ts = outcome[rows], d["ts"].to_numpy(dtype=np.int64)[rows]
+            report = evaluate(name, y, p[rows], ts, base_rate, n_boot=0)  # the interval: below
+            lo, hi = day_pair_auc_interval(y, p[rows], ts, n_boot, BOOT_SEED)
+            out[name] = replace(report, auc_lo=lo, auc_hi=hi)
     return out
 
 

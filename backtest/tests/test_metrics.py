@@ -14,6 +14,7 @@ from sklearn.metrics import brier_score_loss, log_loss, roc_auc_score
 from backtest import metrics
 from backtest.report import summary_json
 from backtest.result import DECISION_COLUMNS, EQUITY_COLUMNS, TRADE_COLUMNS, BacktestResult, Costs
+from model_server.training.evaluation import day_block_auc_interval
 
 DAY = 86_400_000
 T0 = 1_704_067_200_000  # 2024-01-01 00:00 UTC
@@ -257,3 +258,19 @@ def test_ece_over_fifteen_bins_by_hand() -> None:
     # bin of 0.1: |0.1 - 0.5| over 2 rows; bin of 0.9: |0.9 - 1| over 2 rows
     assert quality["ensemble"].ece == pytest.approx((0.4 * 2 + 0.1 * 2) / 4)
     assert math.isnan(quality["ensemble"].auc_lo)  # one day: no day-block interval
+
+
+def test_the_day_pair_interval_is_the_training_evaluations_interval() -> None:
+    rng = np.random.default_rng(11)
+    n = 3_000
+    ts = T0 + np.sort(rng.integers(0, 40 * DAY, n))
+    y = (rng.uniform(size=n) < 0.45).astype(float)
+    raw = np.clip(0.45 + 0.1 * (y - 0.45) + rng.normal(0, 0.15, n), 0, 1)
+    for p, seed in ((raw, 0), (np.round(raw, 2), 5)):  # distinct probabilities, then many ties
+        expected = day_block_auc_interval(y, p, ts, n_boot=300, seed=seed)
+        assert metrics.day_pair_auc_interval(y, p, ts, n_boot=300, seed=seed) == pytest.approx(
+            expected, abs=1e-12
+        )
+        assert expected[0] < expected[1]
+    one_class = np.zeros(n)
+    assert all(math.isnan(v) for v in metrics.day_pair_auc_interval(one_class, raw, ts, n_boot=50))
