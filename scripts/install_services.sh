@@ -23,6 +23,7 @@ Install Xylen's systemd units and what they need.
   -h, --help      this help
 
 Layout (PREFIX = /opt/xylen unless --prefix):
+  PREFIX/app      the sources the virtualenv runs (an editable install)
   PREFIX/venv     virtualenv running the services
   PREFIX/home     XYLEN_HOME: candles, models, feedback, xylen.db, backups, logs (the only
                   folder the services may write)
@@ -126,6 +127,30 @@ ensure_dirs() {
     system chown -R "$SERVICE_USER:$SERVICE_USER" "$PREFIX/home"
 }
 
+# the sources the virtualenv runs, copied to APP (replaced only when they differ: idempotent)
+APP_PARTS=(pyproject.toml README.md xylen coordinator model_server paper_exchange backtest)
+ensure_app() {
+    local app="$1" stage
+    stage="$(mktemp -d)"
+    tar -C "$SRC" --exclude=tests --exclude=__pycache__ --exclude='*.egg-info' --exclude=mac_services \
+        -cf - "${APP_PARTS[@]}" | tar -C "$stage" -xf -
+    if [[ -d "$app" ]] && diff -r -x '*.egg-info' -x __pycache__ -x build "$stage" "$app" >/dev/null 2>&1; then
+        say "sources $app unchanged"
+    elif [[ $DRY_RUN -eq 1 ]]; then
+        echo "would copy: the sources to $app"
+    else
+        rm -rf "$app.new"
+        mv "$stage" "$app.new"
+        chmod -R go-w "$app.new"
+        chmod 755 "$app.new"
+        rm -rf "$app"
+        mv "$app.new" "$app"
+        say "sources copied to $app"
+        return
+    fi
+    rm -rf "$stage"
+}
+
 ensure_venv() {
     if [[ -x "$PREFIX/venv/bin/python" ]]; then
         say "virtualenv $PREFIX/venv exists"
@@ -139,7 +164,8 @@ ensure_venv() {
         return
     fi
     run "$PREFIX/venv/bin/python" -m pip install --quiet --requirement "$SRC/$REQUIREMENTS"
-    run "$PREFIX/venv/bin/python" -m pip install --quiet --no-deps "$SRC"
+    # editable: the package's data files (SQL migrations, the dashboard build) stay beside the code
+    run "$PREFIX/venv/bin/python" -m pip install --quiet --no-deps --editable "$PREFIX/app"
 }
 
 # install_file SRC DEST MODE: copy a settings file only when DEST does not exist (edits are kept)
@@ -203,6 +229,7 @@ ensure_units() {
 say "role $ROLE into $PREFIX (units: $UNIT_DIR)$([[ $DRY_RUN -eq 1 ]] && echo ', dry run')"
 ensure_user
 ensure_dirs
+ensure_app "$PREFIX/app"
 ensure_venv
 ensure_settings
 ensure_units

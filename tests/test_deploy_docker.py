@@ -76,18 +76,22 @@ def test_python_images_are_multi_stage_slim_non_root_and_health_checked(name: st
     assert any(line.startswith("ENTRYPOINT ") for line in final)
     # the final stage gets the built venv and named files only: no source tree, no compilers, no pip
     copies = [line for line in final if line.startswith("COPY ")]
-    assert copies[0] == "COPY --from=build /opt/xylen/venv /opt/xylen/venv"
+    assert copies[0] == "COPY --from=build /opt/xylen /opt/xylen"  # the venv and the app it installs
     for line in copies[1:]:
         assert line.split()[1].startswith("deploy/docker/"), line
     final_text = " ".join(final)
     for tool in ("gcc", "build-essential", "apt-get install", "pip install"):
         assert tool not in final_text, tool
     assert "pip uninstall --yes pip" in " ".join(build)
-    # what the build stage copies exists in the repository
+    # what the build stage copies exists in the repository; every package goes into the app
     for line in build:
         if line.startswith("COPY ") and "--from" not in line:
             for src in line.split()[1:-1]:
                 assert (REPO / src).exists(), f"{name}: COPY {src} names nothing"
+    copied = {line.split()[1] for line in build if line.startswith("COPY ") and "/opt/xylen/app/" in line}
+    packages = {"xylen", "coordinator", "model_server", "paper_exchange", "backtest"}
+    assert copied >= packages, packages - copied
+    assert any("pip install --no-deps --editable /opt/xylen/app" in line for line in build)
 
 
 def test_dashboard_image_builds_with_node_and_serves_with_unprivileged_nginx() -> None:
@@ -170,7 +174,6 @@ def test_dockerignore_keeps_data_secrets_venv_and_node_modules_out() -> None:
         "market-data/x.feather",
         ".git/HEAD",
         "dashboard/node_modules/react/index.js",
-        "dashboard/dist/index.html",
         "model_server/tests/test_x.py",
         "tests/test_demo.py",
         "xylen/__pycache__/a.pyc",
@@ -192,6 +195,8 @@ def test_dockerignore_keeps_data_secrets_venv_and_node_modules_out() -> None:
         "model_server/models.env.example",
         "dashboard/package.json",
         "dashboard/src/main.tsx",
+        "coordinator/dashboard_dist/index.html",  # the coordinator serves the committed build
+        "coordinator/storage/migrations/0001_orders.sql",
     ]
     assert [p for p in out if not docker_ignored(patterns, p)] == []
     assert [p for p in kept if docker_ignored(patterns, p)] == []

@@ -137,7 +137,10 @@ def test_second_install_changes_nothing_and_uninstall_removes_the_agents(
     )  # fmt: skip
     assert again.returncode == 0, again.stderr
     assert {p: p.stat().st_mtime_ns for p in agents.iterdir()} == before
-    assert again.stdout.count("unchanged") == len(NAMES) and "written" not in again.stdout
+    assert (
+        again.stdout.count("unchanged") == len(NAMES) + 1 and "written" not in again.stdout
+    )  # + the sources
+    assert (root / "app" / "coordinator" / "storage" / "migrations").is_dir()
 
     copy = tmp_path / "agents"
     shutil.copytree(agents, copy)

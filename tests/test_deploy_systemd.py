@@ -149,6 +149,10 @@ def test_secrets_come_from_a_file_systemd_reads_and_the_models_env_example_loads
 def test_install_script_builds_the_tree_and_a_second_run_changes_nothing(installed: Path) -> None:
     etc = installed / "etc"
     assert (installed / "venv" / "bin" / "python").exists()
+    app = installed / "app"  # the sources the venv installs editable, with their data files
+    assert (app / "pyproject.toml").is_file() and (app / "model_server" / "app.py").is_file()
+    assert sorted((app / "coordinator" / "storage" / "migrations").glob("*.sql"))
+    assert not list(app.rglob("tests")) and not list(app.rglob("__pycache__"))
     assert (installed / "home" / "models").is_dir() and (installed / "home" / "logs").is_dir()
     assert {p.name for p in etc.iterdir()} == {"models.env", "xylen.env", "config.yaml", "secrets.env"}
     assert (etc / "secrets.env").stat().st_mode & 0o777 == 0o600
@@ -163,7 +167,8 @@ def test_install_script_builds_the_tree_and_a_second_run_changes_nothing(install
     after = {p: p.stat().st_mtime_ns for p in installed.rglob("*") if p.is_file() and "venv" not in p.parts}
     assert after == before, "a second run rewrote files"
     assert (etc / "models.env").read_text() == "PORT=8011\n"
-    assert "written" not in again.stdout and again.stdout.count("unchanged") == len(unit_files(UNITS_DIR))
+    assert "written" not in again.stdout and again.stdout.count("unit ") == len(unit_files(UNITS_DIR))
+    assert again.stdout.count("unchanged") == len(unit_files(UNITS_DIR)) + 1  # the units and the sources
     assert "useradd" in again.stdout and "skipped (prefix install)" in again.stdout
 
 

@@ -10,13 +10,15 @@ RUN python -m venv /opt/xylen/venv
 COPY requirements/lock.txt requirements/lock.txt
 COPY coordinator/requirements.txt coordinator/requirements.txt
 RUN /opt/xylen/venv/bin/pip install --requirement coordinator/requirements.txt
-COPY pyproject.toml README.md ./
-COPY xylen xylen
-COPY model_server model_server
-COPY coordinator coordinator
-COPY paper_exchange paper_exchange
-COPY backtest backtest
-RUN /opt/xylen/venv/bin/pip install --no-deps . \
+# Xylen itself: an editable install of the source copied to /opt/xylen/app, so that the package's
+# data files (SQL migrations, the dashboard build) are where the code looks for them
+COPY pyproject.toml README.md /opt/xylen/app/
+COPY xylen /opt/xylen/app/xylen
+COPY model_server /opt/xylen/app/model_server
+COPY coordinator /opt/xylen/app/coordinator
+COPY paper_exchange /opt/xylen/app/paper_exchange
+COPY backtest /opt/xylen/app/backtest
+RUN /opt/xylen/venv/bin/pip install --no-deps --editable /opt/xylen/app \
     && /opt/xylen/venv/bin/pip uninstall --yes pip
 
 FROM ${PYTHON_IMAGE}
@@ -24,7 +26,7 @@ RUN groupadd --system --gid 10001 xylen \
     && useradd --system --uid 10001 --gid xylen --home-dir /var/lib/xylen --shell /usr/sbin/nologin xylen \
     && mkdir -p /var/lib/xylen /etc/xylen \
     && chown xylen:xylen /var/lib/xylen
-COPY --from=build /opt/xylen/venv /opt/xylen/venv
+COPY --from=build /opt/xylen /opt/xylen
 COPY deploy/docker/healthcheck.py /opt/xylen/healthcheck.py
 ENV PATH=/opt/xylen/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \

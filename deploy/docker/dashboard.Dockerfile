@@ -1,5 +1,6 @@
 # syntax=docker/dockerfile:1
-# Xylen dashboard: the static build of dashboard/ (npm run build) served by an unprivileged nginx.
+# Xylen dashboard: the static build of dashboard/ (npm run build, which writes
+# coordinator/dashboard_dist) served by an unprivileged nginx.
 # Build from the repository root: docker build -f deploy/docker/dashboard.Dockerfile -t xylen/dashboard .
 ARG NODE_IMAGE=node:20-bookworm-slim
 ARG NGINX_IMAGE=nginxinc/nginx-unprivileged:1.27-alpine
@@ -13,7 +14,7 @@ RUN npm run build
 
 FROM ${NGINX_IMAGE}
 COPY deploy/docker/dashboard-nginx.conf /etc/nginx/conf.d/default.conf
-COPY --from=build /src/dashboard/dist /usr/share/nginx/html
+COPY --from=build /src/coordinator/dashboard_dist /usr/share/nginx/html
 USER 101:101
 EXPOSE 8080
 HEALTHCHECK --interval=15s --timeout=5s --start-period=10s --retries=3 \

@@ -16,8 +16,10 @@ TIMEOUT_S = 3.0
 
 
 def healthy(url: str, accepted: set[str]) -> bool:
+    if not url.startswith(("http://", "https://")):
+        return False
     try:
-        with urllib.request.urlopen(url, timeout=TIMEOUT_S) as resp:
+        with urllib.request.urlopen(url, timeout=TIMEOUT_S) as resp:  # nosec B310 # http(s) only, checked above
             if not 200 <= resp.status < 300:
                 return False
             body = resp.read()

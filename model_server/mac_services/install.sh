@@ -10,7 +10,8 @@ Usage: model_server/mac_services/install.sh [options]
 
   --role ROLE         model-server (model server, data collector, continuous trainer),
                       coordinator, or all (default: model-server)
-  --prefix DIR        install root (default: $HOME/xylen): DIR/venv, DIR/home (XYLEN_HOME),
+  --prefix DIR        install root (default: $HOME/xylen): DIR/app (the sources), DIR/venv,
+                      DIR/home (XYLEN_HOME),
                       DIR/etc (models.env, config.yaml, secrets.env mode 600), DIR/logs
   --agents-dir DIR    where the plists go (default: $HOME/Library/LaunchAgents). Given
                       explicitly, launchctl is not called (a staging or test install)
@@ -86,6 +87,30 @@ escape() {
     printf '%s' "$value" | sed -e 's/[\\|&]/\\&/g'
 }
 
+# the sources the virtualenv runs, copied to APP (replaced only when they differ: idempotent)
+APP_PARTS=(pyproject.toml README.md xylen coordinator model_server paper_exchange backtest)
+ensure_app() {
+    local app="$1" stage
+    stage="$(mktemp -d)"
+    tar -C "$SRC" --exclude=tests --exclude=__pycache__ --exclude='*.egg-info' --exclude=mac_services \
+        -cf - "${APP_PARTS[@]}" | tar -C "$stage" -xf -
+    if [[ -d "$app" ]] && diff -r -x '*.egg-info' -x __pycache__ -x build "$stage" "$app" >/dev/null 2>&1; then
+        say "sources $app unchanged"
+    elif [[ $DRY_RUN -eq 1 ]]; then
+        echo "would copy: the sources to $app"
+    else
+        rm -rf "$app.new"
+        mv "$stage" "$app.new"
+        chmod -R go-w "$app.new"
+        chmod 755 "$app.new"
+        rm -rf "$app"
+        mv "$app.new" "$app"
+        say "sources copied to $app"
+        return
+    fi
+    rm -rf "$stage"
+}
+
 install_file() {
     if [[ -e "$2" ]]; then
         say "kept $2"
@@ -99,6 +124,7 @@ for dir in "$ROOT" "$ROOT/etc" "$ROOT/home" "$ROOT/home/models" "$ROOT/logs" "$A
 done
 run chmod 700 "$ROOT/home"
 
+ensure_app "$ROOT/app"
 if [[ -x "$ROOT/venv/bin/python" ]]; then
     say "virtualenv $ROOT/venv exists"
 elif [[ $SKIP_PIP -eq 1 ]]; then
@@ -108,7 +134,7 @@ else
 fi
 if [[ $SKIP_PIP -eq 0 ]]; then
     run "$ROOT/venv/bin/python" -m pip install --quiet --requirement "$SRC/$REQUIREMENTS"
-    run "$ROOT/venv/bin/python" -m pip install --quiet --no-deps "$SRC"
+    run "$ROOT/venv/bin/python" -m pip install --quiet --no-deps --editable "$ROOT/app"
 fi
 
 install_file "$SRC/model_server/models.env.example" "$ROOT/etc/models.env" 644
