@@ -37,14 +37,13 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 
-from coordinator.ensemble.calibration import EPS, ModelCalibration, clip_prob
+from coordinator.ensemble.calibration import EPS, ModelCalibration, clip_prob, interp_one, shrink
 from coordinator.ensemble.ev import Costs
 from coordinator.ensemble.gating import log_odds_average, weighted_disagreement
 from coordinator.ensemble.meta import MetaLearner, MetaRow, meta_features
 from coordinator.ensemble.pool import PoolCalibration, PoolQuality, PoolRecord, QualitySnapshot
-from coordinator.ensemble.resolve import DecisionParams, resolve
+from coordinator.ensemble.resolve import DecisionParams, resolve_fields
 from coordinator.ensemble.store import (
     BASE_ROW,
     POOL_ROW,
@@ -55,25 +54,19 @@ from coordinator.ensemble.store import (
     RefitRow,
 )
 from coordinator.ensemble.tracking import ModelStats, ModelTracker, snapshot
-from coordinator.ensemble.types import Decision, Market, Outcome, Vote, WeightedVote
-from coordinator.ensemble.weighting import BASE_RATE, MS_PER_HOUR, BayesianWeights
+from coordinator.ensemble.types import (
+    Decision,
+    Market,
+    Outcome,
+    Vote,
+    make_decision,
+    make_weighted_vote,
+)
+from coordinator.ensemble.weighting import MS_PER_HOUR, BayesianWeights
 from xylen.config.schema import EnsembleConfig, TradingConfig, XylenConfig
 from xylen.probability import logit, sigmoid
 
 META_TARGET = "_meta"
-
-
-@dataclass(frozen=True, slots=True)
-class Group:
-    """The usable votes of one model (one vote, or twins sharing a fingerprint)."""
-
-    key: str
-    votes: tuple[Vote, ...]
-    prior: float
-
-    @property
-    def prob_raw(self) -> float:
-        return math.fsum(v.prob_up for v in self.votes) / len(self.votes)
 
 
 class Ensemble:
@@ -105,6 +98,18 @@ class Ensemble:
         self.window = window
         self.history_interval_ms = history_interval_ms
         self.refit_ms = int(config.calibration_refit_hours * MS_PER_HOUR)
+        self._log_odds = config.pooling == "log_odds"
+        self._meta_learner = config.meta_learner
+        self._params = DecisionParams(
+            quorum=config.quorum,
+            min_edge=config.min_edge,
+            max_disagreement=config.max_disagreement,
+            costs_bps=self.costs.total_bps,
+            horizon_ms=self.horizon_ms,
+            stop_atr_multiple=self.stop_atr_multiple,
+            take_profit_atr_multiple=self.take_profit_atr_multiple,
+            bracket_odds=bracket_odds,
+        )
         self.weighting = BayesianWeights(
             priors,
             half_life_hours=config.weight_half_life_hours,
@@ -205,79 +210,118 @@ class Ensemble:
         """The configured prior of a server (``default_prior`` for one not in the config)."""
         return self.priors.get(server_id, self.default_prior)
 
-    def _groups(self, votes: Sequence[Vote]) -> list[Group]:
-        """The usable votes (first per server, finite, server not muted) merged per model key."""
-        seen: set[str] = set()
-        grouped: dict[str, list[Vote]] = {}
-        for vote in votes:
-            if vote.model_id in seen or not vote.usable or self.server_prior(vote.model_id) <= 0.0:
-                continue
-            seen.add(vote.model_id)
-            grouped.setdefault(vote.key, []).append(vote)
-        return [
-            Group(key, tuple(vs), max(self.server_prior(v.model_id) for v in vs))
-            for key, vs in grouped.items()
-        ]
-
     def _pool(
-        self, keys: Sequence[str], probs: Sequence[float], priors: Mapping[str, float]
-    ) -> tuple[float, dict[str, float]]:
-        """The pooled log-odds ``z`` of calibrated ``probs`` of models ``keys`` and the weights used.
+        self, keys: Sequence[str], probs: Sequence[float], priors: Sequence[float]
+    ) -> tuple[float, list[float], float]:
+        """The pooled log-odds ``z`` of calibrated ``probs`` of models ``keys`` (with ``priors``), the
+        models' weights in the order of ``keys`` and the base rate's weight.
 
-        ``pooling: skill``: the base rate is a member of the pool; ``pooling: log_odds``: the
-        weights are renormalised over the models that voted (the base rate's weight is 0).
+        The weights are :meth:`BayesianWeights.weights` over ``keys`` with the given priors, computed
+        here without the dictionaries.  ``pooling: skill``: the base rate is a member of the pool;
+        ``pooling: log_odds``: the weights are renormalised over the models that voted (the base
+        rate's weight is 0).  ``probs`` are calibrated, so already within ``[EPS, 1 - EPS]``: their
+        log-odds need no clipping.
         """
-        weights = self.weighting.weights(keys, priors)
-        if self.config.pooling == "log_odds":
-            total = math.fsum(weights[k] for k in keys)
-            weights = {k: (weights[k] / total if total > 0.0 else 0.0) for k in keys}
-            weights[BASE_RATE] = 0.0
-            return math.fsum(weights[k] * logit(q, EPS) for k, q in zip(keys, probs, strict=True)), weights
-        base = self.weighting.base_rate
-        z = math.fsum(weights[k] * logit(q, EPS) for k, q in zip(keys, probs, strict=True))
-        z += weights[BASE_RATE] * logit(base, EPS)
-        return z, weights
+        weighting = self.weighting
+        models = weighting.models
+        scale = weighting.new_model_prior
+        rate = weighting.learning_rate
+        logs: list[float] = []
+        for key, prior in zip(keys, priors, strict=True):
+            if prior <= 0.0:
+                logs.append(-math.inf)
+                continue
+            state = models.get(key)
+            logs.append(math.log(prior * scale) - rate * (state.loss if state is not None else 0.0))
+        logs.append(0.0)  # the base rate
+        top = max(logs)
+        raw = [math.exp(v - top) for v in logs]
+        total = math.fsum(raw)
+        weights = [r / total for r in raw]
+        base_weight = weights.pop()
+        if self._log_odds:
+            total = math.fsum(weights)
+            weights = [w / total if total > 0.0 else 0.0 for w in weights]
+            z = math.fsum([w * math.log(q / (1.0 - q)) for w, q in zip(weights, probs, strict=True)])
+            return z, weights, 0.0
+        z = math.fsum([w * math.log(q / (1.0 - q)) for w, q in zip(weights, probs, strict=True)])
+        z += base_weight * logit(weighting.base_rate, EPS)
+        return z, weights, base_weight
 
     def _answer(self, z: float) -> float:
         """The probability of pooled log-odds ``z``: recalibrated (``skill``) or as is (``log_odds``)."""
-        if self.config.pooling == "log_odds":
+        if self._log_odds:
             return clip_prob(sigmoid(z))
         return self.pool_calibration(z)
 
     @property
     def params(self) -> DecisionParams:
-        """The config values :meth:`decide` uses now (logged with every decision)."""
-        return DecisionParams(
-            quorum=self.config.quorum,
-            min_edge=self.config.min_edge,
-            max_disagreement=self.config.max_disagreement,
-            costs_bps=self.costs.total_bps,
-            horizon_ms=self.horizon_ms,
-            stop_atr_multiple=self.stop_atr_multiple,
-            take_profit_atr_multiple=self.take_profit_atr_multiple,
-            bracket_odds=self.bracket_odds,
-        )
+        """The config values :meth:`decide` uses (logged with every decision; fixed at construction)."""
+        return self._params
 
     def decide(self, votes: Sequence[Vote], market: Market) -> Decision:
-        """The decision for one heartbeat (reads state only)."""
-        groups = self._groups(votes)
-        keys = [g.key for g in groups]
-        group_probs = [self.calibrate(g.key, g.prob_raw) for g in groups]
-        z, weight_map = self._pool(keys, group_probs, {g.key: g.prior for g in groups})
+        """The decision for one heartbeat (reads state only).
+
+        The steps of the module docstring, written for the per-candle path (a backtest calls it once
+        per candle): plain lists and floats, no objects but the answer.
+        """
+        priors = self.priors
+        default_prior = self.default_prior
+        seen: set[str] = set()
+        grouped: dict[str, list[Vote]] = {}  # model key -> its usable votes (twins share a key)
+        group_prior: dict[str, float] = {}  # model key -> the largest prior of its servers
+        for vote in votes:
+            server = vote.model_id
+            prob = vote.prob_up
+            prior = priors.get(server, default_prior)
+            if server in seen or not 0.0 <= prob <= 1.0 or prior <= 0.0:  # NaN and inf fail the range
+                continue
+            seen.add(server)
+            key = vote.fingerprint or server
+            members = grouped.get(key)
+            if members is None:
+                grouped[key] = [vote]
+                group_prior[key] = prior
+            else:
+                members.append(vote)
+                group_prior[key] = max(group_prior[key], prior)
+        keys = list(grouped)
+        calibrations = self.calibrations
+        group_probs: list[float] = []
+        for key, members in grouped.items():
+            if len(members) == 1:
+                raw = float(members[0].prob_up)  # what the mean of one vote gives
+            else:
+                raw = math.fsum(v.prob_up for v in members) / len(members)
+            cal = calibrations.get(key)
+            if cal is None:
+                group_probs.append(shrink(raw, self.config.uncalibrated_shrink))
+            elif cal.calibrator is None:
+                group_probs.append(shrink(raw, cal.shrink_factor))
+            else:
+                fitted = cal.calibrator
+                group_probs.append(clip_prob(interp_one(raw, fitted.xs, fitted.ys)))
+        z, group_weights, base_weight = self._pool(keys, group_probs, list(group_prior.values()))
         p = self._answer(z)
-        usable: list[Vote] = []
-        probs: list[float] = []
-        weights: list[float] = []
-        for g, q in zip(groups, group_probs, strict=True):
-            for v in g.votes:  # twins split their model's weight
-                usable.append(v)
-                probs.append(q)
-                weights.append(weight_map[g.key] / len(g.votes))
+        usable: list[Vote]
+        probs: list[float]
+        weights: list[float]
+        if len(seen) == len(keys):  # no twins: one vote per model
+            usable = [members[0] for members in grouped.values()]
+            probs, weights = group_probs, group_weights
+        else:
+            usable, probs, weights = [], [], []
+            for members, q, w in zip(grouped.values(), group_probs, group_weights, strict=True):
+                share = w / len(members)  # twins split their model's weight
+                for v in members:
+                    usable.append(v)
+                    probs.append(q)
+                    weights.append(share)
         disagreement = weighted_disagreement(probs, weights)
-        source = "pool" if self.config.pooling == "skill" else "log_odds"
-        if self.config.pooling == "log_odds" and usable:  # exactly what the journal recomputes
+        source = "log_odds" if self._log_odds else "pool"
+        if self._log_odds and usable:  # exactly what the journal recomputes
             p = log_odds_average(probs, weights)
-        if self.config.meta_learner and self.meta.active and usable:
+        if self._meta_learner and self.meta.active and usable:
             row = meta_features(
                 self.meta.model_ids,
                 dict(zip(keys, group_probs, strict=True)),
@@ -288,26 +332,30 @@ class Ensemble:
             )
             p = self.meta.predict(row)
             source = "meta"
-        legs = ((v.stop_loss, v.take_profit, w) for v, w in zip(usable, weights, strict=True))
-        r = resolve(p, disagreement, len(groups), legs, market, self.params)
-        return Decision(
-            timestamp_ms=market.timestamp_ms,
-            action=r.action,
-            probability=r.probability,
-            confidence=r.confidence,
-            expected_value_bps=r.expected_value_bps,
-            size_fraction=r.size_fraction,
-            stop_loss=r.stop_loss,
-            take_profit=r.take_profit,
-            votes=tuple(
-                WeightedVote(v.model_id, v.prob_up, q, w)
-                for v, q, w in zip(usable, probs, weights, strict=True)
+        legs = [(v.stop_loss, v.take_profit, w) for v, w in zip(usable, weights, strict=True)]
+        action, p, confidence, ev, size, stop, take, disagreement, reasons = resolve_fields(
+            p, disagreement, len(keys), legs, market, self._params
+        )
+        return make_decision(
+            market.timestamp_ms,
+            action,
+            p,
+            confidence,
+            ev,
+            size,
+            stop,
+            take,
+            tuple(
+                [
+                    make_weighted_vote(v.model_id, v.prob_up, q, w)
+                    for v, q, w in zip(usable, probs, weights, strict=True)
+                ]
             ),
-            reasons=r.reasons,
-            disagreement=r.disagreement,
-            source=source,
-            base_weight=weight_map[BASE_RATE],
-            quality=self.quality_snapshot,
+            reasons,
+            disagreement,
+            source,
+            base_weight,
+            self.quality_snapshot,
         )
 
     # ------------------------------------------------------------------ observe
@@ -326,12 +374,11 @@ class Ensemble:
         calibrated = {k: self._calibration(k)(p) for k, p in raw.items()}
         ids = [k for k in calibrated if priors[k] > 0.0]
         probs = [calibrated[k] for k in ids]
-        z, weight_map = self._pool(ids, probs, priors)
+        z, weights, _ = self._pool(ids, probs, [priors[k] for k in ids])
         pooled = self._answer(z)
         base = self.weighting.base_rate
         self.pool_quality.add(PoolRecord(z, pooled, base, label))
         self._refit_pool()
-        weights = [weight_map[k] for k in ids]
         meta_row = MetaRow(
             t,
             {k: calibrated[k] for k in ids},
@@ -381,8 +428,8 @@ class Ensemble:
             )
 
     def _refit_pool(self) -> None:
-        records = self.pool_quality.records
-        self.pool_calibration.fit((r.z for r in records), (r.label for r in records))
+        z, _, _, labels = self.pool_quality.columns()
+        self.pool_calibration.fit(z, labels)
         self.quality_snapshot = self.pool_quality.snapshot(self.pool_calibration)
 
     def _refit_calibrators(self, t: int, raw: Mapping[str, float]) -> list[RefitRow]:

@@ -40,8 +40,9 @@ def weighted_disagreement(probs: Sequence[float], weights: Sequence[float]) -> f
     total = math.fsum(weights)
     if total <= 0.0:
         return 0.0
-    mean = math.fsum(w * q for q, w in zip(probs, weights, strict=True)) / total
-    var = math.fsum(w * (q - mean) ** 2 for q, w in zip(probs, weights, strict=True)) / total
+    pairs = list(zip(probs, weights, strict=True))
+    mean = math.fsum([w * q for q, w in pairs]) / total
+    var = math.fsum([w * (q - mean) ** 2 for q, w in pairs]) / total
     return math.sqrt(max(0.0, var))
 
 

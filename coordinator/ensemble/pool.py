@@ -18,7 +18,6 @@ to the constant's log-loss and Brier on the same outcomes.
 from __future__ import annotations
 
 import math
-from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -29,6 +28,7 @@ from coordinator.ensemble.calibration import EPS, expected_calibration_error
 from xylen.probability import sigmoid
 
 ECE_BINS = 15
+FloatArray = NDArray[np.float64]
 NEWTON_STEPS = 8
 MAX_LOGIT = math.log((1.0 - EPS) / EPS)
 
@@ -47,10 +47,10 @@ class PoolCalibration:
         x = max(-MAX_LOGIT, min(MAX_LOGIT, self.a + self.b * z))
         return min(1.0 - EPS, max(EPS, sigmoid(x)))
 
-    def fit(self, z: Iterable[float], labels: Iterable[int]) -> None:
+    def fit(self, z: Iterable[float] | FloatArray, labels: Iterable[int] | FloatArray) -> None:
         """Refit ``a`` and ``b`` on the window (time order does not matter: every point weighs 1)."""
-        zs = np.fromiter(z, dtype=np.float64)
-        ys = np.fromiter(labels, dtype=np.float64)
+        zs = _floats(z)
+        ys = _floats(labels)
         self.n = len(zs)
         if self.n == 0:
             self.a, self.b = 0.0, 1.0
@@ -116,6 +116,13 @@ def _log_loss(p: NDArray[np.float64], y: NDArray[np.float64]) -> float:
     return float(-np.mean(y * np.log(q) + (1.0 - y) * np.log1p(-q)))
 
 
+def _floats(values: Iterable[float] | FloatArray) -> FloatArray:
+    """``values`` as a float64 array (an array of float64 is used as it is, not copied)."""
+    if isinstance(values, np.ndarray) and values.dtype == np.float64:
+        return values
+    return np.fromiter(values, dtype=np.float64)
+
+
 @dataclass(slots=True)
 class PoolRecord:
     """One outcome of the ensemble: pooled log-odds, answered probability, base rate, label."""
@@ -127,22 +134,57 @@ class PoolRecord:
 
 
 class PoolQuality:
-    """The window of the ensemble's recent outcomes and the figures computed from it."""
+    """The window of the ensemble's recent outcomes and the figures computed from it.
+
+    The window is kept as four float64 columns (``z``, probability, base rate, label) in a ring
+    written twice, at ``i`` and ``i + window``, so the window in time order is always one
+    contiguous slice (:meth:`columns`): each outcome costs a few stores, and a refit reads the
+    columns directly instead of gathering them from ``window`` objects.
+    """
 
     def __init__(self, window: int) -> None:
-        self.records: deque[PoolRecord] = deque(maxlen=window)
+        self.window = window
+        self._data = np.zeros((4, 2 * window), dtype=np.float64)
+        self._n = 0
+        self._next = 0
+
+    def __len__(self) -> int:
+        return self._n
 
     def add(self, record: PoolRecord) -> None:
-        self.records.append(record)
+        i = self._next
+        j = i + self.window
+        data = self._data
+        data[0, i] = data[0, j] = record.z
+        data[1, i] = data[1, j] = record.prob
+        data[2, i] = data[2, j] = record.base
+        data[3, i] = data[3, j] = record.label
+        self._next = (i + 1) % self.window
+        if self._n < self.window:
+            self._n += 1
+
+    def columns(self) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray]:
+        """``(z, prob, base, label)`` of the window, oldest first (read-only views)."""
+        start = 0 if self._n < self.window else self._next
+        view = self._data[:, start : start + self._n]
+        view.flags.writeable = False
+        return view[0], view[1], view[2], view[3]
+
+    @property
+    def records(self) -> list[PoolRecord]:
+        """The window as records, oldest first (built on each call: for reports, not the hot path)."""
+        z, prob, base, label = self.columns()
+        return [
+            PoolRecord(float(zi), float(pi), float(bi), int(yi))
+            for zi, pi, bi, yi in zip(z, prob, base, label, strict=True)
+        ]
 
     def snapshot(self, calibration: PoolCalibration) -> QualitySnapshot:
-        n = len(self.records)
+        n = self._n
         if n == 0:
             nan = math.nan
             return QualitySnapshot(0, nan, nan, nan, nan, nan, calibration.a, calibration.b)
-        p = np.fromiter((r.prob for r in self.records), dtype=np.float64, count=n)
-        base = np.fromiter((r.base for r in self.records), dtype=np.float64, count=n)
-        y = np.fromiter((r.label for r in self.records), dtype=np.float64, count=n)
+        _, p, base, y = self.columns()
         return QualitySnapshot(
             n=n,
             log_loss=_log_loss(p, y),

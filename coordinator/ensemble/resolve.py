@@ -112,10 +112,29 @@ def resolve(
     params: DecisionParams,
 ) -> Resolved:
     """The decision for probability ``p`` (of up) given the votes' ``(stop, take-profit, weight)`` legs."""
+    return Resolved(*resolve_fields(p, disagreement, n_votes, legs, market, params))
+
+
+ResolvedFields = tuple[
+    Action, float, float, float, float, float | None, float | None, float, tuple[HoldReason, ...]
+]
+""":class:`Resolved`'s fields in order (what :meth:`Ensemble.decide` unpacks without the object)."""
+
+
+def resolve_fields(
+    p: float,
+    disagreement: float,
+    n_votes: int,
+    legs: Iterable[tuple[float | None, float | None, float]],
+    market: Market,
+    params: DecisionParams,
+) -> ResolvedFields:
+    """:func:`resolve` as a plain tuple in :class:`Resolved`'s field order (the one computation)."""
     long = p >= 0.5
     p_dir = p if long else 1.0 - p
+    price = market.price
     bracket = bracket_bps(
-        legs, market.price, market.atr_bps, params.stop_atr_multiple, params.take_profit_atr_multiple
+        legs, price, market.atr_bps, params.stop_atr_multiple, params.take_profit_atr_multiple
     )
     ev = math.nan
     size = 0.0
@@ -125,8 +144,8 @@ def resolve(
         ev = _ev_bps(p_dir, long, sl_bps, tp_bps, market, params)
         size = kelly_fraction(p_dir, tp_bps, sl_bps, bracket_odds=params.bracket_odds)
         sign = 1.0 if long else -1.0
-        stop = market.price * (1.0 - sign * sl_bps / 1e4)
-        take = market.price * (1.0 + sign * tp_bps / 1e4)
+        stop = price * (1.0 - sign * sl_bps / 1e4)
+        take = price * (1.0 + sign * tp_bps / 1e4)
     reasons = gate(
         n_votes=n_votes,
         quorum=params.quorum,
@@ -137,14 +156,6 @@ def resolve(
         has_bracket=bracket is not None,
         ev_bps=ev,
     )
-    return Resolved(
-        action=Action.HOLD if reasons else (Action.LONG if long else Action.SHORT),
-        probability=p,
-        confidence=p_dir,
-        expected_value_bps=ev,
-        size_fraction=0.0 if reasons else size,
-        stop_loss=stop,
-        take_profit=take,
-        disagreement=disagreement,
-        reasons=reasons,
-    )
+    if reasons:
+        return Action.HOLD, p, p_dir, ev, 0.0, stop, take, disagreement, reasons
+    return (Action.LONG if long else Action.SHORT), p, p_dir, ev, size, stop, take, disagreement, reasons

@@ -173,6 +173,84 @@ class Decision:
         }
 
 
+def _slot_setters(cls: Any) -> tuple[Any, ...]:
+    return tuple(cls.__dict__[name].__set__ for name in cls.__slots__)
+
+
+_new = object.__new__
+_VOTE_SLOTS = _slot_setters(WeightedVote)
+_DECISION_SLOTS = _slot_setters(Decision)
+
+
+def make_weighted_vote(model_id: str, prob_raw: float, prob_calibrated: float, weight: float) -> WeightedVote:
+    """``WeightedVote(model_id, prob_raw, prob_calibrated, weight)``, built at half the cost.
+
+    The frozen dataclass's generated ``__init__`` sets each field through ``object.__setattr__``;
+    this sets the same slots through their descriptors (the ensemble builds one per vote per
+    decision).  The result is an ordinary, equal instance.
+    """
+    vote = _new(WeightedVote)
+    set_model, set_raw, set_calibrated, set_weight = _VOTE_SLOTS
+    set_model(vote, model_id)
+    set_raw(vote, prob_raw)
+    set_calibrated(vote, prob_calibrated)
+    set_weight(vote, weight)
+    return vote
+
+
+(
+    _set_timestamp,
+    _set_action,
+    _set_probability,
+    _set_confidence,
+    _set_ev,
+    _set_size,
+    _set_stop,
+    _set_take,
+    _set_votes,
+    _set_reasons,
+    _set_disagreement,
+    _set_source,
+    _set_base_weight,
+    _set_quality,
+) = _DECISION_SLOTS
+
+
+def make_decision(
+    timestamp_ms: int,
+    action: Action,
+    probability: float,
+    confidence: float,
+    expected_value_bps: float,
+    size_fraction: float,
+    stop_loss: float | None,
+    take_profit: float | None,
+    votes: tuple[WeightedVote, ...],
+    reasons: tuple[HoldReason, ...],
+    disagreement: float,
+    source: str,
+    base_weight: float,
+    quality: QualitySnapshot | None,
+) -> Decision:
+    """``Decision(...)`` with every field given, built like :func:`make_weighted_vote` (half the cost)."""
+    d = _new(Decision)
+    _set_timestamp(d, timestamp_ms)
+    _set_action(d, action)
+    _set_probability(d, probability)
+    _set_confidence(d, confidence)
+    _set_ev(d, expected_value_bps)
+    _set_size(d, size_fraction)
+    _set_stop(d, stop_loss)
+    _set_take(d, take_profit)
+    _set_votes(d, votes)
+    _set_reasons(d, reasons)
+    _set_disagreement(d, disagreement)
+    _set_source(d, source)
+    _set_base_weight(d, base_weight)
+    _set_quality(d, quality)
+    return d
+
+
 @dataclass(frozen=True, slots=True)
 class Outcome:
     """What happened after a heartbeat's horizon: the label and the raw probabilities then voted.
