@@ -21,6 +21,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from model_server.feedback import FeedbackBuffer
 from model_server.guards import MemoryGuard
 from model_server.metrics import ServerMetrics
+from model_server.recalibration import ServedRecalibration
 from model_server.registry import ModelRegistry
 from model_server.settings import ServerSettings
 
@@ -39,6 +40,7 @@ class ServerState:
     recent: deque[Mapping[str, float]]
     token: bytes | None
     model_id: str
+    recalibration: ServedRecalibration = field(default_factory=ServedRecalibration)
     started_at: float = field(default_factory=time.monotonic)
     last_retrain_request: float = float("-inf")
 

@@ -133,6 +133,17 @@ class FeedbackBuffer:
             for values in matrix.tolist():
                 yield dict(zip(keys, values[:-1], strict=True)), int(values[-1])
 
+    def timed_rows(self, names: Sequence[str]) -> Iterator[tuple[int, dict[str, float], int]]:
+        """Every stored outcome holding all of ``names``, oldest part first, as
+        ``(timestamp ms, features, label)``."""
+        keys = [str(name) for name in names]
+        for part in self.parts():
+            matrix = _read_matrix(part, ["timestamp", *names, "label"])
+            if matrix is None:
+                continue
+            for values in matrix.tolist():
+                yield int(values[0]), dict(zip(keys, values[1:-1], strict=True)), int(values[-1])
+
     @property
     def retrain_requested(self) -> bool:
         return (self.folder / RETRAIN_MARKER).exists()

@@ -166,6 +166,9 @@ def decide(state: ServerState, model: LoadedModel, req: PredictRequest, started:
         prob, raw = predictor.score_one(features)  # served (calibrated) and the model's own
     except MissingFeatures as exc:
         raise HTTPException(422, str(exc)) from None
+    recal = None if predictor.learns_online else state.recalibration.current(model.version)
+    if recal is not None:
+        prob = recal.apply_one(prob)  # the drift learned from outcomes since its training
     prob = min(max(prob, 0.0), 1.0)
     settings = state.settings
     action = (
@@ -254,6 +257,8 @@ async def retrain(request: Request, state: StateDep, _: Authorized) -> Response:
             if i % 256 == 0:
                 await asyncio.sleep(0)  # let predictions through during a long batch
         metrics.online_learned.inc(len(req.outcomes))
+    elif model is not None:
+        await asyncio.to_thread(learn_recalibration, state, model, req)
     scheduled = await asyncio.to_thread(state.request_retrain_if_due)
     metrics.retrain_samples.inc(len(req.outcomes))
     metrics.retrain_requests.labels("accepted").inc()
@@ -268,8 +273,29 @@ async def retrain(request: Request, state: StateDep, _: Authorized) -> Response:
     return json_response(out.model_dump())
 
 
+def learn_recalibration(state: ServerState, model: LoadedModel, req: RetrainRequest) -> None:
+    """A batch model's outcomes recalibrate what it serves (:mod:`model_server.recalibration`)."""
+    predictor = model.predictor
+    names = predictor.feature_names
+    rows = [(o.timestamp, o.features, int(o.label)) for o in req.outcomes]
+    state.recalibration.learn(
+        predictor, model.metadata.train_end or 0, rows, lambda: state.feedback.timed_rows(names)
+    )
+
+
+def recalibration_health(state: ServerState, model: LoadedModel | None) -> dict[str, Any]:
+    """A batch model's online recalibration for ``/health`` (nothing for an online model)."""
+    if model is None or model.predictor.learns_online:
+        return {}
+    recal = state.recalibration.current(model.version)
+    if recal is None:
+        return {"recalibration_intercept": 0.0, "recalibration_slope": 1.0, "recalibration_outcomes": 0}
+    return recal.health()
+
+
 ONLINE_HEALTH_FIELDS = ("online_outcomes", "prequential_log_loss", "constant_log_loss", "online_answering")
 MODEL_HEALTH_FIELDS = ("symbols", "interval", "horizon_bars", "label_band")
+RECALIBRATION_HEALTH_FIELDS = ("recalibration_intercept", "recalibration_slope", "recalibration_outcomes")
 
 
 def model_health(model: LoadedModel | None) -> dict[str, Any]:
@@ -316,9 +342,10 @@ async def health(state: StateDep) -> Response:
         last_trained=model.metadata.created_at if model is not None else None,
         **online_health(model),
         **model_health(model),
+        **recalibration_health(state, model),
     )
     body = out.model_dump()
-    for name in (*ONLINE_HEALTH_FIELDS, *MODEL_HEALTH_FIELDS):
+    for name in (*ONLINE_HEALTH_FIELDS, *MODEL_HEALTH_FIELDS, *RECALIBRATION_HEALTH_FIELDS):
         if body[name] is None:
             del body[name]
     return json_response(body)

@@ -123,6 +123,13 @@ class HealthResponse(BaseModel):
     label_band: float | None = Field(
         None, description="no-trade band (fraction): outcomes with |return| <= band are not learned"
     )
+    recalibration_intercept: float | None = Field(
+        None, description="batch model: a of the served sigmoid(a + b logit(p)), learned from outcomes"
+    )
+    recalibration_slope: float | None = Field(None, description="batch model: b of the same map")
+    recalibration_outcomes: int | None = Field(
+        None, description="batch model: outcomes (after its training span) the offset was fitted on"
+    )
 
 
 class ModelMetadata(BaseModel):

@@ -11,6 +11,9 @@ from __future__ import annotations
 import math
 from typing import Final
 
+import numpy as np
+import numpy.typing as npt
+
 LOGIT_EPS: Final = 1e-7
 
 
@@ -25,6 +28,13 @@ def logit(p: float, eps: float = LOGIT_EPS) -> float:
     """Log-odds of ``p`` after :func:`clip_probability`."""
     q = clip_probability(p, eps)
     return math.log(q / (1.0 - q))
+
+
+def logit_array(p: npt.ArrayLike, eps: float = LOGIT_EPS) -> npt.NDArray[np.float64]:
+    """:func:`logit` of every element (float64), with the same clipping and NaN rule."""
+    q = np.clip(np.nan_to_num(np.asarray(p, dtype=np.float64), nan=0.5), eps, 1.0 - eps)
+    out: npt.NDArray[np.float64] = np.log(q) - np.log1p(-q)
+    return out
 
 
 def sigmoid(z: float) -> float:

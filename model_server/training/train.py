@@ -23,7 +23,9 @@ calibrator) on months it never saw.
 **Calibration.** The walk-forward out-of-fold probabilities choose and fit the calibrator
 (:mod:`model_server.training.calibrate`), written as ``calibration.json`` beside the model and
 applied by every serving backend.  The training report (:mod:`model_server.training.evaluation`)
-covers the out-of-fold rows and the final window, raw and calibrated, and is stored in
+covers the out-of-fold rows and the final window, raw and calibrated, and the window as a server
+would have served it (the calibrated answers recalibrated online from the outcomes as they arrive,
+:mod:`model_server.recalibration`); it is stored in
 ``metadata.json`` (``evaluation``, flat figures in ``metrics``) with a reliability plot
 ``reliability.png``.
 """
@@ -53,6 +55,7 @@ import pandas as pd
 
 from model_server.calibration import CALIBRATION_FILE, Calibrator
 from model_server.convert_to_onnx import Precision, booster_to_onnx, validate_parity
+from model_server.recalibration import prequential
 from model_server.training.calibrate import CalibrationChoice, select_calibrator
 from model_server.training.dataset import Dataset, build_dataset, build_pooled_dataset
 from model_server.training.evaluation import N_BOOT, ProbabilityReport, evaluate, reliability_png
@@ -163,7 +166,8 @@ class TrainedModel:
     validation_rows: np.ndarray[Any, np.dtype[np.float32]]  # real rows for the ONNX parity check
     config: TrainConfig
     calibrator: Calibrator
-    reports: dict[str, ProbabilityReport]  # oof_raw, oof_calibrated, final_raw, final (calibrated)
+    # oof_raw, oof_calibrated, final_raw, final (calibrated), final_served (+ online recalibration)
+    reports: dict[str, ProbabilityReport]
     final_index: np.ndarray[Any, np.dtype[np.int64]]  # dataset rows of the final test window
     fit_index: np.ndarray[Any, np.dtype[np.int64]]  # dataset rows used for training and calibration
 
@@ -275,8 +279,15 @@ def train_model(
         raw_fin = np.asarray(booster.predict(ds.X[final_rows]), dtype=np.float64)
         t_fin = ds.open_time[final_rows]
         reports["final_raw"] = evaluate("final window, raw", y_fin, raw_fin, t_fin, base_rate, config.n_boot)
+        cal_fin = calibrator.apply(raw_fin)
         reports["final"] = evaluate(
-            "final window, calibrated", y_fin, calibrator.apply(raw_fin), t_fin, base_rate, config.n_boot
+            "final window, calibrated", y_fin, cal_fin, t_fin, base_rate, config.n_boot
+        )
+        # What a server serves over the window: the calibrated answers, recalibrated online from the
+        # outcomes as the coordinator sends them (each label arrives horizon_bars rows later).
+        served = prequential(cal_fin, y_fin, delay=config.horizon_bars)
+        reports["final_served"] = evaluate(
+            "final window, served (online recalibration)", y_fin, served, t_fin, base_rate, config.n_boot
         )
     now = now_ms if now_ms is not None else wall_ms()
     metrics = wf.summary()
