@@ -38,6 +38,7 @@ LOSS: Final = "#C0392B"
 DPI: Final = 100
 PNG_METADATA: Final[dict[str, Any]] = {"Software": None}
 WINDOW_DAYS: Final = 3
+PER_CANDLE_DAYS: Final = 31  # the exposure plot shows single candles up to this many days
 
 RC: Final[dict[str, Any]] = {
     "figure.facecolor": BLACK,
@@ -173,7 +174,8 @@ def trade_pnl(result: BacktestResult, path: Path) -> Path:
 
 
 def exposure(result: BacktestResult, path: Path) -> Path:
-    """The position's signed notional as a share of equity, and its daily share of time in market."""
+    """The position's signed notional as a share of equity (per candle over a short span, the daily
+    mean of the long and of the short side over a long one), and each day's share of time in market."""
     eq = result.equity
     with plt.rc_context(RC):
         fig, (top, bottom) = plt.subplots(2, 1, figsize=(11, 5), sharex=True)
@@ -184,18 +186,22 @@ def exposure(result: BacktestResult, path: Path) -> Path:
             sign = np.sign(eq["position_qty"].to_numpy(dtype=np.float64))
             lev = sign * np.abs(eq["position_notional_usd"].to_numpy(dtype=np.float64))
             lev = lev / eq["equity_usd"].to_numpy(dtype=np.float64)
-            top.fill_between(t, lev, 0.0, step="post", color=ACCENT, lw=0)
-            top.plot(t, lev, drawstyle="steps-post", color=STRATEGY, lw=0.6)
             days = eq["ts"].to_numpy(dtype=np.int64) // DAY_MS
+            day_t = _times(np.unique(days) * DAY_MS)
+            edge = {"width": 1.0, "align": "edge", "lw": 0}
+            if len(np.unique(days)) > PER_CANDLE_DAYS:
+                by_day = pd.DataFrame({"long": np.maximum(lev, 0.0), "short": np.minimum(lev, 0.0)}).groupby(
+                    days
+                )
+                mean = by_day.mean()
+                top.bar(day_t, mean["long"].to_numpy(), color=GAIN, label="long (daily mean)", **edge)
+                top.bar(day_t, mean["short"].to_numpy(), color=LOSS, label="short (daily mean)", **edge)
+                top.legend(loc="upper left")
+            else:
+                top.fill_between(t, lev, 0.0, step="post", color=ACCENT, lw=0)
+                top.plot(t, lev, drawstyle="steps-post", color=STRATEGY, lw=0.6)
             share = pd.Series(sign != 0).groupby(days).mean()
-            bottom.bar(
-                _times(share.index.to_numpy() * DAY_MS),
-                share.to_numpy() * 100.0,
-                width=0.9,
-                align="edge",
-                color=ACCENT_DARK,
-                edgecolor=ACCENT,
-            )
+            bottom.bar(day_t, share.to_numpy() * 100.0, color=ACCENT, **edge)
         top.axhline(0.0, color=TEXT, lw=0.6)
         top.set_ylabel("notional / equity")
         top.set_title("exposure (long > 0, short < 0)")

@@ -36,10 +36,12 @@ from backtest.result import (
 )
 from xylen.paths import SHARED_BTC_5M
 
+pytestmark = pytest.mark.slow  # each report draws six plots (a few seconds on a busy machine)
+
 Written = tuple[Path, dict[str, Any]]
 STEP_MS = 300_000
 HORIZON = 12
-DAYS = 20
+DAYS = 35  # over a month: the exposure plot shows daily means, and two calendar months
 N_BOOT = 200  # the report's default is 1000; fewer keeps the test quick and changes no check
 
 
@@ -261,3 +263,12 @@ def test_a_run_without_trades_or_labels_still_reports(result: BacktestResult, tm
     assert set(summary["refusals_by_reason"]) == {"MAX_EXPOSURE"}
     for name in (REPORT_HTML, SUMMARY_JSON, TRADES_CSV, *PNGS):
         assert (tmp_path / name).is_file(), name
+
+
+def test_plots_of_a_short_span_show_single_candles(real_candles: pd.DataFrame, tmp_path: Path) -> None:
+    short = ema_cross_result(real_candles.tail(3 * 288).reset_index(drop=True))
+    start, end = plots.default_window(short)
+    assert end - start <= 3 * 86_400_000 and start <= int(short.trades["entry_ms"].iloc[-1]) < end
+    for draw, name in ((plots.exposure, plots.EXPOSURE_PNG), (plots.trades_window, plots.TRADES_PNG)):
+        path = draw(short, tmp_path / name)
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
