@@ -45,3 +45,35 @@ def test_ci_runs_make_test_and_readme_shows_both_commands() -> None:
     assert "make test" in (ROOT / ".ci" / "run").read_text()
     readme = (ROOT / "README.md").read_text()
     assert "make run" in readme and "make test" in readme
+
+
+def test_a_wheel_carries_the_migrations_and_the_built_dashboard(tmp_path: Path) -> None:
+    """Built from this checkout, the wheel holds the SQL migrations and the dashboard build, which a
+    machine without Node needs (``pip install`` of the package, not an editable checkout)."""
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path),
+            str(ROOT),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    import zipfile
+
+    (wheel,) = tmp_path.glob("xylen-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    migrations = sorted((ROOT / "coordinator" / "storage" / "migrations").glob("*.sql"))
+    assert migrations and all(f"coordinator/storage/migrations/{m.name}" in names for m in migrations)
+    assert "coordinator/dashboard_dist/index.html" in names
+    assert any(n.startswith("coordinator/dashboard_dist/assets/") and n.endswith(".js") for n in names)
