@@ -9,19 +9,26 @@ observed as live (once the horizon has passed), so the calibrators get fitted, t
 the pool is recalibrated.  Every decision of the ensemble is compared with
 :func:`reference_decide`, the pipeline written plainly (per-model ``numpy.interp``, the weighting's
 own :meth:`BayesianWeights.weights`, ``resolve``), which reads the same state.
+
+The learning side (``observe()``: weights, calibrators, the pool's recalibration and quality) is
+checked against golden values: every 25th decision of the same replay and the pool's state then, as
+the ensemble computed them before its hot path was made lean (``data/ensemble_replay_golden.json``;
+regenerate with ``python -m coordinator.tests.test_ensemble_lean`` only for an intended change).
 """
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
 from coordinator.ensemble import Action, Decision, Ensemble, Market, Outcome, Vote, WeightedVote
-from coordinator.ensemble.calibration import EPS, clip_prob, shrink
+from coordinator.ensemble.calibration import EPS, clip_prob, interp_one, shrink
 from coordinator.ensemble.gating import log_odds_average, weighted_disagreement
 from coordinator.ensemble.resolve import resolve
 from coordinator.ensemble.weighting import BASE_RATE
@@ -32,6 +39,8 @@ from xylen.probability import logit, sigmoid
 HORIZON = 12  # 5m candles in the default 60-minute horizon
 START = 40_000  # a slice of the real history (after any warm-up)
 DECISIONS = 3_000
+GOLDEN = Path(__file__).parent / "data" / "ensemble_replay_golden.json"
+GOLDEN_EVERY = 25
 SERVERS = {"gbdt-a": 1.0, "gbdt-b": 0.8, "river": 1.0, "plain": 0.6, "muted": 0.0}
 
 
@@ -161,15 +170,64 @@ def assert_same(lean: Decision, ref: Decision) -> None:
     assert lean.timestamp_ms == ref.timestamp_ms and lean.quality is ref.quality
 
 
-def run_replay(candles_path: Path, pooling: str, n: int = DECISIONS) -> tuple[int, int, int]:
-    """Decide every replayed candle with both paths; returns (decisions, trades, exact matches)."""
+def replay_ensemble(pooling: str) -> Ensemble:
     config = EnsembleConfig(
         quorum=2,
         calibration_min_samples=200,
         calibration_refit_hours=12,
-        pooling=pooling,  # type: ignore[arg-type]
+        pooling=pooling,
     )
-    ens = Ensemble(config, TradingConfig(), SERVERS, window=600, default_prior=0.5)
+    return Ensemble(config, TradingConfig(), SERVERS, window=600, default_prior=0.5)
+
+
+def golden_rows(candles_path: Path, pooling: str, n: int = DECISIONS) -> list[list[Any]]:
+    """Every ``GOLDEN_EVERY``-th decision of the replay with the pool's state (the golden file's rows)."""
+    ens = replay_ensemble(pooling)
+    pending: list[tuple[list[Vote], Market, int]] = []
+    rows: list[list[Any]] = []
+    for i, (votes, market, label) in enumerate(replay(candles_path, n)):
+        while pending and pending[0][1].timestamp_ms + HORIZON * 300_000 <= market.timestamp_ms:
+            old_votes, old_market, old_label = pending.pop(0)
+            ens.observe(
+                Outcome.from_votes(
+                    old_votes, old_market, old_label, old_market.timestamp_ms + HORIZON * 300_000
+                )
+            )
+        d = ens.decide(votes, market)
+        pending.append((votes, market, label))
+        if i % GOLDEN_EVERY:
+            continue
+        q = ens.quality()
+        rows.append(
+            [d.timestamp_ms, d.action.value, [r.value for r in d.reasons], d.probability,
+             d.expected_value_bps, d.size_fraction, d.stop_loss, d.take_profit, d.disagreement, d.base_weight,
+             [[v.model_id, v.prob_calibrated, v.weight] for v in d.votes],
+             ens.pool_calibration.a, ens.pool_calibration.b, q.n, q.log_loss, q.brier, q.ece,
+             ens.weighting.base_rate, {k: s.loss for k, s in sorted(ens.weighting.models.items())}]
+        )  # fmt: skip
+    return rows
+
+
+def _close(a: Any, b: Any, where: str) -> None:
+    """Equal within 1e-12 (floats, NaN equal to NaN), recursively through lists and dicts."""
+    if isinstance(a, float) or isinstance(b, float):
+        assert isinstance(a, float) and isinstance(b, float), where
+        assert (math.isnan(a) and math.isnan(b)) or abs(a - b) <= 1e-12, (where, a, b)
+    elif isinstance(a, list):
+        assert isinstance(b, list) and len(a) == len(b), where
+        for k, (x, y) in enumerate(zip(a, b, strict=True)):
+            _close(x, y, f"{where}[{k}]")
+    elif isinstance(a, dict):
+        assert isinstance(b, dict) and sorted(a) == sorted(b), where
+        for k in a:
+            _close(a[k], b[k], f"{where}.{k}")
+    else:
+        assert a == b, (where, a, b)
+
+
+def run_replay(candles_path: Path, pooling: str, n: int = DECISIONS) -> tuple[int, int, int]:
+    """Decide every replayed candle with both paths; returns (decisions, trades, exact matches)."""
+    ens = replay_ensemble(pooling)
     pending: list[tuple[list[Vote], Market, int]] = []
     decisions = trades = exact = 0
     calibrated_seen = False
@@ -198,3 +256,35 @@ def test_lean_decide_equals_reference_on_real_replay(btc_5m_path: Path, pooling:
     decisions, trades, exact = run_replay(btc_5m_path, pooling)
     print(f"\n{pooling}: {decisions} real decisions, {trades} trades, {exact} bit-identical to the reference")
     assert decisions == DECISIONS and trades > 0
+
+
+@pytest.mark.parametrize("pooling", ["skill", "log_odds"])
+def test_replay_matches_the_golden_values(btc_5m_path: Path, pooling: str) -> None:
+    golden = json.loads(GOLDEN.read_text())[pooling]
+    rows = json.loads(json.dumps(golden_rows(btc_5m_path, pooling)))  # the file's own float round trip
+    assert len(rows) == len(golden) == DECISIONS // GOLDEN_EVERY
+    _close(rows, golden, pooling)
+    assert any(r[1] != "HOLD" for r in rows) and rows[-1][13] == 600  # trades, and a full pool window
+
+
+def test_interp_one_is_numpy_interp() -> None:
+    rng = np.random.default_rng(11)
+    for trial in range(200):
+        m = int(rng.integers(1, 30))
+        xs = np.sort(rng.uniform(0.0, 1.0, m))
+        if trial % 3 == 0 and m > 2:
+            xs[1], xs[-1] = xs[0], xs[-2]  # repeated thresholds
+        ys = np.full(m, 0.3) if trial % 5 == 0 else np.sort(rng.uniform(EPS, 1.0 - EPS, m))
+        fx, fy = tuple(float(v) for v in xs), tuple(float(v) for v in ys)
+        for p in [*rng.uniform(-0.1, 1.1, 200), *xs, 0.0, 1.0]:
+            expected = float(np.interp(float(p), xs, ys))
+            assert interp_one(float(p), fx, fy) == expected, (xs, ys, p)
+    assert math.isnan(interp_one(math.nan, (0.1, 0.9), (0.2, 0.8)))
+
+
+if __name__ == "__main__":  # regenerate the golden file (only for an intended change of results)
+    from xylen.paths import SHARED_BTC_5M, shared_data_dir
+
+    path = shared_data_dir() / SHARED_BTC_5M
+    GOLDEN.parent.mkdir(exist_ok=True)
+    GOLDEN.write_text(json.dumps({p: golden_rows(path, p) for p in ("skill", "log_odds")}) + "\n")
