@@ -157,6 +157,20 @@ def traded_notional(trades: pd.DataFrame) -> float:
     return float(np.sum(np.abs(q) * (entry + exit_)))
 
 
+def by_model_version(trades: pd.DataFrame) -> dict[str, dict[str, float]]:
+    """Closed trades grouped by the model versions that decided their entry (walk-forward runs
+    change them window by window): count, net PnL, win rate and expectancy."""
+    out: dict[str, dict[str, float]] = {}
+    for version, group in trades.groupby(trades["model_version"].fillna("").astype(str), sort=True):
+        out[str(version)] = {
+            "trades": len(group),
+            "pnl_usd": float(group["pnl_usd"].sum()),
+            "win_rate": win_rate(group),
+            "expectancy_bps": expectancy_bps(group),
+        }
+    return out
+
+
 def _cumulative(result: BacktestResult, column: str) -> float:
     return float(result.equity[column].iloc[-1]) if len(result.equity) else 0.0
 
@@ -428,6 +442,7 @@ def summarize(
         "decision_quality": {name: report.to_dict() for name, report in quality.items()},
         "holds_by_reason": holds_by_reason(result.decisions),
         "refusals_by_reason": refusals_by_reason(result.decisions),
+        "trades_by_model_version": by_model_version(result.trades),
         "stage_us": dict(sorted(result.stage_us.items())),
         "meta": result.meta,
     }

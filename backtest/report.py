@@ -255,6 +255,19 @@ def render_html(summary: Mapping[str, Any], out_dir: Path) -> str:
                 f"<h2>{title}</h2>",
                 _table(["reason", "decisions"], [[r, f"{n:,}"] for r, n in data[key].items()]),
             ]
+    if data["trades_by_model_version"]:
+        rows = [
+            [
+                version or "–",
+                COUNT(v["trades"]),
+                USD(v["pnl_usd"]),
+                PCT(v["win_rate"]),
+                BPS(v["expectancy_bps"]),
+            ]
+            for version, v in data["trades_by_model_version"].items()
+        ]
+        head = ["model versions", "trades", "net PnL (USDT)", "win rate", "expectancy (bps)"]
+        parts += ["<h2>Trades by model version</h2>", _table(head, rows)]
     if data["stage_us"]:
         rows = [[stage, f"{us:,.2f}"] for stage, us in data["stage_us"].items()]
         parts += ["<h2>Stage timings</h2>", _table(["stage", "µs per candle"], rows)]

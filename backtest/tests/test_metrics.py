@@ -274,3 +274,13 @@ def test_the_day_pair_interval_is_the_training_evaluations_interval() -> None:
         assert expected[0] < expected[1]
     one_class = np.zeros(n)
     assert all(math.isnan(v) for v in metrics.day_pair_auc_interval(one_class, raw, ts, n_boot=50))
+
+
+def test_trades_by_model_version() -> None:
+    trades = pd.DataFrame([_trade(10.0, 10.0), _trade(-5.0, -5.0), _trade(4.0, 2.0)])
+    trades["model_version"] = ["a=1,b=1", "a=1,b=1", "a=2,b=1"]
+    assert metrics.by_model_version(trades) == {
+        "a=1,b=1": {"trades": 2, "pnl_usd": 5.0, "win_rate": 0.5, "expectancy_bps": 2.5},
+        "a=2,b=1": {"trades": 1, "pnl_usd": 4.0, "win_rate": 1.0, "expectancy_bps": 2.0},
+    }
+    assert metrics.by_model_version(trades.iloc[0:0]) == {}

@@ -210,6 +210,10 @@ def test_summary_json_is_the_returned_summary_and_holds_the_figures(
     assert 0 < summary["holds_by_reason"]["HIGH_DISAGREEMENT"] < holds
     assert summary["refusals_by_reason"]["MAX_EXPOSURE"] > 0
     assert summary["stage_us"] == {"ensemble": 3.25, "risk": 1.0, "votes": 0.5}
+    versions = summary["trades_by_model_version"]
+    assert list(versions) == ["lgbm=1,river=1"] and versions["lgbm=1,river=1"]["trades"] == len(result.trades)
+    page = (out / REPORT_HTML).read_text(encoding="utf-8")
+    assert "Trades by model version" in page and "lgbm=1,river=1" in page and "Stage timings" in page
 
 
 def test_trade_and_decision_files_round_trip(written: Written, result: BacktestResult) -> None:
