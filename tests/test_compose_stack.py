@@ -55,7 +55,7 @@ from xylen.demo_services import show_trades
 REPO = Path(__file__).resolve().parents[1]
 DOCKER = REPO / "deploy" / "docker"
 IMAGES = {"xylen/model-server": "model-server", "xylen/coordinator": "coordinator"}
-ORDER = ("init", "paper-exchange", "model-lgbm", "model-onnx", "model-river", "coordinator")
+ORDER = ("init", "paper-exchange", "model-a", "model-b", "model-c", "coordinator")
 INIT_TIMEOUT_S = 150.0
 HEALTHY_TIMEOUT_S = 90.0
 TRADE_TIMEOUT_S = 90.0
@@ -259,7 +259,7 @@ def prometheus_targets_up(stack: Stack, folder: Path) -> dict[str, str]:
         "coordinator": f"127.0.0.1:{stack.ports[('coordinator', 9108)]}",
         **{
             name: f"127.0.0.1:{stack.ports[(name, 8001)]}"
-            for name in ("model-lgbm", "model-onnx", "model-river")
+            for name in ("model-a", "model-b", "model-c")
         },
     }
     config = {

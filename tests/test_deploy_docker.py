@@ -28,7 +28,7 @@ DOCKER = REPO / "deploy" / "docker"
 DOCKERFILES = sorted(DOCKER.glob("*.Dockerfile"))
 PYTHON_IMAGES = ("coordinator", "model-server")
 HADOLINT = Path(sys.executable).parent / "hadolint"
-XYLEN_SERVICES = ("init", "paper-exchange", "model-lgbm", "model-onnx", "model-river", "coordinator")
+XYLEN_SERVICES = ("init", "paper-exchange", "model-a", "model-b", "model-c", "coordinator")
 
 
 def stages(dockerfile: Path) -> list[list[str]]:
@@ -103,27 +103,92 @@ def test_dashboard_image_builds_with_node_and_serves_with_unprivileged_nginx() -
     )
     assert any(line.startswith("USER 101") for line in final)
     assert any(line.startswith("HEALTHCHECK ") for line in final)
-    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
-    conf = (DOCKER / "dashboard-nginx.conf").read_text()
-    assert "listen 8080;" in conf and "try_files $uri $uri/ /index.html;" in conf
-    assert Path(nginx).exists(), "nginx is needed (make test installs it)"
+    # vite writes the build where the coordinator serves it from; the image takes it from there
+    vite = (REPO / "dashboard" / "vite.config.ts").read_text()
+    assert 'outDir: "../coordinator/dashboard_dist"' in vite
+    assert "COPY --from=build /src/coordinator/dashboard_dist /usr/share/nginx/html" in final
+    assert "ENV XYLEN_COORDINATOR=coordinator:8765" in final
 
 
-def test_dashboard_nginx_conf_passes_nginx_t(tmp_path: Path) -> None:
-    """The dashboard's server block inside a minimal nginx.conf, checked by Debian's nginx."""
-    root = tmp_path / "html"
-    root.mkdir()
-    conf = (DOCKER / "dashboard-nginx.conf").read_text().replace("/usr/share/nginx/html", str(root))
-    conf = conf.replace("listen 8080;", "listen 127.0.0.1:8080;")
-    main = tmp_path / "nginx.conf"
-    main.write_text(
-        f"pid {tmp_path}/nginx.pid;\nerror_log {tmp_path}/error.log;\nevents {{}}\n"
-        f"http {{\naccess_log off;\nclient_body_temp_path {tmp_path};\n{conf}\n}}\n"
+def self_signed(folder: Path, domain: str) -> Path:
+    """A self-signed certificate where nginx/xylen-api.conf looks (``<folder>/live/<domain>/``)."""
+    live = folder / "live" / domain
+    live.mkdir(parents=True)
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", f"/CN={domain}",
+         "-keyout", str(live / "privkey.pem"), "-out", str(live / "fullchain.pem")],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    return folder
+
+
+def dashboard_conf(coordinator: str, html: Path, port: int) -> str:
+    """The dashboard image's server block as its nginx renders it (envsubst of ``XYLEN_COORDINATOR``),
+    serving ``html`` on 127.0.0.1:``port``."""
+    conf = (DOCKER / "dashboard-nginx.conf.template").read_text().replace("${XYLEN_COORDINATOR}", coordinator)
+    assert "${" not in conf
+    return conf.replace("/usr/share/nginx/html", str(html)).replace(
+        "listen 8080;", f"listen 127.0.0.1:{port};"
     )
+
+
+def front_conf(folder: Path, env: dict[str, str]) -> str:
+    """``nginx/xylen-api.conf`` rendered by the compose stack's ``nginx-render.sh`` with ``env``."""
+    out = folder / "front.conf"
     done = subprocess.run(
-        ["nginx", "-t", "-p", str(tmp_path), "-c", str(main)], capture_output=True, text=True
-    )
+        ["sh", str(DOCKER / "nginx-render.sh")], capture_output=True, text=True, timeout=30, check=False,
+        env={"PATH": "/usr/bin:/bin", "XYLEN_NGINX_TEMPLATE": str(REPO / "nginx" / "xylen-api.conf"),
+             "XYLEN_NGINX_CONF": str(out), **env},
+    )  # fmt: skip
     assert done.returncode == 0, done.stderr
+    return out.read_text()
+
+
+def nginx_main(folder: Path, *servers: str) -> Path:
+    """A main nginx.conf running as this user with ``servers`` inside ``http { }``."""
+    temp = folder / "nginx-temp"
+    temp.mkdir(exist_ok=True)
+    main = folder / "nginx.conf"
+    paths = "".join(
+        f"{kind}_temp_path {temp}/{kind};\n" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+    )
+    main.write_text(
+        f"pid {folder}/nginx.pid;\nerror_log {folder}/error.log;\nevents {{}}\n"
+        f"http {{\naccess_log off;\n{paths}" + "\n".join(servers) + "\n}\n"
+    )
+    return main
+
+
+def test_dashboard_and_front_proxy_configs_pass_nginx_t(tmp_path: Path) -> None:
+    """The dashboard's template as its image renders it, and nginx/xylen-api.conf as the compose
+    stack renders it, both checked by Debian's nginx (upstream hostnames mapped to 127.0.0.1)."""
+    assert shutil.which("nginx") or Path("/usr/sbin/nginx").exists(), (
+        "nginx is needed (make test installs it)"
+    )
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    html = tmp_path / "html"
+    html.mkdir()
+    (tmp_path / "logs").mkdir()
+    env = {
+        "XYLEN_DOMAIN": "xylen.test", "XYLEN_DASHBOARD_UPSTREAM": "127.0.0.1:18080",
+        "XYLEN_METRICS_UPSTREAM": "127.0.0.1:19108", "XYLEN_MODEL_METRICS_UPSTREAM": "127.0.0.1:18001",
+        "XYLEN_HTTP_PORT": "18081", "XYLEN_HTTPS_PORT": "18443",
+        "XYLEN_LETSENCRYPT_DIR": str(self_signed(tmp_path / "le", "xylen.test")),
+        "XYLEN_ACME_WEBROOT": str(tmp_path / "acme"), "XYLEN_HTPASSWD": str(tmp_path / "htpasswd"),
+        "XYLEN_NGINX_LOG_DIR": f"{tmp_path}/logs/",
+    }  # fmt: skip
+    front = front_conf(tmp_path, env)
+    assert "127.0.0.1:8765" not in front and "xylen.example.com" not in front and "listen 18443 ssl" in front
+    main = nginx_main(tmp_path, dashboard_conf("127.0.0.1:18765", html, 18080), front)
+    done = subprocess.run([nginx, "-t", "-p", str(tmp_path), "-c", str(main)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    # the render refuses a value that would break its sed expressions
+    bad = subprocess.run(["sh", str(DOCKER / "nginx-render.sh")], capture_output=True, text=True,
+                         env={"PATH": "/usr/bin:/bin", "XYLEN_DOMAIN": "a|b"})  # fmt: skip
+    assert bad.returncode == 2 and "bad value" in bad.stderr
+    assert (
+        subprocess.run(["shellcheck", str(DOCKER / "nginx-render.sh")], capture_output=True).returncode == 0
+    )
 
 
 def docker_ignored(patterns: list[str], path: str) -> bool:
@@ -190,7 +255,8 @@ def test_dockerignore_keeps_data_secrets_venv_and_node_modules_out() -> None:
         "paper_exchange/app.py",
         "deploy/docker/healthcheck.py",
         "deploy/docker/init-home.sh",
-        "deploy/docker/dashboard-nginx.conf",
+        "deploy/docker/dashboard-nginx.conf.template",
+        "deploy/docker/nginx-render.sh",
         "deploy/docker/secrets.env.example",
         "model_server/models.env.example",
         "dashboard/package.json",
@@ -274,17 +340,44 @@ def test_docker_compose_config_accepts_the_stack(compose: dict[str, Any]) -> Non
         assert homes and homes[0] in compose["volumes"], name
     # start order: the coordinator waits for a healthy exchange and healthy model servers
     deps = services["coordinator"]["depends_on"]
-    waited = ("paper-exchange", "model-lgbm", "model-onnx", "model-river")
+    waited = ("paper-exchange", "model-a", "model-b", "model-c")
     assert deps == {n: {"condition": "service_healthy"} for n in waited}
-    for name in ("model-lgbm", "model-onnx", "model-river", "paper-exchange"):
+    for name in ("model-a", "model-b", "model-c", "paper-exchange"):
         assert services[name]["depends_on"] == {"init": {"condition": "service_completed_successfully"}}
         assert services[name]["healthcheck"]["test"][0] == "CMD"
     sources = {volume_parts(v)[0] for svc in services.values() for v in svc.get("volumes", [])}
     binds = sources - set(compose["volumes"])
     assert all(Path(b).is_absolute() for b in binds)
-    assert any(b.endswith("/monitoring/prometheus.yml") for b in binds)
-    assert any(b.endswith("/monitoring/grafana/provisioning") for b in binds)
-    assert any(b.endswith("/nginx/xylen-api.conf") for b in binds)
+    project = Path(services["init"]["build"]["context"])  # the folder of the copy docker-compose read
+    in_repo = {str(Path(b).relative_to(project)) for b in binds if b.startswith(str(project))}
+    assert in_repo >= {
+        "monitoring/prometheus.yml", "monitoring/rules", "monitoring/targets",
+        "monitoring/grafana/provisioning", "monitoring/grafana/dashboards", "nginx/xylen-api.conf",
+        "deploy/docker/nginx-render.sh", "deploy/docker/coordinator.yaml",
+    }  # fmt: skip
+    user_provided = {"xylen-metrics.htpasswd", "market-data"}
+    missing = [p for p in in_repo - user_provided if not (REPO / p).exists()]
+    assert missing == [], f"the compose file mounts files the repository lacks: {missing}"
+
+
+def test_prometheus_targets_and_coordinator_config_name_compose_services(compose: dict[str, Any]) -> None:
+    """monitoring/targets/*.yml and deploy/docker/coordinator.yaml reach the services of this file."""
+    services = compose["services"]
+    for path in sorted((REPO / "monitoring" / "targets").glob("*.yml")):
+        for group in yaml.safe_load(path.read_text()):
+            for target in group["targets"]:
+                host = target.partition(":")[0]
+                assert host in services, f"{path.name}: {target} is no service of docker-compose.yml"
+    config = yaml.safe_load((DOCKER / "coordinator.yaml").read_text())
+    hosts = [config["exchange"]["paper_url"], *(s["url"] for s in config["model_servers"])]
+    for url in hosts:
+        host = url.split("//")[1].split(":")[0]
+        assert host in services, url
+    labels = {
+        group["labels"]["server"]
+        for group in yaml.safe_load((REPO / "monitoring" / "targets" / "model_servers.yml").read_text())
+    }
+    assert {s["id"] for s in config["model_servers"]} == labels
 
 
 def test_compose_refuses_a_missing_secrets_file(tmp_path: Path) -> None:

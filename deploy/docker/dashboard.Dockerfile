@@ -1,6 +1,7 @@
 # syntax=docker/dockerfile:1
 # Xylen dashboard: the static build of dashboard/ (npm run build, which writes
-# coordinator/dashboard_dist) served by an unprivileged nginx.
+# coordinator/dashboard_dist) served by an unprivileged nginx, with /ws and /api/ proxied to the
+# coordinator.
 # Build from the repository root: docker build -f deploy/docker/dashboard.Dockerfile -t xylen/dashboard .
 ARG NODE_IMAGE=node:20-bookworm-slim
 ARG NGINX_IMAGE=nginxinc/nginx-unprivileged:1.27-alpine
@@ -13,7 +14,9 @@ COPY dashboard/ ./
 RUN npm run build
 
 FROM ${NGINX_IMAGE}
-COPY deploy/docker/dashboard-nginx.conf /etc/nginx/conf.d/default.conf
+# the coordinator the page's /ws and /api/ go to (filled into the template at start)
+ENV XYLEN_COORDINATOR=coordinator:8765
+COPY deploy/docker/dashboard-nginx.conf.template /etc/nginx/templates/default.conf.template
 COPY --from=build /src/coordinator/dashboard_dist /usr/share/nginx/html
 USER 101:101
 EXPOSE 8080
