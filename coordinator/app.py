@@ -79,7 +79,7 @@ logger = logging.getLogger(__name__)
 
 RESTART_SECTIONS = ("exchange", "market", "model_servers", "storage", "monitoring", "dashboard")
 SHUTDOWN_TIMEOUT_S = 5.0
-ADMIN_TOKEN_ENV = "XYLEN_DASHBOARD_ADMIN_TOKEN"
+ADMIN_TOKEN_ENV = "XYLEN_DASHBOARD_ADMIN_TOKEN"  # nosec B105 # the variable's name, not a token
 
 
 def admin_token(secrets: Secrets, env: dict[str, str] | None = None) -> str | None:
@@ -223,9 +223,12 @@ class CoordinatorApp:
         risk = RiskManager.from_config(config, RiskStore(conn))
         metrics = Metrics()
         limiter = exchange.client.transport.limiter
-        metrics.watch_rate_limit(lambda: limiter.used_weight)
+        metrics.watch_rate_limit(lambda: limiter.used_weight, lambda: limiter.weight_limit)
         orders = exchange.manager
         metrics.watch_orders(lambda: orders.corrections, lambda: orders.handed_to_reconciliation)
+        monitor, reconciler = exchange.monitor, exchange.reconciler
+        metrics.watch_unprotected(lambda: monitor.unprotected)
+        metrics.watch_reconciliation(lambda: reconciler.differences)
         self.metrics_server = MetricsServer(
             metrics, config.monitoring.metrics_host, config.monitoring.metrics_port
         )
@@ -248,9 +251,11 @@ class CoordinatorApp:
             config, clock, market, exchange, self._models, ensemble, risk, journal, metrics,
             self.dashboard, on_beat=self._beaten,
         )  # fmt: skip
+        hb.publisher.risk_of = lambda: (hb.risk, hb.config)
         self.safety = SafetySwitch(
             exchange, HaltRequests(conn), lambda: hb.risk, lambda: hb.config, clock.now_ms,
             publish=self.dashboard.publish_risk if self.dashboard is not None else None,
+            on_halted=metrics.set_halted,
         )  # fmt: skip
         hb.entries.guard(lambda: hb.risk, lambda: hb.config, self.safety.gate)
         self.safety.paused = journal.entries_paused()
@@ -276,7 +281,8 @@ class CoordinatorApp:
 
     async def _start_dashboard(self, dashboard: DashboardServer, hb: Heartbeat, journal: Journal) -> None:
         """Wire the feed's sources and the controls, then bind the dashboard's port."""
-        assert self.safety is not None and self.exchange is not None
+        if self.safety is None or self.exchange is None:
+            raise RuntimeError("the dashboard is started after the safety switch and the exchange")
         dashboard.set_controls(DashboardControls(self.safety, journal))
         hb.publisher.sources = FeedSources(
             config=lambda: hb.config, risk=lambda: hb.risk, ensemble=lambda: hb.ensemble,
@@ -402,7 +408,8 @@ class CoordinatorApp:
         Without the monitor no fill would get its stop; stopping the process (exit 1) lets systemd
         restart it and reconciliation take over, instead of trading on with nobody watching.
         """
-        assert self.exchange is not None
+        if self.exchange is None:
+            raise RuntimeError("the order monitor is watched only once the exchange is built")
         task = self.exchange.monitor.task
         if task is None:
             raise RuntimeError("the order monitor is not running")

@@ -29,6 +29,13 @@ Families (labels in brackets):
 ``xylen_order_corrections_total``           counter    venue reports that overruled a final state
 ``xylen_orders_to_reconciliation_total``    counter    orders handed to reconciliation after
                                                        lasting refused events (read at scrape)
+``xylen_trading_halted``                    gauge      1 while the emergency halt is on
+``xylen_daily_loss_limit_usd``              gauge      the day's effective daily loss limit
+``xylen_positions_unprotected``             gauge      open positions without a live stop of ours
+                                                       (the order monitor's last sweep)
+``xylen_reconciliation_differences_total``  counter    reconciliation differences, every kind
+   [kind]                                              present from 0 (read at scrape)
+``xylen_rate_limit_weight_limit``           gauge      request weight allowed per minute
 ==========================================  =========  =========================================
 """
 
@@ -91,6 +98,22 @@ class Metrics:
         )
         self.rate_limit_weight_used = Gauge(
             "xylen_rate_limit_weight_used", "Request weight used in the current minute", registry=r
+        )
+        self.rate_limit_weight_limit = Gauge(
+            "xylen_rate_limit_weight_limit", "Request weight allowed per minute", registry=r
+        )
+        self.trading_halted = Gauge(
+            "xylen_trading_halted", "1 while the emergency halt is on, else 0", registry=r
+        )
+        self.daily_loss_limit_usd = Gauge(
+            "xylen_daily_loss_limit_usd",
+            "The day's effective daily loss limit in USD (the tighter of the USD and percentage limits)",
+            registry=r,
+        )
+        self.positions_unprotected = Gauge(
+            "xylen_positions_unprotected",
+            "Open positions without a live stop order of ours, as the order monitor last saw them",
+            registry=r,
         )
         self.equity_usd = Gauge("xylen_equity_usd", "Account equity in USD", registry=r)
         self.daily_pnl_usd = Gauge("xylen_daily_pnl_usd", "PnL since 00:00 UTC in USD", registry=r)
@@ -174,14 +197,37 @@ class Metrics:
         """Server ``server`` is asked each beat (1) or not (0)."""
         self.model_server_up.labels(server=server).set(1.0 if up else 0.0)
 
-    def watch_rate_limit(self, used_weight: Callable[[], int | None]) -> None:
-        """Read ``xylen_rate_limit_weight_used`` from ``used_weight()`` at every scrape (0 until known)."""
+    def watch_rate_limit(
+        self, used_weight: Callable[[], int | None], weight_limit: Callable[[], int] | None = None
+    ) -> None:
+        """Read ``xylen_rate_limit_weight_used`` from ``used_weight()`` (0 until known) and
+        ``xylen_rate_limit_weight_limit`` from ``weight_limit()`` at every scrape."""
 
         def read() -> float:
             value = used_weight()
             return float(value) if value is not None else 0.0
 
         self.rate_limit_weight_used.set_function(read)
+        if weight_limit is not None:
+            self.rate_limit_weight_limit.set_function(lambda: float(weight_limit()))
+
+    def watch_unprotected(self, unprotected: Callable[[], int]) -> None:
+        """Read ``xylen_positions_unprotected`` from the order monitor at every scrape."""
+        self.positions_unprotected.set_function(lambda: float(unprotected()))
+
+    def watch_reconciliation(self, differences: Callable[[], Mapping[str, int]]) -> None:
+        """Read the reconciler's running totals by kind at every scrape (runs before this
+        registry existed, the one at start included)."""
+        self.registry.register(_ReconciliationCounts(differences))
+
+    def set_risk(self, halted: bool, daily_loss_limit_usd: float) -> None:
+        """The halt flag and the day's effective daily loss limit."""
+        self.trading_halted.set(1.0 if halted else 0.0)
+        self.daily_loss_limit_usd.set(daily_loss_limit_usd)
+
+    def set_halted(self, halted: bool) -> None:
+        """The halt flag alone (set by the safety switch as soon as a halt runs)."""
+        self.trading_halted.set(1.0 if halted else 0.0)
 
     def watch_orders(self, corrections: Callable[[], int], to_reconciliation: Callable[[], int]) -> None:
         """Read the order manager's correction and hand-over counts at every scrape."""
@@ -229,6 +275,23 @@ class _OrderCounts(Collector):
             "Orders handed to reconciliation after lasting refused events",
             value=self._to_reconciliation(),
         )
+
+
+class _ReconciliationCounts(Collector):
+    """The reconciler's differences by kind (plain ints), exposed as one labelled counter."""
+
+    def __init__(self, differences: Callable[[], Mapping[str, int]]) -> None:
+        self._differences = differences
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        family = CounterMetricFamily(
+            "xylen_reconciliation_differences",
+            "Differences between SQLite and the exchange found by reconciliation, by kind",
+            labels=["kind"],
+        )
+        for kind, count in sorted(self._differences().items()):
+            family.add_metric([kind], count)
+        yield family
 
 
 class MetricsServer:

@@ -3,7 +3,8 @@
 :class:`SymbolBeat` and :class:`BeatReport` are the heartbeat's results (also handed to
 ``on_beat``).  :class:`Publisher` turns one beat into the metrics of :mod:`coordinator.metrics`
 (votes and their latency, decisions and their reasons, model servers up, breakers, equity, daily
-PnL, open positions, beat duration) and into one ``beat`` message of the dashboard feed
+PnL, open positions, beat duration; with :attr:`Publisher.risk_of` the halt flag and the day's
+effective daily loss limit) and into one ``beat`` message of the dashboard feed
 (:mod:`coordinator.ws_server`: positions with their brackets, decisions with their symbol and the
 risk manager's answer, trades closed since the last beat, models, the equity point, blocking
 breakers, and ``ensemble``: the ensemble's log-loss, Brier and ECE against the constant, the pool
@@ -130,6 +131,9 @@ class Publisher:
     dashboard: DashboardServer | None
     leverage: Callable[[], int]
     sources: FeedSources | None = None
+    # The risk manager and configuration in force (wired by the app): the halt and daily loss
+    # limit gauges of each beat; None leaves them unset.
+    risk_of: Callable[[], tuple[RiskManager, XylenConfig]] | None = None
     _seen: dict[str, _ServerSeen] = field(default_factory=dict)
     _trades_sent: set[str] = field(default_factory=set)
     _trades_since_ms: int | None = None
@@ -161,6 +165,9 @@ class Publisher:
         m.set_account(
             float(account.equity), float(daily_pnl), sum(1 for p in positions if p.positionAmt != 0)
         )
+        if self.risk_of is not None:
+            risk, config = self.risk_of()
+            m.set_risk(risk.halted, daily_loss_limit(config, risk.state.day_start_equity))
         m.observe_beat(duration_s)
 
     def publish(

@@ -149,7 +149,8 @@ class HaltRequests:
         )
 
     def _select(self, where: str, args: tuple[object, ...]) -> list[HaltRequest]:
-        rows = self.conn.execute(f"SELECT {_COLUMNS} FROM halt_requests {where}", args).fetchall()
+        sql = f"SELECT {_COLUMNS} FROM halt_requests {where}"  # nosec B608 # constant fragments; values bound
+        rows = self.conn.execute(sql, args).fetchall()
         return [
             HaltRequest(int(i), int(at), actor, reason, bool(flat), key, status, by, done, detail)
             for i, at, actor, reason, flat, key, status, by, done, detail in rows
@@ -309,6 +310,7 @@ class SafetySwitch:
         clock_ms: Callable[[], int],
         *,
         publish: Callable[[RiskStateView], None] | None = None,
+        on_halted: Callable[[bool], None] | None = None,
         poll_s: float = 1.0,
         settle_timeout_s: float = 10.0,
     ) -> None:
@@ -318,6 +320,7 @@ class SafetySwitch:
         self.config = config
         self.clock_ms = clock_ms
         self.publish = publish
+        self.on_halted = on_halted  # told the halt flag each round (the ``xylen_trading_halted`` gauge)
         self.poll_s = poll_s
         self.settle_timeout_s = settle_timeout_s
         self.executor = VenueExecutor(exchange)
@@ -415,10 +418,12 @@ class SafetySwitch:
         )
 
     def _publish(self) -> None:
-        if self.publish is None:
+        if self.publish is None and self.on_halted is None:
             return
         view = self.view()
-        if view != self._last_view:
+        if self.on_halted is not None:
+            self.on_halted(view.halted)
+        if self.publish is not None and view != self._last_view:
             self._last_view = view
             self.publish(view)
 
@@ -470,7 +475,8 @@ class DashboardControls:
         request_id = switch.requests.request(
             f"{action} from the dashboard", flatten=flatten, actor=self.ACTOR, now_ms=wall_ms()
         )
-        assert request_id is not None  # no trigger key: never a duplicate
+        if request_id is None:  # no trigger key: never a duplicate
+            raise RuntimeError("a halt request without a trigger key was not written")
         switch.wakeup.set()
         deadline = time.monotonic() + self.wait_s
         request = switch.requests.get(request_id)
@@ -508,12 +514,13 @@ async def execute_offline(
     connect, reconcile SQLite with the venue, halt (and flatten), disconnect."""
     conn = init_db(database)
     try:
-        requests = HaltRequests(conn)
-        if not requests.claim(request_id, by):
-            request = requests.get(request_id)
+        halts = HaltRequests(conn)
+        if not halts.claim(request_id, by):
+            request = halts.get(request_id)
             return False, f"request {request_id} was taken by {request.claimed_by if request else '?'}"
-        request = requests.get(request_id)
-        assert request is not None
+        request = halts.get(request_id)
+        if request is None:
+            raise RuntimeError(f"halt request {request_id} vanished after it was claimed")
         risk = RiskManager.from_config(config, RiskStore(conn))
         try:
             exchange = await FuturesExchange.create(
@@ -521,7 +528,7 @@ async def execute_offline(
             )
         except BaseException as exc:
             risk.halt(request.reason, wall_ms())  # the halt stands even when the venue is out of reach
-            requests.finish(request_id, False, f"halted; exchange unreachable: {exc!r}", wall_ms())
+            halts.finish(request_id, False, f"halted; exchange unreachable: {exc!r}", wall_ms())
             raise
         try:
             await exchange.start()
@@ -529,11 +536,11 @@ async def execute_offline(
                 request, risk, VenueExecutor(exchange), config.market.symbols, wall_ms()
             )
         except BaseException as exc:
-            requests.finish(request_id, False, repr(exc), wall_ms())
+            halts.finish(request_id, False, repr(exc), wall_ms())
             raise
         finally:
             await exchange.stop()
-        requests.finish(request_id, ok, detail, wall_ms())
+        halts.finish(request_id, ok, detail, wall_ms())
         return ok, detail
     finally:
         conn.close()

@@ -249,6 +249,11 @@ class RateLimiter:
         """Replace the limits with exchangeInfo's (keeps the pause and what the windows counted)."""
         self.weight.limit, self.orders_10s.limit, self.orders_1m.limit = limits_of(limits)
 
+    @property
+    def weight_limit(self) -> int:
+        """The REQUEST_WEIGHT allowed per minute (exchangeInfo's, or Binance's default)."""
+        return self.weight.limit
+
     def paused_for(self) -> float:
         """Seconds left of the current 429/418 pause (0.0: not paused)."""
         return max(0.0, self.pause_until - self._clock())

@@ -14,6 +14,8 @@ timeout):
   (a safety net for a missed event), ``UNKNOWN`` orders re-queried (so not-found queries are spaced
   by the interval), and a stop triggered more than ``trigger_grace_s`` ago but still unfilled --
   an unprotected position -- is re-queried and, if still stuck, cancelled so a new stop goes on.
+  The sweep ends by counting the open positions left without an acknowledged stop of ours
+  (:attr:`Monitor.unprotected`, the ``xylen_positions_unprotected`` gauge).
 - **actions**: the follow-ups the manager queued (bracket legs, the other leg's cancel, re-queries);
   a re-query after a refused event waits for its backoff (the loop wakes when one is due).
 
@@ -29,7 +31,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
 from decimal import Decimal
 from typing import Any
 
@@ -38,9 +40,10 @@ from coordinator.exchange.schemas import AlgoUpdate, OrderTradeUpdate, Position,
 from coordinator.exchange.user_stream import UserStream
 from coordinator.orders.ids import is_ours
 from coordinator.orders.manager import OrderManager
-from coordinator.orders.models import IntentStatus
+from coordinator.orders.models import IntentStatus, Order, OrderKind
 from coordinator.orders.states import OrderState
 from coordinator.orders.venue_events import events_from_order_trade, update_from_algo_event
+from coordinator.side import Side
 
 logger = logging.getLogger(__name__)
 
@@ -71,6 +74,24 @@ def net_positions(positions: list[Position]) -> dict[str, Decimal]:
     return net
 
 
+PROTECTING_STATES = frozenset({OrderState.NEW, OrderState.PARTIALLY_FILLED})
+"""States in which a stop of ours is acknowledged by the venue and waiting to trigger."""
+
+
+def unprotected_symbols(net: Mapping[str, Decimal], live: Iterable[Order]) -> list[str]:
+    """Symbols with an open position and no acknowledged stop of ours on its closing side."""
+    guarded = {
+        (order.symbol, order.side)
+        for order in live
+        if order.kind is OrderKind.STOP_LOSS and order.state in PROTECTING_STATES
+    }
+    return sorted(
+        symbol
+        for symbol, amount in net.items()
+        if amount != 0 and (symbol, Side.SELL if amount > 0 else Side.BUY) not in guarded
+    )
+
+
 class Monitor:
     """Stream consumer, REST poller and follow-up worker around one :class:`OrderManager`."""
 
@@ -96,6 +117,7 @@ class Monitor:
         self.polls = 0
         self.sweeps = 0
         self.ignored = 0  # stream events about orders that are not ours
+        self.unprotected = 0  # open positions without a live stop of ours at the last sweep
         self._clock = clock
         self._task: asyncio.Task[None] | None = None
 
@@ -227,6 +249,7 @@ class Monitor:
             unchanged = store.orders_of_intent(intent.intent_id) == snapshot[intent.intent_id]
             position = net.get(intent.symbol, Decimal(0)) if unchanged else None
             await manager.ensure_bracket(intent.intent_id, position)
+        self.unprotected = len(unprotected_symbols(net, store.live_orders()))
         self.sweeps += 1
 
     def _stale(self, triggered_ms: int) -> bool:

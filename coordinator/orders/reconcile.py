@@ -76,6 +76,27 @@ logger = logging.getLogger(__name__)
 VenueLegs = dict[str, list[AlgoOrder]]
 """Protective orders of ours on the exchange that SQLite does not know, by symbol."""
 
+DIFFERENCE_KINDS = (
+    "order_conflict",
+    "pending_never_sent",
+    "stale_state",
+    "not_found",
+    "final_but_open",
+    "foreign_order",
+    "foreign_algo_order",
+    "unknown_ours",
+    "stale_trigger",
+    "stale_intent",
+    "unprotected_position",
+    "position_closed_outside",
+    "intent_finished",
+    "exit_incomplete",
+    "orphan_position",
+    "adopted_position",
+    "missing_fills",
+)
+"""Every ``Difference.kind`` the rules report (the metrics show each from 0)."""
+
 PROTECTIVE_TYPES = {"STOP_MARKET": OrderKind.STOP_LOSS, "TAKE_PROFIT_MARKET": OrderKind.TAKE_PROFIT}
 
 
@@ -136,6 +157,8 @@ class Reconciler:
         self.trigger_grace_s = trigger_grace_s
         self.protect_orphans = protect_orphans
         self.orphan_stop_fraction = orphan_stop_fraction
+        # Running totals by kind over every run of this process (``xylen_reconciliation_differences_total``).
+        self.differences: Counter[str] = Counter(dict.fromkeys(DIFFERENCE_KINDS, 0))
 
     async def run(self) -> ReconciliationResult:
         """Reconcile once; returns the differences (also written to the report table)."""
@@ -181,6 +204,7 @@ class Reconciler:
             (self.manager.now_ms(), len(result.differences), summary, run_id),
         )
         conn.execute("COMMIT")
+        self.differences.update(result.counts())
         log = logger.warning if result.differences else logger.info
         log(summary)
 
