@@ -28,10 +28,9 @@ import numpy as np
 from numpy.typing import NDArray
 from sklearn.isotonic import IsotonicRegression
 
-from xylen.probability import clip_probability
-
 EPS = 0.01
 """No calibrated probability of a direction over the horizon is more certain than 99 %."""
+_HIGH = 1.0 - EPS
 
 HOLDOUT_FRACTION = 0.25
 MIN_HOLDOUT = 20
@@ -42,8 +41,11 @@ FloatArray = NDArray[np.float64]
 
 
 def clip_prob(p: float) -> float:
-    """``p`` clipped to ``[EPS, 1 - EPS]`` (NaN becomes 0.5): :func:`xylen.probability.clip_probability`."""
-    return clip_probability(p, EPS)
+    """``p`` clipped to ``[EPS, 1 - EPS]`` (NaN becomes 0.5): :func:`xylen.probability.clip_probability`
+    with ``EPS``, spelled out because the ensemble calls it for every vote."""
+    if p != p:  # NaN
+        return 0.5
+    return EPS if p < EPS else (_HIGH if p > _HIGH else p)
 
 
 def interp_one(p: float, xs: Sequence[float], ys: Sequence[float]) -> float:

@@ -302,7 +302,7 @@ class Ensemble:
                 fitted = cal.calibrator
                 group_probs.append(clip_prob(interp_one(raw, fitted.xs, fitted.ys)))
         z, group_weights, base_weight = self._pool(keys, group_probs, list(group_prior.values()))
-        p = self._answer(z)
+        p = clip_prob(sigmoid(z)) if self._log_odds else self.pool_calibration(z)  # _answer(z)
         usable: list[Vote]
         probs: list[float]
         weights: list[float]
