@@ -2,7 +2,8 @@
 
 * :class:`MemoryGuard` samples ``psutil.virtual_memory().available`` every ``memory_poll_s``; under
   ``MIN_FREE_MEMORY_MB`` the server is *degraded*: ``/retrain`` answers 503 and scheduled
-  retraining pauses, while ``/predict`` keeps serving.
+  retraining pauses, while ``/predict`` keeps serving.  With ``disk_path`` (the models folder) the
+  same sample reads the free bytes of its filesystem (``xylen_model_disk_free_bytes``).
 * :class:`AdmissionMiddleware` (plain ASGI, no per-request task or body copy) counts requests in
   flight on the guarded routes: beyond ``MAX_QUEUE_DEPTH`` it answers 429 at once, before reading
   the body; a ``Content-Length`` over ``MAX_BODY_BYTES`` gets 413; an optional token bucket per
@@ -13,8 +14,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import shutil
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -47,13 +50,18 @@ _MB = 1024 * 1024
 
 
 class MemoryGuard:
-    """Tracks free host memory and this process's RSS; ``low`` means degraded."""
+    """Tracks free host memory, this process's RSS and the free disk of the models folder;
+    ``low`` (memory) means degraded."""
 
-    def __init__(self, min_free_mb: float, poll_s: float, metrics: ServerMetrics) -> None:
+    def __init__(
+        self, min_free_mb: float, poll_s: float, metrics: ServerMetrics, *, disk_path: Path | None = None
+    ) -> None:
         self.min_free_mb = min_free_mb
         self.poll_s = poll_s
         self.metrics = metrics
+        self.disk_path = disk_path
         self.available_mb = float("inf")
+        self.disk_free_bytes: int | None = None
         self.low = False
         self._process = psutil.Process()
 
@@ -79,7 +87,25 @@ class MemoryGuard:
         self.metrics.available.set(available)
         self.metrics.degraded.set(1 if self.low else 0)
         self.rss_mb()
+        self.disk_free()
         return self.low
+
+    def disk_free(self) -> int | None:
+        """Free bytes on the filesystem of ``disk_path`` (its nearest existing parent while the
+        folder is not created yet); None without a path or when it cannot be read."""
+        if self.disk_path is None:
+            return None
+        path = self.disk_path
+        while not path.exists() and path.parent != path:
+            path = path.parent
+        try:
+            free = shutil.disk_usage(path).free
+        except OSError as exc:
+            logger.warning("free disk of %s unreadable: %s", path, exc)
+            return None
+        self.disk_free_bytes = free
+        self.metrics.set_disk_free(free)
+        return free
 
     async def run(self) -> None:
         """Sample forever (a supervised background task)."""

@@ -55,6 +55,9 @@ class ServerMetrics:
         self.degraded = Gauge(
             "xylen_model_degraded", "1 while free memory is under the threshold.", registry=r
         )
+        # Registered at the first sample: a server that never reads its disk exports no 0 that the
+        # low-disk alert would take for a full disk.
+        self._disk_free: Gauge | None = None
         self.retrain_requests = Counter(
             "xylen_model_retrain_requests_total", "/retrain calls by outcome.", ["status"], registry=r
         )
@@ -92,6 +95,16 @@ class ServerMetrics:
             child = self.requests.labels(route, str(status))
             self._request_children[key] = child
         child.inc()  # type: ignore[attr-defined]
+
+    def set_disk_free(self, free_bytes: int) -> None:
+        """``xylen_model_disk_free_bytes``: free bytes on the filesystem of the models folder."""
+        if self._disk_free is None:
+            self._disk_free = Gauge(
+                "xylen_model_disk_free_bytes",
+                "Free bytes on the filesystem of the models folder (sampled with the memory).",
+                registry=self.registry,
+            )
+        self._disk_free.set(free_bytes)
 
     def set_model(self, version: str, backend: str, feature_version: str) -> None:
         """Make ``version`` the only one reported by ``xylen_model_info``."""
