@@ -5,7 +5,8 @@ self-contained ``report.html``, plus the terminal table.
 
 * ``summary.json``: every figure (:func:`backtest.metrics.summarize`), keys sorted, floats
   rounded to 10 significant digits, NaN and infinity as ``null``, nothing from the run's own
-  clock, so the same result gives the same bytes;
+  clock (the run's elapsed time stays in the page; stage timings are there only when the engine
+  was asked to time its stages, a benchmark), so the same inputs give the same bytes;
 * ``trades.parquet`` and ``trades.csv`` (the closed trades), ``decisions.parquet`` (every
   decision with each model's probability);
 * the PNG plots (:mod:`backtest.plots`), and ``report.html`` with the same PNGs embedded as
@@ -37,6 +38,9 @@ REPORT_HTML: Final = "report.html"
 TRADES_PARQUET: Final = "trades.parquet"
 TRADES_CSV: Final = "trades.csv"
 DECISIONS_PARQUET: Final = "decisions.parquet"
+RUN_CLOCK: Final[tuple[str, ...]] = ("elapsed_s", "candles_per_s")
+"""``meta`` keys the engine measures on the run's own clock: shown in ``report.html``, kept out of
+``summary.json`` so that the same inputs give the same bytes."""
 
 
 # --- summary.json ---
@@ -85,16 +89,16 @@ COUNT: Final = _num(",.0f")
 FIGURES: Final[tuple[tuple[str, str, _Fmt], ...]] = (
     ("total_return", "total return", PCT),
     ("cagr", "CAGR", PCT),
-    ("sharpe", "Sharpe (daily, annualised)", RATIO),
-    ("sortino", "Sortino (daily, annualised)", RATIO),
+    ("sharpe", "Sharpe", RATIO),
+    ("sortino", "Sortino", RATIO),
     ("max_drawdown", "max drawdown", PCT),
     ("calmar", "Calmar", RATIO),
     ("trades", "trades", COUNT),
     ("win_rate", "win rate", PCT),
     ("profit_factor", "profit factor", RATIO),
-    ("expectancy_bps", "expectancy per trade (bps)", BPS),
+    ("expectancy_bps", "expectancy (bps)", BPS),
     ("exposure", "exposure", PCT),
-    ("turnover", "turnover (x initial equity)", RATIO),
+    ("turnover", "turnover (x equity)", RATIO),
     ("fees_usd", "fees (USDT)", USD),
     ("funding_usd", "funding (USDT)", USD),
     ("trades_per_day", "trades per day", RATIO),
@@ -129,7 +133,11 @@ def print_summary(summary: Mapping[str, Any], console: Console | None = None) ->
     console = console or Console()
     data = _plain(summary)
     columns = _columns(data)
-    figures = Table(title=f"{data['symbol']} {data['interval']} backtest", title_style="bold red")
+    figures = Table(
+        title=f"{data['symbol']} {data['interval']} backtest",
+        title_style="bold red",
+        caption="Sharpe, Sortino: daily returns, annualised with √365",
+    )
     figures.add_column("figure")
     for name, _ in columns:
         figures.add_column(name, justify="right", style="bold" if name == data["strategy"] else None)
@@ -210,9 +218,11 @@ def _img(out_dir: Path, name: str, caption: str) -> str:
     )
 
 
-def render_html(summary: Mapping[str, Any], out_dir: Path) -> str:
-    """The report page for ``summary`` with the PNGs already written in ``out_dir``."""
+def render_html(summary: Mapping[str, Any], out_dir: Path, run: Mapping[str, Any] | None = None) -> str:
+    """The report page for ``summary`` with the PNGs already written in ``out_dir``; ``run``: the
+    run's own clock (elapsed seconds, candles per second), when known."""
     data = _plain(summary)
+    clock = _plain(run or {})
     e = html.escape
     columns = _columns(data)
     costs = data["costs"]
@@ -225,7 +235,9 @@ def render_html(summary: Mapping[str, Any], out_dir: Path) -> str:
         f"{data['decisions']:,} decisions · initial equity {data['initial_equity_usd']:,.2f} USDT · "
         f"entry {e(str(costs['entry']))}, maker {costs['maker_fee_bps']} bps, "
         f"taker {costs['taker_fee_bps']} bps, "
-        f"slippage {costs['slippage_bps']} bps</p></header><main>",
+        f"slippage {costs['slippage_bps']} bps</p>",
+        _clock(clock),
+        "</header><main>",
         "<h2>Figures</h2>",
         _table(
             ["figure", *(n for n, _ in columns)],
@@ -279,6 +291,13 @@ def render_html(summary: Mapping[str, Any], out_dir: Path) -> str:
     return "".join(parts)
 
 
+def _clock(run: Mapping[str, Any]) -> str:
+    if run.get("elapsed_s") is None:
+        return ""
+    speed = f", {run['candles_per_s']:,.0f} candles/s" if run.get("candles_per_s") is not None else ""
+    return f"<p>run in {run['elapsed_s']:,.1f} s{speed}</p>"
+
+
 def _day(ms: int) -> str:
     return str(np.datetime64(int(ms), "ms").astype("datetime64[m]")).replace("T", " ") + " UTC"
 
@@ -300,6 +319,8 @@ def write_report(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     summary: dict[str, Any] = _plain(summarize(result, baselines, n_boot))
+    summary["meta"] = {k: v for k, v in summary["meta"].items() if k not in RUN_CLOCK}
+    run = {k: result.meta[k] for k in RUN_CLOCK if k in result.meta}
     drawn = {"buy_and_hold": buy_and_hold(result), "flat": flat(result)} | dict(baselines or {})
     plots.equity_drawdown(result, drawn, out / plots.EQUITY_PNG)
     plots.monthly(result, drawn["buy_and_hold"], out / plots.MONTHLY_PNG)
@@ -312,5 +333,5 @@ def write_report(
     result.trades.to_csv(out / TRADES_CSV, index=False)
     result.decisions.to_parquet(out / DECISIONS_PARQUET, index=False)
     (out / SUMMARY_JSON).write_text(summary_json(summary), encoding="utf-8")
-    (out / REPORT_HTML).write_text(render_html(summary, out), encoding="utf-8")
+    (out / REPORT_HTML).write_text(render_html(summary, out, run), encoding="utf-8")
     return summary

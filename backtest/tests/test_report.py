@@ -8,6 +8,7 @@ import io
 import json
 import math
 import re
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -131,7 +132,7 @@ def ema_cross_result(candles: pd.DataFrame, equity0: float = 10_000.0) -> Backte
         decisions=decisions[[*DECISION_COLUMNS, "p:lgbm", "p:river"]],
         strategy="ensemble",
         stage_us={"votes": 0.5, "ensemble": 3.25, "risk": 1.0},
-        meta={"config": "config.yaml"},
+        meta={"config": "config.yaml", "elapsed_s": 1.5, "candles_per_s": 6_720.0},
     )
 
 
@@ -210,6 +211,7 @@ def test_summary_json_is_the_returned_summary_and_holds_the_figures(
     assert 0 < summary["holds_by_reason"]["HIGH_DISAGREEMENT"] < holds
     assert summary["refusals_by_reason"]["MAX_EXPOSURE"] > 0
     assert summary["stage_us"] == {"ensemble": 3.25, "risk": 1.0, "votes": 0.5}
+    assert summary["meta"] == {"config": "config.yaml"}  # the run's own clock stays out
     versions = summary["trades_by_model_version"]
     assert list(versions) == ["lgbm=1,river=1"] and versions["lgbm=1,river=1"]["trades"] == len(result.trades)
     page = (out / REPORT_HTML).read_text(encoding="utf-8")
@@ -231,9 +233,15 @@ def test_writing_twice_gives_byte_identical_summary_and_plots(
     out, _ = written
     reference = ema_cross_result(result.candles.iloc[len(result.candles) // 2 :].reset_index(drop=True))
     reference.strategy = "ema_cross_9_21"
-    write_report(result, tmp_path, {"ema_cross_9_21": reference}, n_boot=N_BOOT)
-    for name in (SUMMARY_JSON, REPORT_HTML, *PNGS):
+    again = replace(result, meta=result.meta | {"elapsed_s": 2.25, "candles_per_s": 4_480.0})  # a slower run
+    write_report(again, tmp_path, {"ema_cross_9_21": reference}, n_boot=N_BOOT)
+    for name in (SUMMARY_JSON, *PNGS):
         assert (tmp_path / name).read_bytes() == (out / name).read_bytes(), name
+    first, second = ((d / REPORT_HTML).read_text(encoding="utf-8") for d in (out, tmp_path))
+    assert "run in 1.5 s, 6,720 candles/s" in first and "run in 2.2 s, 4,480 candles/s" in second
+    assert (
+        first.replace("run in 1.5 s, 6,720", "run in 2.2 s, 4,480") == second
+    )  # only the run's clock differs
 
 
 def test_print_summary_shows_the_figures_beside_the_baselines(written: Written) -> None:
