@@ -16,6 +16,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 import pytest
+from playwright.sync_api import sync_playwright
 from rich.console import Console
 
 from backtest import plots
@@ -40,6 +41,15 @@ from xylen.paths import SHARED_BTC_5M
 pytestmark = pytest.mark.slow  # each report draws six plots (a few seconds on a busy machine)
 
 Written = tuple[Path, dict[str, Any]]
+CHROMIUM = "/usr/bin/chromium"  # Debian's browser (make test installs it)
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-sync",
+]
 STEP_MS = 300_000
 HORIZON = 12
 DAYS = 35  # over a month: the exposure plot shows daily means, and two calendar months
@@ -284,3 +294,27 @@ def test_plots_of_a_short_span_show_single_candles(real_candles: pd.DataFrame, t
     for draw, name in ((plots.exposure, plots.EXPOSURE_PNG), (plots.trades_window, plots.TRADES_PNG)):
         path = draw(short, tmp_path / name)
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_page_opens_from_disk_in_a_browser_with_every_plot_drawn(written: Written) -> None:
+    out, _ = written
+    if not Path(CHROMIUM).is_file():
+        pytest.fail(f"Debian's Chromium is missing at {CHROMIUM} (apt-get install chromium)")
+    fetched: list[str] = []
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            page = browser.new_page()
+            page.on("request", lambda request: fetched.append(request.url))
+            page.goto((out / REPORT_HTML).as_uri())
+            widths = page.eval_on_selector_all(
+                "img", "images => images.map(i => i.complete ? i.naturalWidth : 0)"
+            )
+            background = page.evaluate("getComputedStyle(document.body).backgroundColor")
+            headings = page.eval_on_selector_all("h2", "hs => hs.map(h => h.textContent)")
+        finally:
+            browser.close()
+    assert len(widths) == len(PNGS) and all(w > 0 for w in widths)
+    assert background == "rgb(0, 0, 0)"
+    assert {"Figures", "Decision quality", "Holds by reason", "Plots"} <= set(headings)
+    assert [u for u in fetched if not u.startswith(("file:", "data:"))] == []  # nothing from a network
