@@ -24,6 +24,10 @@ becomes its ``http_status`` with ``{"code", "msg"}``.  Anything unexpected is lo
 Unknown paths get 404 and known paths with another method 405, both ``-5000 "Path P, Method M is
 invalid"`` (the fapi gateway's wording).  There is no per-request logging at INFO (no access log).
 
+``GET /metrics`` answers the Prometheus text of :mod:`paper_exchange.metrics` (requests by route
+and status, orders placed/filled/canceled, open orders, the replay clock); it is neither charged
+nor signed, like the health endpoints of the other services.
+
 Background tasks (started with the app, cancelled and awaited at cleanup, then ``service.close()``):
 the replay clock (``service.advance()`` every ``tick_ms``, logging and continuing on errors) and
 the listen-key expiry sweep.
@@ -44,6 +48,7 @@ from aiohttp import web
 
 from paper_exchange.auth import Authenticator, parse_params
 from paper_exchange.faults import Faults, truncated
+from paper_exchange.metrics import ExchangeMetrics
 from paper_exchange.protocol import API_ERROR_TYPES, BinanceError, ExchangeService, error_fields, json_dumps
 from paper_exchange.rate_limit import RateLimited, RateLimiter
 from paper_exchange.routes import (
@@ -275,6 +280,7 @@ async def run_clock(service: ExchangeService, tick_s: float, log_every_s: float 
 GATEWAY_KEY = web.AppKey("gateway", Gateway)
 HUB_KEY = web.AppKey("user_stream_hub", UserStreamHub)
 SERVICE_KEY = web.AppKey("service", ExchangeService)
+METRICS_KEY = web.AppKey("metrics", ExchangeMetrics)
 
 
 def _watch(task: asyncio.Task[None]) -> None:
@@ -293,6 +299,7 @@ async def _background(app: web.Application) -> AsyncIterator[None]:
     settings = app[GATEWAY_KEY].settings
     hub.bind_loop(asyncio.get_running_loop())
     service.subscribe(hub.publish)
+    service.subscribe(app[METRICS_KEY].on_event)
     tasks = [
         asyncio.create_task(run_clock(service, settings.tick_ms / 1000.0), name="paper-exchange-clock"),
         asyncio.create_task(hub.run_expiry(settings.listen_key_sweep_s), name="paper-exchange-listen-keys"),
@@ -340,10 +347,14 @@ def create_app(
         send_timeout_s=settings.ws_send_timeout_s,
     )
     gateway = Gateway(service, settings, faults, hub, clock)
-    app = web.Application(client_max_size=MAX_BODY_BYTES)
+    metrics = ExchangeMetrics()
+    metrics.watch_service(service)
+    app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[metrics.middleware])
     app[SERVICE_KEY] = service
     app[HUB_KEY] = hub
     app[GATEWAY_KEY] = gateway
+    app[METRICS_KEY] = metrics
+    app.router.add_route("GET", "/metrics", metrics.handle)
     for route in gateway.routes:
         app.router.add_route(route.method, route.path, gateway.handler_for(route))
     app.router.add_route("GET", "/private/ws", hub.handle)
