@@ -409,8 +409,9 @@ def monthly_returns(result: BacktestResult) -> pd.Series:
     equity = result.equity
     if equity.empty:
         return pd.Series(dtype=np.float64)
-    month = pd.to_datetime(equity["ts"].to_numpy(dtype=np.int64), unit="ms", utc=True).strftime("%Y-%m")
-    closes = pd.Series(equity["equity_usd"].to_numpy(dtype=np.float64)).groupby(np.asarray(month)).last()
+    month = equity["ts"].to_numpy(dtype=np.int64).astype("datetime64[ms]").astype("datetime64[M]")
+    closes = pd.Series(equity["equity_usd"].to_numpy(dtype=np.float64)).groupby(month).last()
+    closes.index = [str(m) for m in closes.index.to_numpy().astype("datetime64[M]")]
     previous = closes.shift(1)
     previous.iloc[0] = result.initial_equity_usd
     return (closes / previous - 1.0).astype(np.float64)

@@ -187,21 +187,26 @@ def exposure(result: BacktestResult, path: Path) -> Path:
             lev = sign * np.abs(eq["position_notional_usd"].to_numpy(dtype=np.float64))
             lev = lev / eq["equity_usd"].to_numpy(dtype=np.float64)
             days = eq["ts"].to_numpy(dtype=np.int64) // DAY_MS
-            day_t = _times(np.unique(days) * DAY_MS)
-            edge = {"width": 1.0, "align": "edge", "lw": 0}
-            if len(np.unique(days)) > PER_CANDLE_DAYS:
-                by_day = pd.DataFrame({"long": np.maximum(lev, 0.0), "short": np.minimum(lev, 0.0)}).groupby(
-                    days
+            every_day = np.arange(days[0], days[-1] + 1)
+            edges = _times(np.r_[every_day, every_day[-1] + 1] * DAY_MS)
+
+            def daily(values: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+                """Mean of each UTC day, every day of the span (0 for a day without candles)."""
+                means = pd.Series(values).groupby(days).mean().reindex(every_day, fill_value=0.0)
+                return np.asarray(means, dtype=np.float64)
+
+            if len(every_day) > PER_CANDLE_DAYS:
+                top.stairs(
+                    daily(np.maximum(lev, 0.0)), edges, fill=True, color=GAIN, label="long (daily mean)"
                 )
-                mean = by_day.mean()
-                top.bar(day_t, mean["long"].to_numpy(), color=GAIN, label="long (daily mean)", **edge)
-                top.bar(day_t, mean["short"].to_numpy(), color=LOSS, label="short (daily mean)", **edge)
+                top.stairs(
+                    daily(np.minimum(lev, 0.0)), edges, fill=True, color=LOSS, label="short (daily mean)"
+                )
                 top.legend(loc="upper left")
             else:
                 top.fill_between(t, lev, 0.0, step="post", color=ACCENT, lw=0)
                 top.plot(t, lev, drawstyle="steps-post", color=STRATEGY, lw=0.6)
-            share = pd.Series(sign != 0).groupby(days).mean()
-            bottom.bar(day_t, share.to_numpy() * 100.0, color=ACCENT, **edge)
+            bottom.stairs(daily((sign != 0).astype(np.float64)) * 100.0, edges, fill=True, color=ACCENT)
         top.axhline(0.0, color=TEXT, lw=0.6)
         top.set_ylabel("notional / equity")
         top.set_title("exposure (long > 0, short < 0)")
