@@ -8,8 +8,8 @@ page from the coordinator's dashboard port. In order, the test checks that:
 - a trade appears in TradesList and, while it is open, its position with its stop and take-profit
   in Positions;
 - the controls act with the admin token (pause shows ENTRIES PAUSED, resume clears it);
-- the coordinator restarted: the page reconnects, catches up and shows no row twice;
-- a wrong token: the page asks for a token and shows no data (the API answers 401).
+- a wrong token: the page asks for a token and shows no data (the API answers 401);
+- the coordinator restarted: the page reconnects, catches up and shows no row twice.
 
 Screenshots at 1280 and 390 px go to the test's tmp folder, and to ``docs/screenshots/`` when
 ``XYLEN_UPDATE_SCREENSHOTS=1``.
@@ -79,8 +79,8 @@ def test_dashboard_in_chromium_against_a_running_demo(tmp_path: Path, shared_dat
             _screenshots(browser, page, demo, tmp_path)
             _controls_act(page)
             assert errors == [], errors
-            _coordinator_restart_is_caught_up(page, demo, env)
             _wrong_token_shows_no_data(browser, demo)
+            _coordinator_restart_is_caught_up(page, demo, env)
         finally:
             browser.close()
 
@@ -113,7 +113,7 @@ def _beats_arrive(page: Page) -> None:
     grown = f"""() => document.querySelectorAll('[data-testid=decision-row]').length >= {rows0 + 2}
         && Number(document.querySelector('[data-testid=equity-chart]').dataset.points) >= {points0 + 2}"""
     page.wait_for_function(grown, timeout=30_000)
-    assert page.locator("[data-testid=equity-chart] svg path.recharts-curve").count() >= 1
+    assert page.locator("[data-testid=equity-chart] svg [data-testid=equity-line]").count() >= 1
     # a click on a beat opens its breakdown: every model's vote
     page.locator("[data-testid=decision-row]").first.click()
     detail = page.locator("[data-testid=decision-detail]")

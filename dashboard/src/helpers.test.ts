@@ -1,6 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { BASE_MS, MAX_MS, reconnectDelay } from "./backoff";
 import { netPnl, sortTrades } from "./components/TradesList";
+import { niceTicks } from "./components/EquityChart";
 import { isStale } from "./components/Header";
 import { why } from "./components/Decisions";
 import { dailyPnl, downsample, withDrawdown } from "./series";
@@ -92,5 +93,15 @@ describe("takeToken", () => {
   });
   it("no token anywhere: null", () => {
     expect(takeToken(fakeWindow("http://127.0.0.1/") as unknown as Window)).toBeNull();
+  });
+});
+
+describe("niceTicks", () => {
+  it("round steps covering the range", () => {
+    expect(niceTicks(0, 10, 5)).toEqual([0, 2, 4, 6, 8, 10]);
+    expect(niceTicks(9_993, 10_017, 5)).toEqual([9_995, 10_000, 10_005, 10_010, 10_015]);
+    expect(niceTicks(-0.031, 0, 3)).toEqual([-0.02, 0]);
+    expect(niceTicks(-0.031, 0, 4)).toEqual([-0.03, -0.02, -0.01, 0]);
+    expect(niceTicks(5, 5)).toEqual([5]);
   });
 });

@@ -1,12 +1,9 @@
 import { memo, useMemo } from "react";
 import {
-  Area,
   Bar,
   BarChart,
   CartesianGrid,
   Cell,
-  ComposedChart,
-  Line,
   ReferenceLine,
   ResponsiveContainer,
   Scatter,
@@ -16,9 +13,10 @@ import {
   YAxis,
   ZAxis,
 } from "recharts";
-import { clock, pct, usd } from "../format";
+import { pct, usd } from "../format";
 import { dailyPnl, downsample, withDrawdown } from "../series";
 import type { EnsembleQualityView, EquityPoint } from "../types";
+import { EquityChart } from "./EquityChart";
 import { Empty, Panel } from "./Panel";
 
 const AXIS = { stroke: "#9ca3af", fontSize: 11 };
@@ -27,9 +25,8 @@ const TOOLTIP = {
   contentStyle: { background: "#0b0b0b", border: "1px solid #8B0000", color: "#f3f4f6", fontSize: 12 },
   labelStyle: { color: "#d1d5db" },
 };
-const SIZE = { width: 600, height: 240 };
 /** At most this many points are drawn, whatever the history (peaks and troughs kept). */
-const DRAWN_POINTS = 800;
+const DRAWN_POINTS = 1000;
 
 export const PerformanceChart = memo(function PerformanceChart(props: {
   equity: EquityPoint[];
@@ -49,27 +46,7 @@ export const PerformanceChart = memo(function PerformanceChart(props: {
         {curve.length === 0 ? (
           <Empty>No equity point yet.</Empty>
         ) : (
-          <ResponsiveContainer width="100%" height="100%" initialDimension={SIZE}>
-            <ComposedChart data={curve} margin={{ top: 5, right: 5, bottom: 0, left: 5 }}>
-              <defs>
-                <linearGradient id="ddFill" x1="0" y1="0" x2="0" y2="1">
-                  <stop offset="0%" stopColor="#8B0000" stopOpacity={0.2} />
-                  <stop offset="100%" stopColor="#8B0000" stopOpacity={0.8} />
-                </linearGradient>
-              </defs>
-              <CartesianGrid stroke={GRID} vertical={false} />
-              <XAxis dataKey="ts" type="number" domain={["dataMin", "dataMax"]} tickFormatter={(t: number) => clock(t).slice(0, 5)} {...AXIS} />
-              <YAxis yAxisId="eq" domain={["auto", "auto"]} tickFormatter={(v: number) => usd(v, 0)} width={72} {...AXIS} />
-              <YAxis yAxisId="dd" orientation="right" domain={[Math.min(maxDd * 3, -0.001), 0]} tickFormatter={(v: number) => pct(v, 1)} width={48} {...AXIS} />
-              <Tooltip
-                {...TOOLTIP}
-                labelFormatter={(t) => `${new Date(Number(t)).toISOString().slice(0, 19).replace("T", " ")} UTC`}
-                formatter={(v, name) => (name === "drawdown" ? pct(Number(v), 2) : usd(Number(v)))}
-              />
-              <Area yAxisId="dd" dataKey="drawdown" name="drawdown" stroke="#b91c1c" fill="url(#ddFill)" isAnimationActive={false} dot={false} />
-              <Line yAxisId="eq" dataKey="equity" name="equity" stroke="#f3f4f6" strokeWidth={1.5} isAnimationActive={false} dot={false} />
-            </ComposedChart>
-          </ResponsiveContainer>
+          <EquityChart curve={curve} />
         )}
       </div>
       <div className="mt-3 grid gap-3 md:grid-cols-2">
