@@ -37,6 +37,7 @@ import asyncio
 import logging
 import math
 import os
+import shutil
 import sqlite3
 import tempfile
 import time
@@ -155,6 +156,7 @@ class Run:
     clock: InstantClock
     conn: sqlite3.Connection
     http_models: ModelClients | None = None
+    scratch: Path | None = None  # the temporary folder of the run's databases, removed on close
     stage_s: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
     rows: list[tuple[Any, ...]] = field(default_factory=list)
     equity_rows: list[tuple[Any, ...]] = field(default_factory=list)
@@ -514,6 +516,8 @@ class Run:
         self.exchange.store.close()
         self.service.close()
         self.conn.close()
+        if self.scratch is not None:
+            shutil.rmtree(self.scratch, ignore_errors=True)
 
 
 def _outcome(close: np.ndarray[Any, Any], i: int, horizon: int, stop: int) -> float:
@@ -529,6 +533,13 @@ def _scratch_root() -> str | None:
     commits (the order store syncs every transition to disk) would otherwise cost most of the run."""
     shm = Path("/dev/shm")
     return str(shm) if shm.is_dir() and os.access(shm, os.W_OK) else None
+
+
+def _throwaway(conn: sqlite3.Connection) -> sqlite3.Connection:
+    """``conn`` with no sync at all: a backtest's databases are thrown away at its end, so a crash
+    loses nothing worth keeping, and the live settings' syncs would cost more than the pipeline."""
+    conn.execute("PRAGMA synchronous=OFF")
+    return conn
 
 
 def venue_config(
@@ -581,15 +592,16 @@ async def compose(
     clock = InstantClock(start_ms)
     client = BinanceFuturesClient(InProcessTransport(service, clock.now_ms))
     await client.exchange_info()
+    _throwaway(service.store._conn)  # the venue's own store: no public handle to its connection
     db_path = work / "xylen.db"
-    conn = init_db(db_path, synchronous="NORMAL")
-    store = OrderStore.open(db_path)
+    conn = _throwaway(init_db(db_path, synchronous="NORMAL"))
+    store = OrderStore(_throwaway(init_db(db_path, synchronous="NORMAL")), now_ms=clock.now_ms)
     exchange = FuturesExchange(config.exchange, client, store, use_stream=False, symbols=[history.symbol])
     exchange.manager.now_ms = clock.now_ms
     await exchange.ensure_one_way_mode()
     await exchange.set_margin_mode(history.symbol, config.exchange.margin_mode)
     await exchange.set_leverage(history.symbol, config.exchange.leverage)
-    ensemble = Ensemble.from_config(config, EnsembleStore.open(db_path, synchronous="NORMAL"))
+    ensemble = Ensemble.from_config(config, EnsembleStore(_throwaway(init_db(db_path, synchronous="NORMAL"))))
     risk = RiskManager.from_config(config, RiskStore(conn))
     journal = Journal(conn, ensemble.params)
     models = http_models if http_models is not None else ModelClients([], None)
@@ -604,7 +616,10 @@ async def compose(
         journal,
         Metrics(),
     )
-    return Run(config, history, votes, strategy, options, service, exchange, hb, clock, conn, http_models)
+    scratch = None if options.work_dir is not None else work
+    return Run(
+        config, history, votes, strategy, options, service, exchange, hb, clock, conn, http_models, scratch
+    )
 
 
 async def run_backtest(

@@ -35,6 +35,7 @@ def _subcommand_modules() -> list[ModuleType]:
         model_server,
         paper_exchange,
         preflight,
+        replay,
         risk,
         run,
         train,
@@ -42,7 +43,7 @@ def _subcommand_modules() -> list[ModuleType]:
 
     return [
         data, features, train, convert_onnx, model_server, paper_exchange, config_cmd, demo, risk, db, run,
-        preflight, backtest,
+        preflight, backtest, replay,
     ]  # fmt: skip
 
 
