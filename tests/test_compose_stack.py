@@ -29,6 +29,8 @@ own networking and restart policies.
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import contextlib
 import json
 import os
@@ -37,19 +39,30 @@ import shutil
 import signal
 import socket
 import sqlite3
+import ssl
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 import yaml
 
-from tests.test_deploy_docker import resolved_compose, stages, volume_parts
+from tests.test_deploy_docker import (
+    dashboard_conf,
+    front_conf,
+    nginx_main,
+    resolved_compose,
+    self_signed,
+    stages,
+    volume_parts,
+)
 from xylen.demo_services import show_trades
 
 REPO = Path(__file__).resolve().parents[1]
@@ -59,7 +72,10 @@ ORDER = ("init", "paper-exchange", "model-a", "model-b", "model-c", "coordinator
 INIT_TIMEOUT_S = 150.0
 HEALTHY_TIMEOUT_S = 90.0
 TRADE_TIMEOUT_S = 90.0
-SECRETS = "XYLEN_MODEL_TOKEN=compose-model-token\nXYLEN_DASHBOARD_TOKEN=compose-dashboard-token\n"
+DASHBOARD_TOKEN = "compose-dashboard-token"
+SECRETS = f"XYLEN_MODEL_TOKEN=compose-model-token\nXYLEN_DASHBOARD_TOKEN={DASHBOARD_TOKEN}\n"
+METRICS_USER, METRICS_PASSWORD = "prometheus", "compose-metrics-password"
+OPTIONAL_TARGETS = {"xylen-paper-exchange"}  # monitoring/prometheus.yml: no /metrics there yet
 
 pytestmark = pytest.mark.slow
 
@@ -103,11 +119,19 @@ class Stack:
 
     services: dict[str, Any]
     volumes: Path
+    project: Path  # the folder docker-compose resolved relative paths against (a copy's)
     ports: dict[tuple[str, int], int] = field(default_factory=dict)
     binds: dict[str, Path] = field(default_factory=dict)  # a bind's source -> what to mount instead
 
     def port(self, service: str, container_port: int) -> int:
         return self.ports.setdefault((service, container_port), free_port())
+
+    def bind_source(self, source: str) -> Path:
+        """A bind mount's host path: the override, else the checkout's file for a project path."""
+        if source in self.binds:
+            return self.binds[source]
+        path = Path(source)
+        return REPO / path.relative_to(self.project) if path.is_relative_to(self.project) else path
 
     def mounts(self, service: str) -> dict[str, Path]:
         """Container path -> host path for the service's volumes, binds and image files."""
@@ -116,7 +140,7 @@ class Stack:
         for volume in svc.get("volumes", []):
             source, target = volume_parts(volume)
             if source.startswith("/"):
-                out[target] = self.binds.get(source, Path(source))
+                out[target] = self.bind_source(source)
             else:
                 out[target] = self.volumes / source
                 out[target].mkdir(parents=True, exist_ok=True)
@@ -252,28 +276,40 @@ def journal(db: Path) -> tuple[set[str], int, int]:
 
 
 def prometheus_targets_up(stack: Stack, folder: Path) -> dict[str, str]:
-    """Run Debian's Prometheus on the stack's real ports; the health of each target once all are up."""
+    """Debian's Prometheus on monitoring/'s configuration, as the compose file mounts it, with the
+    targets' service names mapped to the stack's ports and a 1 s scrape interval (test speed).
+    Returns each target's health once every one but the optional ones is up."""
     exe = shutil.which("prometheus")
     assert exe, "prometheus is needed (make test installs it)"
-    targets = {
-        "coordinator": f"127.0.0.1:{stack.ports[('coordinator', 9108)]}",
-        **{
-            name: f"127.0.0.1:{stack.ports[(name, 8001)]}"
-            for name in ("model-a", "model-b", "model-c")
-        },
-    }
-    config = {
-        "global": {"scrape_interval": "1s", "scrape_timeout": "1s"},
-        "scrape_configs": [
-            {"job_name": name, "static_configs": [{"targets": [t]}]} for name, t in targets.items()
-        ],
-    }
-    (folder / "prometheus.yml").write_text(yaml.safe_dump(config))
+    etc = folder / "prometheus"
+    for bind, target in map(volume_parts, stack.services["prometheus"]["volumes"]):
+        if target.startswith("/etc/prometheus/"):
+            dest, source = etc / target.removeprefix("/etc/prometheus/"), stack.bind_source(bind)
+            if source.is_dir():
+                shutil.copytree(source, dest)
+            else:
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy(source, dest)
+    config = yaml.safe_load((etc / "prometheus.yml").read_text())
+    config["global"].update(scrape_interval="1s", scrape_timeout="1s", evaluation_interval="1s")
+    for job in config["scrape_configs"]:
+        for sd in job.get("file_sd_configs", []):
+            sd["refresh_interval"] = "1s"
+    (etc / "prometheus.yml").write_text(yaml.safe_dump(config))
+    expected = 0
+    for path in (etc / "targets").glob("*.yml"):
+        groups = yaml.safe_load(path.read_text())
+        for group in groups:
+            group["targets"] = [
+                stack.url("prometheus", f"http://{t}").removeprefix("http://") for t in group["targets"]
+            ]
+            expected += len(group["targets"])
+        path.write_text(yaml.safe_dump(groups))
     port = free_port()
     log = folder / "prometheus.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen(
-            [exe, f"--config.file={folder / 'prometheus.yml'}", f"--storage.tsdb.path={folder / 'tsdb'}",
+            [exe, f"--config.file={etc / 'prometheus.yml'}", f"--storage.tsdb.path={folder / 'tsdb'}",
              f"--web.listen-address=127.0.0.1:{port}"],
             stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
@@ -286,8 +322,9 @@ def prometheus_targets_up(stack: Stack, folder: Path) -> dict[str, str]:
                 url = f"http://127.0.0.1:{port}/api/v1/targets"
                 with urllib.request.urlopen(url, timeout=2) as resp:
                     active = json.load(resp)["data"]["activeTargets"]
-                health = {t["labels"]["job"]: t["health"] for t in active}
-                if len(health) == len(targets) and set(health.values()) == {"up"}:
+                health = {f"{t['labels']['job']} {t['labels']['instance']}": t["health"] for t in active}
+                required = [h for key, h in health.items() if key.split()[0] not in OPTIONAL_TARGETS]
+                if len(health) == expected and required and set(required) == {"up"}:
                     return health
             time.sleep(0.5)
     finally:
@@ -300,11 +337,108 @@ def prometheus_targets_up(stack: Stack, folder: Path) -> dict[str, str]:
     raise AssertionError(f"Prometheus targets not all up: {health}\n{log_tail(log)}")
 
 
+@contextlib.contextmanager
+def front_proxy(stack: Stack, folder: Path) -> Iterator[tuple[int, int]]:
+    """The ``dashboard`` and ``nginx`` services as one Debian nginx process: the dashboard
+    container's server block (the committed build, /ws and /api to the coordinator) and
+    nginx/xylen-api.conf rendered by the compose stack's script, with a self-signed certificate.
+    Yields (HTTP port, HTTPS port)."""
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    (folder / "logs").mkdir(parents=True)
+    dashboard_port = stack.port("dashboard", 8080)
+    http_port, https_port = stack.port("nginx", 80), stack.port("nginx", 443)
+    upstream = stack.services["dashboard"]["environment"]["XYLEN_COORDINATOR"]  # coordinator:8765
+    coordinator = stack.url("dashboard", f"http://{upstream}").removeprefix("http://")
+    htpasswd = subprocess.run(
+        ["openssl", "passwd", "-apr1", METRICS_PASSWORD], capture_output=True, text=True
+    )
+    (folder / "htpasswd").write_text(f"{METRICS_USER}:{htpasswd.stdout.strip()}\n")
+    env = {
+        "XYLEN_DOMAIN": stack.services["nginx"]["environment"]["XYLEN_DOMAIN"],
+        "XYLEN_DASHBOARD_UPSTREAM": f"127.0.0.1:{dashboard_port}",
+        "XYLEN_METRICS_UPSTREAM": f"127.0.0.1:{stack.ports[('coordinator', 9108)]}",
+        "XYLEN_MODEL_METRICS_UPSTREAM": f"127.0.0.1:{stack.ports[('model-a', 8001)]}",
+        "XYLEN_HTTP_PORT": str(http_port), "XYLEN_HTTPS_PORT": str(https_port),
+        "XYLEN_HTPASSWD": str(folder / "htpasswd"), "XYLEN_NGINX_LOG_DIR": f"{folder}/logs/",
+        "XYLEN_ACME_WEBROOT": str(folder / "acme"),
+    }  # fmt: skip
+    env["XYLEN_LETSENCRYPT_DIR"] = str(self_signed(folder / "letsencrypt", env["XYLEN_DOMAIN"]))
+    html = REPO / "coordinator" / "dashboard_dist"
+    main = nginx_main(
+        folder,
+        dashboard_conf(coordinator.removeprefix("http://"), html, dashboard_port),
+        front_conf(folder, env),
+    )
+    proc = subprocess.Popen(
+        [nginx, "-p", str(folder), "-c", str(main), "-g", "daemon off;"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", https_port), timeout=1):
+                break
+            time.sleep(0.2)
+        yield http_port, https_port
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def fetch(url: str, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE  # the test's self-signed certificate
+
+    class NoRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+            return None
+
+    opener = urllib.request.build_opener(urllib.request.HTTPSHandler(context=context), NoRedirect())
+    try:
+        with opener.open(urllib.request.Request(url, headers=headers or {}), timeout=10) as resp:
+            return int(resp.status), resp.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+async def first_feed_message(url: str) -> dict[str, Any]:
+    timeout = aiohttp.ClientTimeout(total=20)
+    async with aiohttp.ClientSession(timeout=timeout) as session, session.ws_connect(url, ssl=False) as ws:
+        message = await ws.receive(timeout=15)
+        assert message.type == aiohttp.WSMsgType.TEXT, message
+        data: dict[str, Any] = json.loads(message.data)
+        return data
+
+
+def check_front_proxy(http_port: int, https_port: int) -> dict[str, int]:
+    """The page, its API and feed through both proxies; the metrics behind basic auth."""
+    base = f"https://127.0.0.1:{https_port}"
+    page = fetch(f"{base}/")
+    assert page[0] == 200 and b'<div id="root">' in page[1], page
+    redirect = fetch(f"http://127.0.0.1:{http_port}/")
+    assert redirect[0] == 301, redirect
+    api = fetch(f"{base}/api/equity?token={DASHBOARD_TOKEN}")
+    assert api[0] == 200 and api[1].lstrip()[:1] in (b"{", b"["), api
+    assert fetch(f"{base}/api/equity")[0] == 401  # the coordinator's own check, through both proxies
+    assert fetch(f"{base}/metrics")[0] == 401
+    auth = {
+        "Authorization": "Basic " + base64.b64encode(f"{METRICS_USER}:{METRICS_PASSWORD}".encode()).decode()
+    }
+    metrics = fetch(f"{base}/metrics", auth)
+    assert metrics[0] == 200 and b"xylen_" in metrics[1], metrics[0]
+    assert fetch(f"{base}/metrics/model-server", auth)[0] == 200
+    feed = asyncio.run(first_feed_message(f"wss://127.0.0.1:{https_port}/ws?token={DASHBOARD_TOKEN}"))
+    assert "type" in feed and "ts" in feed, feed
+    return {"page": page[0], "api": api[0], "metrics": metrics[0]}
+
+
 def test_compose_services_as_processes_trade_and_are_scraped(tmp_path: Path, shared_data: Path) -> None:
     started = time.monotonic()
     (tmp_path / "compose").mkdir()
     resolved = resolved_compose(tmp_path / "compose", SECRETS, {"XYLEN_MARKET_DATA": str(shared_data)})
-    stack = Stack(resolved["services"], tmp_path / "volumes")
+    stack = Stack(resolved["services"], tmp_path / "volumes", tmp_path / "compose")
     # the coordinator's mounted config, mapped onto this machine
     config_bind = next(
         s
@@ -365,11 +499,16 @@ def test_compose_services_as_processes_trade_and_are_scraped(tmp_path: Path, sha
             f"{filled} filled, {trades} trades:\n{log_tail(logs / 'coordinator.log')}"
         )
 
+        with front_proxy(stack, tmp_path / "nginx") as (http_port, https_port):
+            t0 = time.monotonic()
+            answers = check_front_proxy(http_port, https_port)
+            figures["nginx"] = time.monotonic() - t0
         health = prometheus_targets_up(stack, tmp_path)
         figures["total"] = time.monotonic() - started
 
     print("\ncompose services as processes (s): " + ", ".join(f"{k} {v:.1f}" for k, v in figures.items()))
     print(f"journal: votes from {sorted(backends)}, {filled} filled orders, {trades} trades")
+    print(f"through nginx (HTTPS) and the dashboard container: {answers}, feed over wss")
     print(f"Prometheus targets: {health}")
     for name, proc, log in running:
         if name != "init":

@@ -10,6 +10,7 @@ the compose file's services as processes.
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -145,15 +146,17 @@ def front_conf(folder: Path, env: dict[str, str]) -> str:
 
 
 def nginx_main(folder: Path, *servers: str) -> Path:
-    """A main nginx.conf running as this user with ``servers`` inside ``http { }``."""
+    """A main nginx.conf with ``servers`` inside ``http { }``, its files under ``folder`` (workers
+    run as root when the master does, so they read the test's private temporary folders)."""
     temp = folder / "nginx-temp"
     temp.mkdir(exist_ok=True)
     main = folder / "nginx.conf"
     paths = "".join(
         f"{kind}_temp_path {temp}/{kind};\n" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
     )
+    user = "user root;\n" if os.geteuid() == 0 else ""
     main.write_text(
-        f"pid {folder}/nginx.pid;\nerror_log {folder}/error.log;\nevents {{}}\n"
+        f"{user}pid {folder}/nginx.pid;\nerror_log {folder}/error.log;\nevents {{}}\n"
         f"http {{\naccess_log off;\n{paths}" + "\n".join(servers) + "\n}\n"
     )
     return main
