@@ -110,6 +110,7 @@ def test_installed_plists_point_at_what_install_created(installed: tuple[Path, P
     assert collector[collector.index("--symbols") + 1] == "BTCUSDT,ETHUSDT"
 
 
+@pytest.mark.slow
 def test_the_rendered_commands_are_ones_the_services_accept(installed: tuple[Path, Path]) -> None:
     """Each agent's arguments, run with ``--help`` appended by this checkout's Python, parse."""
     _, agents = installed

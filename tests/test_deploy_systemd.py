@@ -254,6 +254,7 @@ except OSError:
 """
 
 
+@pytest.mark.slow
 def test_memory_deny_write_execute_suits_the_libraries_the_services_run() -> None:
     """The kernel's W^X refusal (what MemoryDenyWriteExecute= enforces) around every native library."""
     env = {**os.environ, "PYTHONPATH": str(REPO)}
