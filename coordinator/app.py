@@ -57,7 +57,7 @@ from coordinator.feed_models import DecisionView, EquityPoint, SystemView, Trade
 from coordinator.heartbeat import BeatReport, Heartbeat
 from coordinator.metrics import Metrics, MetricsServer
 from coordinator.model_client import ModelClients
-from coordinator.publish import FeedSources, trade_view
+from coordinator.publish import FeedSources, daily_loss_limit, trade_view
 from coordinator.risk import RiskManager
 from coordinator.risk.state import RiskStore
 from coordinator.safety import DashboardControls, HaltRequests, SafetySwitch
@@ -252,6 +252,7 @@ class CoordinatorApp:
             self.dashboard, on_beat=self._beaten,
         )  # fmt: skip
         hb.publisher.risk_of = lambda: (hb.risk, hb.config)
+        metrics.set_risk(risk.halted, daily_loss_limit(config, risk.state.day_start_equity))  # before beat 1
         self.safety = SafetySwitch(
             exchange, HaltRequests(conn), lambda: hb.risk, lambda: hb.config, clock.now_ms,
             publish=self.dashboard.publish_risk if self.dashboard is not None else None,

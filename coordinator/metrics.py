@@ -42,6 +42,7 @@ Families (labels in brackets):
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Iterable, Iterator, Mapping
 
 from aiohttp import web
@@ -110,6 +111,7 @@ class Metrics:
             "The day's effective daily loss limit in USD (the tighter of the USD and percentage limits)",
             registry=r,
         )
+        self.daily_loss_limit_usd.set(math.nan)  # unknown until set: never a 0 limit any loss exceeds
         self.positions_unprotected = Gauge(
             "xylen_positions_unprotected",
             "Open positions without a live stop order of ours, as the order monitor last saw them",

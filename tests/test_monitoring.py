@@ -40,14 +40,11 @@ RULE_FILES = sorted((MON / "rules").glob("*.yml"))
 TEST_FILES = sorted((MON / "tests").glob("*.yml"))
 DASHBOARDS = sorted((MON / "grafana" / "dashboards").glob("*.json"))
 
-# Metrics the alert rules need that no service exports yet (see monitoring/README.md, "Metrics still
-# to export"); their alerts stay silent until then. Panels never use them.
+# Metrics the alert rules need that no running service exports yet (see monitoring/README.md,
+# "Metrics still to export"); their alerts stay silent until then. Panels never use them.
+# xylen_model_disk_free_bytes: the model server's memory guard reads it once the app hands it the
+# models folder (MemoryGuard's disk_path).
 PENDING_METRICS = {
-    "xylen_trading_halted",
-    "xylen_daily_loss_limit_usd",
-    "xylen_positions_unprotected",
-    "xylen_reconciliation_differences_total",
-    "xylen_rate_limit_weight_limit",
     "xylen_model_disk_free_bytes",
 }
 
@@ -272,14 +269,6 @@ def _get(url: str, timeout: float = 5.0) -> Any:
         return json.loads(resp.read())
 
 
-def _serves_metrics(base_url: str) -> bool:
-    try:
-        with urllib.request.urlopen(base_url + "/metrics", timeout=5) as resp:
-            return bool(resp.status == 200)
-    except OSError:
-        return False
-
-
 def netloc(url: str) -> str:
     return urllib.parse.urlsplit(url).netloc
 
@@ -298,12 +287,7 @@ def _live_config(demo: Demo, work: Path) -> Path:
             {"targets": [netloc(url)], "labels": {"server": sid, "host": f"model-{sid}"}}
             for url, sid in servers.items()
         ],
-        # The paper exchange is scraped once it serves /metrics (it does not yet).
-        "xylen-paper-exchange": (
-            [{"targets": [netloc(demo.exchange_url)], "labels": {"host": "demo"}}]
-            if _serves_metrics(demo.exchange_url)
-            else []
-        ),
+        "xylen-paper-exchange": [{"targets": [netloc(demo.exchange_url)], "labels": {"host": "demo"}}],
     }
     jobs = {job["job_name"] for job in config["scrape_configs"]}
     assert jobs == set(targets)

@@ -9,6 +9,8 @@ a halt request runs, and reconciliation finds differences.
 from __future__ import annotations
 
 import asyncio
+import math
+from collections import Counter
 from decimal import Decimal
 from pathlib import Path
 
@@ -16,6 +18,7 @@ import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
 from coordinator.app import CoordinatorApp
+from coordinator.metrics import Metrics
 from coordinator.orders import OrderKind, OrderState, Side
 from coordinator.orders.models import Order, OrderType
 from coordinator.orders.monitor import unprotected_symbols
@@ -45,6 +48,41 @@ async def _scrape(app: CoordinatorApp) -> Samples:
         for family in text_string_to_metric_families(text)
         for sample in family.samples
     }
+
+
+def _samples(m: Metrics) -> Samples:
+    return {
+        (x.name, tuple(sorted(x.labels.items()))): x.value
+        for family in text_string_to_metric_families(m.exposition().decode())
+        for x in family.samples
+    }
+
+
+def test_helpers_set_and_read_at_scrape() -> None:
+    m = Metrics()
+    got = _samples(m)
+    assert math.isnan(got[("xylen_daily_loss_limit_usd", ())])  # no 0 limit before the first beat
+    assert got[("xylen_trading_halted", ())] == 0
+    differences: Counter[str] = Counter({"stale_state": 0})
+    weight = {"used": 120, "limit": 2400}
+    unprotected = [0]
+    m.watch_reconciliation(lambda: differences)
+    m.watch_rate_limit(lambda: weight["used"], lambda: weight["limit"])
+    m.watch_unprotected(lambda: unprotected[0])
+    m.set_risk(True, 250.0)
+    differences.update(["stale_state", "stale_state", "missing_fills"])
+    weight["limit"], unprotected[0] = 1200, 2
+    got = _samples(m)
+    assert got[("xylen_trading_halted", ())] == 1 and got[("xylen_daily_loss_limit_usd", ())] == 250
+    assert got[("xylen_reconciliation_differences_total", (("kind", "stale_state"),))] == 2
+    assert got[("xylen_reconciliation_differences_total", (("kind", "missing_fills"),))] == 1
+    assert (
+        got[("xylen_rate_limit_weight_limit", ())] == 1200
+        and got[("xylen_rate_limit_weight_used", ())] == 120
+    )
+    assert got[("xylen_positions_unprotected", ())] == 2
+    m.set_halted(False)
+    assert _samples(m)[("xylen_trading_halted", ())] == 0
 
 
 def _stop(symbol: str, side: Side, state: OrderState) -> Order:
