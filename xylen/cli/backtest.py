@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import re
+import shutil
 import tempfile
 from decimal import Decimal
 from pathlib import Path
@@ -18,6 +19,7 @@ from typing import Any
 
 from xylen.errors import UsageError
 
+DAY = re.compile(r"^\d{4}-\d{2}-\d{2}([ T]\d{2}:\d{2}(:\d{2})?)?$")
 DURATION = re.compile(r"^(\d+)([mhdw])$")
 UNIT_MS = {"m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 7 * 86_400_000}
 
@@ -70,13 +72,15 @@ def parse_day(value: str, flag: str) -> int:
     """``YYYY-MM-DD[ HH:MM]`` (UTC) as ms; exit 2 naming the flag otherwise."""
     import pandas as pd
 
+    if DAY.match(value.strip()) is None:
+        raise UsageError(f"{flag} {value!r}: not a date (use YYYY-MM-DD or YYYY-MM-DD HH:MM, UTC)")
     try:
-        ts = pd.Timestamp(value)
-    except (ValueError, TypeError) as exc:
-        raise UsageError(f"{flag} {value!r}: not a date (use YYYY-MM-DD)") from exc
-    if ts.tzinfo is None:
-        ts = ts.tz_localize("UTC")
-    return int(ts.value // 1_000_000)
+        ts = pd.Timestamp(value.strip())
+        if ts.tzinfo is None:
+            ts = ts.tz_localize("UTC")
+        return int(ts.value // 1_000_000)
+    except (ValueError, TypeError, OverflowError) as exc:
+        raise UsageError(f"{flag} {value!r}: not a date (use YYYY-MM-DD or YYYY-MM-DD HH:MM, UTC)") from exc
 
 
 def parse_duration(value: str, flag: str) -> int:
@@ -180,6 +184,7 @@ async def _run(
             )
     finally:
         bar.close()
+        shutil.rmtree(work, ignore_errors=True)
     return _report(result, reference, report_dir)
 
 

@@ -1,0 +1,151 @@
+"""`xylen backtest` end to end on two days of the shipped BTCUSDT 5m candles, as a user runs it.
+
+Two small LightGBM model directories are trained on the candles before the span (``xylen train``'s
+library function); the command runs the ensemble over them and the EMA 9/21 reference beside it
+and writes the report.  Checked: exit status 0, every report file (report.html embedding its PNGs,
+summary.json, trades.parquet/.csv, decisions.parquet), the same summary.json byte for byte on a
+second run, the reference strategy alone, and exit status 2 with a message naming the problem for
+bad arguments and a bad config.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from backtest import settings
+from backtest.data import load_candles
+from backtest.votes import TrainSettings, train_dir
+from xylen.cli.main import main
+
+ROOT = Path(__file__).resolve().parent.parent
+SYMBOL = "BTCUSDT"
+SPAN = ("--from", "2024-03-05", "--to", "2024-03-07")
+PNGS = (
+    "equity_drawdown.png",
+    "monthly_returns.png",
+    "trade_pnl.png",
+    "exposure.png",
+    "reliability.png",
+    "trades_window.png",
+)
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def models(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """Two model directories trained on the candles before the span, comma-separated."""
+    candles, _ = load_candles(SYMBOL)
+    cut = int(pd.Timestamp(SPAN[1], tz="UTC").value // 1_000_000) - 3_600_000
+    before = candles[candles["open_time"] < cut].reset_index(drop=True)
+    root = tmp_path_factory.mktemp("models")
+    small = TrainSettings(rounds=20, folds=2, max_rows=8_000)
+    dirs = [train_dir(before, SYMBOL, root / f"m{seed}", small, seed, cut) for seed in (1, 2)]
+    return ",".join(str(d) for d in dirs)
+
+
+@pytest.fixture(scope="module")
+def config_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Zero costs and no minimum edge so that two days trade (as ``xylen demo --show-trades``)."""
+    data = settings.default_config_data(SYMBOL)
+    data["ensemble"] = {"quorum": 1, "min_edge": 0.0, "max_disagreement": 0.5}
+    data["risk"].update(sizing="fixed_fraction", fixed_fraction=0.01, cooldown_after_loss_seconds=0.0)
+    data["trading"] = {"horizon_minutes": 30, "entry": "market", "taker_fee_bps": 0.0, "slippage_bps": 0.0}
+    path = tmp_path_factory.mktemp("config") / "config.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def xylen(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run(
+        [sys.executable, "-m", "xylen", "--log-level", "WARNING", *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=ROOT,
+        env=env,
+    )
+
+
+@pytest.fixture(scope="module")
+def reports(models: str, config_file: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("reports")
+    out = []
+    for name in ("a", "b"):
+        done = xylen(
+            "backtest", "--config", str(config_file), *SPAN, "--models", models, "--report", str(root / name)
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert "report:" in done.stdout
+        out.append(root / name)
+    return out[0], out[1]
+
+
+def test_the_report_files_are_written(reports: tuple[Path, Path]) -> None:
+    out, _ = reports
+    for name in ("report.html", "summary.json", "trades.parquet", "trades.csv", "decisions.parquet", *PNGS):
+        assert (out / name).is_file() and (out / name).stat().st_size > 0, name
+    html = (out / "report.html").read_text()
+    for name in PNGS:  # self-contained: each plot embedded, nothing fetched
+        png = base64.b64encode((out / name).read_bytes()).decode()
+        assert png in html, name
+    assert "http://" not in html and "https://" not in html
+    trades = pd.read_parquet(out / "trades.parquet")
+    decisions = pd.read_parquet(out / "decisions.parquet")
+    assert len(trades) >= 3 and len(decisions) == 2 * 288
+    assert set(trades["model_version"]) and all(trades["model_version"].str.count("=") == 2)
+    pd.testing.assert_frame_equal(pd.read_csv(out / "trades.csv"), trades, check_dtype=False)
+    summary = json.loads((out / "summary.json").read_text())
+    assert "ema_cross_9_21" in json.dumps(summary)  # the reference beside the ensemble
+
+
+def test_a_second_run_gives_a_byte_identical_summary(reports: tuple[Path, Path]) -> None:
+    a, b = reports
+    assert (a / "summary.json").read_bytes() == (b / "summary.json").read_bytes()
+
+
+def test_the_reference_strategy_alone(tmp_path: Path) -> None:
+    done = xylen("backtest", *SPAN, "--strategy", "ema_cross", "--report", str(tmp_path))
+    assert done.returncode == 0, done.stderr[-3000:]
+    trades = pd.read_parquet(tmp_path / "trades.parquet")
+    assert len(trades) >= 5 and set(trades["entry_style"]) == {"taker"}
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--from", "2024-03-07", "--to", "2024-03-05"), "--from must be before --to"),
+        (("--from", "March", "--to", "2024-03-05"), "--from 'March'"),
+        ((*SPAN, "--retrain-every", "monthly"), "--retrain-every 'monthly'"),
+        ((*SPAN, "--ema-quantity", "-1"), "--ema-quantity"),
+        ((*SPAN, "--models", "/nonexistent/model"), "--models"),
+        ((*SPAN, "--fidelity", "http"), "--fidelity http needs --config"),
+        ((*SPAN, "--config", "/nonexistent/config.yaml"), "--config"),
+        (("--from", "2030-01-01", "--to", "2030-02-01"), "fewer than 2 candles"),
+        ((*SPAN, "--symbol", "DOGEUSDT"), "DOGEUSDT"),
+    ],
+)
+def test_bad_arguments_exit_2_naming_the_problem(
+    args: tuple[str, ...], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["backtest", *args, "--report", str(tmp_path / "r")]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_a_bad_config_exits_2_naming_the_key(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = settings.default_config_data(SYMBOL)
+    data["risk"]["max_leverage_typo"] = 3
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(data))
+    assert main(["backtest", *SPAN, "--config", str(bad), "--report", str(tmp_path / "r")]) == 2
+    assert "max_leverage_typo" in capsys.readouterr().err
