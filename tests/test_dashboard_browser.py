@@ -7,6 +7,7 @@ page from the coordinator's dashboard port. In order, the test checks that:
 - beats arrive: the decisions table and the equity chart grow, the three models are listed;
 - a trade appears in TradesList and, while it is open, its position with its stop and take-profit
   in Positions;
+- every text has WCAG AA contrast against its background;
 - the controls act with the admin token (pause shows ENTRIES PAUSED, resume clears it);
 - a wrong token: the page asks for a token and shows no data (the API answers 401);
 - the coordinator restarted: the page reconnects, catches up and shows no row twice.
@@ -77,6 +78,7 @@ def test_dashboard_in_chromium_against_a_running_demo(tmp_path: Path, shared_dat
             assert errors == [], errors
             _a_trade_shows_with_its_bracket(page, demo)
             _screenshots(browser, page, demo, tmp_path)
+            assert page.evaluate(CONTRAST) == [], "text below WCAG AA contrast"
             _controls_act(page)
             assert errors == [], errors
             _wrong_token_shows_no_data(browser, demo)
@@ -120,6 +122,46 @@ def _beats_arrive(page: Page) -> None:
     detail.wait_for(timeout=5_000)
     assert "pooled P(up)" in detail.inner_text()
     page.locator("[data-testid=decision-row]").first.click()
+
+
+# Every visible text's colour against the first opaque background behind it (a gradient counts as
+# its darker #5C0000..#8B0000 end, the lighter one for contrast with white): WCAG AA asks 4.5:1,
+# 3:1 for large text (24 px, or 18.66 px bold). Disabled controls and transparent text are exempt.
+CONTRAST = """() => {
+  const rgb = (c) => {
+    const m = c.match(/[\\d.]+/g).map(Number);
+    return { r: m[0], g: m[1], b: m[2], a: m.length > 3 ? m[3] : 1 };
+  };
+  const channel = (v) => { v /= 255; return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4; };
+  const lum = ({ r, g, b }) => 0.2126 * channel(r) + 0.7152 * channel(g) + 0.0722 * channel(b);
+  const ratio = (a, b) => {
+    const [x, y] = [lum(a), lum(b)].sort((p, q) => q - p);
+    return (x + 0.05) / (y + 0.05);
+  };
+  const background = (el) => {
+    for (let e = el; e; e = e.parentElement) {
+      const style = getComputedStyle(e);
+      if (style.backgroundImage.includes('gradient')) return rgb('rgb(139, 0, 0)');
+      const c = rgb(style.backgroundColor);
+      if (c.a >= 0.99) return c;
+    }
+    return rgb('rgb(0, 0, 0)');
+  };
+  const failures = [];
+  for (const el of document.querySelectorAll('body *')) {
+    const own = [...el.childNodes].some((n) => n.nodeType === 3 && n.textContent.trim() !== '');
+    if (!own || el.closest('[disabled], .sr-only, option')) continue;
+    const style = getComputedStyle(el);
+    const fg = rgb(style.color);
+    if (fg.a < 0.5 || style.visibility === 'hidden' || el.getClientRects().length === 0) continue;
+    const size = parseFloat(style.fontSize);
+    const large = size >= 24 || (size >= 18.66 && Number(style.fontWeight) >= 700);
+    const r = ratio(fg, background(el));
+    const text = el.textContent.trim().slice(0, 30);
+    if (r < (large ? 3 : 4.5)) failures.push(`${r.toFixed(2)} ${style.color} "${text}"`);
+  }
+  return failures;
+}"""
 
 
 def _a_trade_shows_with_its_bracket(page: Page, demo: Demo) -> None:

@@ -49,7 +49,7 @@ export const SystemLogs = memo(function SystemLogs({ logs }: { logs: LogLine[] }
           value={query}
           onChange={(e) => setQuery(e.target.value)}
           placeholder="filter text"
-          className="min-w-0 flex-1 rounded border border-edge bg-black px-2 py-0.5 text-gray-100 placeholder:text-gray-500"
+          className="min-w-0 flex-1 rounded border border-edge bg-black px-2 py-0.5 text-gray-100 placeholder:text-gray-400"
         />
       </div>
       {shown.length === 0 ? (

@@ -71,7 +71,7 @@ export const TradesList = memo(function TradesList({ trades }: { trades: TradeVi
           value={query}
           onChange={(e) => setQuery(e.target.value)}
           placeholder="filter: symbol, side, exit reason"
-          className="min-w-0 flex-1 rounded border border-edge bg-black px-2 py-1 text-gray-100 placeholder:text-gray-500"
+          className="min-w-0 flex-1 rounded border border-edge bg-black px-2 py-1 text-gray-100 placeholder:text-gray-400"
         />
         <select
           aria-label="Trade status"
