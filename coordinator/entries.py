@@ -275,7 +275,7 @@ class EntryDesk:
     def _select(self, where: str, args: tuple[object, ...]) -> list[MakerEntry]:
         cursor = self.exchange.store.connection.execute(
             "SELECT client_order_id, intent_id, style, created_ms, deadline_ms, context, status,"
-            f" resolved_ms, fallback_client_order_id, note FROM maker_entries {where}",
+            f" resolved_ms, fallback_client_order_id, note FROM maker_entries {where}",  # nosec B608 # constant clauses; values bound
             args,
         )
         return [
@@ -385,7 +385,8 @@ class EntryDesk:
         """Replace an unfilled maker entry by a market one if its taker EV is still positive."""
         store = self.exchange.store
         intent = store.get_intent(row.intent_id)
-        assert intent is not None
+        if intent is None:
+            raise RuntimeError(f"maker entry {row.client_order_id}: intent {row.intent_id} is missing")
         now = self.clock.now_ms()
         horizon_ms = self.trading().horizon_minutes * 60_000
         if intent.stop_price is None or intent.take_profit_price is None:
@@ -435,7 +436,8 @@ class EntryDesk:
             self.exchange.get_account_balance(), self.exchange.get_open_positions()
         )
         mark = await self.exchange.mark_price(intent.symbol)
-        assert intent.stop_price is not None and intent.take_profit_price is not None
+        if intent.stop_price is None or intent.take_profit_price is None:
+            raise RuntimeError(f"intent {intent.intent_id} has no bracket prices")
         proposal = TradeProposal(
             intent.symbol, intent.side,
             reference_price=price, stop_price=intent.stop_price, take_profit_price=intent.take_profit_price,

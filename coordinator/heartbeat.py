@@ -339,7 +339,8 @@ class Heartbeat:
             return None, "trading disabled"
         if self._position_open(snap.symbol, account) is not None:
             return None, OPEN_NOTE
-        assert decision.stop_loss is not None and decision.take_profit is not None
+        if decision.stop_loss is None or decision.take_profit is None:
+            raise RuntimeError(f"{snap.symbol}: a {decision.action.value} decision without its bracket")
         context = EntryContext(
             probability=decision.confidence,
             decision_ms=self.clock.now_ms(),

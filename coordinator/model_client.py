@@ -190,7 +190,7 @@ class ModelClients:
         self._probe_timeout_s = probe_timeout_s
         self._retrain_timeout_s = retrain_timeout_s
         self._limit_per_host = limit_per_host
-        self._rng = rng or random.Random()
+        self._rng = rng or random.Random()  # nosec B311 # probe jitter, not a secret
         self._probes: set[asyncio.Task[None]] = set()
         self._closed = False
 

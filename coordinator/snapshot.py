@@ -209,7 +209,8 @@ class MarketData:
         """premiumIndex, ticker and the new klines at once; klines filtered by premiumIndex's time."""
         tail = self.tails[symbol]
         last = tail.last_open_ms
-        assert last is not None
+        if last is None:
+            raise RuntimeError(f"{symbol}: no candle to extend from")
         start = last + self.step_ms
         prices_task = asyncio.ensure_future(self._premium_and_ticker(symbol))
         try:

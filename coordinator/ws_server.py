@@ -399,7 +399,8 @@ class DashboardServer:
     def _authorized(self, request: web.Request) -> bool:
         if not self._require_token:
             return True
-        assert self._token is not None
+        if self._token is None:
+            raise RuntimeError("a token is required but none is set")
         given = request.query.get("token", "") or _bearer(request)
         return hmac.compare_digest(given.encode(), self._token)
 
@@ -542,7 +543,8 @@ class DashboardServer:
         except Exception:
             logger.exception("dashboard control %s failed", action)
             return _error(503, f"{action} failed; see the coordinator's log")
-        assert risk is not None
+        if risk is None:
+            raise RuntimeError(f"dashboard control {action} returned no risk state")
         if risk != self._risk:
             self.publish_risk(risk)
         return self._json(ControlAnswer(action=action, risk=risk))

@@ -130,7 +130,7 @@ class KlineClient:
         self.session = session
         self.base = config.exchange_url.rstrip("/")
         self.stats = RequestStats()
-        self._rng = random.Random()
+        self._rng = random.Random()  # nosec B311 # retry jitter, not a secret
 
     def _backoff(self, attempt: int) -> float:
         delay = min(self.config.max_backoff_s, self.config.backoff_s * 2**attempt)

@@ -195,7 +195,7 @@ class _Fault:
 
     def __init__(self, name: str, base_seed: int, spec: _Filtered, events: Sequence[str] | None) -> None:
         seed = spec.seed if spec.seed is not None else base_seed ^ zlib.crc32(name.encode())
-        self.rng = random.Random(seed)
+        self.rng = random.Random(seed)  # nosec B311 # seeded fault injection, reproducible on purpose
         self.paths = _filter(spec.paths)
         self.events = None if events is None else frozenset(events)
 

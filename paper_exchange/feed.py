@@ -272,7 +272,8 @@ class ReplayFeed:
         start = int(series.open_time[i])
         p0 = self.price_at(symbol, t0)
         p1 = self.price_at(symbol, t1)
-        assert p0 is not None and p1 is not None
+        if p0 is None or p1 is None:
+            raise RuntimeError(f"{symbol}: no price at {t0} or {t1}")
         # after the data or in a gap: flat, no volume
         volume = 0.0 if t0 >= start + self.step else float(series.volume[i]) * (t1 - t0) / self.step
         return Leg(t0, t1, p0, p1, volume)
@@ -405,7 +406,8 @@ class ReplayFeed:
         if cols is None:
             return None
         last = self.price_at(symbol, now)
-        assert last is not None
+        if last is None:
+            raise RuntimeError(f"{symbol}: no price at {now}")
         return {
             "open": float(cols["open"][0]),
             "high": float(cols["high"].max()),

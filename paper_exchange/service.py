@@ -306,7 +306,8 @@ class PaperExchangeService:
         limit = order_type == "LIMIT"
         tif = p.time_in_force(params, need=limit)
         quantity = p.decimal(params, "quantity", need=True)
-        assert quantity is not None
+        if quantity is None:
+            raise RuntimeError("quantity: required but came back empty")
         price = p.decimal(params, "price", need=limit)
         if not limit and price is not None:
             raise not_required("price")
@@ -584,7 +585,8 @@ class PaperExchangeService:
     def set_leverage(self, account: str, params: p.Params) -> dict[str, Any]:
         symbol = p.required(params, "symbol")
         leverage = p.integer(params, "leverage", need=True)
-        assert leverage is not None
+        if leverage is None:
+            raise RuntimeError("leverage: required but came back empty")
         setting = self._run(lambda: self.engine.set_leverage(account, symbol, leverage))
         return {
             "leverage": setting.leverage,

@@ -289,7 +289,8 @@ class UserStreamHub:
             item = await stream.queue.get()
             if item is _CLOSE:
                 return
-            assert item is not None
+            if item is None:
+                raise RuntimeError("a stream queue item without content")
             deliver_at, text = item
             wait = deliver_at - time.monotonic()
             if wait > 0:

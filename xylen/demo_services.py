@@ -34,7 +34,7 @@ import os
 import secrets
 import signal
 import socket
-import subprocess
+import subprocess  # nosec B404 # starts this package's own commands with a fixed argv
 import sys
 import time
 import urllib.error
@@ -150,7 +150,7 @@ class Children:
         log.flush()
         command = [sys.executable, "-m", "xylen", "--home", str(self.home.root), *args]
         try:
-            proc = subprocess.Popen(
+            proc = subprocess.Popen(  # nosec B603 # argv of this interpreter and package, no shell
                 command,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
@@ -195,7 +195,7 @@ class Children:
 def http_get(url: str, timeout_s: float = 2.0) -> tuple[int, bytes]:
     """GET ``url``: (status, body); (0, b"") when nothing answers."""
     try:
-        with urllib.request.urlopen(url, timeout=timeout_s) as response:
+        with urllib.request.urlopen(url, timeout=timeout_s) as response:  # nosec B310 # the demo's own http URLs
             return int(response.status), bytes(response.read())
     except urllib.error.HTTPError as exc:
         return int(exc.code), b""
@@ -368,7 +368,7 @@ def demo_config(
         ],
         "risk": {"max_snapshot_age_seconds": 900.0},  # clock seconds: one 5m candle plus slack
         "monitoring": {"metrics_host": "127.0.0.1", "metrics_port": metrics_port},
-        "dashboard": {"enabled": True, "host": "127.0.0.1", "port": dashboard_port, "require_token": True},
+        "dashboard": {"enabled": True, "host": "127.0.0.1", "port": dashboard_port, "require_token": True},  # nosec B105 # a boolean flag, not a password
         "logging": {"level": "INFO", "format": "text"},
     }
     return show_trades(config) if trade_freely else config

@@ -100,7 +100,7 @@ async def with_retries(
     except Exception as exc:
         if policy.attempts <= 1 or not is_retryable(exc, endpoint):
             raise
-        delay = random.uniform(0.0, policy.base_delay_s)
+        delay = random.uniform(0.0, policy.base_delay_s)  # nosec B311 # retry jitter, not a secret
         logger.warning("%s %s failed (%s); retrying in %.2f s", endpoint.method, endpoint.path, exc, delay)
     await asyncio.sleep(delay)
     retrying = AsyncRetrying(

@@ -135,7 +135,7 @@ class UserStream:
             logger.error("user-stream task %s crashed", task.get_name(), exc_info=task.exception())
 
     def _backoff(self, attempt: int) -> float:
-        return random.uniform(
+        return random.uniform(  # nosec B311 # reconnect jitter, not a secret
             0.0, min(self.reconnect_max_s, self.reconnect_base_s * 2 ** max(attempt - 1, 0))
         )
 

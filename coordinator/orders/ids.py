@@ -41,7 +41,8 @@ def client_order_id(intent_id: str, kind: OrderKind, attempt: int) -> str:
     if not 1 <= attempt <= MAX_ATTEMPT:
         raise ValueError(f"attempt must be in 1..{MAX_ATTEMPT}, got {attempt}")
     cid = f"{PREFIX}{intent_digest(intent_id)}-{LEG_CODES[kind]}{attempt}"
-    assert BINANCE_CLIENT_ID.match(cid), cid
+    if not BINANCE_CLIENT_ID.match(cid):
+        raise ValueError(f"{cid!r} is not a valid Binance client order id")
     return cid
 
 

@@ -412,7 +412,8 @@ class OrderManager:
         cid = order.client_order_id
         try:
             if order.is_algo:
-                assert order.trigger_price is not None
+                if order.trigger_price is None:
+                    raise RuntimeError(f"{cid}: an algo order without its trigger price")
                 algo = await self.client.new_algo_order(
                     order.symbol, order.side.value, order.type.value, order.trigger_price,
                     close_position=order.close_position, client_algo_id=cid,
@@ -422,7 +423,8 @@ class OrderManager:
                 update = update_from_algo(algo, self.now_ms())
                 raw: object = algo.model_dump(mode="json")
             else:
-                assert order.qty is not None
+                if order.qty is None:
+                    raise RuntimeError(f"{cid}: a regular order without its quantity")
                 reply = await self.client.new_order(
                     order.symbol, order.side.value, "MARKET" if order.type is OrderType.MARKET else "LIMIT",
                     order.qty, order.price, reduce_only=order.reduce_only, client_order_id=cid,
@@ -608,10 +610,12 @@ class OrderManager:
     async def _execute(self, intent: Intent, action: Action) -> None:
         logger.info("intent %s: %s (%s)", intent.intent_id, action.kind.value, action.reason)
         if action.kind is ActionKind.CANCEL:
-            assert action.client_order_id is not None
+            if action.client_order_id is None:
+                raise RuntimeError(f"intent {intent.intent_id}: a cancel without its order")
             await self.cancel(action.client_order_id)
         elif action.kind is ActionKind.CLOSE_INTENT:
-            assert action.status is not None
+            if action.status is None:
+                raise RuntimeError(f"intent {intent.intent_id}: a close without its status")
             self.store.set_intent_status(intent.intent_id, action.status)
         else:
             await self._place_leg(intent, action.kind)

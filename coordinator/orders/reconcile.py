@@ -183,7 +183,8 @@ class Reconciler:
         started = self.manager.now_ms()
         conn = self.manager.store.connection
         run_id = conn.execute("INSERT INTO reconciliation_runs (started_ms) VALUES (?)", (started,)).lastrowid
-        assert run_id is not None
+        if run_id is None:
+            raise RuntimeError("reconciliation_runs: the insert returned no row id")
         return ReconciliationResult(run_id), started
 
     def _finish(self, result: ReconciliationResult, started: int) -> None:
@@ -527,7 +528,8 @@ class Reconciler:
         chosen: dict[OrderKind, AlgoOrder] = {}
         for algo in sorted(holding, key=lambda a: (a.updateTime, a.algoId)):
             kind = protective_kind(algo)
-            assert kind is not None
+            if kind is None:
+                raise RuntimeError(f"algo order {algo.algoId} is not protective")
             chosen[kind] = algo
         stop, take = chosen.get(OrderKind.STOP_LOSS), chosen.get(OrderKind.TAKE_PROFIT)
         stop_price = (

@@ -221,7 +221,8 @@ class OrderStore:
             if cursor.rowcount != 1:
                 raise KeyError(intent_id)
         intent = self.get_intent(intent_id)
-        assert intent is not None
+        if intent is None:
+            raise KeyError(intent_id)
         return intent
 
     def get_intent(self, intent_id: str) -> Intent | None:
@@ -397,7 +398,8 @@ class OrderStore:
              event_to_json(event), raw, order.state.value, after.value, int(applied), int(duplicate), error,
              event.time_ms, self._now_ms()),
         )  # fmt: skip
-        assert cursor.lastrowid is not None
+        if cursor.lastrowid is None:
+            raise RuntimeError("order_events: the insert returned no row id")
         return cursor.lastrowid
 
     def _insert_fill(self, order: Order, fill: Fill, seq: int) -> None:
@@ -431,7 +433,8 @@ class OrderStore:
             chunk = ids_[start : start + 500]
             marks = ", ".join("?" * len(chunk))
             for row in self._rows(
-                f"SELECT * FROM fills WHERE client_order_id IN ({marks}) ORDER BY seq", tuple(chunk)
+                f"SELECT * FROM fills WHERE client_order_id IN ({marks}) ORDER BY seq",  # nosec B608 # placeholders only
+                tuple(chunk),
             ):
                 fills[row["client_order_id"]].append(fill_from_row(row))
         return [order_from_row(row, tuple(fills[row["client_order_id"]])) for row in rows]
@@ -455,13 +458,14 @@ class OrderStore:
             "algo": "algo_id = ?",
         }[id_kind]
         params = (symbol, exchange_id, exchange_id) if id_kind == "any" else (symbol, exchange_id)
-        rows = self._rows(f"SELECT * FROM orders WHERE symbol = ? AND {where}", params)
+        sql = f"SELECT * FROM orders WHERE symbol = ? AND {where}"  # nosec B608 # constant clauses; values bound
+        rows = self._rows(sql, params)
         return self._orders(rows[:1])[0] if rows else None
 
     def live_orders(self) -> list[Order]:
         """Every order not in a final state (what reconciliation queries at start), oldest first."""
         rows = self._rows(
-            f"SELECT * FROM orders WHERE state NOT IN ({_FINAL_SQL}) ORDER BY created_ms, rowid"
+            f"SELECT * FROM orders WHERE state NOT IN ({_FINAL_SQL}) ORDER BY created_ms, rowid"  # nosec B608 # constant states
         )
         return self._orders(rows)
 
@@ -504,7 +508,8 @@ class OrderStore:
         """The order's ``order_events`` rows in the order they were recorded."""
         where = "" if include_refused else " AND applied = 1"
         rows = self._rows(
-            f"SELECT * FROM order_events WHERE client_order_id = ?{where} ORDER BY seq", (client_order_id,)
+            f"SELECT * FROM order_events WHERE client_order_id = ?{where} ORDER BY seq",  # nosec B608 # constant clause
+            (client_order_id,),
         )
         return [
             StoredEvent(

@@ -151,7 +151,8 @@ class AlgoBook(OrderBook):
         self._trail_level(algo)
 
     def _trail_level(self, algo: AlgoOrder) -> None:
-        assert algo.callback_rate is not None
+        if algo.callback_rate is None:
+            raise RuntimeError(f"trailing algo {algo.algo_id} without a callback rate")
         if not algo.activated:
             algo.trigger_price = algo.activate_price or ZERO
             return
@@ -194,7 +195,8 @@ class AlgoBook(OrderBook):
         if algo.order_type == "TRAILING_STOP_MARKET":
             if not algo.activated:
                 return None
-            assert algo.callback_rate is not None
+            if algo.callback_rate is None:
+                raise RuntimeError(f"trailing algo {algo.algo_id} without a callback rate")
             rate = float(algo.callback_rate) / 100.0
             p_t = leg.price_at(t)
             if algo.side == "SELL":

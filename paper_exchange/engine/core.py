@@ -247,7 +247,8 @@ class Engine(Settlement):
                 self.trigger_algo(target)
             elif isinstance(target, Order):
                 leg = legs[target.symbol]
-                assert leg is not None
+                if leg is None:
+                    raise RuntimeError(f"{target.symbol}: a resting order to fill without a candle")
                 self._fill_resting(target, leg)
             elif isinstance(target, Position):
                 found = self.to_liquidate(target.account)

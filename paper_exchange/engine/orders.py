@@ -123,7 +123,8 @@ class OrderBook(EngineState):
         ps = self.resolve_position_side(account, position_side, reduce_only)
         market = order_type == "MARKET"
         if not market:
-            assert price is not None
+            if price is None:
+                raise RuntimeError("a LIMIT order without its price")
             spec.check_price(price)
         spec.check_qty(quantity, market)
         if client_order_id is not None:
@@ -132,7 +133,8 @@ class OrderBook(EngineState):
             if known is not None and self.orders[known].is_open:
                 raise ApiError(-4116, MSG_CLIENT_ID_DUP)
         if not market:
-            assert price is not None
+            if price is None:
+                raise RuntimeError("a LIMIT order without its price")
             spec.check_percent_price(side, price, mark)
         closing = self.closes_only(ps, side, reduce_only)
         if closing:

@@ -36,7 +36,8 @@ def text(params: Params, name: str, required: bool = False) -> str | None:
 
 def required(params: Params, name: str) -> str:
     value = text(params, name, required=True)
-    assert value is not None
+    if value is None:
+        raise RuntimeError(f"required parameter {name} came back empty")
     return value
 
 

@@ -172,21 +172,22 @@ def run_halt(args: argparse.Namespace) -> int:
 
     store = _open(args)
     actor = args.by or actor_name()
-    requests = HaltRequests(store.conn)
+    halts = HaltRequests(store.conn)
     what = "halt and flatten" if args.flatten else "halt"
     # The home's lock says whether a coordinator runs (from its start to its exit, also while it
     # reconciles or flattens); holding it here keeps one from starting while we act ourselves.
     lock = HomeLock(Home.resolve(args.home).root, "xylen risk halt")
     try:
-        request_id = requests.request(args.reason, flatten=args.flatten, actor=actor, now_ms=wall_ms())
-        assert request_id is not None
+        request_id = halts.request(args.reason, flatten=args.flatten, actor=actor, now_ms=wall_ms())
+        if request_id is None:  # no trigger key: never a duplicate
+            raise RuntimeError("a halt request without a trigger key was not written")
         logger.warning("%s requested by %s: %s (request %d)", what, actor, args.reason, request_id)
         try:
             lock.acquire()
         except HomeLocked:
             deadline = time.monotonic() + max(args.wait, 0.0)
             while time.monotonic() < deadline:
-                row = requests.get(request_id)
+                row = halts.get(request_id)
                 if row is not None and row.status in ("done", "failed"):
                     print(f"{what} {row.status} by the running coordinator: {row.detail}")
                     return 0 if row.status == "done" else 1

@@ -19,15 +19,15 @@ from xylen.errors import ConfigError
 
 SECRETS_FILE_ENV = "XYLEN_SECRETS_FILE"
 DEFAULT_PAPER_API_KEY = "xylen-paper-key"
-DEFAULT_PAPER_API_SECRET = "xylen-paper-secret"  # documented local default, paper venue only
+DEFAULT_PAPER_API_SECRET = "xylen-paper-secret"  # nosec B105 # documented local default, paper venue only
 
 ENV_NAMES: dict[str, str] = {
     "binance_api_key": "BINANCE_API_KEY",
-    "binance_api_secret": "BINANCE_API_SECRET",
+    "binance_api_secret": "BINANCE_API_SECRET",  # nosec B105 # a variable's name, not a secret
     "paper_api_key": "XYLEN_PAPER_API_KEY",
-    "paper_api_secret": "XYLEN_PAPER_API_SECRET",
-    "model_token": "XYLEN_MODEL_TOKEN",
-    "dashboard_token": "XYLEN_DASHBOARD_TOKEN",
+    "paper_api_secret": "XYLEN_PAPER_API_SECRET",  # nosec B105 # a variable's name, not a secret
+    "model_token": "XYLEN_MODEL_TOKEN",  # nosec B105 # a variable's name, not a secret
+    "dashboard_token": "XYLEN_DASHBOARD_TOKEN",  # nosec B105 # a variable's name, not a secret
 }
 
 
