@@ -373,7 +373,14 @@ class Run:
             risk = "approved"
         else:
             risk = "refused:" + ",".join(r.value for r in beat.risk.reasons)
-        versions = self.votes.versions_at(i) if self.votes is not None else ""
+        if self.votes is not None:
+            versions = self.votes.versions_at(i)
+        else:  # over HTTP: the versions the servers answered with
+            versions = ",".join(
+                f"{r.server_id}={r.response.model_version}"
+                for r in beat.fanout.results
+                if r.response is not None
+            )
         if beat.placement is not None and not beat.placement.rejected:
             entry = beat.placement.entry
             style = "maker" if entry.type.value == "LIMIT" else "taker"
@@ -400,7 +407,12 @@ class Run:
     def _result(self, elapsed_s: float) -> BacktestResult:
         h = self.history
         span = h.span()
-        model_ids = self.votes.model_ids if self.votes is not None else []
+        if self.votes is not None:
+            model_ids = self.votes.model_ids
+        elif self.http_models is not None:
+            model_ids = [m.id for m in self.config.model_servers]
+        else:
+            model_ids = []
         decisions = self._decisions(model_ids)
         trades = self._trades()
         equity = pd.DataFrame(

@@ -232,5 +232,9 @@ def trained_models(
 
 
 def model_votes(dirs: Sequence[Path], history: MarketHistory) -> list[ModelVotes]:
-    """Votes of the given model directories (ids ``bt-<folder name>``)."""
-    return [static_votes(f"bt-{d.name}", d, history) for d in dirs]
+    """Votes of the given model directories (ids ``bt-<folder name>``, or ``bt-<n>-<folder name>``
+    when two folders share a name, e.g. ``a/models/v1`` and ``b/models/v1``)."""
+    ids = [f"bt-{d.name}" for d in dirs]
+    if len(set(ids)) < len(ids):
+        ids = [f"bt-{n}-{d.name}" for n, d in enumerate(dirs, start=1)]
+    return [static_votes(m, d, history) for m, d in zip(ids, dirs, strict=True)]
