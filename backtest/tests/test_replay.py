@@ -157,6 +157,7 @@ def test_a_live_coordinator_journal_replays_without_divergence(shared_data: Path
 
     home = tmp_path / "home"
     with running_demo(home, shared_data) as demo:
+        assert any(line.startswith("backtest:  xylen backtest --symbol BTCUSDT") for line in demo.lines)
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             demo.read_lines(2.0)

@@ -80,6 +80,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"done in {time.perf_counter() - started:.1f} s.")
         return 0
     print(f"pipeline done in {time.perf_counter() - started:.1f} s; starting the services on 127.0.0.1:")
-    return run_services(
-        home, symbols[0], args.duration, lambda line: print(line, flush=True), trade_freely=args.show_trades
+    backtest = (
+        f"backtest:  xylen backtest --symbol {symbols[0]} --from 2024-03-01 --to 2024-04-01 --report DIR"
     )
+
+    def out(line: str) -> None:  # the services' lines, and the backtest command once they are up
+        print(line + (f"\n{backtest}" if line.startswith("logs:") else ""), flush=True)
+
+    return run_services(home, symbols[0], args.duration, out, trade_freely=args.show_trades)
