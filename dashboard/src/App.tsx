@@ -12,8 +12,11 @@ import { forgetToken, storeToken, takeToken } from "./token";
 import { useFeed } from "./useFeed";
 
 export function App() {
-  const [token, setToken] = useState<string | null>(() => takeToken());
-  const feed = useFeed(token);
+  // An object, so that submitting the same token again (say, after a coordinator restart with it)
+  // is a new attempt to connect.
+  const [session, setSession] = useState<{ token: string | null }>(() => ({ token: takeToken() }));
+  const token = session.token;
+  const feed = useFeed(session);
   const now = useNow(1000);
   const { state, connection } = feed;
   // The chart is the costly part of a render: React draws it after the rest of a beat (the new
@@ -31,7 +34,7 @@ export function App() {
         refused={token !== null}
         onToken={(t) => {
           storeToken(t);
-          setToken(t);
+          setSession({ token: t });
         }}
       />
     );

@@ -39,7 +39,8 @@ async function tokenRefused(token: string): Promise<boolean> {
   }
 }
 
-export function useFeed(token: string | null): Feed {
+/** The feed for `session.token` (a new `session` object reconnects, even with the same token). */
+export function useFeed(session: { token: string | null }): Feed {
   const [state, dispatch] = useReducer(feedReducer, EMPTY);
   const [connection, setConnection] = useState<Connection>("connecting");
   const [lastUpdateMs, setLastUpdateMs] = useState<number | null>(null);
@@ -47,6 +48,8 @@ export function useFeed(token: string | null): Feed {
   const attempt = useRef(0);
 
   useEffect(() => {
+    const token = session.token;
+    attempt.current = 0;
     if (token === null) {
       dispatch({ kind: "clear" });
       setConnection("unauthorized");
@@ -106,7 +109,7 @@ export function useFeed(token: string | null): Feed {
       window.clearInterval(ping);
       socket?.close(1000, "page closed");
     };
-  }, [token]);
+  }, [session]);
 
   return { state, connection, lastUpdateMs, connects };
 }

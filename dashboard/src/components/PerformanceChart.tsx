@@ -1,4 +1,4 @@
-import { memo, useMemo } from "react";
+import { memo, useEffect, useMemo, useRef, useState } from "react";
 import {
   Bar,
   BarChart,
@@ -25,6 +25,7 @@ const TOOLTIP = {
   contentStyle: { background: "#0b0b0b", border: "1px solid #8B0000", color: "#f3f4f6", fontSize: 12 },
   labelStyle: { color: "#d1d5db" },
 };
+const SMALL_CHARTS_MS = 1000;
 /** At most this many points are drawn, whatever the history (peaks and troughs kept). */
 const DRAWN_POINTS = 1000;
 
@@ -34,7 +35,10 @@ export const PerformanceChart = memo(function PerformanceChart(props: {
 }) {
   const { equity, ensemble } = props;
   const curve = useMemo(() => downsample(withDrawdown(equity), DRAWN_POINTS), [equity]);
-  const days = useMemo(() => dailyPnl(equity), [equity]);
+  // The daily bars and the reliability diagram change slowly and cost more to draw than the curve:
+  // they follow at most every SMALL_CHARTS_MS, in a task of their own after the curve is painted.
+  const days = useLagged(useMemo(() => dailyPnl(equity), [equity]), SMALL_CHARTS_MS);
+  const lateEnsemble = useLagged(ensemble, SMALL_CHARTS_MS);
   const maxDd = curve.reduce((m, p) => Math.min(m, p.drawdown), 0);
   return (
     <Panel
@@ -73,7 +77,7 @@ export const PerformanceChart = memo(function PerformanceChart(props: {
             )}
           </div>
         </div>
-        <Reliability ensemble={ensemble} />
+        <Reliability ensemble={lateEnsemble} />
       </div>
     </Panel>
   );
@@ -105,4 +109,24 @@ function Reliability({ ensemble }: { ensemble: EnsembleQualityView | null }) {
       </div>
     </div>
   );
+}
+
+/** `value`, updated at most every `periodMs` and never in the render that changed it. */
+function useLagged<T>(value: T, periodMs: number): T {
+  const [lagged, setLagged] = useState(value);
+  const latest = useRef(value);
+  const last = useRef(0);
+  const timer = useRef<number | undefined>(undefined);
+  latest.current = value;
+  useEffect(() => {
+    if (timer.current !== undefined || Object.is(value, lagged)) return;
+    const wait = Math.max(50, last.current + periodMs - Date.now());
+    timer.current = window.setTimeout(() => {
+      timer.current = undefined;
+      last.current = Date.now();
+      setLagged(() => latest.current);
+    }, wait);
+  }, [value, lagged, periodMs]);
+  useEffect(() => () => window.clearTimeout(timer.current), []);
+  return lagged;
 }
