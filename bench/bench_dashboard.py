@@ -71,7 +71,8 @@ PROBE = """
       }
       const msg = JSON.parse(event.data);
       if (msg.type === 'snapshot') window.__bench.snapshot = now;
-      if (msg.type === 'beat' && (msg.equity ?? []).length >= window.__expectPoints) window.__bench.bigBeat = now;
+      const points = msg.type === 'beat' ? (msg.equity ?? []).length : 0;
+      if (points >= window.__expectPoints) window.__bench.bigBeat = now;
       if (msg.type === 'beat') for (const d of msg.decisions ?? []) {
         const key = `${d.timestamp_ms}|${d.symbol ?? ''}`;
         recv[key] = now;
