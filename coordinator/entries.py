@@ -273,11 +273,12 @@ class EntryDesk:
         )
 
     def _select(self, where: str, args: tuple[object, ...]) -> list[MakerEntry]:
-        cursor = self.exchange.store.connection.execute(
-            "SELECT client_order_id, intent_id, style, created_ms, deadline_ms, context, status,"
-            f" resolved_ms, fallback_client_order_id, note FROM maker_entries {where}",  # nosec B608 # constant clauses; values bound
-            args,
+        columns = (
+            "client_order_id, intent_id, style, created_ms, deadline_ms, context, status,"
+            " resolved_ms, fallback_client_order_id, note"
         )
+        sql = f"SELECT {columns} FROM maker_entries {where}"  # nosec B608 # constant clauses; values bound
+        cursor = self.exchange.store.connection.execute(sql, args)
         return [
             MakerEntry(cid, intent, style, int(created), int(deadline), EntryContext.from_json(ctx),
                        EntryStatus(status), resolved, fallback, note or "")

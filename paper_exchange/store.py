@@ -182,7 +182,8 @@ class ExchangeStore:
 
     # -- reading ------------------------------------------------------------------------------------
     def _rows(self, table: str, order: str) -> list[dict[str, Any]]:
-        cursor = self._conn.execute(f"SELECT data FROM {table} ORDER BY {order}")  # nosec B608 # names of this module
+        sql = f"SELECT data FROM {table} ORDER BY {order}"  # nosec B608 # names of this module
+        cursor = self._conn.execute(sql)
         return [orjson.loads(r[0]) for r in cursor]
 
     def load(self) -> Snapshot:

@@ -195,7 +195,7 @@ class Children:
 def http_get(url: str, timeout_s: float = 2.0) -> tuple[int, bytes]:
     """GET ``url``: (status, body); (0, b"") when nothing answers."""
     try:
-        with urllib.request.urlopen(url, timeout=timeout_s) as response:  # nosec B310 # the demo's own http URLs
+        with urllib.request.urlopen(url, timeout=timeout_s) as response:  # nosec B310 # our own URLs
             return int(response.status), bytes(response.read())
     except urllib.error.HTTPError as exc:
         return int(exc.code), b""
@@ -368,7 +368,12 @@ def demo_config(
         ],
         "risk": {"max_snapshot_age_seconds": 900.0},  # clock seconds: one 5m candle plus slack
         "monitoring": {"metrics_host": "127.0.0.1", "metrics_port": metrics_port},
-        "dashboard": {"enabled": True, "host": "127.0.0.1", "port": dashboard_port, "require_token": True},  # nosec B105 # a boolean flag, not a password
+        "dashboard": {
+            "enabled": True,
+            "host": "127.0.0.1",
+            "port": dashboard_port,
+            "require_token": True,  # nosec B105 # a boolean flag, not a password
+        },
         "logging": {"level": "INFO", "format": "text"},
     }
     return show_trades(config) if trade_freely else config

@@ -433,7 +433,8 @@ class OrderStore:
             chunk = ids_[start : start + 500]
             marks = ", ".join("?" * len(chunk))
             for row in self._rows(
-                f"SELECT * FROM fills WHERE client_order_id IN ({marks}) ORDER BY seq",  # nosec B608 # placeholders only
+                f"SELECT * FROM fills WHERE client_order_id IN ({marks})"  # nosec B608 # only ? marks
+                " ORDER BY seq",
                 tuple(chunk),
             ):
                 fills[row["client_order_id"]].append(fill_from_row(row))
@@ -458,14 +459,15 @@ class OrderStore:
             "algo": "algo_id = ?",
         }[id_kind]
         params = (symbol, exchange_id, exchange_id) if id_kind == "any" else (symbol, exchange_id)
-        sql = f"SELECT * FROM orders WHERE symbol = ? AND {where}"  # nosec B608 # constant clauses; values bound
+        sql = f"SELECT * FROM orders WHERE symbol = ? AND {where}"  # nosec B608 # constant clauses
         rows = self._rows(sql, params)
         return self._orders(rows[:1])[0] if rows else None
 
     def live_orders(self) -> list[Order]:
         """Every order not in a final state (what reconciliation queries at start), oldest first."""
         rows = self._rows(
-            f"SELECT * FROM orders WHERE state NOT IN ({_FINAL_SQL}) ORDER BY created_ms, rowid"  # nosec B608 # constant states
+            f"SELECT * FROM orders WHERE state NOT IN ({_FINAL_SQL})"  # nosec B608 # constant states
+            " ORDER BY created_ms, rowid"
         )
         return self._orders(rows)
 
@@ -508,7 +510,8 @@ class OrderStore:
         """The order's ``order_events`` rows in the order they were recorded."""
         where = "" if include_refused else " AND applied = 1"
         rows = self._rows(
-            f"SELECT * FROM order_events WHERE client_order_id = ?{where} ORDER BY seq",  # nosec B608 # constant clause
+            f"SELECT * FROM order_events WHERE client_order_id = ?{where}"  # nosec B608 # constant clause
+            " ORDER BY seq",
             (client_order_id,),
         )
         return [

@@ -103,7 +103,8 @@ def _export_table(
     quoted = ", ".join(f'"{c}"' for c in columns)
     try:
         cursor = conn.execute(
-            f'SELECT rowid, {quoted} FROM "{table}" WHERE rowid > ? ORDER BY rowid',  # nosec B608 # quoted names of the schema
+            f'SELECT rowid, {quoted} FROM "{table}"'  # nosec B608 # quoted names of the schema
+            " WHERE rowid > ? ORDER BY rowid",
             (last,),
         )
     except sqlite3.OperationalError as exc:

@@ -104,7 +104,7 @@ def status_dict(path: Path, backups_dir: Path) -> dict[str, Any]:
     try:
         version = int(conn.execute("PRAGMA user_version").fetchone()[0])
         counts = {
-            t: int(conn.execute(f'SELECT count(*) FROM "{t}"').fetchone()[0])  # nosec B608 # quoted names of the schema
+            t: int(conn.execute(f'SELECT count(*) FROM "{t}"').fetchone()[0])  # nosec B608 # schema names
             for t in user_tables(conn)
         }
     except sqlite3.Error as exc:
