@@ -10,7 +10,7 @@ on the older part), never refitted on the holdout.  A fitted calibrator is store
 scikit-learn's ``IsotonicRegression.predict`` computes with ``out_of_bounds="clip"``, without its
 per-call overhead.  The fit is on equal-count bins of at least ``MIN_BIN`` samples (see
 :func:`fit_isotonic`), so no block of the map rests on a handful of outcomes.  Every probability
-leaving this module is clipped to ``[EPS, 1 - EPS]``.
+leaving this module is clipped to ``[EPS, 1 - EPS]`` (:func:`xylen.probability.clip_probability`).
 
 One probability at a time (the ensemble's hot path) is mapped by :func:`interp_one`, the arithmetic
 of :func:`numpy.interp` on Python floats: the same bits without numpy's per-call cost.
@@ -28,9 +28,10 @@ import numpy as np
 from numpy.typing import NDArray
 from sklearn.isotonic import IsotonicRegression
 
+from xylen.probability import clip_probability
+
 EPS = 0.01
 """No calibrated probability of a direction over the horizon is more certain than 99 %."""
-_HIGH = 1.0 - EPS
 
 HOLDOUT_FRACTION = 0.25
 MIN_HOLDOUT = 20
@@ -38,14 +39,6 @@ MIN_BIN = 25
 MAX_BINS = 50
 
 FloatArray = NDArray[np.float64]
-
-
-def clip_prob(p: float) -> float:
-    """``p`` clipped to ``[EPS, 1 - EPS]`` (NaN becomes 0.5): :func:`xylen.probability.clip_probability`
-    with ``EPS``, spelled out because the ensemble calls it for every vote."""
-    if p != p:  # NaN
-        return 0.5
-    return EPS if p < EPS else (_HIGH if p > _HIGH else p)
 
 
 def interp_one(p: float, xs: Sequence[float], ys: Sequence[float]) -> float:
@@ -77,7 +70,7 @@ def interp_one(p: float, xs: Sequence[float], ys: Sequence[float]) -> float:
 
 def shrink(p: float, factor: float) -> float:
     """The uncalibrated fallback: ``0.5 + factor * (p - 0.5)``, clipped."""
-    return clip_prob(0.5 + factor * (p - 0.5))
+    return clip_probability(0.5 + factor * (p - 0.5), EPS)
 
 
 def log_loss(p: FloatArray, y: FloatArray) -> float:
@@ -104,7 +97,7 @@ class Calibrator:
         object.__setattr__(self, "ys", tuple(float(v) for v in self.y))
 
     def __call__(self, p: float) -> float:
-        return clip_prob(interp_one(p, self.xs, self.ys))
+        return clip_probability(interp_one(p, self.xs, self.ys), EPS)
 
     def apply(self, p: FloatArray) -> FloatArray:
         """Vectorised :meth:`__call__`."""

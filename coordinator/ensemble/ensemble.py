@@ -38,11 +38,11 @@ import math
 from collections import deque
 from collections.abc import Mapping, Sequence
 
-from coordinator.ensemble.calibration import EPS, ModelCalibration, clip_prob, interp_one, shrink
+from coordinator.ensemble.calibration import EPS, ModelCalibration, interp_one, shrink
 from coordinator.ensemble.ev import Costs
 from coordinator.ensemble.gating import log_odds_average, weighted_disagreement
 from coordinator.ensemble.meta import MetaLearner, MetaRow, meta_features
-from coordinator.ensemble.pool import PoolCalibration, PoolQuality, PoolRecord, QualitySnapshot
+from coordinator.ensemble.pool import PoolCalibration, PoolQuality, QualitySnapshot
 from coordinator.ensemble.resolve import DecisionParams, resolve_fields
 from coordinator.ensemble.store import (
     BASE_ROW,
@@ -64,7 +64,7 @@ from coordinator.ensemble.types import (
 )
 from coordinator.ensemble.weighting import MS_PER_HOUR, BayesianWeights
 from xylen.config.schema import EnsembleConfig, TradingConfig, XylenConfig
-from xylen.probability import logit, sigmoid
+from xylen.probability import clip_probability, logit, sigmoid
 
 META_TARGET = "_meta"
 
@@ -119,7 +119,9 @@ class Ensemble:
         )
         self.pool_calibration = PoolCalibration(config.pool_calibration_prior)
         self.pool_quality = PoolQuality(window)
-        self.quality_snapshot: QualitySnapshot = self.pool_quality.snapshot(self.pool_calibration)
+        self.pool_refit_every = config.pool_refit_every
+        self.pool_outcomes = 0  # outcomes the pool ever recorded: it is refitted at each multiple of N
+        self._quality: QualitySnapshot | None = None  # built from the running sums when read
         self.members: dict[str, set[str]] = {}
         self.calibrations: dict[str, ModelCalibration] = {}
         self.trackers: dict[str, ModelTracker] = {}
@@ -142,7 +144,7 @@ class Ensemble:
     # ------------------------------------------------------------------ state
 
     def _restore(self, store: EnsembleStore, priors: dict[str, float], meta_window: int) -> None:
-        loaded = store.load(self.window, meta_window)
+        loaded = store.load(self.window, meta_window, self.pool_refit_every)
         for model_id, record in loaded.models.items():
             state = self.weighting.ensure(model_id)
             state.prior = priors.get(model_id, record.prior)
@@ -160,9 +162,15 @@ class Ensemble:
             self.last_history_ms = loaded.state.last_history_ms
             self.meta = loaded.state.meta
         self.meta_rows.extend(loaded.meta_rows)
-        for pool_record in loaded.pool:
+        # the window as of the last scheduled refit, refitted, then the outcomes since
+        pending = loaded.pool_count % self.pool_refit_every
+        records = loaded.pool
+        for pool_record in records[: len(records) - pending]:
             self.pool_quality.add(pool_record)
         self._refit_pool()
+        for pool_record in records[len(records) - pending :]:
+            self.pool_quality.add(pool_record)
+        self.pool_outcomes = loaded.pool_count
 
     def _calibration(self, model_id: str) -> ModelCalibration:
         cal = self.calibrations.get(model_id)
@@ -181,6 +189,15 @@ class Ensemble:
         """Current weights over ``model_ids`` (default: every known model) and the base rate
         (:data:`~coordinator.ensemble.weighting.BASE_RATE`); they sum to 1."""
         return self.weighting.weights(model_ids)
+
+    @property
+    def quality_snapshot(self) -> QualitySnapshot:
+        """The pool's record against the constant as of the last outcome (built once per outcome,
+        when first read: the figures are running sums over the window, see :class:`PoolQuality`)."""
+        snap = self._quality
+        if snap is None:
+            snap = self._quality = self.pool_quality.snapshot(self.pool_calibration)
+        return snap
 
     def quality(self) -> QualitySnapshot:
         """The pool's record on its recent outcomes against the constant (as of the last outcome)."""
@@ -219,8 +236,7 @@ class Ensemble:
         The weights are :meth:`BayesianWeights.weights` over ``keys`` with the given priors, computed
         here without the dictionaries.  ``pooling: skill``: the base rate is a member of the pool;
         ``pooling: log_odds``: the weights are renormalised over the models that voted (the base
-        rate's weight is 0).  ``probs`` are calibrated, so already within ``[EPS, 1 - EPS]``: their
-        log-odds need no clipping.
+        rate's weight is 0).  ``probs`` are calibrated, so already within ``[EPS, 1 - EPS]``.
         """
         weighting = self.weighting
         models = weighting.models
@@ -242,16 +258,16 @@ class Ensemble:
         if self._log_odds:
             total = math.fsum(weights)
             weights = [w / total if total > 0.0 else 0.0 for w in weights]
-            z = math.fsum([w * math.log(q / (1.0 - q)) for w, q in zip(weights, probs, strict=True)])
+            z = math.fsum([w * logit(q, EPS) for w, q in zip(weights, probs, strict=True)])
             return z, weights, 0.0
-        z = math.fsum([w * math.log(q / (1.0 - q)) for w, q in zip(weights, probs, strict=True)])
+        z = math.fsum([w * logit(q, EPS) for w, q in zip(weights, probs, strict=True)])
         z += base_weight * logit(weighting.base_rate, EPS)
         return z, weights, base_weight
 
     def _answer(self, z: float) -> float:
         """The probability of pooled log-odds ``z``: recalibrated (``skill``) or as is (``log_odds``)."""
         if self._log_odds:
-            return clip_prob(sigmoid(z))
+            return clip_probability(sigmoid(z), EPS)
         return self.pool_calibration(z)
 
     @property
@@ -300,9 +316,9 @@ class Ensemble:
                 group_probs.append(shrink(raw, cal.shrink_factor))
             else:
                 fitted = cal.calibrator
-                group_probs.append(clip_prob(interp_one(raw, fitted.xs, fitted.ys)))
+                group_probs.append(clip_probability(interp_one(raw, fitted.xs, fitted.ys), EPS))
         z, group_weights, base_weight = self._pool(keys, group_probs, list(group_prior.values()))
-        p = clip_prob(sigmoid(z)) if self._log_odds else self.pool_calibration(z)  # _answer(z)
+        p = clip_probability(sigmoid(z), EPS) if self._log_odds else self.pool_calibration(z)  # _answer(z)
         usable: list[Vote]
         probs: list[float]
         weights: list[float]
@@ -377,8 +393,11 @@ class Ensemble:
         z, weights, _ = self._pool(ids, probs, [priors[k] for k in ids])
         pooled = self._answer(z)
         base = self.weighting.base_rate
-        self.pool_quality.add(PoolRecord(z, pooled, base, label))
-        self._refit_pool()
+        self.pool_quality.push(z, pooled, base, label)
+        self._quality = None
+        self.pool_outcomes += 1
+        if self.pool_outcomes % self.pool_refit_every == 0:
+            self._refit_pool()
         meta_row = MetaRow(
             t,
             {k: calibrated[k] for k in ids},
@@ -428,9 +447,10 @@ class Ensemble:
             )
 
     def _refit_pool(self) -> None:
+        """Refit the pool's recalibration on the window (every ``pool_refit_every`` outcomes)."""
         z, _, _, labels = self.pool_quality.columns()
         self.pool_calibration.fit(z, labels)
-        self.quality_snapshot = self.pool_quality.snapshot(self.pool_calibration)
+        self._quality = None
 
     def _refit_calibrators(self, t: int, raw: Mapping[str, float]) -> list[RefitRow]:
         out: list[RefitRow] = []

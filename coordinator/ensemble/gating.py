@@ -21,9 +21,9 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from coordinator.ensemble.calibration import EPS, clip_prob
+from coordinator.ensemble.calibration import EPS
 from coordinator.ensemble.types import HoldReason
-from xylen.probability import logit, sigmoid
+from xylen.probability import clip_probability, logit, sigmoid
 
 
 def log_odds_average(probs: Sequence[float], weights: Sequence[float]) -> float:
@@ -32,7 +32,7 @@ def log_odds_average(probs: Sequence[float], weights: Sequence[float]) -> float:
     if total <= 0.0:
         return 0.5
     z = math.fsum(w * logit(q, EPS) for q, w in zip(probs, weights, strict=True)) / total
-    return clip_prob(sigmoid(z))
+    return clip_probability(sigmoid(z), EPS)
 
 
 def weighted_disagreement(probs: Sequence[float], weights: Sequence[float]) -> float:

@@ -24,7 +24,8 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from coordinator.ensemble.calibration import EPS, expected_calibration_error
+from coordinator.ensemble.calibration import EPS
+from coordinator.ensemble.weighting import binary_log_loss
 from xylen.probability import sigmoid
 
 ECE_BINS = 15
@@ -41,6 +42,8 @@ class PoolCalibration:
     a: float = 0.0
     b: float = 1.0
     n: int = 0
+    fits: int = 0
+    """How many times :meth:`fit` has run (the refit schedule is checked against it)."""
 
     def __call__(self, z: float) -> float:
         """The recalibrated probability of pooled log-odds ``z``, clipped to ``[EPS, 1 - EPS]``."""
@@ -51,6 +54,7 @@ class PoolCalibration:
         """Refit ``a`` and ``b`` on the window (time order does not matter: every point weighs 1)."""
         zs = _floats(z)
         ys = _floats(labels)
+        self.fits += 1
         self.n = len(zs)
         if self.n == 0:
             self.a, self.b = 0.0, 1.0
@@ -111,11 +115,6 @@ class QualitySnapshot:
         }
 
 
-def _log_loss(p: NDArray[np.float64], y: NDArray[np.float64]) -> float:
-    q = np.clip(p, EPS, 1.0 - EPS)
-    return float(-np.mean(y * np.log(q) + (1.0 - y) * np.log1p(-q)))
-
-
 def _floats(values: Iterable[float] | FloatArray) -> FloatArray:
     """``values`` as a float64 array (an array of float64 is used as it is, not copied)."""
     if isinstance(values, np.ndarray) and values.dtype == np.float64:
@@ -140,28 +139,96 @@ class PoolQuality:
     written twice, at ``i`` and ``i + window``, so the window in time order is always one
     contiguous slice (:meth:`columns`): each outcome costs a few stores, and a refit reads the
     columns directly instead of gathering them from ``window`` objects.
+
+    The quality figures are running sums over the window: each outcome adds its log-loss and Brier
+    terms (the ensemble's and the constant's) and its reliability bin's count, probability and
+    label, and takes off those of the outcome leaving the window, so :meth:`snapshot` and
+    :meth:`reliability` cost a few operations per bin whatever the window.  The sums are recomputed
+    exactly from the stored terms once per ``window`` outcomes, so rounding cannot accumulate.
     """
 
-    def __init__(self, window: int) -> None:
+    def __init__(self, window: int, bins: int = ECE_BINS) -> None:
         self.window = window
+        self.bins = bins
         self._data = np.zeros((4, 2 * window), dtype=np.float64)
         self._n = 0
         self._next = 0
+        # per outcome of the window, by ring slot: (log-loss, constant log-loss, Brier, constant
+        # Brier, bin, probability, label)
+        self._terms: list[tuple[float, float, float, float, int, float, int]] = []
+        self._since_resum = 0
+        self._loss = self._constant_loss = self._brier = self._constant_brier = 0.0
+        self._bin_n = [0] * bins
+        self._bin_p = [0.0] * bins
+        self._bin_y = [0] * bins
 
     def __len__(self) -> int:
         return self._n
 
     def add(self, record: PoolRecord) -> None:
+        self.push(record.z, record.prob, record.base, record.label)
+
+    def push(self, z: float, prob: float, base: float, label: int) -> None:
+        """Add one outcome (pooled log-odds, answered probability, base rate, label 0/1)."""
         i = self._next
         j = i + self.window
         data = self._data
-        data[0, i] = data[0, j] = record.z
-        data[1, i] = data[1, j] = record.prob
-        data[2, i] = data[2, j] = record.base
-        data[3, i] = data[3, j] = record.label
-        self._next = (i + 1) % self.window
+        data[0, i] = data[0, j] = z
+        data[1, i] = data[1, j] = prob
+        data[2, i] = data[2, j] = base
+        data[3, i] = data[3, j] = label
+        loss = binary_log_loss(prob, label)
+        constant_loss = binary_log_loss(base, label)
+        brier = (prob - label) ** 2
+        constant_brier = (base - label) ** 2
+        bins = self.bins
+        k = int(prob * bins)
+        if k >= bins:
+            k = bins - 1
+        terms = (loss, constant_loss, brier, constant_brier, k, prob, label)
         if self._n < self.window:
+            self._terms.append(terms)
             self._n += 1
+        else:
+            old_loss, old_constant, old_brier, old_cbrier, old_k, old_p, old_y = self._terms[i]
+            self._terms[i] = terms
+            self._loss -= old_loss
+            self._constant_loss -= old_constant
+            self._brier -= old_brier
+            self._constant_brier -= old_cbrier
+            self._bin_n[old_k] -= 1
+            self._bin_p[old_k] -= old_p
+            self._bin_y[old_k] -= old_y
+        self._loss += loss
+        self._constant_loss += constant_loss
+        self._brier += brier
+        self._constant_brier += constant_brier
+        self._bin_n[k] += 1
+        self._bin_p[k] += prob
+        self._bin_y[k] += label
+        self._next = (i + 1) % self.window
+        self._since_resum += 1
+        if self._since_resum >= self.window:
+            self._resum()
+
+    def _resum(self) -> None:
+        """The running sums recomputed exactly (:func:`math.fsum`) from the window's terms."""
+        terms = self._terms
+        self._loss = math.fsum([t[0] for t in terms])
+        self._constant_loss = math.fsum([t[1] for t in terms])
+        self._brier = math.fsum([t[2] for t in terms])
+        self._constant_brier = math.fsum([t[3] for t in terms])
+        bins = self.bins
+        members: list[list[float]] = [[] for _ in range(bins)]
+        for t in terms:
+            members[t[4]].append(t[5])
+        self._bin_n = [len(m) for m in members]
+        self._bin_p = [math.fsum(m) for m in members]
+        labels = [0] * bins
+        for t in terms:
+            labels[t[4]] += t[6]
+        self._bin_y = labels
+        self._since_resum = 0
 
     def columns(self) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray]:
         """``(z, prob, base, label)`` of the window, oldest first (read-only views)."""
@@ -179,19 +246,24 @@ class PoolQuality:
             for zi, pi, bi, yi in zip(z, prob, base, label, strict=True)
         ]
 
+    def reliability(self) -> list[tuple[float, float, int]]:
+        """``(mean probability, up share, outcomes)`` of each non-empty equal-width bin of the
+        answered probability, lowest bin first (the reliability diagram behind the ECE)."""
+        return [(p / n, y / n, n) for n, p, y in zip(self._bin_n, self._bin_p, self._bin_y, strict=True) if n]
+
     def snapshot(self, calibration: PoolCalibration) -> QualitySnapshot:
         n = self._n
         if n == 0:
             nan = math.nan
             return QualitySnapshot(0, nan, nan, nan, nan, nan, calibration.a, calibration.b)
-        _, p, base, y = self.columns()
+        gap = math.fsum([abs(p - y) for p, y in zip(self._bin_p, self._bin_y, strict=True)])
         return QualitySnapshot(
             n=n,
-            log_loss=_log_loss(p, y),
-            constant_log_loss=_log_loss(base, y),
-            brier=float(np.mean((p - y) ** 2)),
-            constant_brier=float(np.mean((base - y) ** 2)),
-            ece=expected_calibration_error(p, y, bins=ECE_BINS),
+            log_loss=self._loss / n,
+            constant_log_loss=self._constant_loss / n,
+            brier=self._brier / n,
+            constant_brier=self._constant_brier / n,
+            ece=gap / n,
             calibration_a=calibration.a,
             calibration_b=calibration.b,
         )

@@ -10,7 +10,8 @@ What is stored, so that a restart resumes with the same weights, calibrators and
   meta-learner are refitted on (the most recent windows are read back on load); the pool's own
   record is kept there too, as two rows per outcome under the reserved ids :data:`POOL_ROW`
   (``prob_raw`` holds the pooled log-odds ``z`` itself, ``prob_calibrated`` the probability answered) and
-  :data:`BASE_ROW` (the base rate), from which the pool's recalibration is refitted on load;
+  :data:`BASE_ROW` (the base rate), from which the pool's recalibration is refitted on load (on the
+  window as it was at the last scheduled refit: their count says where the schedule stands);
 * ``ensemble_weight_history`` and ``ensemble_refits``: the record of weights over time and of
   every refit decision.
 
@@ -93,6 +94,9 @@ class Loaded:
     windows: dict[str, list[tuple[float, float, int]]] = field(default_factory=dict)
     meta_rows: list[MetaRow] = field(default_factory=list)
     pool: list[PoolRecord] = field(default_factory=list)
+    """The pool's most recent outcomes, oldest first: the window and the ones since the last refit."""
+    pool_count: int = 0
+    """How many outcomes the pool has ever recorded."""
 
 
 def _nullable(value: float) -> float | None:
@@ -117,8 +121,12 @@ class EnsembleStore:
     def close(self) -> None:
         self._conn.close()
 
-    def load(self, window: int, meta_window: int) -> Loaded:
-        """The stored state, with the last ``window`` outcomes per model and ``meta_window`` meta rows."""
+    def load(self, window: int, meta_window: int, pool_refit_every: int = 1) -> Loaded:
+        """The stored state, with the last ``window`` outcomes per model and ``meta_window`` meta rows.
+
+        The pool's record is read ``window`` outcomes back from its last scheduled refit (every
+        ``pool_refit_every`` outcomes of its whole count), so that refit can be repeated exactly.
+        """
         out = Loaded()
         for row in self._conn.execute(
             "SELECT model_id, prior, loss, n, hits, sum_log_loss, sum_brier, last_outcome_ms, calibrator,"
@@ -167,14 +175,19 @@ class EnsembleStore:
             )
             for r in reversed(rows)
         ]
+        count = self._conn.execute(
+            "SELECT COUNT(*) FROM ensemble_outcomes WHERE model_id = ?", (POOL_ROW,)
+        ).fetchone()
+        out.pool_count = int(count[0])
+        pool_window = window + out.pool_count % pool_refit_every
         pool_rows = self._conn.execute(
             "SELECT prob_raw, prob_calibrated, label FROM ensemble_outcomes WHERE model_id = ?"
             " ORDER BY seq DESC LIMIT ?",
-            (POOL_ROW, window),
+            (POOL_ROW, pool_window),
         ).fetchall()
         base_rows = self._conn.execute(
             "SELECT prob_raw FROM ensemble_outcomes WHERE model_id = ? ORDER BY seq DESC LIMIT ?",
-            (BASE_ROW, window),
+            (BASE_ROW, pool_window),
         ).fetchall()
         out.pool = [
             PoolRecord(float(p[0]), float(p[1]), float(b[0]), int(p[2]))

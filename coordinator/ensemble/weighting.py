@@ -26,7 +26,8 @@ import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from coordinator.ensemble.calibration import clip_prob
+from coordinator.ensemble.calibration import EPS
+from xylen.probability import clip_probability
 
 MS_PER_HOUR = 3_600_000
 BASE_RATE = "_base_rate"
@@ -35,7 +36,7 @@ BASE_RATE = "_base_rate"
 
 def binary_log_loss(q: float, y: int) -> float:
     """``-log q`` if ``y`` else ``-log(1 - q)`` with ``q`` clipped."""
-    q = clip_prob(q)
+    q = clip_probability(q, EPS)
     return -math.log(q) if y else -math.log1p(-q)
 
 

@@ -28,13 +28,13 @@ import numpy as np
 import pytest
 
 from coordinator.ensemble import Action, Decision, Ensemble, Market, Outcome, Vote, WeightedVote
-from coordinator.ensemble.calibration import EPS, clip_prob, interp_one, shrink
+from coordinator.ensemble.calibration import EPS, interp_one, shrink
 from coordinator.ensemble.gating import log_odds_average, weighted_disagreement
 from coordinator.ensemble.resolve import resolve
 from coordinator.ensemble.weighting import BASE_RATE
 from xylen.config.schema import EnsembleConfig, TradingConfig
 from xylen.data.importers import read_freqtrade_feather
-from xylen.probability import logit, sigmoid
+from xylen.probability import clip_probability, logit, sigmoid
 
 HORIZON = 12  # 5m candles in the default 60-minute horizon
 START = 40_000  # a slice of the real history (after any warm-up)
@@ -63,14 +63,14 @@ def reference_decide(ens: Ensemble, votes: Sequence[Vote], market: Market) -> De
         if cal is None or cal.calibrator is None:
             calibrated.append(shrink(raw, ens.config.uncalibrated_shrink))
         else:
-            calibrated.append(clip_prob(float(np.interp(raw, cal.calibrator.x, cal.calibrator.y))))
+            calibrated.append(clip_probability(float(np.interp(raw, cal.calibrator.x, cal.calibrator.y)), EPS))
     weights = ens.weighting.weights(keys, priors)
     if ens.config.pooling == "log_odds":
         total = math.fsum(weights[k] for k in keys)
         weights = {k: (weights[k] / total if total > 0.0 else 0.0) for k in keys}
         weights[BASE_RATE] = 0.0
         z = math.fsum(weights[k] * logit(q, EPS) for k, q in zip(keys, calibrated, strict=True))
-        p = clip_prob(sigmoid(z))
+        p = clip_probability(sigmoid(z), EPS)
     else:
         z = math.fsum(weights[k] * logit(q, EPS) for k, q in zip(keys, calibrated, strict=True))
         z += weights[BASE_RATE] * logit(ens.weighting.base_rate, EPS)
@@ -170,12 +170,14 @@ def assert_same(lean: Decision, ref: Decision) -> None:
     assert lean.timestamp_ms == ref.timestamp_ms and lean.quality is ref.quality
 
 
-def replay_ensemble(pooling: str) -> Ensemble:
+def replay_ensemble(pooling: str, pool_refit_every: int = 1) -> Ensemble:
+    """The replay's ensemble; the golden values were computed with the pool refitted at every outcome."""
     config = EnsembleConfig(
         quorum=2,
         calibration_min_samples=200,
         calibration_refit_hours=12,
         pooling=pooling,
+        pool_refit_every=pool_refit_every,
     )
     return Ensemble(config, TradingConfig(), SERVERS, window=600, default_prior=0.5)
 

@@ -207,6 +207,7 @@ class EnsembleConfig(Section):
     pooling: Literal["skill", "log_odds"] = "skill"
     weight_new_model_prior: float = Field(0.1, gt=0, le=1)
     pool_calibration_prior: float = Field(1000.0, ge=1)
+    pool_refit_every: int = Field(32, ge=1)
     meta_learner: bool = False
 
 
