@@ -26,6 +26,11 @@ const TOOLTIP = {
   labelStyle: { color: "#d1d5db" },
 };
 const SMALL_CHARTS_MS = 1000;
+/** Bars start at zero: the axis always includes it. */
+const ZERO_INCLUDED: [(min: number) => number, (max: number) => number] = [
+  (min) => Math.min(0, min),
+  (max) => Math.max(0, max),
+];
 /** At most this many points are drawn, whatever the history (peaks and troughs kept). */
 const DRAWN_POINTS = 1000;
 
@@ -64,7 +69,7 @@ export const PerformanceChart = memo(function PerformanceChart(props: {
                 <BarChart data={days} margin={{ top: 5, right: 5, bottom: 0, left: 5 }}>
                   <CartesianGrid stroke={GRID} vertical={false} />
                   <XAxis dataKey="day" tickFormatter={(d: string) => d.slice(5)} {...AXIS} />
-                  <YAxis tickFormatter={(v: number) => usd(v, 0)} width={64} {...AXIS} />
+                  <YAxis domain={ZERO_INCLUDED} tickFormatter={(v: number) => usd(v, 0)} width={64} {...AXIS} />
                   <ReferenceLine y={0} stroke="#6b7280" />
                   <Tooltip {...TOOLTIP} formatter={(v) => usd(Number(v))} cursor={{ fill: "#1f1f1f" }} />
                   <Bar dataKey="pnl" name="PnL" isAnimationActive={false}>
