@@ -14,7 +14,10 @@ import json
 import re
 from pathlib import Path
 
+from pydantic import BaseModel
+
 import coordinator
+from coordinator import feed_models
 
 DIST = Path(coordinator.__file__).resolve().parent / "dashboard_dist"
 SOURCES = Path(coordinator.__file__).resolve().parent.parent / "dashboard"
@@ -88,3 +91,58 @@ def test_build_holds_no_token() -> None:
         if path.is_file():
             text = path.read_text(errors="replace")
             assert "XYLEN_DASHBOARD_ADMIN_TOKEN=" not in text and "/home/" not in text, path
+
+
+# The page's TypeScript view of the feed (dashboard/src/types.ts) names exactly the fields of the
+# server's message models: a field renamed, added or dropped on either side fails here.
+TS_MODELS: dict[str, type[BaseModel]] = {
+    "PositionRow": feed_models.PositionRow,
+    "TradeView": feed_models.TradeView,
+    "VoteView": feed_models.VoteView,
+    "DecisionView": feed_models.DecisionView,
+    "ReliabilityBin": feed_models.ReliabilityBin,
+    "EnsembleQualityView": feed_models.EnsembleQualityView,
+    "ModelStatusView": feed_models.ModelStatusView,
+    "EquityPoint": feed_models.EquityPoint,
+    "LogLine": feed_models.LogLine,
+    "RiskStateView": feed_models.RiskStateView,
+    "SystemView": feed_models.SystemView,
+    "AccountView": feed_models.AccountView,
+    "OrderRow": feed_models.OrderRow,
+    "ReconciliationView": feed_models.ReconciliationView,
+    "BreakerView": feed_models.BreakerView,
+    "StateFields": feed_models.BeatMessage,
+    "LogMessage": feed_models.LogMessage,
+    "RiskMessage": feed_models.RiskMessage,
+    "PongMessage": feed_models.PongMessage,
+}
+_INTERFACE = re.compile(r"^export interface (\w+)(?: extends (\w+))? \{\n(.*?)^\}", re.M | re.S)
+_FIELD = re.compile(r"^  (\w+)\??:", re.M)
+
+
+def ts_interfaces(source: str) -> dict[str, set[str]]:
+    """Each exported interface's field names (with those of the interface it extends)."""
+    found = {m.group(1): (m.group(2), set(_FIELD.findall(m.group(3)))) for m in _INTERFACE.finditer(source)}
+
+    def fields(name: str) -> set[str]:
+        parent, own = found[name]
+        return own | (fields(parent) if parent else set())
+
+    return {name: fields(name) for name in found}
+
+
+def test_typescript_feed_types_name_the_models_fields() -> None:
+    interfaces = ts_interfaces((SOURCES / "src" / "types.ts").read_text())
+    for name, model in TS_MODELS.items():
+        expected = set(model.model_fields) - ({"type"} if name == "StateFields" else set())
+        assert interfaces[name] == expected, (
+            f"{name}: only in TS {interfaces[name] - expected}, only in Python {expected - interfaces[name]}"
+        )
+
+
+def test_ts_interfaces_parses_fields_and_inheritance() -> None:
+    source = (
+        "export interface A {\n  x: number;\n  /** doc */\n  y?: string | null;\n}\n\n"
+        "export interface B extends A {\n  z: boolean;\n}\n"
+    )
+    assert ts_interfaces(source) == {"A": {"x", "y"}, "B": {"x", "y", "z"}}
