@@ -22,7 +22,13 @@ the decision):
 Skipping idle candles (``skip_idle``): when nothing is open or resting, step 2 cannot do anything
 (no order to poll, no intent to settle, the account's wallet unchanged and its unrealised PnL 0),
 so it is skipped and the last account is reused; a decision that proposes a trade still gets the
-full order path in step 5.  ``tests`` run spans both ways and compare the trades and decisions.
+full order path in step 5.  A busy candle is also *quiet* when a full order pass could only repeat
+the last one's reads: the venue sent no user-data event since (no order changed, no fill, no
+funding; the engine's events are counted as the live user stream would carry them), nothing was
+written to the order store, the last pass wrote nothing, and nothing the order layer does by the
+clock is due (:meth:`Run._quiet`); then only the maker entries' deadlines and the account are
+checked.  ``tests`` run spans both ways (``skip_idle`` False runs the full order stage on every
+candle) and compare the trades and decisions.
 
 The composition follows :mod:`coordinator.app`: the same constructors, a throw-away SQLite
 database, the exchange client over :class:`~backtest.transport.InProcessTransport`.  What differs
@@ -162,6 +168,11 @@ class Run:
     equity_rows: list[tuple[Any, ...]] = field(default_factory=list)
     entry_info: dict[str, tuple[str, str]] = field(default_factory=dict)  # intent -> (style, versions)
     _busy: bool = False
+    _venue_events: int = 0  # user-data events of the account so far (:meth:`on_venue_event`)
+    _events_at_pass: int = -1  # ... when the last full order pass ended
+    _state_at_pass: tuple[Any, ...] = ()  # the order layer's state when that pass ended
+    _pass_changed: bool = True  # whether that pass changed it or settled a trade
+    _trades_settled: int = 0
     _feature_names: list[str] = field(default_factory=list)
     _feature_rows: np.ndarray[Any, Any] = field(default_factory=lambda: np.empty((0, 0)))
     _account: AccountView | None = None
@@ -244,8 +255,10 @@ class Run:
         self.clock.set(now)
         self.service.clock.step_to(now)
         with self._timed("orders"):
-            if self._busy or not self.options.skip_idle:
+            if not self.options.skip_idle:
                 await self._orders_and_settlement()
+            elif self._busy:
+                await self._busy_candle()
         assert self._account is not None
         account = self._account
         tail = self.heartbeat.outcomes.market.tails[self.symbol]
@@ -291,19 +304,79 @@ class Run:
         assert self.votes is not None
         return self.votes.fanout(i)
 
+    def on_venue_event(self, account: str, _event: dict[str, Any]) -> None:
+        """The venue's user-data events (what the live user stream carries), counted."""
+        if account == ACCOUNT:
+            self._venue_events += 1
+
+    def _order_state(self) -> tuple[Any, ...]:
+        """What the order layer holds: live orders (state, fills, trigger) and open intents."""
+        store = self.exchange.store
+        return (
+            tuple((o.client_order_id, o.state, o.executed_qty, o.triggered_ms) for o in store.live_orders()),
+            tuple((i.intent_id, i.status) for i in store.open_intents()),
+        )
+
+    def _quiet(self) -> bool:
+        """Whether a full order pass could only repeat the last one, which changed nothing.
+
+        It could when the venue sent no event since the last pass ended (no order changed, no fill,
+        no funding), that pass left the order layer as it found it and settled no trade, the order
+        layer is still as that pass left it (no entry placed since), and nothing the order layer
+        does by the clock is due: no order triggered and waiting for its fill, no recently closed
+        order left to back-fill, no follow-up queued (re-query, bracket or position check), nothing
+        in flight or in reconciliation.  The maker entries' deadlines are checked on every candle
+        anyway (:meth:`_busy_candle`)."""
+        manager = self.exchange.manager
+        if (
+            self._venue_events != self._events_at_pass
+            or self._pass_changed
+            or manager.inflight
+            or manager.for_reconciliation
+            or manager.corrected
+            or manager.dirty
+            or manager.requery
+            or manager.position_checks
+            or self.heartbeat.trades.failures  # closed intents whose settlement is retried
+            or manager.tracker.recently_closed(self.clock.now_ms())
+            or any(o.triggered_ms is not None for o in manager.tracker.active.values())
+        ):
+            return False
+        return self._order_state() == self._state_at_pass
+
+    async def _busy_candle(self) -> None:
+        """The order stage of a candle with something open: the account first (the venue processes
+        the candle when asked, and sends its events then), the maker entries' deadlines (a timed-out
+        entry is cancelled or replaced), then the full pass unless the candle is still quiet."""
+        if self._quiet():
+            self._account = await self._fetch_account()
+            self._count_income()
+            if self._quiet():
+                await self.heartbeat.entries.check()
+                if self._quiet():
+                    return
+        await self._orders_and_settlement()
+
     async def _orders_and_settlement(self) -> None:
         hb = self.heartbeat
+        before = self._order_state() if self.options.skip_idle else None
+        trades = self._trades_settled
         await hb.entries.check()
         await self.exchange.monitor.poll_active()
+        await self.exchange.monitor.run_pending()  # the live order worker's follow-ups
         await self.exchange.monitor.sweep()
         self._account = await self._fetch_account()
         with self._timed("settlement"):
-            await hb.settle_trades({})
+            self._trades_settled += len(await hb.settle_trades({}))
         self._count_income()
         manager = self.exchange.manager
         self._busy = bool(manager.tracker.active) or any(
             i.symbol == self.symbol for i in self.exchange.store.open_intents()
         )
+        if before is not None:
+            self._state_at_pass = self._order_state()
+            self._pass_changed = self._state_at_pass != before or self._trades_settled != trades
+            self._events_at_pass = self._venue_events
 
     async def settle_now(self, rounds: int = 4) -> None:
         """The order stages at once, within a candle (a strategy that closes before it re-enters): as
@@ -629,9 +702,11 @@ async def compose(
         Metrics(),
     )
     scratch = None if options.work_dir is not None else work
-    return Run(
+    run = Run(
         config, history, votes, strategy, options, service, exchange, hb, clock, conn, http_models, scratch
     )
+    service.engine.subscribe(run.on_venue_event)
+    return run
 
 
 async def run_backtest(
