@@ -9,7 +9,8 @@ page from the coordinator's dashboard port. In order, the test checks that:
   in Positions;
 - every text has WCAG AA contrast against its background;
 - the controls act with the admin token (pause shows ENTRIES PAUSED, resume clears it);
-- a wrong token: the page asks for a token and shows no data (the API answers 401);
+- a wrong token: the page asks for a token and shows no data (the API answers 401); the right
+  token typed into that prompt brings the data;
 - the coordinator restarted: the page reconnects, catches up and shows no row twice.
 
 Screenshots at 1280 and 390 px go to the test's tmp folder, and to ``docs/screenshots/`` when
@@ -252,6 +253,9 @@ def _wrong_token_shows_no_data(browser: Browser, demo: Demo) -> None:
         assert page.locator("[data-testid=decision-row]").count() == 0
         assert page.locator("[data-testid=equity]").count() == 0
         assert "token=" not in page.evaluate("location.href")
+        page.fill("#token", READ_TOKEN)  # the right token typed into the prompt: the data comes
+        page.get_by_role("button", name="Connect").click()
+        page.wait_for_selector("[data-testid=decision-row]", timeout=20_000)
     with pytest.raises(urllib.error.HTTPError) as refused:
         urllib.request.urlopen(f"{demo.dashboard_url}/api/trades?token=not-the-token", timeout=10)
     assert refused.value.code == 401
