@@ -11,7 +11,8 @@ page from the coordinator's dashboard port. In order, the test checks that:
 - the controls act with the admin token (pause shows ENTRIES PAUSED, resume clears it);
 - a wrong token: the page asks for a token and shows no data (the API answers 401); the right
   token typed into that prompt brings the data;
-- the coordinator restarted: the page reconnects, catches up and shows no row twice.
+- the coordinator restarted: the page reconnects, catches up and shows no row twice; then halt and
+  flatten from the page (after typing FLATTEN) shows HALTED and the action in the logs.
 
 Screenshots at 1280 and 390 px go to the test's tmp folder, and to ``docs/screenshots/`` when
 ``XYLEN_UPDATE_SCREENSHOTS=1``.
@@ -235,6 +236,7 @@ def _coordinator_restart_is_caught_up(page: Page, demo: Demo, env: dict[str, str
                 f"[data-testid={kind}]", f"rows => rows.map(r => r.getAttribute('{attribute}'))"
             )
             assert len(keys) == len(set(keys)), f"duplicated {kind}s after the reconnect: {keys}"
+        _halt_and_flatten(page)  # last, on the coordinator this test started and is about to stop
     finally:
         if coordinator is not None:
             coordinator.send_signal(signal.SIGTERM)
@@ -244,6 +246,24 @@ def _coordinator_restart_is_caught_up(page: Page, demo: Demo, env: dict[str, str
                 coordinator.kill()
                 coordinator.wait(timeout=10)
         demo.proc.send_signal(signal.SIGCONT)
+
+
+def _halt_and_flatten(page: Page) -> None:
+    controls = page.locator("[data-testid=controls]")
+    controls.locator("input[type=password]").fill(ADMIN_TOKEN)
+    flatten = controls.get_by_role("button", name="Halt + flatten")
+    controls.get_by_label("Type FLATTEN to close every position").fill("flatten")
+    assert flatten.is_disabled()  # the confirmation is exact
+    controls.get_by_label("Type FLATTEN to close every position").fill("FLATTEN")
+    flatten.click()
+    page.wait_for_function(
+        "document.querySelector('[data-testid=trading-state]').innerText.includes('HALTED')", timeout=20_000
+    )
+    page.wait_for_function(
+        "[...document.querySelectorAll('[data-testid=log-line]')]"
+        ".some(l => /dashboard control: halt/.test(l.innerText))",
+        timeout=20_000,
+    )
 
 
 def _wrong_token_shows_no_data(browser: Browser, demo: Demo) -> None:
