@@ -701,6 +701,9 @@ async def compose(
         journal,
         Metrics(),
     )
+    # as the app does: every entry send (a maker entry's market fallback too) checked against the
+    # risk manager and the config; the gate is the lock a halt would take (no halt in a backtest)
+    hb.entries.guard(lambda: hb.risk, lambda: hb.config, asyncio.Lock())
     scratch = None if options.work_dir is not None else work
     run = Run(
         config, history, votes, strategy, options, service, exchange, hb, clock, conn, http_models, scratch

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import re
 import shutil
 import tempfile
@@ -118,7 +119,16 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError(f"--models: {d} is not a model directory")
     candles, funding_dir = load_candles(symbol, args.interval, args.data)
     funding = load_funding_frame(funding_dir, symbol)
-    return asyncio.run(_run(args, config, candles, funding, start, end, retrain_ms, quantity, dirs))
+    loggers = [logging.getLogger(n) for n in ("coordinator", "paper_exchange", "backtest")]
+    levels = [lg.level for lg in loggers]
+    if args.log_level is None:  # a backtest's routine order-path warnings would bury the progress bar
+        for lg in loggers:
+            lg.setLevel(logging.ERROR)
+    try:
+        return asyncio.run(_run(args, config, candles, funding, start, end, retrain_ms, quantity, dirs))
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
 
 
 async def _run(
