@@ -86,9 +86,9 @@ def test_final_window_is_never_trained_or_calibrated_on(trained: TrainedModel, c
 def test_report_and_metadata_give_the_calibration_figures(trained: TrainedModel, model_dir: Path) -> None:
     report = format_report(trained)
     print(report)
-    assert set(trained.reports) == {"oof_raw", "oof_calibrated", "final_raw", "final"}
+    assert set(trained.reports) == {"oof_raw", "oof_calibrated", "final_raw", "final", "final_served"}
     meta = json.loads((model_dir / "metadata.json").read_text())
-    for key in ("oof_raw", "oof_calibrated", "final_raw", "final"):
+    for key in ("oof_raw", "oof_calibrated", "final_raw", "final", "final_served"):
         figures = meta["evaluation"][key]
         assert figures["auc_lo"] < figures["auc"] < figures["auc_hi"]
         assert figures["log_loss_vs_constant"] == pytest.approx(
@@ -102,6 +102,10 @@ def test_report_and_metadata_give_the_calibration_figures(trained: TrainedModel,
     # The goal on unseen data: never worse than the constant base rate by more than 0.0005 nats.
     assert final.log_loss <= final.log_loss_constant + 0.0005
     assert final.ece < 0.04
+    # Served (recalibrated online from the window's own outcomes as they arrive): the same goal.
+    served = trained.reports["final_served"]
+    assert served.log_loss <= served.log_loss_constant + 0.0005
+    assert served.ece < 0.04
 
 
 def test_calibrator_rescues_an_over_confident_model(trained: TrainedModel, candles: pd.DataFrame) -> None:

@@ -427,7 +427,7 @@ def write_model_dir(model: TrainedModel, out: Path, onnx: bool = True) -> Path:
     ``calibration.json`` and ``reliability.png`` atomically.
 
     The plot shows the out-of-fold calibrated probabilities (blue), and on the final window the raw
-    (red) and calibrated (green) ones.
+    (red), calibrated (green) and served (purple: recalibrated online from the outcomes) ones.
 
     Raises ``RuntimeError`` (nothing written) when the ONNX model disagrees with LightGBM.
     """
@@ -461,7 +461,7 @@ def write_model_dir(model: TrainedModel, out: Path, onnx: bool = True) -> Path:
         _write_synced(tmp / CALIBRATION_FILE, model.calibrator.to_json_bytes())
         curves = [
             model.reports[k].reliability
-            for k in ("oof_calibrated", "final_raw", "final")
+            for k in ("oof_calibrated", "final_raw", "final", "final_served")
             if k in model.reports
         ]
         _write_synced(tmp / RELIABILITY_PNG, reliability_png(curves))
