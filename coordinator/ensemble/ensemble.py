@@ -162,15 +162,15 @@ class Ensemble:
             self.last_history_ms = loaded.state.last_history_ms
             self.meta = loaded.state.meta
         self.meta_rows.extend(loaded.meta_rows)
-        # the window as of the last scheduled refit, refitted, then the outcomes since
+        # the window as of the last scheduled refit, refitted, then the outcomes since, tracked
         pending = loaded.pool_count % self.pool_refit_every
         records = loaded.pool
         for pool_record in records[: len(records) - pending]:
             self.pool_quality.add(pool_record)
         self._refit_pool()
-        for pool_record in records[len(records) - pending :]:
-            self.pool_quality.add(pool_record)
-        self.pool_outcomes = loaded.pool_count
+        self.pool_outcomes = loaded.pool_count - pending
+        for r in records[len(records) - pending :]:
+            self._pool_outcome(r.z, r.prob, r.base, r.label)
 
     def _calibration(self, model_id: str) -> ModelCalibration:
         cal = self.calibrations.get(model_id)
@@ -393,11 +393,7 @@ class Ensemble:
         z, weights, _ = self._pool(ids, probs, [priors[k] for k in ids])
         pooled = self._answer(z)
         base = self.weighting.base_rate
-        self.pool_quality.push(z, pooled, base, label)
-        self._quality = None
-        self.pool_outcomes += 1
-        if self.pool_outcomes % self.pool_refit_every == 0:
-            self._refit_pool()
+        self._pool_outcome(z, pooled, base, label)
         meta_row = MetaRow(
             t,
             {k: calibrated[k] for k in ids},
@@ -445,6 +441,17 @@ class Ensemble:
                 history=history,
                 refits=refits,
             )
+
+    def _pool_outcome(self, z: float, prob: float, base: float, label: int) -> None:
+        """Record one outcome of the pool; refit its recalibration at every ``pool_refit_every``-th
+        outcome (of its whole count), else track the optimum with the outcomes in and out."""
+        left = self.pool_quality.push(z, prob, base, label)
+        self._quality = None
+        self.pool_outcomes += 1
+        if self.pool_outcomes % self.pool_refit_every == 0:
+            self._refit_pool()
+        else:
+            self.pool_calibration.track(z, label, left, self.pool_quality.mean_z2())
 
     def _refit_pool(self) -> None:
         """Refit the pool's recalibration on the window (every ``pool_refit_every`` outcomes)."""

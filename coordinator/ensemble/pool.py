@@ -10,9 +10,15 @@ outcomes the map stays at the identity; a pool that turns out over-confident get
 fit is a few Newton steps on a convex objective (the prior makes it strictly convex), always started
 from the identity, so the same window gives the same map (a restart refits it from the stored window).
 
+The fit reads the whole window, so the ensemble runs it every ``pool_refit_every`` outcomes only;
+in between, :meth:`PoolCalibration.track` follows the optimum as the window changes by one outcome in
+and one out: one Newton step from the map in use, on the gradient of those two outcomes alone and the
+Hessian of the last fit updated by them (the window's other outcomes' gradient sums to about zero
+at the optimum), a few float operations.  The next scheduled fit replaces the tracked map.
+
 :class:`PoolQuality` keeps the ensemble's answered probability, the base rate and the label of the
 most recent outcomes and reports log-loss, Brier and ECE (15 equal-width bins) of the ensemble next
-to the constant's log-loss and Brier on the same outcomes.
+to the constant's log-loss and Brier on the same outcomes, from running sums over the window.
 """
 
 from __future__ import annotations
@@ -32,6 +38,8 @@ ECE_BINS = 15
 FloatArray = NDArray[np.float64]
 NEWTON_STEPS = 8
 MAX_LOGIT = math.log((1.0 - EPS) / EPS)
+_UNIT = 2**60
+"""The quality figures' running sums are integers in units of ``1 / _UNIT``."""
 
 
 @dataclass(slots=True)
@@ -44,6 +52,13 @@ class PoolCalibration:
     n: int = 0
     fits: int = 0
     """How many times :meth:`fit` has run (the refit schedule is checked against it)."""
+    # the objective's Hessian at the map in use: the window's part (Σ w·[1, z; z, z²], w = p(1-p))
+    # and the prior's diagonal, as the last fit left them and :meth:`track` updates them
+    h00: float = 0.0
+    h01: float = 0.0
+    h11: float = 0.0
+    prior_a: float = 0.0
+    prior_b: float = 0.0
 
     def __call__(self, z: float) -> float:
         """The recalibrated probability of pooled log-odds ``z``, clipped to ``[EPS, 1 - EPS]``."""
@@ -58,25 +73,63 @@ class PoolCalibration:
         self.n = len(zs)
         if self.n == 0:
             self.a, self.b = 0.0, 1.0
+            self.h00 = self.h01 = self.h11 = self.prior_a = self.prior_b = 0.0
             return
         ez2 = max(float(np.mean(zs * zs)), 1e-8)
         prior = 0.25 * self.prior_outcomes * np.array([1.0, ez2])
         theta = np.array([0.0, 1.0])
         centre = np.array([0.0, 1.0])
         x = np.stack([np.ones_like(zs), zs], axis=1)
+        data_hess = np.zeros((2, 2))
         for _ in range(NEWTON_STEPS):
             p = 1.0 / (1.0 + np.exp(-np.clip(x @ theta, -30.0, 30.0)))
             grad = x.T @ (p - ys) + prior * (theta - centre)
             w = p * (1.0 - p)
-            hess = (x * w[:, None]).T @ x + np.diag(prior)
+            data_hess = (x * w[:, None]).T @ x
+            hess = data_hess + np.diag(prior)
             step = np.linalg.solve(hess, grad)
             theta = theta - step
             if float(np.max(np.abs(step))) < 1e-10:
                 break
+        self.prior_a, self.prior_b = float(prior[0]), float(prior[1])
+        self.h00, self.h01, self.h11 = (float(v) for v in (data_hess[0, 0], data_hess[0, 1], data_hess[1, 1]))
         if np.all(np.isfinite(theta)):
             self.a, self.b = float(theta[0]), float(theta[1])
         else:  # cannot happen with a positive prior; keep the identity rather than a broken map
             self.a, self.b = 0.0, 1.0
+
+    def track(self, z_in: float, y_in: int, left: tuple[float, int] | None, mean_z2: float) -> None:
+        """Follow the optimum as outcome ``(z_in, y_in)`` joins the window and ``left`` (``(z, label)``
+        or None) leaves it, ``mean_z2`` being the window's new ``E[z²]``: one Newton step on those two
+        outcomes' gradient and the prior's change, with their curvature added to and taken from the
+        Hessian."""
+        a, b = self.a, self.b
+        prior_b = 0.25 * self.prior_outcomes * max(mean_z2, 1e-8)
+        p = sigmoid(max(-30.0, min(30.0, a + b * z_in)))
+        r = p - y_in
+        w = p * (1.0 - p)
+        g0, g1 = r, r * z_in + (prior_b - self.prior_b) * (b - 1.0)
+        h00, h01, h11 = self.h00 + w, self.h01 + w * z_in, self.h11 + w * z_in * z_in
+        if left is not None:
+            z_out, y_out = left
+            p = sigmoid(max(-30.0, min(30.0, a + b * z_out)))
+            r = p - y_out
+            w = p * (1.0 - p)
+            g0 -= r
+            g1 -= r * z_out
+            h00, h01, h11 = h00 - w, h01 - w * z_out, h11 - w * z_out * z_out
+        else:
+            self.n += 1
+        self.h00, self.h01, self.h11 = h00, h01, h11
+        self.prior_a, self.prior_b = 0.25 * self.prior_outcomes, prior_b
+        k00, k11 = h00 + self.prior_a, h11 + prior_b
+        det = k00 * k11 - h01 * h01
+        if not det > 0.0:  # cannot happen with a positive prior; keep the map in use
+            return
+        a -= (k11 * g0 - h01 * g1) / det
+        b -= (k00 * g1 - h01 * g0) / det
+        if math.isfinite(a) and math.isfinite(b):
+            self.a, self.b = a, b
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,8 +196,10 @@ class PoolQuality:
     The quality figures are running sums over the window: each outcome adds its log-loss and Brier
     terms (the ensemble's and the constant's) and its reliability bin's count, probability and
     label, and takes off those of the outcome leaving the window, so :meth:`snapshot` and
-    :meth:`reliability` cost a few operations per bin whatever the window.  The sums are recomputed
-    exactly from the stored terms once per ``window`` outcomes, so rounding cannot accumulate.
+    :meth:`reliability` cost a few operations per bin whatever the window.  The terms are summed as
+    integers in units of ``2**-60`` (exact, so the sums depend on the window's content only, not on
+    the order of additions: no rounding accumulates, and a restart rebuilding the window from the
+    store gets the same figures); each term is off by less than ``2**-60`` from its float.
     """
 
     def __init__(self, window: int, bins: int = ECE_BINS) -> None:
@@ -153,13 +208,12 @@ class PoolQuality:
         self._data = np.zeros((4, 2 * window), dtype=np.float64)
         self._n = 0
         self._next = 0
-        # per outcome of the window, by ring slot: (log-loss, constant log-loss, Brier, constant
-        # Brier, bin, probability, label)
-        self._terms: list[tuple[float, float, float, float, int, float, int]] = []
-        self._since_resum = 0
-        self._loss = self._constant_loss = self._brier = self._constant_brier = 0.0
+        # per outcome of the window, by ring slot: (z, label, bin, and as integers: log-loss,
+        # constant log-loss, Brier, constant Brier, probability, z²)
+        self._terms: list[tuple[float, int, int, int, int, int, int, int, int]] = []
+        self._loss = self._constant_loss = self._brier = self._constant_brier = self._z2 = 0
         self._bin_n = [0] * bins
-        self._bin_p = [0.0] * bins
+        self._bin_p = [0] * bins
         self._bin_y = [0] * bins
 
     def __len__(self) -> int:
@@ -168,8 +222,9 @@ class PoolQuality:
     def add(self, record: PoolRecord) -> None:
         self.push(record.z, record.prob, record.base, record.label)
 
-    def push(self, z: float, prob: float, base: float, label: int) -> None:
-        """Add one outcome (pooled log-odds, answered probability, base rate, label 0/1)."""
+    def push(self, z: float, prob: float, base: float, label: int) -> tuple[float, int] | None:
+        """Add one outcome (pooled log-odds, answered probability, base rate, label 0/1); returns
+        ``(z, label)`` of the outcome that left the window (None while it is filling)."""
         i = self._next
         j = i + self.window
         data = self._data
@@ -177,25 +232,30 @@ class PoolQuality:
         data[1, i] = data[1, j] = prob
         data[2, i] = data[2, j] = base
         data[3, i] = data[3, j] = label
-        loss = binary_log_loss(prob, label)
-        constant_loss = binary_log_loss(base, label)
-        brier = (prob - label) ** 2
-        constant_brier = (base - label) ** 2
+        loss = int(binary_log_loss(prob, label) * _UNIT)
+        constant_loss = int(binary_log_loss(base, label) * _UNIT)
+        brier = int((prob - label) ** 2 * _UNIT)
+        constant_brier = int((base - label) ** 2 * _UNIT)
+        p = int(prob * _UNIT)
+        z2 = int(z * z * _UNIT)
         bins = self.bins
         k = int(prob * bins)
         if k >= bins:
             k = bins - 1
-        terms = (loss, constant_loss, brier, constant_brier, k, prob, label)
+        terms = (z, label, k, loss, constant_loss, brier, constant_brier, p, z2)
+        left: tuple[float, int] | None = None
         if self._n < self.window:
             self._terms.append(terms)
             self._n += 1
         else:
-            old_loss, old_constant, old_brier, old_cbrier, old_k, old_p, old_y = self._terms[i]
+            old_z, old_y, old_k, old_loss, old_constant, old_brier, old_cbrier, old_p, old_z2 = self._terms[i]
             self._terms[i] = terms
+            left = (old_z, old_y)
             self._loss -= old_loss
             self._constant_loss -= old_constant
             self._brier -= old_brier
             self._constant_brier -= old_cbrier
+            self._z2 -= old_z2
             self._bin_n[old_k] -= 1
             self._bin_p[old_k] -= old_p
             self._bin_y[old_k] -= old_y
@@ -203,32 +263,16 @@ class PoolQuality:
         self._constant_loss += constant_loss
         self._brier += brier
         self._constant_brier += constant_brier
+        self._z2 += z2
         self._bin_n[k] += 1
-        self._bin_p[k] += prob
+        self._bin_p[k] += p
         self._bin_y[k] += label
         self._next = (i + 1) % self.window
-        self._since_resum += 1
-        if self._since_resum >= self.window:
-            self._resum()
+        return left
 
-    def _resum(self) -> None:
-        """The running sums recomputed exactly (:func:`math.fsum`) from the window's terms."""
-        terms = self._terms
-        self._loss = math.fsum([t[0] for t in terms])
-        self._constant_loss = math.fsum([t[1] for t in terms])
-        self._brier = math.fsum([t[2] for t in terms])
-        self._constant_brier = math.fsum([t[3] for t in terms])
-        bins = self.bins
-        members: list[list[float]] = [[] for _ in range(bins)]
-        for t in terms:
-            members[t[4]].append(t[5])
-        self._bin_n = [len(m) for m in members]
-        self._bin_p = [math.fsum(m) for m in members]
-        labels = [0] * bins
-        for t in terms:
-            labels[t[4]] += t[6]
-        self._bin_y = labels
-        self._since_resum = 0
+    def mean_z2(self) -> float:
+        """``E[z²]`` over the window (0 when empty)."""
+        return self._z2 / _UNIT / self._n if self._n else 0.0
 
     def columns(self) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray]:
         """``(z, prob, base, label)`` of the window, oldest first (read-only views)."""
@@ -249,21 +293,25 @@ class PoolQuality:
     def reliability(self) -> list[tuple[float, float, int]]:
         """``(mean probability, up share, outcomes)`` of each non-empty equal-width bin of the
         answered probability, lowest bin first (the reliability diagram behind the ECE)."""
-        return [(p / n, y / n, n) for n, p, y in zip(self._bin_n, self._bin_p, self._bin_y, strict=True) if n]
+        return [
+            (p / _UNIT / n, y / n, n)
+            for n, p, y in zip(self._bin_n, self._bin_p, self._bin_y, strict=True)
+            if n
+        ]
 
     def snapshot(self, calibration: PoolCalibration) -> QualitySnapshot:
         n = self._n
         if n == 0:
             nan = math.nan
             return QualitySnapshot(0, nan, nan, nan, nan, nan, calibration.a, calibration.b)
-        gap = math.fsum([abs(p - y) for p, y in zip(self._bin_p, self._bin_y, strict=True)])
+        gap = sum(abs(p - y * _UNIT) for p, y in zip(self._bin_p, self._bin_y, strict=True))
         return QualitySnapshot(
             n=n,
-            log_loss=self._loss / n,
-            constant_log_loss=self._constant_loss / n,
-            brier=self._brier / n,
-            constant_brier=self._constant_brier / n,
-            ece=gap / n,
+            log_loss=self._loss / _UNIT / n,
+            constant_log_loss=self._constant_loss / _UNIT / n,
+            brier=self._brier / _UNIT / n,
+            constant_brier=self._constant_brier / _UNIT / n,
+            ece=gap / _UNIT / n,
             calibration_a=calibration.a,
             calibration_b=calibration.b,
         )

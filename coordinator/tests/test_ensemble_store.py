@@ -7,6 +7,7 @@ and stats are identical, at the restart point and at the end.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -86,6 +87,32 @@ def test_restart_resumes_identically(tmp_path: Path) -> None:
     )
     history = store.weight_history("a")
     assert len(history) >= 2400 * STEP // 3_600_000 and all(0 <= w <= 1 for _, _, w, _ in history)
+    store.close()
+
+
+def test_restart_between_scheduled_pool_refits_resumes_identically(tmp_path: Path) -> None:
+    """A restart 4 outcomes after a scheduled refit of the pool (every 7), the window (300) turned:
+    the reopened ensemble refits the window as it was then and tracks the 4 since, as the live one did."""
+    config = CONFIG.model_copy(update={"pool_refit_every": 7, "meta_learner": False})
+    stream = outcomes(1300)
+    half = 7 * 130 + 4
+    memory = Ensemble(config, TradingConfig(), PRIORS, window=300)
+    store = EnsembleStore.open(tmp_path / "xylen.db", synchronous="NORMAL")
+    first = Ensemble(config, TradingConfig(), PRIORS, store=store, window=300)
+    for o in stream[:half]:
+        memory.observe(o)
+        first.observe(o)
+    store.close()
+    store = EnsembleStore.open(tmp_path / "xylen.db", synchronous="NORMAL")
+    second = Ensemble(config, TradingConfig(), PRIORS, store=store, window=300)
+    assert second.pool_outcomes == half and second.pool_calibration.fits == 1
+    # the same map and Hessian, after one fit instead of 130
+    assert second.pool_calibration == replace(memory.pool_calibration, fits=1)
+    assert second.quality() == memory.quality() and state(second) == state(memory)
+    for o in stream[half:]:
+        memory.observe(o)
+        second.observe(o)
+    assert state(second) == state(memory)
     store.close()
 
 
