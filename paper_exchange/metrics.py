@@ -55,14 +55,15 @@ class ExchangeMetrics:
             ["event"],
             registry=r,
         )
-        for event in ORDER_EVENTS:
-            self.orders.labels(event=event)
+        self._order_children = {event: self.orders.labels(event=event) for event in ORDER_EVENTS}
         self.algo_orders = Counter(
             "xylen_paper_algo_orders_total", "Algo order updates by status", ["status"], registry=r
         )
         self.replay_time = Gauge(
             "xylen_paper_replay_time_seconds", "The replay clock of the exchange (Unix seconds)", registry=r
         )
+        # children bound once per (method, route, status): a request pays a dict lookup and an inc
+        self._request_children: dict[tuple[str, str | None, int], Any] = {}
 
     def on_event(self, account: str, event: Mapping[str, Any]) -> None:
         """A user-data event from the engine (a subscriber: cheap, never raises on odd input)."""
@@ -74,9 +75,9 @@ class ExchangeMetrics:
             exec_type = o.get("x")
             if exec_type in _FILL_EXECS:
                 if o.get("X") == "FILLED":
-                    self.orders.labels(event="filled").inc()
+                    self._order_children["filled"].inc()
             elif isinstance(exec_type, str) and exec_type in _EXEC_EVENTS:
-                self.orders.labels(event=_EXEC_EVENTS[exec_type]).inc()
+                self._order_children[_EXEC_EVENTS[exec_type]].inc()
         elif kind == "ALGO_UPDATE" and isinstance(o.get("X"), str):
             self.algo_orders.labels(status=o["X"]).inc()
 
@@ -103,7 +104,14 @@ class ExchangeMetrics:
             status = exc.status
             raise
         finally:
-            self.requests.labels(route=_route_of(request), status=str(status)).inc()
+            info = request.match_info
+            resource = info.route.resource if info.route is not None else None
+            key = (request.method, None if resource is None else resource.canonical, status)
+            child = self._request_children.get(key)
+            if child is None:
+                child = self.requests.labels(route=_route_of(key[0], key[1]), status=str(status))
+                self._request_children[key] = child
+            child.inc()
 
     async def handle(self, request: web.Request) -> web.Response:
         """``GET /metrics``: the registry in the Prometheus text format."""
@@ -112,13 +120,11 @@ class ExchangeMetrics:
         )
 
 
-def _route_of(request: web.Request) -> str:
-    """``METHOD /path`` of the route that served ``request`` (``unmatched`` for the catch-all)."""
-    info = request.match_info
-    resource = info.route.resource if info.route is not None else None
-    if resource is None or "{tail" in resource.canonical:
+def _route_of(method: str, canonical: str | None) -> str:
+    """``METHOD /path`` of the route that served a request (``unmatched`` for the catch-all)."""
+    if canonical is None or "{tail" in canonical:
         return UNMATCHED
-    return f"{request.method} {resource.canonical}"
+    return f"{method} {canonical}"
 
 
 class _OpenOrders(Collector):
