@@ -19,8 +19,9 @@ SYSTEM_TOOLS := chromium:chromium nginx:nginx promtool:prometheus prometheus:pro
 help:
 	@echo "make run    - install, then run the demo on the shipped data (xylen demo)"
 	@echo "make test   - install, then run the whole test suite"
-	@echo "make lint   - ruff and mypy"
-	@echo "make bench  - benchmarks: features, paper exchange, exchange client, crashes, order store, ensemble, risk, decision"
+	@echo "make lint   - ruff (check and format), mypy, bandit"
+	@echo "make bench  - benchmarks: features, paper exchange, exchange client, crashes, order store, ensemble, risk,"
+	@echo "              decision, training, River, model server, fan-out, beat, backtest, dashboard"
 	@echo "make requirements - regenerate coordinator/ and model_server/ requirements.txt"
 
 $(STAMP): pyproject.toml requirements/lock.txt
@@ -62,7 +63,9 @@ dashboard:
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/mypy xylen coordinator model_server paper_exchange backtest scripts bench
+	$(BIN)/bandit -q -r xylen coordinator model_server paper_exchange backtest scripts -x '*/tests/*'
 
 bench: $(STAMP)
 	$(BIN)/python bench/bench_features.py
@@ -79,6 +82,8 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_model_server.py
 	$(BIN)/python bench/bench_fanout.py
 	$(BIN)/python bench/bench_beat.py
+	$(BIN)/python bench/bench_backtest.py
+	$(BIN)/python bench/bench_dashboard.py
 
 requirements: $(STAMP)
 	$(BIN)/python scripts/gen_requirements.py
