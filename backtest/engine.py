@@ -277,6 +277,10 @@ class Run:
             beat = await self.heartbeat._decide_and_act(
                 snap, (f"{self.symbol}-{snap.close_time_ms}", fanout), account
             )
+            if beat.placement is not None and not beat.placement.rejected:
+                # the live order worker wakes on a placement: a filled entry gets its bracket now
+                with self._timed("orders"):
+                    await self.exchange.monitor.run_pending()
             self._record(i, beat)
         with self._timed("risk"):
             risk = self.heartbeat.risk
