@@ -74,7 +74,9 @@ class Supervisor:
 
 def build_state(settings: ServerSettings, metrics: ServerMetrics) -> ServerState:
     """Everything the routes share, not yet started (no model loaded)."""
-    memory = MemoryGuard(settings.min_free_memory_mb, settings.memory_poll_s, metrics)
+    memory = MemoryGuard(
+        settings.min_free_memory_mb, settings.memory_poll_s, metrics, disk_path=settings.watch_dir
+    )
     memory.sample()
     feedback = FeedbackBuffer(settings.home.feedback)
     recent: deque[Mapping[str, float]] = deque(maxlen=settings.canary_rows)

@@ -40,13 +40,9 @@ RULE_FILES = sorted((MON / "rules").glob("*.yml"))
 TEST_FILES = sorted((MON / "tests").glob("*.yml"))
 DASHBOARDS = sorted((MON / "grafana" / "dashboards").glob("*.json"))
 
-# Metrics the alert rules need that no running service exports yet (see monitoring/README.md,
-# "Metrics still to export"); their alerts stay silent until then. Panels never use them.
-# xylen_model_disk_free_bytes: the model server's memory guard reads it once the app hands it the
-# models folder (MemoryGuard's disk_path).
-PENDING_METRICS = {
-    "xylen_model_disk_free_bytes",
-}
+# Metrics the alert rules need that no running service exports yet; their alerts stay silent until
+# then and panels never use them. Empty now: every metric a rule or a panel names is exported.
+PENDING_METRICS: set[str] = set()
 
 # Counters with labels that get a series only at their first event (an exchange error, a refused
 # request, a retrain), which a healthy demo may never produce: enough that a scraped target declares

@@ -184,10 +184,13 @@ def test_batch_model_health_keeps_the_fields_older_clients_know(tmp_path: Path, 
         proc.stop()
     assert status == 200 and body["model_type"] == "lightgbm"
     # no online field in a batch model's body: beside the fields older clients know, only what the
-    # model answers for and its label (clients ignore fields they do not know)
+    # model answers for, its label and its online recalibration (clients ignore fields they do not know)
     market = {"symbols": ["BTCUSDT"], "interval": "5m", "horizon_bars": 12, "label_band": 0.0}
+    recalibration = {"recalibration_intercept": 0.0, "recalibration_slope": 1.0, "recalibration_outcomes": 0}
     assert {k: body[k] for k in market} == market
-    HealthBeforeOnlineFields.model_validate({k: v for k, v in body.items() if k not in market})
+    assert {k: body[k] for k in recalibration} == recalibration  # no outcome yet: the identity
+    older = {k: v for k, v in body.items() if k not in market and k not in recalibration}
+    HealthBeforeOnlineFields.model_validate(older)
     parsed = HealthResponse.model_validate({**body, "a_field_from_a_newer_server": 1})
     assert parsed.prequential_log_loss is None and parsed.online_answering is None
 
