@@ -15,6 +15,7 @@ at ``t`` to float32 rounding; the look-ahead test checks the decisions this yiel
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -87,8 +88,9 @@ class MarketHistory:
     def step_ms(self) -> int:
         return interval_ms(self.interval)
 
-    @property
+    @cached_property
     def open_time(self) -> npt.NDArray[np.int64]:
+        """The candles' open times (read once: the engine asks for them on every candle)."""
         return self.candles["open_time"].to_numpy(np.int64)
 
     def span(self) -> pd.DataFrame:

@@ -172,6 +172,7 @@ class Run:
     _events_at_pass: int = -1  # ... when the last full order pass ended
     _state_at_pass: tuple[Any, ...] = ()  # the order layer's state when that pass ended
     _pass_changed: bool = True  # whether that pass changed it or settled a trade
+    _writes_at_pass: int = -1  # the order store connection's rows written when it ended
     _trades_settled: int = 0
     _feature_names: list[str] = field(default_factory=list)
     _feature_rows: np.ndarray[Any, Any] = field(default_factory=lambda: np.empty((0, 0)))
@@ -346,6 +347,8 @@ class Run:
             or any(o.triggered_ms is not None for o in manager.tracker.active.values())
         ):
             return False
+        if self.exchange.store.connection.total_changes == self._writes_at_pass:
+            return True  # nothing written to the order store since: its state is the same
         return self._order_state() == self._state_at_pass
 
     async def _busy_candle(self) -> None:
@@ -378,6 +381,7 @@ class Run:
             i.symbol == self.symbol for i in self.exchange.store.open_intents()
         )
         if before is not None:
+            self._writes_at_pass = self.exchange.store.connection.total_changes
             self._state_at_pass = self._order_state()
             self._pass_changed = self._state_at_pass != before or self._trades_settled != trades
             self._events_at_pass = self._venue_events
