@@ -32,6 +32,7 @@ def _subcommand_modules() -> list[ModuleType]:
         db,
         demo,
         features,
+        lookahead,
         model_server,
         paper_exchange,
         preflight,
@@ -43,7 +44,7 @@ def _subcommand_modules() -> list[ModuleType]:
 
     return [
         data, features, train, convert_onnx, model_server, paper_exchange, config_cmd, demo, risk, db, run,
-        preflight, backtest, replay,
+        preflight, backtest, replay, lookahead,
     ]  # fmt: skip
 
 
