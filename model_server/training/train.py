@@ -42,7 +42,7 @@ import platform
 import secrets
 import shutil
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
@@ -62,7 +62,15 @@ from model_server.training.evaluation import N_BOOT, ProbabilityReport, evaluate
 from model_server.training.labels import round_trip_cost
 from model_server.training.profiles import DEFAULT_PROFILE, get_profile
 from model_server.training.tune import tune
-from model_server.training.walk_forward import WalkForwardResult, fit_booster, make_folds, walk_forward
+from model_server.training.walk_forward import (
+    Fold,
+    FoldMetrics,
+    WalkForwardResult,
+    fit_booster,
+    make_folds,
+    score,
+    walk_forward,
+)
 from xylen.config.schema import TradingConfig
 from xylen.contract import ModelMetadata
 from xylen.data.schema import interval_ms
@@ -78,6 +86,9 @@ RELIABILITY_PNG: Final = "reliability.png"
 DAY_MS: Final = 86_400_000
 DEFAULT_FINAL_TEST_DAYS: Final = 60.0
 VALIDATION_ROWS: Final = 10_000
+# Fits a booster on the given dataset rows: ``fit(ds, rows, params, num_boost_round)``.  The local
+# run calls :func:`fit_booster` on ``ds.X[rows]``; ``xylen train --dask`` fits where the rows live.
+BoosterFit = Callable[[Dataset, np.ndarray[Any, np.dtype[np.int64]], Mapping[str, Any], int], lgb.Booster]
 _LIBRARIES: Final = (
     "lightgbm",
     "onnxruntime",
@@ -219,23 +230,61 @@ def split_final_window(ds: Dataset, config: TrainConfig, gap_bars: int) -> tuple
     return fit, final, first_final
 
 
+def walk_forward_with(
+    ds: Dataset, params: Mapping[str, Any], num_boost_round: int, folds: list[Fold], fit: BoosterFit
+) -> WalkForwardResult:
+    """:func:`walk_forward` with the booster fitted by ``fit`` (same folds, skips and scores)."""
+    metrics: list[FoldMetrics] = []
+    idx_parts, proba_parts, fold_parts = [], [], []
+    for fold in folds:
+        train = np.flatnonzero((ds.bar >= fold.train_start) & (ds.bar < fold.train_end))
+        test = np.flatnonzero((ds.bar >= fold.test_start) & (ds.bar < fold.test_end))
+        if len(train) == 0 or len(test) == 0 or len(np.unique(ds.y[train])) < 2:
+            logger.warning("fold %d skipped: %d train / %d test rows", fold.index, len(train), len(test))
+            continue
+        booster = fit(ds, train, params, num_boost_round)
+        proba = np.asarray(booster.predict(ds.X[test]), dtype=np.float64)
+        metrics.append(score(str(fold.index), ds.y[test], proba, n_train=len(train)))
+        idx_parts.append(test)
+        proba_parts.append(proba)
+        fold_parts.append(np.full(len(test), fold.index, dtype=np.int64))
+    if not metrics:
+        raise ValueError("walk-forward produced no scored fold")
+    oof_index = np.concatenate(idx_parts)
+    oof_proba = np.concatenate(proba_parts)
+    pooled = score("all", ds.y[oof_index], oof_proba, n_train=0)
+    return WalkForwardResult(metrics, pooled, oof_index, oof_proba, np.concatenate(fold_parts))
+
+
 def train_model(
-    candles: pd.DataFrame | Mapping[str, pd.DataFrame], config: TrainConfig, now_ms: int | None = None
+    candles: pd.DataFrame | Mapping[str, pd.DataFrame] | None,
+    config: TrainConfig,
+    now_ms: int | None = None,
+    *,
+    dataset: Dataset | None = None,
+    fit: BoosterFit | None = None,
+    metadata_extra: Mapping[str, Any] | None = None,
 ) -> TrainedModel:
     """Hold out the final window, walk-forward validate (optionally tune first), fit the booster on
     the older rows, calibrate it on its out-of-fold predictions, and measure it on the final window.
 
     ``candles``: one market's frame, or ``{symbol: frame}`` for the symbols of ``config.markets``
-    (pooled into one model, each with its own scale-free features).
+    (pooled into one model, each with its own scale-free features).  ``dataset`` instead: a training
+    set built elsewhere (``candles`` is then ignored).  ``fit``: fits the boosters instead of
+    :func:`fit_booster` (a Dask cluster); ``metadata_extra``: more top-level ``metadata.json`` keys.
     """
     config.validate()
     started = time.perf_counter()
     profile = get_profile(config.profile)
     max_rows = config.max_rows or profile.max_rows
-    if isinstance(candles, pd.DataFrame):
+    if dataset is not None:
+        ds: Dataset = dataset
+    elif candles is None:
+        raise ValueError("train_model needs candles or a dataset")
+    elif isinstance(candles, pd.DataFrame):
         if len(config.markets) != 1:
             raise ValueError(f"one candle frame for {len(config.markets)} symbols; pass one per symbol")
-        ds: Dataset = build_dataset(candles, config.interval, config.horizon_bars, config.cost, max_rows)
+        ds = build_dataset(candles, config.interval, config.horizon_bars, config.cost, max_rows)
     else:
         if set(candles) != set(config.markets):
             raise ValueError(f"candles for {sorted(candles)} but the model is for {list(config.markets)}")
@@ -247,7 +296,7 @@ def train_model(
     # Folds span the fitted rows only: the final window's bars lie beyond every fold's test block.
     folds = make_folds(int(ds.bar[fit_rows[-1]]) + 1, config.n_folds, purge, embargo)
     params, rounds = _params(config)
-    extra: dict[str, Any] = {}
+    extra: dict[str, Any] = dict(metadata_extra or {})
     if config.tune_trials:
         result = tune(ds, folds, params, config.tune_trials, config.seed)
         best = dict(result.best_params)
@@ -258,8 +307,12 @@ def train_model(
             "best_mean_oof_log_loss": result.best_value,
             "best_params": {**best, "num_boost_round": rounds},
         }
-    wf = walk_forward(ds, params, rounds, folds)
-    booster = fit_booster(ds.X[fit_rows], ds.y[fit_rows], params, rounds, ds.feature_names)
+    if fit is None:
+        wf = walk_forward(ds, params, rounds, folds)
+        booster = fit_booster(ds.X[fit_rows], ds.y[fit_rows], params, rounds, ds.feature_names)
+    else:
+        wf = walk_forward_with(ds, params, rounds, folds, fit)
+        booster = fit(ds, fit_rows, params, rounds)
     base_rate = float(ds.y[fit_rows].mean())
     y_oof = ds.y[wf.oof_index].astype(np.float64)
     if config.calibrate:
