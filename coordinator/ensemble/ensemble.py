@@ -26,7 +26,12 @@ A heartbeat, step by step (:meth:`decide`):
    the spread of the votes' calibrated probabilities under their weights renormalised over the votes.
 
 Each :meth:`observe` first scores the pool as it stood (the out-of-sample record behind the pool's
-recalibration and :meth:`quality`: log-loss, Brier and ECE against the constant), then learns.
+recalibration and :meth:`quality`: log-loss, Brier and ECE against the constant, kept as running
+sums over the window), then learns.  The pool's recalibration is refitted on its whole window at
+every ``pool_refit_every``-th outcome of its whole count (1: every outcome) and tracked by one cheap
+Newton step per outcome in between (:meth:`PoolCalibration.track`), the same live and in a
+backtest; a restart refits the window as it was at the last scheduled refit and tracks the
+outcomes since, so it resumes with the same map.
 
 Priors: the config's ``ModelServerConfig.weight`` (0 for a disabled server); a model id not in the
 config gets ``default_prior``.  On load, the config's prior wins over the stored one.
@@ -255,13 +260,14 @@ class Ensemble:
         total = math.fsum(raw)
         weights = [r / total for r in raw]
         base_weight = weights.pop()
+        to_logit, eps = logit, EPS
         if self._log_odds:
             total = math.fsum(weights)
             weights = [w / total if total > 0.0 else 0.0 for w in weights]
-            z = math.fsum([w * logit(q, EPS) for w, q in zip(weights, probs, strict=True)])
+            z = math.fsum([w * to_logit(q, eps) for w, q in zip(weights, probs, strict=True)])
             return z, weights, 0.0
-        z = math.fsum([w * logit(q, EPS) for w, q in zip(weights, probs, strict=True)])
-        z += base_weight * logit(weighting.base_rate, EPS)
+        z = math.fsum([w * to_logit(q, eps) for w, q in zip(weights, probs, strict=True)])
+        z += base_weight * to_logit(weighting.base_rate, eps)
         return z, weights, base_weight
 
     def _answer(self, z: float) -> float:
@@ -303,6 +309,7 @@ class Ensemble:
                 group_prior[key] = max(group_prior[key], prior)
         keys = list(grouped)
         calibrations = self.calibrations
+        clip, eps = clip_probability, EPS
         group_probs: list[float] = []
         for key, members in grouped.items():
             if len(members) == 1:
@@ -316,9 +323,9 @@ class Ensemble:
                 group_probs.append(shrink(raw, cal.shrink_factor))
             else:
                 fitted = cal.calibrator
-                group_probs.append(clip_probability(interp_one(raw, fitted.xs, fitted.ys), EPS))
+                group_probs.append(clip(interp_one(raw, fitted.xs, fitted.ys), eps))
         z, group_weights, base_weight = self._pool(keys, group_probs, list(group_prior.values()))
-        p = clip_probability(sigmoid(z), EPS) if self._log_odds else self.pool_calibration(z)  # _answer(z)
+        p = clip(sigmoid(z), eps) if self._log_odds else self.pool_calibration(z)  # _answer(z)
         usable: list[Vote]
         probs: list[float]
         weights: list[float]
@@ -371,7 +378,7 @@ class Ensemble:
             disagreement,
             source,
             base_weight,
-            self.quality_snapshot,
+            self._quality or self.quality_snapshot,  # the property, without its call when built
         )
 
     # ------------------------------------------------------------------ observe
