@@ -34,6 +34,7 @@ def _subcommand_modules() -> list[ModuleType]:
         features,
         lookahead,
         model_server,
+        optimize,
         paper_exchange,
         preflight,
         replay,
@@ -44,7 +45,7 @@ def _subcommand_modules() -> list[ModuleType]:
 
     return [
         data, features, train, convert_onnx, model_server, paper_exchange, config_cmd, demo, risk, db, run,
-        preflight, backtest, replay, lookahead,
+        preflight, backtest, replay, lookahead, optimize,
     ]  # fmt: skip
 
 
