@@ -11,6 +11,11 @@ Horizon, round-trip cost and ATR multiples default to the ``trading`` section of
 (or its defaults).  The newest ``--final-test-days`` are held out from training and calibration and
 measure the shipped model.  Prints the walk-forward table and the calibration report; exit 0 ok,
 1 runtime failure, 2 bad usage.
+
+``--dask tcp://host:8786`` fits the boosters on a Dask cluster (``--dask local:N``: N worker
+processes on this host), each worker reading its own months of the candle store
+(:mod:`model_server.training.dask_train`); the model directory is the same as a local run's, with
+``training.dask`` in ``metadata.json``.  Dask is imported only with ``--dask``.
 """
 
 from __future__ import annotations
@@ -74,6 +79,20 @@ def register(sub: Any) -> None:
     parser.add_argument("--onnx-precision", choices=["float", "double"], default="float")
     parser.add_argument("--no-onnx", action="store_true", help="write model.txt and metadata.json only")
     parser.add_argument("--config", default=None, help="config.yaml for the trading section")
+    parser.add_argument(
+        "--dask",
+        default=None,
+        metavar="ADDRESS",
+        help="fit on a Dask cluster: its scheduler (tcp://host:8786), or local:N worker processes "
+        "here; every worker must read the candle store at the same path",
+    )
+    parser.add_argument(
+        "--dask-timeout",
+        type=float,
+        default=10.0,
+        metavar="S",
+        help="seconds to reach the Dask scheduler and find a worker (default 10)",
+    )
     parser.set_defaults(func=run)
 
 
@@ -127,6 +146,17 @@ def run(args: argparse.Namespace) -> int:
     if args.final_test_days is not None and not args.final_test_days >= 0:
         raise UsageError(f"--final-test-days must be >= 0, got {args.final_test_days}")
     symbols = parse_symbols(args.symbol)
+    dask_address = getattr(args, "dask", None)
+    if dask_address is not None:
+        if len(symbols) > 1 or args.input is not None or args.tune:
+            raise UsageError(
+                "--dask trains one symbol from the candle store: no --input, --tune or symbol list"
+            )
+        if not 0 < args.dask_timeout <= 600:
+            raise UsageError(f"--dask-timeout must be in (0, 600], got {args.dask_timeout}")
+        from model_server.training.dask_train import parse_dask_target
+
+        parse_dask_target(dask_address)  # a malformed address fails before any data is read
     inputs: list[str | None] = [None] * len(symbols)
     if args.input is not None:
         inputs = [p.strip() for p in str(args.input).split(",")]
@@ -153,14 +183,17 @@ def run(args: argparse.Namespace) -> int:
         config.validate()
     except (ValueError, KeyError) as exc:
         raise UsageError(str(exc)) from exc
-    frames = {
-        sym: load_candles(sym, config.interval, args.home, path, start, end)
-        for sym, path in zip(symbols, inputs, strict=True)
-    }
-    try:
-        model = train_model(frames if len(symbols) > 1 else frames[symbols[0]], config)
-    except ValueError as exc:  # e.g. a final window too long for the data
-        raise UsageError(str(exc)) from exc
+    if dask_address is not None:
+        model = _train_on_dask(args, config, dask_address, start, end)
+    else:
+        frames = {
+            sym: load_candles(sym, config.interval, args.home, path, start, end)
+            for sym, path in zip(symbols, inputs, strict=True)
+        }
+        try:
+            model = train_model(frames if len(symbols) > 1 else frames[symbols[0]], config)
+        except ValueError as exc:  # e.g. a final window too long for the data
+            raise UsageError(str(exc)) from exc
     meta = model.metadata
     rows = int((meta.model_extra or {}).get("label", {}).get("rows", 0))
     print(
@@ -172,3 +205,35 @@ def run(args: argparse.Namespace) -> int:
     out = write_model_dir(model, Path(args.out), onnx=not args.no_onnx)
     print(f"wrote {out} (model_version {meta.model_version})")
     return 0
+
+
+def _train_on_dask(
+    args: argparse.Namespace, config: Any, address: str, start: int | None, end: int | None
+) -> Any:
+    """Train with the boosters fitted on the Dask cluster at ``address`` (or ``local:N``)."""
+    from model_server.training import train_model
+    from model_server.training.dask_train import dask_session, load_dask_dataset, parse_dask_target
+    from model_server.training.profiles import get_profile
+    from xylen.paths import Home
+
+    target = parse_dask_target(address)
+    root = Home.resolve(args.home).candles.resolve()
+    threads = config.num_threads or 1
+    max_rows = config.max_rows or get_profile(config.profile).max_rows
+    with dask_session(target, args.dask_timeout, threads_per_worker=threads) as session:
+        data = load_dask_dataset(
+            session,
+            root,
+            config.symbol,
+            config.interval,
+            config.horizon_bars,
+            config.cost,
+            start,
+            end,
+            max_rows,
+        )
+        print(f"dask: {len(data.parts)} month(s) on {len(data.placement)} worker(s) at {target.describe()}")
+        try:
+            return train_model(None, config, dataset=data.dataset, fit=data.fit, metadata_extra=data.info)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from exc
