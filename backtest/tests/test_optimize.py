@@ -1,0 +1,154 @@
+"""``xylen optimize``: windows and parameters, and two worker processes on one SQLite study over a
+day of the shipped BTCUSDT 5m candles (one small model trained once for both)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pandas as pd
+import pytest
+
+from backtest import optimize as opt
+from backtest import settings
+from backtest.data import history_of, load_candles
+from backtest.votes import ModelVotes
+from xylen.cli.main import main
+from xylen.errors import ConfigError, UsageError
+
+REPO = Path(__file__).resolve().parents[2]
+STEP = 300_000
+DAY = "2024-03-05"
+
+
+def _ms(day: str) -> int:
+    return int(pd.Timestamp(day, tz="UTC").value // 1_000_000)
+
+
+def test_windows_split_the_span_in_sample_first() -> None:
+    plan = opt.plan_windows(0, 288 * STEP, STEP, 3, 0.25)
+    assert plan.in_sample == ((0, 72 * STEP), (72 * STEP, 144 * STEP), (144 * STEP, 216 * STEP))
+    assert plan.out_of_sample == (216 * STEP, 288 * STEP)
+    assert opt.plan_windows(0, 10 * STEP, STEP, 1, 0.0).out_of_sample is None
+    for windows, holdout in ((0, 0.25), (2, 1.0), (2, -0.1), (6, 0.0)):
+        with pytest.raises(UsageError):
+            opt.plan_windows(0, 10 * STEP, STEP, windows, holdout)
+
+
+def test_params_are_set_and_validated() -> None:
+    config = settings.load(None, "BTCUSDT")
+    changed = opt.apply_params(config, {"ensemble.min_edge": 0.05, "risk.sizing": "fixed_fraction"})
+    assert changed.ensemble.min_edge == 0.05 and changed.risk.sizing == "fixed_fraction"
+    assert changed.trading == config.trading
+    with pytest.raises(UsageError, match=r"ensemble\.no_such_key"):
+        opt.apply_params(config, {"ensemble.no_such_key": 1.0})
+    with pytest.raises(ConfigError):
+        opt.apply_params(config, {"ensemble.max_disagreement": 0.9})  # the schema's bound (<= 0.5)
+    # every parameter of the search space is a real config key inside its schema bounds
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=3))
+    for _ in range(20):
+        trial = study.ask()
+        opt.apply_params(config, {p.key: p.suggest(trial) for p in opt.SPACE})
+        study.tell(trial, 0.0)
+
+
+def test_scores_are_finite_and_log_loss_is_the_ensembles() -> None:
+    decisions = pd.DataFrame({"probability": [0.9, 0.2, np.nan, 0.6], "outcome": [1.0, 0.0, 1.0, np.nan]})
+    assert opt.log_loss(decisions) == pytest.approx(-(math.log(0.9) + math.log(0.8)) / 2)
+    figs = dict.fromkeys(opt.FIGURES, math.nan)
+    assert opt.score("sharpe", figs) == 0.0
+    assert opt.score("profit_factor", figs | {"profit_factor": math.inf}) == opt.PROFIT_FACTOR_CAP
+    assert opt.score("log_loss", figs) == pytest.approx(math.log(2.0))
+    assert opt.OBJECTIVES["log_loss"] == "minimize"
+
+
+def test_window_votes_are_the_full_span_rows(shared_data: Path) -> None:
+    candles, _ = load_candles("BTCUSDT")
+    full = history_of(candles, "BTCUSDT", _ms(DAY), _ms("2024-03-06"))
+    probs = np.arange(len(full.candles), dtype=np.float64)
+    model = ModelVotes("m", "lightgbm", probs, ["v"] * len(probs))
+    market = opt.Market(candles, full, [model], opt.plan_windows(_ms(DAY), _ms("2024-03-06"), STEP, 2, 0.0))
+    part, book = market.window(_ms("2024-03-05 12:00"), _ms("2024-03-06"))
+    got = book.models[0].probs
+    assert len(got) == len(part.candles)
+    rows = np.searchsorted(full.open_time, part.open_time)
+    assert np.array_equal(got, probs[rows])
+
+
+@pytest.mark.slow
+def test_two_worker_processes_share_one_sqlite_study(tmp_path: Path, shared_data: Path) -> None:
+    home = tmp_path / "home"
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    args = [
+        sys.executable, "-m", "xylen", "--home", str(home), "optimize", "--from", DAY, "--to", "2024-03-06",
+        "--trials", "2", "--seeds", "1", "--windows", "2", "--holdout", "0.25", "--objective", "log_loss",
+        "--storage", storage, "--study", "two-workers",
+    ]  # fmt: skip
+    env = os.environ | {"PYTHONPATH": str(REPO)}
+    workers = [
+        subprocess.Popen(
+            [*args, "--report", str(tmp_path / f"report-{k}"), "--seed", str(k)],
+            cwd=tmp_path,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for k in range(2)
+    ]
+    outputs = [w.communicate(timeout=300)[0] for w in workers]
+    for w, out in zip(workers, outputs, strict=True):
+        assert w.returncode == 0, out
+    study = optuna.load_study(study_name="two-workers", storage=storage)
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(complete) == 4
+    assert study.direction == optuna.study.StudyDirection.MINIMIZE
+    assert {p.key for p in opt.SPACE} == set(complete[0].params)
+    # the models were trained once for both workers (the second waited and read the votes)
+    assert len(list((home / "optimize" / "votes").glob("votes-*.npz"))) == 1
+    assert sum("training 1 models" in out for out in outputs) == 1
+    # the worker that finished last reports all four trials, best first, out of sample beside in sample
+    reports = [json.loads((tmp_path / f"report-{k}" / "report.json").read_text()) for k in range(2)]
+    final = max(reports, key=lambda r: len(r["best"]))
+    assert len(final["best"]) == 4 and final["trials"] == {"COMPLETE": 4}
+    values = [row["value"] for row in final["best"]]
+    assert values == sorted(values)  # log-loss: smaller is better
+    for row in final["best"]:
+        assert row["in_sample"]["log_loss"] is not None and row["out_of_sample"]["log_loss"] is not None
+        assert 0.3 < row["out_of_sample"]["log_loss"] < 1.5
+    assert len(final["in_sample_windows"]) == 2 and final["out_of_sample"] is not None
+    assert set(final["importances"]) == {p.key for p in opt.SPACE}
+    assert sum(final["importances"].values()) == pytest.approx(1.0)
+    # a worker with other settings is refused: exit 2, naming the setting
+    other = ["--home", str(home), "optimize", "--from", DAY, "--to", "2024-03-06", "--trials", "0"]
+    assert (
+        main(
+            [
+                *other,
+                "--windows",
+                "3",
+                "--objective",
+                "log_loss",
+                "--storage",
+                storage,
+                "--study",
+                "two-workers",
+            ]
+        )
+        == 2
+    )
+
+
+def test_bad_usage_exits_2(tmp_path: Path) -> None:
+    base = ["--home", str(tmp_path), "optimize", "--from", DAY, "--to", "2024-03-06"]
+    assert main([*base, "--trials", "-1"]) == 2
+    assert main([*base, "--seeds", "a,b"]) == 2
+    assert main([*base, "--retrain-every", "soon"]) == 2
+    assert main([*base, "--models", str(tmp_path / "missing")]) == 2
+    assert main(["--home", str(tmp_path), "optimize", "--from", "2024-03-06", "--to", DAY]) == 2
