@@ -152,3 +152,9 @@ def test_bad_usage_exits_2(tmp_path: Path) -> None:
     assert main([*base, "--retrain-every", "soon"]) == 2
     assert main([*base, "--models", str(tmp_path / "missing")]) == 2
     assert main(["--home", str(tmp_path), "optimize", "--from", "2024-03-06", "--to", DAY]) == 2
+    # a model whose training labels reach --from would score in sample: refused
+    model = tmp_path / "late-model"
+    model.mkdir()
+    meta = {"train_end": _ms(DAY) - 30 * 60_000, "horizon_bars": 12, "base_interval": "5m"}
+    (model / "metadata.json").write_text(json.dumps(meta))
+    assert main([*base, "--models", str(model)]) == 2

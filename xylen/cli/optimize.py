@@ -83,6 +83,34 @@ def _seeds(text: str) -> tuple[int, ...]:
     return seeds
 
 
+def _trained_before(dirs: list[Path], start_ms: int) -> None:
+    """Refuse a model whose training labels reach ``--from``: its figures would be in-sample."""
+    from xylen.data.schema import interval_ms
+
+    for d in dirs:
+        meta_path = d / "metadata.json"
+        try:
+            meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise UsageError(f"--models: {d} has no readable metadata.json ({exc})") from exc
+        end = meta.get("train_end")
+        if not isinstance(end, int):
+            continue  # a model without its training span: taken as given
+        step = interval_ms(str(meta.get("base_interval", "5m")))
+        label_end = end + int(meta.get("horizon_bars", 0)) * step
+        if label_end >= start_ms:
+            raise UsageError(
+                f"--models: {d} was trained on candles up to {_iso(label_end)}, not before --from; "
+                "its windows would not be out of sample"
+            )
+
+
+def _iso(ms: int) -> str:
+    import pandas as pd
+
+    return pd.Timestamp(ms, unit="ms", tz="UTC").strftime("%Y-%m-%d %H:%M")
+
+
 def run(args: argparse.Namespace) -> int:
     """Parse, open the study, run the trials, report (module docstring)."""
     from backtest import settings
@@ -106,6 +134,7 @@ def run(args: argparse.Namespace) -> int:
     for d in dirs:
         if not d.is_dir():
             raise UsageError(f"--models: {d} is not a model directory")
+    _trained_before(dirs, start)
     if dirs and args.walk_forward:
         raise UsageError("--models and --walk-forward exclude each other (walk-forward trains its own)")
     config = settings.load(args.config, args.symbol or "BTCUSDT")
