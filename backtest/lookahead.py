@@ -44,6 +44,7 @@ from backtest.engine import RunOptions, run_backtest
 from backtest.result import BacktestResult
 from backtest.votes import ModelVotes, VoteBook
 from xylen.config.schema import XylenConfig
+from xylen.errors import UsageError
 from xylen.features import compute_features
 
 FeatureFn = Callable[[pd.DataFrame], "npt.ArrayLike | pd.Series[float]"]
@@ -144,10 +145,10 @@ def analysis_features(
     frame = compute_features(candles, interval)
     for name, fn in (extra or {}).items():
         if name in frame.columns:
-            raise ValueError(f"extra feature {name!r}: the feature engine already has a feature of that name")
+            raise UsageError(f"extra feature {name!r}: the feature engine already has a feature of that name")
         values = np.asarray(fn(candles.reset_index(drop=True)), dtype=np.float64)
         if values.shape != (len(candles),):
-            raise ValueError(f"extra feature {name!r}: {values.shape} values for {len(candles)} candles")
+            raise UsageError(f"extra feature {name!r}: {values.shape} values for {len(candles)} candles")
         frame[name] = values
     return frame
 

@@ -142,7 +142,8 @@ def test_the_real_pipeline_is_clean(
 def _write_peek_module(folder: Path) -> None:
     (folder / "peek_features.py").write_text(
         "def future_close(frame):\n    return frame['close'].shift(-1).to_numpy()\n\n"
-        "def past_close(frame):\n    return frame['close'].shift(1).to_numpy()\n",
+        "def past_close(frame):\n    return frame['close'].shift(1).to_numpy()\n\n"
+        "def rsi_14(frame):\n    return frame['close'].to_numpy()\n",
         encoding="utf-8",
     )
 
@@ -172,6 +173,7 @@ def test_command_exit_codes_and_report(
     assert main(["lookahead-analysis", *span[:4], "--cuts", "0"]) == 2
     assert main(["lookahead-analysis", *span, "--feature", "no_such_module_xyz:f"]) == 2
     assert main(["lookahead-analysis", *span, "--feature", "peek_features"]) == 2
+    assert main(["lookahead-analysis", *span, "--feature", "peek_features:rsi_14"]) == 2  # the engine's name
     assert main(["lookahead-analysis", "--from", END, "--to", START]) == 2
     sys.modules.pop("peek_features", None)
 
