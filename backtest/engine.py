@@ -57,11 +57,9 @@ from typing import Any, Protocol
 import numpy as np
 import pandas as pd
 
+from backtest.columns import Columns, outcomes
 from backtest.data import MarketHistory
 from backtest.result import (
-    DECISION_COLUMNS,
-    EQUITY_COLUMNS,
-    MODEL_PREFIX,
     TRADE_COLUMNS,
     BacktestResult,
     Costs,
@@ -164,8 +162,7 @@ class Run:
     http_models: ModelClients | None = None
     scratch: Path | None = None  # the temporary folder of the run's databases, removed on close
     stage_s: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
-    rows: list[tuple[Any, ...]] = field(default_factory=list)
-    equity_rows: list[tuple[Any, ...]] = field(default_factory=list)
+    columns: Columns = field(default_factory=lambda: Columns(0, []))  # set by :meth:`run`
     entry_info: dict[str, tuple[str, str]] = field(default_factory=dict)  # intent -> (style, versions)
     _busy: bool = False
     _venue_events: int = 0  # user-data events of the account so far (:meth:`on_venue_event`)
@@ -238,6 +235,7 @@ class Run:
         self._feature_names = [c for c in h.features.columns if c != "open_time"]
         self._feature_rows = h.features[self._feature_names].to_numpy(np.float64)
         total = h.stop - h.first
+        self.columns = Columns(total, self._model_ids())
         started = time.perf_counter()
         self._account = await self._fetch_account()
         for n, i in enumerate(range(h.first, h.stop)):
@@ -270,7 +268,7 @@ class Run:
             self.heartbeat.outcomes.mature({self.symbol: snap})
         if self.strategy is not None:
             action = await self.strategy.on_candle(self, i, snap, account)
-            self.rows.append((snap.close_time_ms, action, i))
+            self.columns.decision(i - self.history.first, snap.close_time_ms, action)
             self._busy = self._busy or action != "HOLD"
         else:
             with self._timed("votes"):
@@ -288,8 +286,14 @@ class Run:
             risk.on_quorum(len(fanout.votes) if self.strategy is None else 1, now)
             risk.on_equity(account.equity, account.unrealised_pnl, now)
         qty, notional = self._position
-        self.equity_rows.append(
-            (snap.close_time_ms, account.equity, qty, notional, self._fees, self._funding)
+        self.columns.equity(
+            i - self.history.first,
+            snap.close_time_ms,
+            account.equity,
+            qty,
+            notional,
+            self._fees,
+            self._funding,
         )
 
     async def _candle_end(self, i: int) -> None:
@@ -467,20 +471,18 @@ class Run:
             style = "maker" if entry.type.value == "LIMIT" else "taker"
             self.entry_info[entry.intent_id] = (style, versions)
             self._busy = True
-        probs = {v.model_id: v.prob_up for v in beat.fanout.votes}
-        self.rows.append(
-            (
-                d.timestamp_ms,
-                d.action.value,
-                d.probability,
-                d.confidence,
-                d.expected_value_bps,
-                d.size_fraction,
-                ",".join(r.value for r in d.reasons),
-                risk,
-                versions,
-                probs,
-            )
+        self.columns.decision(
+            i - self.history.first,
+            d.timestamp_ms,
+            d.action.value,
+            d.probability,
+            d.confidence,
+            d.expected_value_bps,
+            d.size_fraction,
+            ",".join(r.value for r in d.reasons),
+            risk,
+            versions,
+            {v.model_id: v.prob_up for v in beat.fanout.votes},
         )
 
     # ------------------------------------------------------------------ result
@@ -488,18 +490,12 @@ class Run:
     def _result(self, elapsed_s: float) -> BacktestResult:
         h = self.history
         span = h.span()
-        if self.votes is not None:
-            model_ids = self.votes.model_ids
-        elif self.http_models is not None:
-            model_ids = [m.id for m in self.config.model_servers]
-        else:
-            model_ids = []
-        decisions = self._decisions(model_ids)
+        model_ids = self.columns.model_ids
+        horizon_bars = max(1, self.config.trading.horizon_minutes * 60_000 // h.step_ms)
+        close = h.candles["close"].to_numpy(np.float64)
+        decisions = self.columns.decisions(self.symbol, outcomes(close, h.first, h.stop, horizon_bars))
         trades = self._trades()
-        equity = pd.DataFrame(
-            [(ts, float(eq), q, n, float(f), float(fu)) for ts, eq, q, n, f, fu in self.equity_rows],
-            columns=list(EQUITY_COLUMNS),
-        )
+        equity = self.columns.equity_frame()
         t = self.config.trading
         candles_n = max(1, h.stop - h.first)
         stage_us = {k: v * 1e6 / candles_n for k, v in self.stage_s.items()} if self.options.timing else {}
@@ -528,49 +524,13 @@ class Run:
         result.check()
         return result
 
-    def _decisions(self, model_ids: list[str]) -> pd.DataFrame:
-        h = self.history
-        close = h.candles["close"].to_numpy(np.float64)
-        horizon_bars = max(1, self.config.trading.horizon_minutes * 60_000 // h.step_ms)
-        if self.strategy is not None:
-            rows = [
-                {
-                    "ts": ts,
-                    "symbol": self.symbol,
-                    "action": action,
-                    "probability": math.nan,
-                    "confidence": math.nan,
-                    "expected_value_bps": math.nan,
-                    "size_fraction": 0.0,
-                    "reasons": "",
-                    "risk": "",
-                    "outcome": _outcome(close, i, horizon_bars, h.stop),
-                    "model_version": "",
-                }
-                for ts, action, i in self.rows
-            ]
-            return pd.DataFrame(rows, columns=list(DECISION_COLUMNS))
-        records: list[dict[str, Any]] = []
-        for n, (ts, action, prob, conf, ev, size, reasons, risk, versions, probs) in enumerate(self.rows):
-            i = h.first + n
-            rec: dict[str, Any] = {
-                "ts": ts,
-                "symbol": self.symbol,
-                "action": action,
-                "probability": prob,
-                "confidence": conf,
-                "expected_value_bps": ev,
-                "size_fraction": size,
-                "reasons": reasons,
-                "risk": risk,
-                "outcome": _outcome(close, i, horizon_bars, h.stop),
-                "model_version": versions,
-            }
-            for m in model_ids:
-                rec[MODEL_PREFIX + m] = probs.get(m, math.nan)
-            records.append(rec)
-        columns = list(DECISION_COLUMNS) + [MODEL_PREFIX + m for m in model_ids]
-        return pd.DataFrame(records, columns=columns)
+    def _model_ids(self) -> list[str]:
+        """The models whose votes are recorded (``p:<id>`` columns)."""
+        if self.votes is not None:
+            return self.votes.model_ids
+        if self.http_models is not None:
+            return [m.id for m in self.config.model_servers]
+        return []
 
     def _trades(self) -> pd.DataFrame:
         records = []
@@ -611,14 +571,6 @@ class Run:
         self.conn.close()
         if self.scratch is not None:
             shutil.rmtree(self.scratch, ignore_errors=True)
-
-
-def _outcome(close: np.ndarray[Any, Any], i: int, horizon: int, stop: int) -> float:
-    """The label at the decision's horizon (1 up, 0 not up), NaN when the span ends first."""
-    j = i + horizon
-    if j >= stop:
-        return math.nan
-    return 1.0 if close[j] > close[i] else 0.0
 
 
 def _scratch_root() -> str | None:
