@@ -63,7 +63,8 @@ def reference_decide(ens: Ensemble, votes: Sequence[Vote], market: Market) -> De
         if cal is None or cal.calibrator is None:
             calibrated.append(shrink(raw, ens.config.uncalibrated_shrink))
         else:
-            calibrated.append(clip_probability(float(np.interp(raw, cal.calibrator.x, cal.calibrator.y)), EPS))
+            mapped = float(np.interp(raw, cal.calibrator.x, cal.calibrator.y))
+            calibrated.append(clip_probability(mapped, EPS))
     weights = ens.weighting.weights(keys, priors)
     if ens.config.pooling == "log_odds":
         total = math.fsum(weights[k] for k in keys)
