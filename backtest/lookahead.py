@@ -222,19 +222,22 @@ def check_features(
     cut_histories: Sequence[tuple[int, MarketHistory]],
     extra: Mapping[str, FeatureFn] | None,
     tolerance: float,
+    progress: Progress | None = None,
 ) -> tuple[list[str], list[Finding]]:
     """Every feature of the truncated histories against the full one, on the span's rows up to each cut."""
     whole = analysis_features(full.candles, full.interval, extra)
     names = [c for c in whole.columns if c != "open_time"]
     close_ms = full.open_time + full.step_ms - 1
     diffs = {n: _Diffs() for n in names}
-    for cut, part in cut_histories:
+    for k, (cut, part) in enumerate(cut_histories):
         if part.first != full.first or len(part.candles) != cut + 1:
             raise RuntimeError(f"cut at row {cut}: the truncated history is not a prefix of the full one")
         frame = analysis_features(part.candles, part.interval, extra)
         rows = slice(full.first, cut + 1)
         for n in names:
             diffs[n].add(close_ms[rows], whole[n].to_numpy()[rows], frame[n].to_numpy()[rows], tolerance)
+        if progress is not None:
+            progress(k + 1, len(cut_histories))
     return names, _findings(diffs, "feature")
 
 
@@ -355,12 +358,20 @@ def analyse(
     actions = list(full_result.decisions["action"]) if full_result is not None else None
     rows = cut_points(full, cuts, actions)
     parts = [(c, truncated(candles, full, c, extra)) for c in rows]
-    names, findings = check_features(full, parts, extra, tolerance)
+    steps = len(parts) * (2 if full_result is not None else 1)
+
+    def step(offset: int) -> Progress | None:
+        if progress is None:
+            return None
+        report = progress
+        return lambda done, _total: report(offset + done, steps)
+
+    names, findings = check_features(full, parts, extra, tolerance, step(0))
     columns: list[str] = []
     compared = 0
     if full_result is not None:
         columns, compared, found = check_decisions(
-            config, full, full_result, parts, votes, tolerance, progress
+            config, full, full_result, parts, votes, tolerance, step(len(parts))
         )
         findings += found
     return LookaheadReport(

@@ -161,7 +161,7 @@ def _analyse(
     with Progress(
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()
     ) as bar:
-        task = bar.add_task("cut points", total=None)
+        task = bar.add_task("cut points (features, then decisions)", total=None)
         report = analyse(
             config,
             candles,
@@ -199,7 +199,7 @@ def _print(report: Any) -> None:
         return
     table = Table(title="changes when the future is removed")
     for head in ("kind", "name", "first differs (UTC)", "max abs diff", "cuts", "full", "truncated"):
-        table.add_column(head)
+        table.add_column(head, overflow="fold")
     for f in report.findings:
         d = f.as_dict()
         table.add_row(
