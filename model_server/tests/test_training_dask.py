@@ -12,8 +12,10 @@ not the local trees (with one worker they are identical, checked below).
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -27,12 +29,14 @@ from model_server.training.dask_train import (
     DaskSession,
     dask_session,
     load_dask_dataset,
+    month_part,
+    month_tasks,
     parse_dask_target,
 )
 from xylen.cli.main import main
 from xylen.data.importers import read_freqtrade_feather
 from xylen.data.store import CandleStore
-from xylen.errors import UsageError
+from xylen.errors import DataError, UsageError
 
 pytestmark = pytest.mark.slow
 
@@ -172,6 +176,14 @@ def test_model_directory_served_by_a_model_server(dask_model: TrainedModel, tmp_
     assert p == pytest.approx(float(dask_model.calibrator.apply(np.array([raw]))[0]), abs=1e-5)
 
 
+def test_a_worker_without_the_store_fails_loudly(home: Path, tmp_path: Path) -> None:
+    task = month_tasks(home / "candles", "BTCUSDT", "5m", CONFIG.horizon_bars, CONFIG.cost)[2]
+    assert len(month_part(task).frame) > 0
+    elsewhere = replace(task, root=str(tmp_path / "candles"))  # what a worker without the folder sees
+    with pytest.raises(DataError, match="readable by every Dask worker"):
+        month_part(elsewhere)
+
+
 @pytest.mark.parametrize("address", ["nonsense", "local:0", "ftp://host:8786", "tcp://host:99999"])
 def test_malformed_address_is_a_usage_error(address: str) -> None:
     with pytest.raises(UsageError, match="--dask"):
@@ -187,3 +199,26 @@ def test_unreachable_scheduler_exits_2_without_hanging(home: Path, tmp_path: Pat
     assert not (tmp_path / "m").exists()
     assert main([*argv, "--dask", "bogus"]) == 2
     assert main([*argv, "--dask", "local:2", "--tune", "2"]) == 2
+
+
+def test_cli_trains_on_a_running_scheduler(
+    session: DaskSession, home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``xylen train --dask tcp://...`` against the running cluster (as with model hosts)."""
+    address = session.client.scheduler.address
+    assert address.startswith("tcp://127.0.0.1:")
+    out = tmp_path / "models" / "btc"
+    argv = ["--home", str(home), "train", "--symbol", "BTCUSDT", "--out", str(out), "--dask", address]
+    status = main([*argv, "--from", "2023-05-01", "--to", "2023-08-01", "--folds", "2", "--rounds", "20"])
+    assert status == 0
+    printed = capsys.readouterr().out
+    assert f"dask: 3 month(s) on 2 worker(s) at {address}" in printed and "AUC" in printed
+    meta = json.loads((out / "metadata.json").read_text())
+    assert meta["training"]["dask"] == {
+        "workers": 2,
+        "scheduler": address,
+        "partitions": 3,
+        "months": ["2023-05", "2023-07"],
+    }
+    assert meta["num_boost_round"] == 20 and meta["walk_forward"]["folds"] == 2
+    load_predictor(out)

@@ -171,6 +171,13 @@ class MonthPart:
 def month_part(task: MonthTask) -> MonthPart:
     """Features and labels of one month's rows, computed with the previous month as warm-up."""
     store = CandleStore(task.root)
+    path = store.month_path(MARKET, task.symbol, task.interval, task.month)
+    if not path.is_file():
+        # A worker that sees another folder (or none) would silently train on fewer months.
+        raise DataError(
+            f"this worker cannot read {path}: the candle store must be readable by every Dask worker "
+            "at the same path (a shared folder or a copy)"
+        )
     candles = store.read(MARKET, task.symbol, task.interval, task.read_start, task.read_end)
     names = [s.name for s in feature_specs(task.interval)]
     ot = candles["open_time"].to_numpy(np.int64)
