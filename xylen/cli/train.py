@@ -66,7 +66,9 @@ def register(sub: Any) -> None:
     parser.add_argument("--folds", type=int, default=5, help="walk-forward folds (default 5)")
     parser.add_argument("--rounds", type=int, default=None, help="boosting rounds (default: profile)")
     parser.add_argument("--threads", type=int, default=None, help="LightGBM threads (default: profile)")
-    parser.add_argument("--max-rows", type=int, default=None, help="newest labelled rows (default: profile)")
+    parser.add_argument(
+        "--max-rows", type=int, default=None, help="newest labelled rows (default: profile; with --dask: all)"
+    )
     parser.add_argument(
         "--final-test-days",
         type=float,
@@ -213,13 +215,13 @@ def _train_on_dask(
     """Train with the boosters fitted on the Dask cluster at ``address`` (or ``local:N``)."""
     from model_server.training import train_model
     from model_server.training.dask_train import dask_session, load_dask_dataset, parse_dask_target
-    from model_server.training.profiles import get_profile
     from xylen.paths import Home
 
     target = parse_dask_target(address)
     root = Home.resolve(args.home).candles.resolve()
     threads = config.num_threads or 1
-    max_rows = config.max_rows or get_profile(config.profile).max_rows
+    # The profile's row limit is one host's memory budget; on a cluster only --max-rows cuts.
+    max_rows = config.max_rows
     with dask_session(target, args.dask_timeout, threads_per_worker=threads) as session:
         data = load_dask_dataset(
             session,
