@@ -57,6 +57,7 @@ OBJECTIVES: Final = {
     "profit_factor": "maximize",
     "log_loss": "minimize",
 }
+DAY_MS: Final = metrics.DAY_MS
 PROFIT_FACTOR_CAP: Final = 10.0  # a window with winners only scores this, not inf
 FIGURES: Final = ("sharpe", "calmar", "profit_factor", "log_loss", "total_return", "max_drawdown", "trades")
 

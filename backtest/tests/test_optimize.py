@@ -148,6 +148,9 @@ def test_two_worker_processes_share_one_sqlite_study(tmp_path: Path, shared_data
 def test_bad_usage_exits_2(tmp_path: Path) -> None:
     base = ["--home", str(tmp_path), "optimize", "--from", DAY, "--to", "2024-03-06"]
     assert main([*base, "--trials", "-1"]) == 2
+    assert main([*base, "--timeout", "-5"]) == 2
+    assert main([*base, "--objective", "sharpe"]) == 2  # daily Sharpe on windows under 2 days
+    assert not (tmp_path / "optimize" / "study.db").exists()  # refused before any study was made
     assert main([*base, "--seeds", "a,b"]) == 2
     assert main([*base, "--retrain-every", "soon"]) == 2
     assert main([*base, "--models", str(tmp_path / "missing")]) == 2

@@ -70,6 +70,12 @@ def register(sub: Any) -> None:
     parser.add_argument("--top", type=int, default=5, help="best trials in the report (default 5)")
     parser.add_argument("--report", type=Path, default=None, help="report folder (default under the home)")
     parser.add_argument("--seed", type=int, default=None, help="this worker's sampler seed (default random)")
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=None,
+        help="stop starting trials after this many seconds (default none)",
+    )
     parser.set_defaults(func=run)
 
 
@@ -128,6 +134,8 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--top {args.top}: must be 1 or more")
     if not math.isfinite(args.holdout):
         raise UsageError(f"--holdout {args.holdout}: not a number")
+    if args.timeout is not None and not (math.isfinite(args.timeout) and args.timeout > 0):
+        raise UsageError(f"--timeout {args.timeout}: must be a positive number of seconds")
     retrain_ms = parse_duration(args.retrain_every, "--retrain-every")
     seeds = _seeds(args.seeds)
     dirs = [Path(p.strip()) for p in args.models.split(",")] if args.models else []
@@ -210,6 +218,12 @@ def _optimize(
         int(full.open_time[full.first]), int(full.open_time[full.stop - 1]) + full.step_ms, full.step_ms,
         args.windows, args.holdout,
     )  # fmt: skip
+    shortest = min(b - a for a, b in plan.in_sample)
+    if args.objective == "sharpe" and shortest < 2 * opt.DAY_MS:
+        raise UsageError(
+            f"--objective sharpe needs in-sample windows of 2 days or more (daily returns), these are "
+            f"{shortest / opt.DAY_MS:.1f} days: lengthen the span, use fewer --windows or another objective"
+        )
     if args.log_level is None:
         optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
@@ -236,7 +250,10 @@ def _optimize(
     market = opt.Market(candles, full, models, plan)
     if args.trials:
         study.optimize(
-            opt.objective_fn(market, config, args.objective), n_trials=args.trials, show_progress_bar=True
+            opt.objective_fn(market, config, args.objective),
+            n_trials=args.trials,
+            timeout=args.timeout,
+            show_progress_bar=True,
         )
     result = opt.report(study, market, config, args.objective, args.top)
     out_dir: Path = args.report or home / name
