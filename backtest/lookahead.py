@@ -71,6 +71,7 @@ class Finding:
     rows: int  # differing (cut, row) pairs
     cuts: int  # cut points at which it differs
     example: tuple[str, str]  # (full data, truncated) at the first difference
+    cut_rows_only: bool = False  # it differs only at the cut candles: it reads exactly one candle ahead
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -84,6 +85,7 @@ class Finding:
             "cuts": self.cuts,
             "full_value": self.example[0],
             "truncated_value": self.example[1],
+            "cut_rows_only": self.cut_rows_only,
         }
 
 
@@ -169,6 +171,7 @@ class _Diffs:
     rows: int = 0
     cuts: int = 0
     example: tuple[str, str] = ("", "")
+    cut_rows_only: bool = True
 
     def add(
         self, times: npt.NDArray[np.int64], full: npt.NDArray[Any], part: npt.NDArray[Any], tol: float
@@ -180,6 +183,7 @@ class _Diffs:
         self.rows += len(idx)
         self.cuts += 1
         self.max_abs = max(self.max_abs, size)
+        self.cut_rows_only = self.cut_rows_only and idx.tolist() == [len(differ) - 1]
         j = int(idx[0])
         if int(times[j]) < self.first_ms:
             self.first_ms = int(times[j])
@@ -243,7 +247,9 @@ def check_features(
 
 def _findings(diffs: Mapping[str, _Diffs], kind: str) -> list[Finding]:
     found = [
-        Finding(n, kind, d.first_ms, d.max_abs, d.rows, d.cuts, d.example) for n, d in diffs.items() if d.rows
+        Finding(n, kind, d.first_ms, d.max_abs, d.rows, d.cuts, d.example, d.cut_rows_only)
+        for n, d in diffs.items()
+        if d.rows
     ]
     return sorted(found, key=lambda f: (f.first_ms, f.name))
 

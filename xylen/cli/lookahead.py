@@ -212,3 +212,6 @@ def _print(report: Any) -> None:
             f.example[1],
         )
     console.print(table)
+    if any(f.cut_rows_only for f in report.findings):
+        names = ", ".join(f.name for f in report.findings if f.cut_rows_only)
+        console.print(f"{names}: differ only at the cut candles, i.e. read exactly one candle ahead")
