@@ -30,7 +30,6 @@ from decimal import Decimal
 import numpy as np
 
 from coordinator.ensemble import Decision, Ensemble
-from coordinator.ensemble.pool import ECE_BINS
 from coordinator.ensemble.weighting import binary_log_loss
 from coordinator.exchange.schemas import Position
 from coordinator.feed_models import (
@@ -383,21 +382,9 @@ def breaker_views(risk: RiskManager, now_ms: int) -> list[BreakerView]:
     ]
 
 
-def reliability_bins(ensemble: Ensemble, bins: int = ECE_BINS) -> list[ReliabilityBin]:
-    """The pool's recent outcomes in ``bins`` equal-width bins of its answer (empty bins left out)."""
-    records = ensemble.pool_quality.records
-    if not records:
-        return []
-    p = np.fromiter((r.prob for r in records), dtype=np.float64, count=len(records))
-    y = np.fromiter((r.label for r in records), dtype=np.float64, count=len(records))
-    index = np.minimum((p * bins).astype(np.int64), bins - 1)
-    out: list[ReliabilityBin] = []
-    for b in range(bins):
-        mask = index == b
-        n = int(mask.sum())
-        if n:
-            out.append(ReliabilityBin(p=float(p[mask].mean()), y=float(y[mask].mean()), n=n))
-    return out
+def reliability_bins(ensemble: Ensemble) -> list[ReliabilityBin]:
+    """The pool's recent outcomes in equal-width bins of its answer (``ECE_BINS``, empty ones left out)."""
+    return [ReliabilityBin(p=p, y=y, n=n) for p, y, n in ensemble.pool_quality.reliability()]
 
 
 def model_record(ensemble: Ensemble, key: str) -> dict[str, object]:

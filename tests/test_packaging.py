@@ -50,6 +50,14 @@ def test_ci_runs_make_test_and_readme_shows_both_commands() -> None:
 def test_a_wheel_carries_the_migrations_and_the_built_dashboard(tmp_path: Path) -> None:
     """Built from this checkout, the wheel holds the SQL migrations and the dashboard build, which a
     machine without Node needs (``pip install`` of the package, not an editable checkout)."""
+    import shutil
+
+    # pip builds in the source tree (a build/ folder): build a copy, never the checkout itself
+    source = tmp_path / "source"
+    skip = shutil.ignore_patterns(
+        ".git", ".venv", "node_modules", "data", "build", "*.egg-info", "__pycache__"
+    )
+    shutil.copytree(ROOT, source, ignore=skip, symlinks=True)
     proc = subprocess.run(
         [
             sys.executable,
@@ -61,7 +69,7 @@ def test_a_wheel_carries_the_migrations_and_the_built_dashboard(tmp_path: Path) 
             "-q",
             "-w",
             str(tmp_path),
-            str(ROOT),
+            str(source),
         ],
         capture_output=True,
         text=True,
