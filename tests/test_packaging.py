@@ -54,9 +54,12 @@ def test_a_wheel_carries_the_migrations_and_the_built_dashboard(tmp_path: Path) 
 
     # pip builds in the source tree (a build/ folder): build a copy, never the checkout itself
     source = tmp_path / "source"
-    skip = shutil.ignore_patterns(
-        ".git", ".venv", "node_modules", "data", "build", "*.egg-info", "__pycache__"
-    )
+    top_level = {".git", ".venv", "data", "build", "dashboard"}  # the checkout's own, not the package's
+
+    def skip(folder: str, names: list[str]) -> set[str]:
+        here = {n for n in names if n in top_level} if Path(folder) == ROOT else set()
+        return here | {n for n in names if n in {"__pycache__", "node_modules"} or n.endswith(".egg-info")}
+
     shutil.copytree(ROOT, source, ignore=skip, symlinks=True)
     proc = subprocess.run(
         [
