@@ -206,7 +206,7 @@ def _print(report: Any) -> None:
             f.kind,
             f.name,
             d["first_differs"],
-            d["max_abs_diff_text"],
+            f"{f.max_abs_diff:.3g}",
             str(f.cuts),
             f.example[0],
             f.example[1],
