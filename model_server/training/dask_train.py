@@ -3,8 +3,8 @@
 Used by ``xylen train --dask ADDRESS`` (``local:N`` starts an in-process cluster of N worker
 processes)::
 
-    with dask_session("tcp://10.0.0.5:8786") as session:
-        data = load_dask_dataset(session, store_root, "BTCUSDT", "5m", config)
+    with dask_session(parse_dask_target("tcp://10.0.0.5:8786")) as session:
+        data = load_dask_dataset(session, store_root, "BTCUSDT", "5m", config.horizon_bars, config.cost)
         model = train_model(None, config, dataset=data.dataset, fit=data.fit, metadata_extra=data.info)
 
 Everything except fitting boosters is the local code of :mod:`model_server.training.train`
@@ -12,10 +12,10 @@ Everything except fitting boosters is the local code of :mod:`model_server.train
 
 **Data.** One task per month of the candle store (``<SYMBOL>-<interval>-<YYYY-MM>.parquet``),
 pinned round-robin to the workers, so every walk-forward fold trains on all of them.  A task reads
-its month plus the previous month (warm-up: every recursive indicator has forgotten its seed after
-a month of bars, so the features equal those of one pass over the whole history) and the next
-month (the labels of the month's last rows read closes up to ``horizon_bars`` later), and keeps
-the month's rows that the local run keeps.  The partitions stay on the workers; the client gathers
+its month plus the end of the previous one (:func:`context_bars`: every recursive indicator has
+forgotten its seed, so the features equal those of one pass over the whole history to float32
+round-off) and the first ``horizon_bars`` of the next (the labels of the month's last rows), and
+keeps the month's rows that the local run keeps.  The partitions stay on the workers; the client gathers
 the feature matrix once (it scores the out-of-fold and final-window rows and checks ONNX parity).
 
 **Fitting.** A walk-forward fold or the final fit selects its rows inside the partitions (by open
@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import operator
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -44,12 +45,23 @@ from xylen.data.schema import interval_ms
 from xylen.data.store import CandleStore, validate_series
 from xylen.errors import DataError, UsageError
 from xylen.features import compute_feature_matrix, feature_specs, max_warmup
+from xylen.features.spec import (
+    ADX_PERIOD,
+    EMA_PERIODS,
+    HIGHER_TIMEFRAMES,
+    HTF_ATR_PERIOD,
+    HTF_EMA_PERIOD,
+    HTF_RSI_PERIOD,
+    RSI_PERIODS,
+    htf_factor,
+)
 
 logger = logging.getLogger(__name__)
 
 I64 = npt.NDArray[np.int64]
 MARKET: Final = "um"
 CONNECT_TIMEOUT_S: Final = 10.0
+DAY_MS: Final = 86_400_000
 _META_COLUMNS: Final = ("open_time", "bar", "y", "forward_return")
 
 
@@ -150,8 +162,8 @@ class MonthTask:
     symbol: str
     interval: str
     month: str
-    read_start: int  # ms: the previous month's start (or the span's start)
-    read_end: int  # ms: the next month's end (or the span's end)
+    read_start: int  # ms: a day boundary context_bars(interval) before the month (or the span's start)
+    read_end: int  # ms: horizon_bars after the month (or the span's end)
     keep_start: int  # ms: the month's start (or the span's start)
     keep_end: int  # ms: the month's end (or the span's end)
     warm_from: int  # ms: open time of the first row after the whole series' warm-up
@@ -203,6 +215,21 @@ def month_part(task: MonthTask) -> MonthPart:
     return MonthPart(frame, int(inside.sum()), n_hold, int(ot[inside][-1]))
 
 
+def context_bars(interval: str) -> int:
+    """Base bars read before a month so that its features equal those of one pass from the start.
+
+    The recursive indicators (TA-Lib EMA, Wilder's RSI/ATR/ADX smoothing, also on the higher
+    timeframes) forget their seed as ``(1 - alpha) ** n``; ``21 / alpha`` bars leave below 1e-9 of
+    it, far under float32 round-off.  Plus the longest warm-up.  5m: about 13 days.
+    """
+    slowest_base = max((max(EMA_PERIODS) + 1) / 2, max(RSI_PERIODS), 2 * ADX_PERIOD)
+    slowest_htf = max((HTF_EMA_PERIOD + 1) / 2, HTF_RSI_PERIOD, HTF_ATR_PERIOD)
+    bars = 21 * slowest_base
+    for tf in HIGHER_TIMEFRAMES:
+        bars = max(bars, 21 * slowest_htf * htf_factor(interval, tf))
+    return math.ceil(bars) + max_warmup(interval)
+
+
 def _month_bounds(month: str) -> tuple[int, int]:
     start = np.datetime64(month, "M")
     lo = int(start.astype("datetime64[ms]").astype("int64"))
@@ -244,18 +271,18 @@ def month_tasks(
             f"no candles for {symbol} {interval} in store {MARKET}/{symbol}/{interval} beyond the warm-up"
         )
     tasks = []
-    for i, month in enumerate(months):
+    step = interval_ms(interval)
+    for month in months:
         lo, hi = _month_bounds(month)
-        prev_lo = _month_bounds(months[i - 1])[0] if i > 0 else lo
-        next_hi = _month_bounds(months[i + 1])[1] if i + 1 < len(months) else hi
+        read_from = (lo - context_bars(interval) * step) // DAY_MS * DAY_MS  # whole HTF buckets
         tasks.append(
             MonthTask(
                 str(root),
                 symbol,
                 interval,
                 month,
-                read_start=max(prev_lo, lo_all),
-                read_end=min(next_hi, hi_all),
+                read_start=max(read_from, lo_all),
+                read_end=min(hi + horizon_bars * step, hi_all),
                 keep_start=max(lo, lo_all),
                 keep_end=min(hi, hi_all),
                 warm_from=warm_from,
