@@ -623,6 +623,23 @@ async def compose(
     for name in ("venue.db", "xylen.db"):
         for suffix in ("", "-wal", "-shm"):
             (work / (name + suffix)).unlink(missing_ok=True)
+    try:
+        return await _compose(config, history, work, votes, strategy, http_models, options)
+    except BaseException:
+        if options.work_dir is None:  # a run that could not be built leaves no scratch folder
+            shutil.rmtree(work, ignore_errors=True)
+        raise
+
+
+async def _compose(
+    config: XylenConfig,
+    history: MarketHistory,
+    work: Path,
+    votes: VoteBook | None,
+    strategy: Strategy | None,
+    http_models: ModelClients | None,
+    options: RunOptions,
+) -> Run:
     start_ms = int(history.open_time[history.first])
     funding = {history.symbol: history.funding} if options.funding and history.funding is not None else None
     feed = ReplayFeed(
