@@ -26,11 +26,13 @@ minute; 100 trials on two cores about 25 minutes with two workers.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import fcntl
 import hashlib
 import json
 import math
+import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -41,6 +43,7 @@ from typing import Any, Final
 import numpy as np
 import optuna
 import pandas as pd
+import sqlalchemy.exc
 
 from backtest import metrics
 from backtest.data import MarketHistory, history_of
@@ -249,15 +252,33 @@ def _plain(figs: Mapping[str, float]) -> dict[str, float | None]:
 # ------------------------------------------------------------------------------------ studies
 
 
-def storage_for(url: str) -> optuna.storages.RDBStorage:
+def storage_for(url: str, attempts: int = 5) -> optuna.storages.RDBStorage:
     """An RDB storage; SQLite waits for its lock instead of failing when workers write at once, and
-    workers send heartbeats so a dead worker's trial is marked failed by the others."""
+    workers send heartbeats so a dead worker's trial is marked failed by the others.
+
+    Workers starting together on a new database race to create its tables (one gets "table already
+    exists"): a SQLite file's creation is serialised by a lock file beside it, and any database's
+    is retried a few times."""
     kwargs: dict[str, Any] = {}
+    lock: Path | None = None
     if url.startswith("sqlite:"):
         kwargs["connect_args"] = {"timeout": 60}
-    with warnings.catch_warnings():  # the heartbeat is marked experimental by optuna
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return optuna.storages.RDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=60, grace_period=180)
+        path = url.split("///", 1)[1] if "///" in url else ""
+        if path and path != ":memory:":
+            lock = Path(path + ".lock")
+    for attempt in range(attempts):
+        try:
+            # the heartbeat is marked experimental by optuna: its warning is silenced
+            with _locked(lock) if lock is not None else contextlib.nullcontext(), warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(
+                    url, engine_kwargs=kwargs, heartbeat_interval=60, grace_period=180
+                )
+        except sqlalchemy.exc.DatabaseError:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.5 * (attempt + 1))
+    raise AssertionError("unreachable")
 
 
 def open_study(

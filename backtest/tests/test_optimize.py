@@ -1,5 +1,6 @@
 """``xylen optimize``: windows and parameters, and two worker processes on one SQLite study over a
-day of the shipped BTCUSDT 5m candles (one small model trained once for both)."""
+day of the shipped BTCUSDT 5m candles (walk-forward models retrained every 12 h, trained once for
+both workers)."""
 
 from __future__ import annotations
 
@@ -88,7 +89,7 @@ def test_two_worker_processes_share_one_sqlite_study(tmp_path: Path, shared_data
     args = [
         sys.executable, "-m", "xylen", "--home", str(home), "optimize", "--from", DAY, "--to", "2024-03-06",
         "--trials", "2", "--seeds", "1", "--windows", "2", "--holdout", "0.25", "--objective", "log_loss",
-        "--storage", storage, "--study", "two-workers",
+        "--storage", storage, "--study", "two-workers", "--walk-forward", "--retrain-every", "12h",
     ]  # fmt: skip
     env = os.environ | {"PYTHONPATH": str(REPO)}
     workers = [
@@ -111,8 +112,20 @@ def test_two_worker_processes_share_one_sqlite_study(tmp_path: Path, shared_data
     assert study.direction == optuna.study.StudyDirection.MINIMIZE
     assert {p.key for p in opt.SPACE} == set(complete[0].params)
     # the models were trained once for both workers (the second waited and read the votes)
-    assert len(list((home / "optimize" / "votes").glob("votes-*.npz"))) == 1
+    cached = list((home / "optimize" / "votes").glob("votes-*.npz"))
+    assert len(cached) == 1
     assert sum("training 1 models" in out for out in outputs) == 1
+    # walk-forward: every voting model was trained before the candle it votes on (its version is the
+    # time its window starts), and the span's two 12 h windows have their own models
+    candles, _ = load_candles("BTCUSDT")
+    full = history_of(candles, "BTCUSDT", _ms(DAY), _ms("2024-03-06"))
+    (votes,) = opt._load_votes(cached[0])
+    assert len(votes.versions) == len(full.candles)
+    trained_at = {v: int(pd.Timestamp(v).value // 1_000_000) for v in set(votes.versions) if v}
+    assert len(trained_at) == 2
+    for open_ms, version in zip(full.open_time.tolist(), votes.versions, strict=True):
+        if version:
+            assert trained_at[version] <= open_ms < trained_at[version] + 12 * 3_600_000
     # the worker that finished last reports all four trials, best first, out of sample beside in sample
     reports = [json.loads((tmp_path / f"report-{k}" / "report.json").read_text()) for k in range(2)]
     final = max(reports, key=lambda r: len(r["best"]))
@@ -161,3 +174,28 @@ def test_bad_usage_exits_2(tmp_path: Path) -> None:
     meta = {"train_end": _ms(DAY) - 30 * 60_000, "horizon_bars": 12, "base_interval": "5m"}
     (model / "metadata.json").write_text(json.dumps(meta))
     assert main([*base, "--models", str(model)]) == 2
+
+
+@pytest.mark.slow
+def test_workers_starting_together_on_a_new_sqlite_file(tmp_path: Path) -> None:
+    """Four processes create the storage and the study at once: none fails on the tables' creation."""
+    storage = f"sqlite:///{tmp_path / 'new.db'}"
+    code = (
+        "import sys; from backtest import optimize as o; "
+        "o.open_study(o.storage_for(sys.argv[1]), 'race', 'sharpe', {'k': 1}, 0); print('ok')"
+    )
+    env = os.environ | {"PYTHONPATH": str(REPO)}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", code, storage],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(4)
+    ]
+    results = [p.communicate(timeout=120) for p in procs]
+    for p, (out, err) in zip(procs, results, strict=True):
+        assert p.returncode == 0 and out.strip() == "ok", err
+    assert len(optuna.get_all_study_summaries(storage)) == 1
