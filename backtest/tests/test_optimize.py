@@ -158,6 +158,14 @@ def test_two_worker_processes_share_one_sqlite_study(tmp_path: Path, shared_data
     )
 
 
+def test_a_storage_password_is_never_printed(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    url = "postgresql://trader:s3cret-pw@127.0.0.1:1/xylen"  # no driver installed, or no server there
+    base = ["--home", str(tmp_path), "optimize", "--from", DAY, "--to", "2024-03-06", "--trials", "0"]
+    assert main([*base, "--objective", "log_loss", "--storage", url]) in (1, 2)
+    err = capsys.readouterr().err
+    assert "trader:***@127.0.0.1" in err and "s3cret-pw" not in err
+
+
 def test_bad_usage_exits_2(tmp_path: Path) -> None:
     base = ["--home", str(tmp_path), "optimize", "--from", DAY, "--to", "2024-03-06"]
     assert main([*base, "--trials", "-1"]) == 2

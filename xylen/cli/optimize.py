@@ -15,6 +15,7 @@ import hashlib
 import json
 import logging
 import math
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -23,6 +24,7 @@ from typing import Any
 from xylen.errors import UsageError
 
 OBJECTIVE_CHOICES = ("sharpe", "calmar", "profit_factor", "log_loss")
+STORAGE_ENV = "XYLEN_OPTUNA_STORAGE"  # a storage URL that may hold a password: read from the environment
 
 
 def register(sub: Any) -> None:
@@ -49,7 +51,10 @@ def register(sub: Any) -> None:
     parser.add_argument("--trials", type=int, default=20, help="trials this worker runs (default 20)")
     parser.add_argument("--study", default=None, help="study name (default: xylen-<symbol>-<objective>)")
     parser.add_argument(
-        "--storage", default=None, help="Optuna RDB storage URL (default: sqlite:///<home>/optimize/study.db)"
+        "--storage",
+        default=None,
+        help=f"Optuna RDB storage URL (default: ${STORAGE_ENV}, else sqlite:///<home>/optimize/study.db); "
+        "keep a database password out of it: use ~/.pgpass or the environment variable",
     )
     parser.add_argument(
         "--windows", type=int, default=2, help="in-sample windows scored per trial (default 2)"
@@ -77,6 +82,17 @@ def register(sub: Any) -> None:
         help="stop starting trials after this many seconds (default none)",
     )
     parser.set_defaults(func=run)
+
+
+def redacted(url: str) -> str:
+    """``url`` with its password, if any, replaced by ``***`` (for messages)."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except (ArgumentError, ValueError):
+        return "(unparsable URL)"
 
 
 def _seeds(text: str) -> tuple[int, ...]:
@@ -149,9 +165,8 @@ def run(args: argparse.Namespace) -> int:
     symbol = args.symbol or config.market.symbols[0]
     config = settings.with_symbol(config, symbol)
     home = Home.resolve(args.home).root / "optimize"
-    storage_url = args.storage or f"sqlite:///{(home / 'study.db').resolve()}"
-    if args.storage is None:
-        home.mkdir(parents=True, exist_ok=True)
+    storage_url = args.storage or os.environ.get(STORAGE_ENV) or f"sqlite:///{(home / 'study.db').resolve()}"
+    home.mkdir(parents=True, exist_ok=True)  # the votes cache and the report live here
     name = args.study or f"xylen-{symbol}-{args.objective}"
     candles, funding_dir = load_candles(symbol, args.interval, args.data)
     funding = load_funding_frame(funding_dir, symbol)
@@ -206,6 +221,7 @@ def _optimize(
     work: Path,
 ) -> int:
     import optuna
+    import sqlalchemy.exc
 
     from backtest import optimize as opt
     from backtest import settings
@@ -228,8 +244,9 @@ def _optimize(
         optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
         storage = opt.storage_for(storage_url)
-    except (ValueError, ImportError, ModuleNotFoundError) as exc:
-        raise UsageError(f"--storage {storage_url!r}: {exc}") from exc
+    except (ValueError, ImportError, sqlalchemy.exc.SQLAlchemyError) as exc:
+        shown = redacted(storage_url)
+        raise UsageError(f"storage {shown}: {str(exc).replace(storage_url, shown)}") from exc
     study = opt.open_study(storage, name, args.objective, study_settings, args.seed)
 
     train = TrainSettings(horizon_minutes=config.trading.horizon_minutes, seeds=seeds)
