@@ -186,7 +186,7 @@ def test_bad_usage_exits_2(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_workers_starting_together_on_a_new_sqlite_file(tmp_path: Path) -> None:
-    """Four processes create the storage and the study at once: none fails on the tables' creation."""
+    """Three processes create the storage and the study at once: none fails on the tables' creation."""
     storage = f"sqlite:///{tmp_path / 'new.db'}"
     code = (
         "import sys; from backtest import optimize as o; "
@@ -201,7 +201,7 @@ def test_workers_starting_together_on_a_new_sqlite_file(tmp_path: Path) -> None:
             stderr=subprocess.PIPE,
             text=True,
         )
-        for _ in range(4)
+        for _ in range(3)
     ]
     results = [p.communicate(timeout=120) for p in procs]
     for p, (out, err) in zip(procs, results, strict=True):
