@@ -115,7 +115,11 @@ def dask_session(
     cluster LightGBM uses each worker's thread count (``dask worker --nthreads``); ``local:N``
     workers get ``threads_per_worker``.
     """
-    import distributed
+    try:
+        import dask.dataframe  # noqa: F401  (the fits read Dask DataFrames)
+        import distributed
+    except ImportError as exc:
+        raise UsageError(f"--dask needs Dask: pip install 'xylen[cluster]' ({exc})") from exc
 
     Client: Any = distributed.Client
     LocalCluster: Any = distributed.LocalCluster
