@@ -321,6 +321,8 @@ def _sklearn_params(params: Mapping[str, Any], rounds: int) -> dict[str, Any]:
     """LightGBM parameters for the Dask estimator (its ``n_estimators`` is the number of rounds)."""
     out = dict(params)
     out.pop("num_boost_round", None)
+    for alias in ("num_threads", "num_thread", "nthread", "nthreads", "n_jobs"):
+        out.pop(alias, None)  # each worker uses its own thread count (``dask worker --nthreads``)
     out["n_estimators"] = rounds
     return out
 
