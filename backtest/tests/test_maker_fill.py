@@ -100,11 +100,6 @@ def _run(history: MarketHistory, at: int, price: Decimal) -> tuple[PostOnlyOnce,
     return asyncio.run(go())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the paper exchange's walk still times resting limits with the touch rule (cross_time);"
-    " through_time is the trade-through rule this test asks for",
-)
 def test_a_post_only_order_the_market_only_touches_is_not_filled(history: MarketHistory) -> None:
     at, low = _touched_once(history)
     strategy, fills = _run(history, at, low)

@@ -29,7 +29,7 @@ from paper_exchange.engine.errors import (
     MSG_MARGIN_SAME,
     ApiError,
 )
-from paper_exchange.engine.matching import cross_time, participation_qty, taker_price
+from paper_exchange.engine.matching import cross_time, participation_qty, taker_price, through_time
 from paper_exchange.engine.models import (
     FUNDING_INTERVAL_MS,
     ZERO,
@@ -219,7 +219,9 @@ class Engine(Settlement):
                 key = ("o", order.order_id)
                 if leg is None or key in handled:
                     continue
-                when = cross_time(leg, t, float(order.price), order.side == "BUY")
+                # a resting limit fills only when the market trades through its price (a touch leaves
+                # it in the queue behind the orders already resting there)
+                when = through_time(leg, t, float(order.price), order.side == "BUY")
                 if when is not None and (best is None or (when, 1) < best[:2]):
                     best = (when, 1, key, order)
             for book in self.positions.values():
