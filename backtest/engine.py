@@ -252,16 +252,20 @@ class Run:
         step = h.step_ms
         now = int(ot[i]) + step
         self.clock.set(now)
-        self.service.clock.step_to(now)
+        # The venue at the candle's last millisecond for the order stage, so the account the
+        # decision sees is marked at this candle's close; then at the next candle's open, where the
+        # orders the decision places arrive (the venue never shows the decision a later price).
+        self.service.clock.step_to(now - 1)
         with self._timed("orders"):
             if not self.options.skip_idle:
                 await self._orders_and_settlement()
             elif self._busy:
                 await self._busy_candle()
-        assert self._account is not None
+        self.service.clock.step_to(now)
         account = self._account
-        tail = self.heartbeat.outcomes.market.tails[self.symbol]
-        assert isinstance(tail, _Tail)
+        if account is None:
+            raise RuntimeError("the order stage ran without reading the account")
+        tail = self._tail()
         tail.n = i + 1
         snap = self._snapshot(i, now)
         with self._timed("settlement"):
@@ -310,7 +314,8 @@ class Run:
     async def _fanout(self, i: int, snap: MarketSnapshot) -> FanOut:
         if self.http_models is not None:
             return (await self.heartbeat._fan_out(snap))[1]
-        assert self.votes is not None
+        if self.votes is None:
+            raise RuntimeError("a backtest needs recorded votes or model servers")
         return self.votes.fanout(i)
 
     def on_venue_event(self, account: str, _event: dict[str, Any]) -> None:
@@ -419,6 +424,12 @@ class Run:
                 self._funding -= row.income
             self._income_seen = row.tran_id
 
+    def _tail(self) -> _Tail:
+        tail = self.heartbeat.outcomes.market.tails[self.symbol]
+        if not isinstance(tail, _Tail):
+            raise RuntimeError("the market's candle tail is not the backtest's")
+        return tail
+
     def _snapshot(self, i: int, now: int) -> MarketSnapshot:
         h = self.history
         features = {
@@ -426,9 +437,7 @@ class Run:
             for k, v in zip(self._feature_names, self._feature_rows[i].tolist(), strict=True)
             if math.isfinite(v)
         }
-        tail = self.heartbeat.outcomes.market.tails[self.symbol]
-        assert isinstance(tail, _Tail)
-        close = float(tail._close[i])
+        close = float(self._tail()._close[i])
         price = Decimal(repr(close))
         open_ms = int(h.open_time[i])
         rate = float(self.service.feed.last_funding_rate(self.symbol, now)) if self.options.funding else 0.0
@@ -576,7 +585,8 @@ class Run:
 def _scratch_root() -> str | None:
     """Memory-backed ``/dev/shm`` when there is one: the run's databases are thrown away, and their
     commits (the order store syncs every transition to disk) would otherwise cost most of the run."""
-    shm = Path("/dev/shm")
+    # only the parent of mkdtemp's private directory, never a shared file name
+    shm = Path("/dev/shm")  # nosec B108
     return str(shm) if shm.is_dir() and os.access(shm, os.W_OK) else None
 
 

@@ -135,10 +135,8 @@ def test_the_real_pipeline_is_clean(
     assert report.decisions_checked > 100
     assert report.peeking("feature") == []
     assert report.peeking("decision") == []
-    # the account marked at a cut candle may read the venue's price at the next candle's open (the
-    # instant of the decision); nothing before a cut may differ
-    for f in report.findings:
-        assert f.kind == "account" and f.cut_rows_only
+    # the account a decision sees is marked at its candle's close, so nothing differs at all
+    assert report.findings == []
 
 
 def _write_peek_module(folder: Path) -> None:
