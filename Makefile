@@ -82,8 +82,9 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_model_server.py
 	$(BIN)/python bench/bench_fanout.py
 	$(BIN)/python bench/bench_beat.py
-	$(BIN)/python bench/bench_backtest.py
+	$(BIN)/python bench/bench_backtest.py --days 365
 	$(BIN)/python bench/bench_dashboard.py
+	$(BIN)/python bench/bench_dask_training.py
 
 requirements: $(STAMP)
 	$(BIN)/python scripts/gen_requirements.py
