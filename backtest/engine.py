@@ -585,8 +585,7 @@ class Run:
 def _scratch_root() -> str | None:
     """Memory-backed ``/dev/shm`` when there is one: the run's databases are thrown away, and their
     commits (the order store syncs every transition to disk) would otherwise cost most of the run."""
-    # only the parent of mkdtemp's private directory, never a shared file name
-    shm = Path("/dev/shm")  # nosec B108
+    shm = Path("/dev/shm")  # nosec B108 # only the parent of mkdtemp's private directory
     return str(shm) if shm.is_dir() and os.access(shm, os.W_OK) else None
 
 
@@ -673,7 +672,10 @@ async def _compose(
     await exchange.ensure_one_way_mode()
     await exchange.set_margin_mode(history.symbol, config.exchange.margin_mode)
     await exchange.set_leverage(history.symbol, config.exchange.leverage)
-    ensemble = Ensemble.from_config(config, EnsembleStore(_throwaway(init_db(db_path, synchronous="NORMAL"))))
+    # one beat per candle: outcomes one candle apart, whatever the config's heartbeat interval
+    ensemble = Ensemble.from_config(
+        config, EnsembleStore(_throwaway(init_db(db_path, synchronous="NORMAL"))), beat_ms=history.step_ms
+    )
     risk = RiskManager.from_config(config, RiskStore(conn))
     journal = Journal(conn, ensemble.params)
     models = http_models if http_models is not None else ModelClients([], None)

@@ -204,12 +204,15 @@ class ModelCalibration:
             return False
         return self.last_refit_ms is None or now_ms - self.last_refit_ms >= refit_ms
 
-    def refit(self, probs: Sequence[float], labels: Sequence[int], now_ms: int) -> RefitResult | None:
+    def refit(
+        self, probs: Sequence[float], labels: Sequence[int], now_ms: int, min_bin: int = MIN_BIN
+    ) -> RefitResult | None:
         """Fit a candidate on the older part of the time-ordered window, keep it if the holdout agrees.
 
         Returns the comparison (None when the window cannot be split or has one class only).  The
         refit time is recorded either way, so a rejected candidate is retried only at the next
-        scheduled refit.
+        scheduled refit.  ``min_bin``: the fewest samples in a bin of the isotonic fit (more when
+        neighbouring outcomes overlap and each carries less information).
         """
         self.last_refit_ms = now_ms
         p = np.asarray(probs, dtype=np.float64)
@@ -220,7 +223,7 @@ class ModelCalibration:
         p_fit, y_fit, p_hold, y_hold = p[:-n_hold], y[:-n_hold], p[-n_hold:], y[-n_hold:]
         if y_fit.min() == y_fit.max():
             return None  # one class only: nothing to learn
-        candidate = fit_isotonic(p_fit, y_fit, fitted_ms=now_ms)
+        candidate = fit_isotonic(p_fit, y_fit, min_bin=min_bin, fitted_ms=now_ms)
         new_loss = log_loss(candidate.apply(p_hold), y_hold)
         old_loss = log_loss(self.apply(p_hold), y_hold)
         accepted = new_loss <= old_loss

@@ -43,7 +43,7 @@ import math
 from collections import deque
 from collections.abc import Mapping, Sequence
 
-from coordinator.ensemble.calibration import EPS, ModelCalibration, interp_one, shrink
+from coordinator.ensemble.calibration import EPS, MIN_BIN, ModelCalibration, interp_one, shrink
 from coordinator.ensemble.ev import Costs
 from coordinator.ensemble.gating import log_odds_average, weighted_disagreement
 from coordinator.ensemble.meta import MetaLearner, MetaRow, meta_features
@@ -90,12 +90,16 @@ class Ensemble:
         window: int = 5000,
         meta_window: int = 20_000,
         history_interval_ms: int = MS_PER_HOUR,
+        beat_ms: int | None = None,
     ) -> None:
         self.config = config
         self.priors = dict(priors)
         self.default_prior = default_prior
         self.costs = Costs.from_trading(trading)
         self.horizon_ms = trading.horizon_minutes * 60_000
+        # outcomes labelled every beat over a longer horizon overlap: each carries 1/overlap of an
+        # independent outcome's information (see coordinator.ensemble.weighting)
+        self.overlap = max(1.0, self.horizon_ms / beat_ms) if beat_ms else 1.0
         self.stop_atr_multiple = trading.stop_atr_multiple
         self.take_profit_atr_multiple = trading.take_profit_atr_multiple
         self.bracket_odds = bracket_odds
@@ -121,8 +125,14 @@ class Ensemble:
             learning_rate=config.weight_learning_rate,
             default_prior=default_prior,
             new_model_prior=config.weight_new_model_prior,
+            base_half_life_hours=config.base_rate_half_life_hours,
+            base_prior=config.base_rate_prior,
+            outcome_weight=1.0 / self.overlap,
         )
-        self.pool_calibration = PoolCalibration(config.pool_calibration_prior)
+        self.pool_calibration = PoolCalibration(config.pool_calibration_prior * self.overlap)
+        # per-model calibration: as many independent outcomes as without overlap, within the window
+        self.calibration_min_samples = min(window, round(config.calibration_min_samples * self.overlap))
+        self.calibration_min_bin = max(MIN_BIN, min(round(MIN_BIN * self.overlap), window // 4))
         self.pool_quality = PoolQuality(window)
         self.pool_refit_every = config.pool_refit_every
         self.pool_outcomes = 0  # outcomes the pool ever recorded: it is refitted at each multiple of N
@@ -142,8 +152,10 @@ class Ensemble:
     def from_config(
         cls, config: XylenConfig, store: EnsembleStore | None = None, **kwargs: object
     ) -> Ensemble:
-        """An ensemble over the configured model servers (priors = their weights, 0 when disabled)."""
+        """An ensemble over the configured model servers (priors = their weights, 0 when disabled),
+        its outcomes one heartbeat interval apart."""
         priors = {s.id: (s.weight if s.enabled else 0.0) for s in config.model_servers}
+        kwargs.setdefault("beat_ms", round(config.heartbeat.interval_seconds * 1000))
         return cls(config.ensemble, config.trading, priors, store=store, **kwargs)  # type: ignore[arg-type]
 
     # ------------------------------------------------------------------ state
@@ -471,9 +483,9 @@ class Ensemble:
         for model_id in raw:
             cal = self._calibration(model_id)
             window = self.windows[model_id]
-            if not cal.due(t, len(window), self.config.calibration_min_samples, self.refit_ms):
+            if not cal.due(t, len(window), self.calibration_min_samples, self.refit_ms):
                 continue
-            result = cal.refit([w[0] for w in window], [w[2] for w in window], t)
+            result = cal.refit([w[0] for w in window], [w[2] for w in window], t, self.calibration_min_bin)
             if result is not None:
                 out.append(
                     RefitRow(

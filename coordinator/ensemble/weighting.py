@@ -5,19 +5,27 @@ posterior probability of its candidate under an exponentially forgetting likelih
 
     w_i     ∝  new_model_prior · prior_i · exp(-η · L_i)      (a model)
     w_base  ∝  1                                              (the base rate: L = 0 by definition)
-    L_i  <-  L_i · 2^(-Δt / half_life)  +  ℓ_i          (at every outcome, Δt in outcome time)
+    L_i  <-  L_i · 2^(-Δt / half_life)  +  ω · ℓ_i          (at every outcome, Δt in outcome time)
     ℓ_i  =  logloss(q_i, y) - logloss(base, y)
 
-``q_i`` is the model's calibrated probability, ``base`` the base-rate predictor: the decayed
-frequency of up-labels (Beta(1, 1) prior), taken BEFORE the outcome is counted.  ``L_i`` is thus the
-model's decayed log-loss minus the constant's on the same outcomes.  A model no better than the
-constant keeps ``L`` near zero and its weight near ``new_model_prior / (1 + ...)``, small when
-``new_model_prior`` is (0.1 by default): the base rate holds the rest, so a pool of models without
-skill answers (almost) the base rate.  A model without outcomes has the same small weight: it has to
-earn its share by beating the constant.  A model that did not vote on an outcome is neutral (ℓ = 0).
-All models, voters or not, decay by the same elapsed time, so a model that was good and turned bad
-loses its lead at the speed of the half-life and a model that turns good again regains it.  Weights
-are computed in log space with the maximum subtracted before ``exp``; a prior of 0 mutes a model.
+``q_i`` is the model's calibrated probability, ``base`` the base-rate predictor: the frequency of
+up-labels decayed with its own, longer half-life, with a Beta(P/2, P/2) prior (``base_prior`` = P
+outcomes at one half), taken BEFORE the outcome is counted.  ``L_i`` is thus the model's decayed
+log-loss minus the constant's on the same outcomes.  A model no better than the constant keeps ``L``
+near zero and its weight near ``new_model_prior / (1 + ...)``, small when ``new_model_prior`` is (0.1
+by default): the base rate holds the rest, so a pool of models without skill answers (almost) the base
+rate.  A model without outcomes has the same small weight: it has to earn its share by beating the
+constant.  A model that did not vote on an outcome is neutral (ℓ = 0).  All models, voters or not,
+decay by the same elapsed time, so a model that was good and turned bad loses its lead at the speed of
+the half-life and a model that turns good again regains it.  Weights are computed in log space with
+the maximum subtracted before ``exp``; a prior of 0 mutes a model.
+
+**Overlapping outcomes.**  A heartbeat every minute with a one-hour horizon labels 60 outcomes per
+hour whose price paths overlap: together they carry about the information of one.  Each outcome
+therefore counts ``ω = outcome_weight`` (the beat interval over the horizon, at most 1) in the
+losses and in the base rate's counts, so evidence is measured in independent horizons and the
+weights move at the same speed whatever the beat interval.  Counted one per beat, a few hours of
+one market move would swing the weights and the base rate from one end to the other.
 """
 
 from __future__ import annotations
@@ -59,15 +67,21 @@ class BayesianWeights:
         learning_rate: float,
         default_prior: float = 1.0,
         new_model_prior: float = 1.0,
+        base_half_life_hours: float | None = None,
+        base_prior: float = 2.0,
+        outcome_weight: float = 1.0,
     ) -> None:
         self.new_model_prior = new_model_prior
         self.half_life_ms = half_life_hours * MS_PER_HOUR
+        self.base_half_life_ms = (base_half_life_hours or half_life_hours) * MS_PER_HOUR
+        self.base_prior = base_prior
+        self.outcome_weight = outcome_weight
         self.learning_rate = learning_rate
         self.default_prior = default_prior
         self.models: dict[str, ModelWeightState] = {m: ModelWeightState(float(p)) for m, p in priors.items()}
         self.last_ms: int | None = None
-        self.base_up = 0.0  # decayed count of up labels
-        self.base_n = 0.0  # decayed count of labels
+        self.base_up = 0.0  # decayed weighted count of up labels
+        self.base_n = 0.0  # decayed weighted count of labels
         self._log_w: dict[str, float] = {}
         self.refresh()
 
@@ -81,14 +95,15 @@ class BayesianWeights:
 
     @property
     def base_rate(self) -> float:
-        """The base-rate predictor: decayed up-frequency with a Beta(1, 1) prior."""
-        return (self.base_up + 1.0) / (self.base_n + 2.0)
+        """The base-rate predictor: decayed up-frequency with a Beta(P/2, P/2) prior (P = ``base_prior``)."""
+        half = 0.5 * self.base_prior
+        return (self.base_up + half) / (self.base_n + self.base_prior)
 
     def update(self, timestamp_ms: int, probs: Mapping[str, float], label: int) -> dict[str, float]:
         """Decay every model's loss to ``timestamp_ms`` and add this outcome's relative losses.
 
         ``probs`` are the calibrated probabilities of the models that voted.  Returns their
-        relative log-losses.  An outcome older than the last one decays nothing (Δt = 0).
+        relative log-losses (unweighted).  An outcome older than the last one decays nothing (Δt = 0).
         """
         if self.last_ms is not None:
             dt = max(0, timestamp_ms - self.last_ms)
@@ -96,18 +111,20 @@ class BayesianWeights:
                 factor = 2.0 ** (-dt / self.half_life_ms)
                 for state in self.models.values():
                     state.loss *= factor
-                self.base_up *= factor
-                self.base_n *= factor
+                base_factor = 2.0 ** (-dt / self.base_half_life_ms)
+                self.base_up *= base_factor
+                self.base_n *= base_factor
         self.last_ms = timestamp_ms if self.last_ms is None else max(self.last_ms, timestamp_ms)
         base_loss = binary_log_loss(self.base_rate, label)
         relative: dict[str, float] = {}
         for model_id, q in probs.items():
             state = self.ensure(model_id)
             rel = binary_log_loss(q, label) - base_loss
-            state.loss += rel
+            state.loss += self.outcome_weight * rel
             relative[model_id] = rel
-        self.base_up += 1.0 if label else 0.0
-        self.base_n += 1.0
+        if label:
+            self.base_up += self.outcome_weight
+        self.base_n += self.outcome_weight
         self.refresh()
         return relative
 

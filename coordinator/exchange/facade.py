@@ -168,7 +168,9 @@ class FuturesExchange:
 
         First the protection is finished (:meth:`finish_protection`): an order whose request is on
         its way gets its reply before the monitor is cancelled, an outcome left unknown is queried,
-        a position found without its stop gets one.  Returns True when every open position is left
+        an entry still resting on the book is cancelled (filled while no coordinator watches, it
+        would open a position without a stop; a part already filled keeps its bracket), and a
+        position found without its stop gets one.  Returns True when every open position is left
         with a live stop; False (after an error log line naming each unprotected position) when not.
         A second call does nothing and returns the first one's answer.
         """
@@ -200,6 +202,14 @@ class FuturesExchange:
         for order in self.store.live_orders():  # a request whose outcome stayed unknown
             if order.state in (OrderState.SUBMITTED, OrderState.UNKNOWN):
                 await manager.query(order)
+        for order in self.store.live_orders():  # an entry resting on the book: nobody will watch it
+            if order.kind is OrderKind.ENTRY and not order.is_final:
+                try:
+                    cancelled = await manager.cancel(order.client_order_id)
+                except Exception:
+                    logger.exception("shutdown: cancelling resting entry %s failed", order.client_order_id)
+                    continue
+                logger.info("shutdown: resting entry %s %s", order.client_order_id, cancelled.state.value)
         net = net_positions(await self.client.get_open_positions())
         for intent in self.store.open_intents():
             await manager.ensure_bracket(intent.intent_id, net.get(intent.symbol, Decimal(0)))

@@ -179,8 +179,12 @@ def replay_ensemble(pooling: str, pool_refit_every: int = 1) -> Ensemble:
         calibration_refit_hours=12,
         pooling=pooling,
         pool_refit_every=pool_refit_every,
+        min_edge=0.0,
     )
-    return Ensemble(config, TradingConfig(), SERVERS, window=600, default_prior=0.5)
+    # The skill weights keep these votes' pool near the base rate: without costs or an edge floor the
+    # replay still trades, so the trade paths (bracket, EV, size) are compared too.
+    free = TradingConfig(taker_fee_bps=0.0, maker_fee_bps=0.0, slippage_bps=0.0)
+    return Ensemble(config, free, SERVERS, window=600, default_prior=0.5, beat_ms=300_000)
 
 
 def golden_rows(candles_path: Path, pooling: str, n: int = DECISIONS) -> list[list[Any]]:

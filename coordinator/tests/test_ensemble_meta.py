@@ -24,7 +24,14 @@ STEP = 300_000
 
 
 def config(meta: bool) -> EnsembleConfig:
-    return EnsembleConfig(calibration_refit_hours=24, calibration_min_samples=200, meta_learner=meta)
+    # a base rate that follows the simulated labels quickly (a Beta(1, 1) prior, the weights' half-life)
+    return EnsembleConfig(
+        calibration_refit_hours=24,
+        calibration_min_samples=200,
+        meta_learner=meta,
+        base_rate_prior=2.0,
+        base_rate_half_life_hours=72.0,
+    )
 
 
 def feed(ens: Ensemble, rng: np.random.Generator, start: int, n: int, interaction: bool) -> None:

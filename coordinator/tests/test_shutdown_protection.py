@@ -92,3 +92,41 @@ def test_stop_says_so_and_returns_false_when_a_position_is_left_without_a_stop(
             assert any("BTCUSDT position 0.010 is left WITHOUT a stop" in line for line in lines), lines
 
     asyncio.run(scenario())
+
+
+def test_stop_cancels_an_entry_resting_on_the_book(
+    candles: Path,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """A maker entry still resting at SIGTERM would fill while no coordinator watches it, opening a
+    position without a stop: the shutdown cancels it on the venue and records the cancel."""
+
+    async def scenario() -> None:
+        async with venue(candles, tmp_path) as v:
+            exchange = v.exchange
+            mark = await exchange.mark_price(SYMBOL)
+            price = (mark * Decimal("0.97")).quantize(Decimal("0.1"))  # well below: it rests
+            placed = await exchange.place_order(
+                SYMBOL, Side.BUY, Decimal("0.01"), price * Decimal("0.98"), price * Decimal("1.05"),
+                order_type="LIMIT", price=price.quantize(Decimal("0.1")), post_only=True,
+            )  # fmt: skip
+            assert placed.entry.state is OrderState.NEW, placed
+            other = await make_client(v.url)
+            try:
+                assert [o.clientOrderId for o in await other.get_open_orders(SYMBOL)] == [
+                    placed.entry.client_order_id
+                ]
+                protected = await exchange.stop()  # what SIGTERM does
+                assert protected is True  # no position, nothing to protect
+                assert await other.get_open_orders(SYMBOL) == []
+                assert await other.get_open_algo_orders(SYMBOL) == []
+            finally:
+                await other.close()
+            store = OrderStore.open(tmp_path / "xylen.db")
+            try:
+                entry = store.get_order(placed.entry.client_order_id)
+                assert entry is not None and entry.state is OrderState.CANCELED, entry
+            finally:
+                store.close()
+
+    asyncio.run(scenario())
