@@ -18,6 +18,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from xylen.cli.span_args import add_span_arguments
 from xylen.errors import UsageError
 
 DAY = re.compile(r"^\d{4}-\d{2}-\d{2}([ T]\d{2}:\d{2}(:\d{2})?)?$")
@@ -34,18 +35,8 @@ def register(sub: Any) -> None:
         "entries, order state machine and settlement, against the paper exchange's matching engine "
         "in-process, on an instant clock.",
     )
-    parser.add_argument("--config", type=Path, default=None, help="config.yaml (default: embedded defaults)")
-    parser.add_argument("--from", dest="start", required=True, help="first candle, e.g. 2024-01-01")
-    parser.add_argument("--to", dest="end", required=True, help="end (exclusive), e.g. 2024-05-01")
+    add_span_arguments(parser, "2024-01-01", "2024-05-01")
     parser.add_argument("--report", type=Path, required=True, help="folder to write the report into")
-    parser.add_argument("--symbol", default=None, help="symbol (default: the config's first)")
-    parser.add_argument("--interval", default="5m", help="base candle interval (default 5m)")
-    parser.add_argument(
-        "--data",
-        type=Path,
-        default=None,
-        help="candle store folder or candle file (default: the shipped data)",
-    )
     parser.add_argument(
         "--models", default=None, help="model directories, comma-separated (default: trained before --from)"
     )

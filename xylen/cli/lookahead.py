@@ -23,6 +23,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from xylen.cli.span_args import add_span_arguments
 from xylen.errors import UsageError
 
 
@@ -35,17 +36,7 @@ def register(sub: Any) -> None:
         "points and report any that changes when the candles after the cut are removed. "
         "Exit 0 clean, 1 when something peeks, 2 on bad usage.",
     )
-    parser.add_argument("--from", dest="start", required=True, help="first candle, e.g. 2024-03-01")
-    parser.add_argument("--to", dest="end", required=True, help="end (exclusive), e.g. 2024-03-02")
-    parser.add_argument("--config", type=Path, default=None, help="config.yaml (default: embedded defaults)")
-    parser.add_argument("--symbol", default=None, help="symbol (default: the config's first)")
-    parser.add_argument("--interval", default="5m", help="base candle interval (default 5m)")
-    parser.add_argument(
-        "--data",
-        type=Path,
-        default=None,
-        help="candle store folder or candle file (default: the shipped data)",
-    )
+    add_span_arguments(parser, "2024-03-01", "2024-03-02")
     parser.add_argument("--cuts", type=int, default=20, help="cut points (default 20)")
     parser.add_argument("--report", type=Path, default=None, help="write the JSON report to this file")
     parser.add_argument(

@@ -21,6 +21,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from xylen.cli.span_args import add_span_arguments
 from xylen.errors import UsageError
 
 OBJECTIVE_CHOICES = ("sharpe", "calmar", "profit_factor", "log_loss")
@@ -36,17 +37,7 @@ def register(sub: Any) -> None:
         "backtest on in-sample windows after the data the models were trained on; the report shows the "
         "best trials' out-of-sample figures beside the in-sample ones and the parameter importances.",
     )
-    parser.add_argument("--from", dest="start", required=True, help="first candle, e.g. 2024-01-01")
-    parser.add_argument("--to", dest="end", required=True, help="end (exclusive), e.g. 2024-04-01")
-    parser.add_argument("--config", type=Path, default=None, help="config.yaml (default: embedded defaults)")
-    parser.add_argument("--symbol", default=None, help="symbol (default: the config's first)")
-    parser.add_argument("--interval", default="5m", help="base candle interval (default 5m)")
-    parser.add_argument(
-        "--data",
-        type=Path,
-        default=None,
-        help="candle store folder or candle file (default: the shipped data)",
-    )
+    add_span_arguments(parser, "2024-01-01", "2024-04-01")
     parser.add_argument("--objective", choices=OBJECTIVE_CHOICES, default="sharpe", help="default sharpe")
     parser.add_argument("--trials", type=int, default=20, help="trials this worker runs (default 20)")
     parser.add_argument("--study", default=None, help="study name (default: xylen-<symbol>-<objective>)")
