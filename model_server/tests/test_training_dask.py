@@ -138,8 +138,8 @@ def test_one_worker_fits_the_local_booster(session: DaskSession, data: DaskData)
 
 
 def test_walk_forward_with_a_local_fit_is_walk_forward(data: DaskData) -> None:
-    """The fold loop that takes a fitting function gives walk_forward's result with the local fit."""
-    from model_server.training.train import _params, walk_forward_with
+    """walk_forward given a fitting function gives its own result when that function fits locally."""
+    from model_server.training.train import _params
     from model_server.training.walk_forward import fit_booster, make_folds, walk_forward
 
     ds = data.dataset
@@ -152,7 +152,7 @@ def test_walk_forward_with_a_local_fit_is_walk_forward(data: DaskData) -> None:
         return fit_booster(d.X[rows], d.y[rows], p, rounds)
 
     want = walk_forward(ds, params, 20, folds)
-    got = walk_forward_with(ds, params, 20, folds, local_fit)
+    got = walk_forward(ds, params, 20, folds, local_fit)
     assert repr(got.folds) == repr(want.folds) and repr(got.pooled) == repr(want.pooled)  # NaN-safe
     assert np.array_equal(got.oof_index, want.oof_index) and np.array_equal(got.oof_proba, want.oof_proba)
 

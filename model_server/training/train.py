@@ -42,7 +42,7 @@ import platform
 import secrets
 import shutil
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
@@ -63,12 +63,10 @@ from model_server.training.labels import round_trip_cost
 from model_server.training.profiles import DEFAULT_PROFILE, get_profile
 from model_server.training.tune import tune
 from model_server.training.walk_forward import (
-    Fold,
-    FoldMetrics,
+    BoosterFit,
     WalkForwardResult,
     fit_booster,
     make_folds,
-    score,
     walk_forward,
 )
 from xylen.config.schema import TradingConfig
@@ -86,9 +84,6 @@ RELIABILITY_PNG: Final = "reliability.png"
 DAY_MS: Final = 86_400_000
 DEFAULT_FINAL_TEST_DAYS: Final = 60.0
 VALIDATION_ROWS: Final = 10_000
-# Fits a booster on the given dataset rows: ``fit(ds, rows, params, num_boost_round)``.  The local
-# run calls :func:`fit_booster` on ``ds.X[rows]``; ``xylen train --dask`` fits where the rows live.
-BoosterFit = Callable[[Dataset, np.ndarray[Any, np.dtype[np.int64]], Mapping[str, Any], int], lgb.Booster]
 _LIBRARIES: Final = (
     "lightgbm",
     "onnxruntime",
@@ -230,32 +225,6 @@ def split_final_window(ds: Dataset, config: TrainConfig, gap_bars: int) -> tuple
     return fit, final, first_final
 
 
-def walk_forward_with(
-    ds: Dataset, params: Mapping[str, Any], num_boost_round: int, folds: list[Fold], fit: BoosterFit
-) -> WalkForwardResult:
-    """:func:`walk_forward` with the booster fitted by ``fit`` (same folds, skips and scores)."""
-    metrics: list[FoldMetrics] = []
-    idx_parts, proba_parts, fold_parts = [], [], []
-    for fold in folds:
-        train = np.flatnonzero((ds.bar >= fold.train_start) & (ds.bar < fold.train_end))
-        test = np.flatnonzero((ds.bar >= fold.test_start) & (ds.bar < fold.test_end))
-        if len(train) == 0 or len(test) == 0 or len(np.unique(ds.y[train])) < 2:
-            logger.warning("fold %d skipped: %d train / %d test rows", fold.index, len(train), len(test))
-            continue
-        booster = fit(ds, train, params, num_boost_round)
-        proba = np.asarray(booster.predict(ds.X[test]), dtype=np.float64)
-        metrics.append(score(str(fold.index), ds.y[test], proba, n_train=len(train)))
-        idx_parts.append(test)
-        proba_parts.append(proba)
-        fold_parts.append(np.full(len(test), fold.index, dtype=np.int64))
-    if not metrics:
-        raise ValueError("walk-forward produced no scored fold")
-    oof_index = np.concatenate(idx_parts)
-    oof_proba = np.concatenate(proba_parts)
-    pooled = score("all", ds.y[oof_index], oof_proba, n_train=0)
-    return WalkForwardResult(metrics, pooled, oof_index, oof_proba, np.concatenate(fold_parts))
-
-
 def train_model(
     candles: pd.DataFrame | Mapping[str, pd.DataFrame] | None,
     config: TrainConfig,
@@ -307,11 +276,10 @@ def train_model(
             "best_mean_oof_log_loss": result.best_value,
             "best_params": {**best, "num_boost_round": rounds},
         }
+    wf = walk_forward(ds, params, rounds, folds, fit)
     if fit is None:
-        wf = walk_forward(ds, params, rounds, folds)
         booster = fit_booster(ds.X[fit_rows], ds.y[fit_rows], params, rounds, ds.feature_names)
     else:
-        wf = walk_forward_with(ds, params, rounds, folds, fit)
         booster = fit(ds, fit_rows, params, rounds)
     base_rate = float(ds.y[fit_rows].mean())
     y_oof = ds.y[wf.oof_index].astype(np.float64)

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Final
 
@@ -175,13 +175,19 @@ def fit_booster(
     return lgb.train(dict(params), data, num_boost_round=num_boost_round)
 
 
+BoosterFit = Callable[[Dataset, npt.NDArray[np.int64], Mapping[str, Any], int], lgb.Booster]
+"""Fits a booster on the dataset rows given (e.g. across a Dask cluster) instead of :func:`fit_booster`."""
+
+
 def walk_forward(
     ds: Dataset,
     params: Mapping[str, Any],
     num_boost_round: int,
     folds: Sequence[Fold],
+    fit: BoosterFit | None = None,
 ) -> WalkForwardResult:
-    """Fit one model per fold on its training bars and score it on its test bars."""
+    """Fit one model per fold on its training bars (with ``fit`` when given) and score it on its
+    test bars."""
     metrics: list[FoldMetrics] = []
     idx_parts: list[npt.NDArray[np.int64]] = []
     proba_parts: list[F64] = []
@@ -192,7 +198,10 @@ def walk_forward(
         if len(train) == 0 or len(test) == 0 or len(np.unique(ds.y[train])) < 2:
             logger.warning("fold %d skipped: %d train / %d test rows", fold.index, len(train), len(test))
             continue
-        booster = fit_booster(ds.X[train], ds.y[train], params, num_boost_round)
+        if fit is None:
+            booster = fit_booster(ds.X[train], ds.y[train], params, num_boost_round)
+        else:
+            booster = fit(ds, train, params, num_boost_round)
         proba = np.asarray(booster.predict(ds.X[test]), dtype=np.float64)
         m = score(str(fold.index), ds.y[test], proba, n_train=len(train))
         logger.debug("fold %d: %s", fold.index, m)
