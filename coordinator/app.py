@@ -42,7 +42,6 @@ import contextlib
 import logging
 import os
 import signal
-import socket
 import sqlite3
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
@@ -73,6 +72,7 @@ from xylen.config.secrets import Secrets, load_secrets
 from xylen.errors import ConfigError
 from xylen.logs import setup_logging
 from xylen.paths import Home
+from xylen.sdnotify import sd_notify, watchdog_interval_s, watchdog_loop
 from xylen.timeutil import wall_ms
 
 logger = logging.getLogger(__name__)
@@ -114,23 +114,6 @@ def public_url(url: str) -> str:
     if parts.port is not None:
         netloc += f":{parts.port}"
     return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
-
-
-def sd_notify(message: str) -> bool:
-    """Send ``message`` to systemd's ``NOTIFY_SOCKET`` (False when unset or unreachable)."""
-    address = os.environ.get("NOTIFY_SOCKET")
-    if not address:
-        return False
-    if address.startswith("@"):
-        address = "\0" + address[1:]
-    try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
-            sock.settimeout(0.5)
-            sock.sendto(message.encode(), address)
-    except OSError as exc:
-        logger.warning("sd_notify %r failed: %s", message, exc)
-        return False
-    return True
 
 
 class JournalHistory:
@@ -398,9 +381,9 @@ class CoordinatorApp:
             loops["orders-monitor"] = self._watch_monitor
         if self.safety is not None:
             loops["safety"] = self.safety.run
-        usec = os.environ.get("WATCHDOG_USEC")
-        if usec and usec.isdigit() and int(usec) > 0:
-            loops["watchdog"] = lambda: _watchdog(int(usec) / 2e6)
+        interval_s = watchdog_interval_s()
+        if interval_s is not None:
+            loops["watchdog"] = lambda: watchdog_loop(interval_s)
         return loops
 
     async def _watch_monitor(self) -> None:
@@ -495,13 +478,6 @@ class CoordinatorApp:
             self._conn = None
 
 
-async def _watchdog(interval_s: float) -> None:
-    """``WATCHDOG=1`` every ``interval_s`` while the event loop runs."""
-    while True:
-        sd_notify("WATCHDOG=1")
-        await asyncio.sleep(interval_s)
-
-
 def resolve_home(config: XylenConfig, home: str | None) -> Home:
     """``--home``, else ``$XYLEN_HOME``, else the config's ``storage.home``."""
     if home is None and not os.environ.get("XYLEN_HOME"):
@@ -535,4 +511,4 @@ def run_coordinator(
     return asyncio.run(app.run())
 
 
-__all__ = ["CoordinatorApp", "JournalHistory", "resolve_home", "run_coordinator", "sd_notify"]
+__all__ = ["CoordinatorApp", "JournalHistory", "resolve_home", "run_coordinator"]
