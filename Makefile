@@ -54,10 +54,18 @@ system-deps:
 	fi
 
 # The dashboard's static build (coordinator/dashboard_dist, committed so `make run` needs no Node):
-# rebuilt from dashboard/ with npm when Node is on the machine.
+# rebuilt from dashboard/ with npm; without npm, Debian's nodejs and npm are installed first (as root
+# or through sudo). Only where neither works (or Node is older than 18.19) the committed build is used.
 dashboard:
 	@if [ ! -f dashboard/package.json ]; then exit 0; fi; \
+	if ! command -v npm >/dev/null 2>&1; then \
+		if [ "$$(id -u)" = 0 ]; then sudo=""; elif command -v sudo >/dev/null 2>&1; then sudo="sudo -n"; else sudo="none"; fi; \
+		if [ "$$sudo" != none ]; then echo "installing Debian packages: nodejs npm"; \
+			$$sudo apt-get update -q && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -q --no-install-recommends nodejs npm || true; fi; \
+	fi; \
 	if ! command -v npm >/dev/null 2>&1; then echo "npm not found: using the committed dashboard build"; exit 0; fi; \
+	if ! node -e 'const [a,b]=process.versions.node.split(".").map(Number); process.exit(a>18||(a===18&&b>=19)?0:1)'; then \
+		echo "Node $$(node --version) is older than 18.19: using the committed dashboard build"; exit 0; fi; \
 	cd dashboard && { [ node_modules/.package-lock.json -nt package-lock.json ] || npm ci --no-audit --no-fund --loglevel=error; } \
 		&& npm run --silent build
 
