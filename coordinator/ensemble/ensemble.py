@@ -178,7 +178,8 @@ class Ensemble:
             self.weighting.base_n = loaded.state.base_n
             self.last_history_ms = loaded.state.last_history_ms
             self.meta = loaded.state.meta
-        self.meta_rows.extend(loaded.meta_rows)
+        if self._meta_learner:
+            self.meta_rows.extend(loaded.meta_rows)
         # the window as of the last scheduled refit, refitted, then the outcomes since, tracked
         pending = loaded.pool_count % self.pool_refit_every
         records = loaded.pool
@@ -422,7 +423,8 @@ class Ensemble:
             outcome.market.funding_rate,
             label,
         )
-        self.meta_rows.append(meta_row)
+        if self._meta_learner:  # kept in memory only for the stacker; the store keeps every row
+            self.meta_rows.append(meta_row)
         for key, ms in members.items():
             self.weighting.ensure(key).prior = priors[key]
             self.members.setdefault(key, set()).update(m for m, _ in ms)
