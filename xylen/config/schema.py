@@ -204,7 +204,7 @@ class EnsembleConfig(Section):
     uncalibrated_shrink: float = Field(0.5, ge=0, le=1)
     weight_half_life_hours: PositiveFloat = 72.0
     base_rate_half_life_hours: PositiveFloat = 720.0
-    base_rate_prior: float = Field(1000.0, ge=0)
+    base_rate_prior: float = Field(1000.0, gt=0)
     weight_learning_rate: PositiveFloat = 1.0
     pooling: Literal["skill", "log_odds"] = "skill"
     weight_new_model_prior: float = Field(0.1, gt=0, le=1)
