@@ -32,9 +32,11 @@ cannot fall between the check and the send):
 Persistence: the maker entry's row (``maker_entries``: style, clock time placed, deadline, what the
 fallback needs) is written with its PENDING order, before the order is sent.  The timeout is
 enforced from that row (:meth:`EntryDesk.check`, at the start of every beat, and by a watcher task
-sleeping on the clock until the deadline when the clock is not instant), so a restarted coordinator
-does the same as one that kept running.  While the entry is live its intent is open, so the symbol
-is busy: no second entry.
+sleeping on the clock until the deadline when the clock is not instant), so a coordinator restarted
+after a crash does the same as one that kept running.  A graceful stop cancels a resting entry
+instead (:meth:`~coordinator.exchange.facade.FuturesExchange.stop`: a fill while no coordinator
+watches would have no stop), and the restart settles it as abandoned, with no market fallback.
+While the entry is live its intent is open, so the symbol is busy: no second entry.
 """
 
 from __future__ import annotations
@@ -545,7 +547,8 @@ class EntryDesk:
             )
 
     async def close(self, timeout_s: float = 5.0) -> None:
-        """Stop the watchers (the entries stay; a restart enforces their deadlines from SQLite)."""
+        """Stop the watchers (the rows stay: the exchange's stop cancels a resting entry and a
+        restart settles it)."""
         tasks = list(self._watchers.values())
         for task in tasks:
             task.cancel()

@@ -367,12 +367,14 @@ def test_a_restart_during_a_pending_maker_entry_enforces_its_stored_deadline(
 
     async def scenario() -> None:
         async with paper_venue(service) as url:
-            async with built_heartbeat(_app(url, home)) as hb:
+            app = _app(url, home)
+            async with built_heartbeat(app) as hb:
                 mark = await hb.exchange.mark_price(SYMBOL)
                 result = await _enter(hb.entries, mark, p=0.7)
                 assert result.maker is not None and result.placement is not None
                 cid, created = result.placement.entry.client_order_id, result.maker.created_ms
-                _instant(hb).advance(20_000)  # 20 s of the 30 pass before the coordinator stops
+                _instant(hb).advance(20_000)  # 20 s of the 30 pass before the coordinator dies
+                await _die(app)
 
             async with built_heartbeat(_app(url, home)) as hb:
                 clock = _instant(hb)
@@ -393,6 +395,49 @@ def test_a_restart_during_a_pending_maker_entry_enforces_its_stored_deadline(
                 assert market is not None and market.state is OrderState.FILLED
                 (position,) = await hb.exchange.get_open_positions()
                 assert position.positionAmt == Decimal("0.010")
+
+    asyncio.run(scenario())
+
+
+async def _die(app: CoordinatorApp) -> None:
+    """The coordinator's exchange side ends as a killed process's does: its tasks and connections
+    stop, but nothing is done to its orders (no shutdown protection pass)."""
+    exchange = app.exchange
+    assert exchange is not None
+    app.exchange = None  # the app's shutdown then leaves the venue alone
+    await exchange.monitor.stop()
+    await exchange.client.close()
+    exchange.store.close()
+
+
+def test_a_graceful_stop_cancels_a_pending_maker_entry_and_the_restart_abandons_it(
+    candles: Path,  # noqa: F811 - fixture
+    tmp_path: Path,
+) -> None:
+    """Filled while no coordinator runs, a resting entry would open a position without a stop: a
+    graceful stop cancels it, and the restarted coordinator sends no market fallback for it."""
+    service = venue_service(candles, tmp_path)
+    home = tmp_path / "home"
+
+    async def scenario() -> None:
+        async with paper_venue(service) as url:
+            async with built_heartbeat(_app(url, home)) as hb:
+                mark = await hb.exchange.mark_price(SYMBOL)
+                result = await _enter(hb.entries, mark, p=0.7)
+                assert result.maker is not None and result.placement is not None
+                cid, created = result.placement.entry.client_order_id, result.maker.created_ms
+                _instant(hb).advance(20_000)
+
+            async with built_heartbeat(_app(url, home)) as hb:
+                clock = _instant(hb)
+                clock.set(created + 20_000)
+                assert _state(hb, cid) is OrderState.CANCELED  # cancelled on the venue at the stop
+                await hb.beat()
+                row = hb.entries.get(cid)
+                assert row is not None and row.status is EntryStatus.ABANDONED, row
+                assert row.fallback_client_order_id is None
+                assert await hb.exchange.get_open_positions() == []
+                assert hb.entries.pending() == []
 
     asyncio.run(scenario())
 
