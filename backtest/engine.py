@@ -233,7 +233,9 @@ class Run:
             self._wrap_stages()
         h = self.history
         self._feature_names = [c for c in h.features.columns if c != "open_time"]
-        self._feature_rows = h.features[self._feature_names].to_numpy(np.float64)
+        # the engine's own dtype (float32): each value becomes the same Python float as through float64,
+        # at half the memory of a float64 copy
+        self._feature_rows = h.features[self._feature_names].to_numpy()
         total = h.stop - h.first
         self.columns = Columns(total, self._model_ids())
         started = time.perf_counter()
