@@ -6,8 +6,10 @@ Runs on the shipped BTCUSDT 5m candles (2023-01-01 to 2024-05-14; a span longer 
 cut to it, and said so): three small models trained on the candles before the span vote (predicted
 ahead), and the whole pipeline runs (ensemble, risk, order state machine, matching, settlement,
 journal); then the EMA 9/21 reference through the same engine and through backtesting.py.  Prints
-candles per second of each, µs per candle of each stage of the full pipeline, and the peak traced
-memory of the full pipeline for ``--memory-days`` and for 3x as many days.
+candles per second of each, µs per candle of each stage of the full pipeline, and the memory of the
+full pipeline for ``--memory-days`` and for 3x as many days: the peak of what Python and numpy
+allocate during the run (tracemalloc), and the peak RSS of a fresh process that loads the same inputs
+(candles, features, recorded votes) and runs it.
 
 The default span is 30 days (8,640 candles), not a year: the full pipeline runs a few hundred
 candles per second here, so a year (105,000 candles) takes minutes per run; ``--days 365`` runs it.
@@ -17,7 +19,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import pickle
+import resource
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -49,7 +54,10 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--memory-days", type=float, default=10.0, help="peak memory for this span and 3x it")
     parser.add_argument("--no-memory", action="store_true", help="skip the memory figures")
+    parser.add_argument("--rss-child", type=Path, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.rss_child is not None:
+        return _rss_child(args.rss_child)
     candles, funding_dir = load_candles(SYMBOL)
     funding = load_funding_frame(funding_dir, SYMBOL)
     ot = candles["open_time"].to_numpy(np.int64)
@@ -96,6 +104,7 @@ def main() -> int:
     print(f"EMA 9/21 reference, backtesting.py: {statistics.median(theirs):,.0f} candles/s")
     if not args.no_memory:
         peaks = []
+        rss = []
         for days in (args.memory_days, 3 * args.memory_days):
             stop = min(int(ot[-1]), train_until + int(days * DAY_MS))
             h = history_of(candles, SYMBOL, train_until, stop, funding=funding)
@@ -107,8 +116,29 @@ def main() -> int:
             peak = tracemalloc.get_traced_memory()[1]
             tracemalloc.stop()
             peaks.append(peak)
-            print(f"peak traced memory, {(h.stop - h.first) * 5 / 1440:.0f} days: {peak / 2**20:.1f} MiB")
-        print(f"memory ratio, 3x the span: {peaks[1] / peaks[0]:.2f}x")
+            span_days = (h.stop - h.first) * 5 / 1440
+            print(f"peak traced memory, {span_days:.0f} days: {peak / 2**20:.1f} MiB")
+            rss.append(_child_peak_rss(work / f"rss{days}.pkl", (config, h, b)))
+            print(f"peak RSS of a process running it, {span_days:.0f} days: {rss[-1]:.0f} MiB")
+        ratios = f"traced {peaks[1] / peaks[0]:.2f}x, peak RSS {rss[1] / rss[0]:.2f}x"
+        print(f"memory ratio, 3x the span: {ratios}")
+    return 0
+
+
+def _child_peak_rss(path: Path, inputs: tuple[Any, ...]) -> float:
+    """Peak RSS (MiB) of a fresh process that loads ``inputs`` (config, history, votes) and runs the
+    backtest: imports, data and the run, without the training that made the votes."""
+    path.write_bytes(pickle.dumps(inputs))
+    out = subprocess.run(
+        [sys.executable, __file__, "--rss-child", str(path)], capture_output=True, text=True, check=True
+    )
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def _rss_child(path: Path) -> int:
+    config, history, book = pickle.loads(path.read_bytes())
+    asyncio.run(run_backtest(config, history, votes=book))
+    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)  # Linux: KiB
     return 0
 
 
