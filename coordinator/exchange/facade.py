@@ -199,11 +199,10 @@ class FuturesExchange:
         while manager.inflight:  # never cancel a request on its way: wait for its reply
             await asyncio.sleep(poll_s)
         await self.monitor.stop()  # nothing new starts from here on
-        for order in self.store.live_orders():  # a request whose outcome stayed unknown
-            if order.state in (OrderState.SUBMITTED, OrderState.UNKNOWN):
-                await manager.query(order)
-        for order in self.store.live_orders():  # an entry resting on the book: nobody will watch it
-            if order.kind is OrderKind.ENTRY and not order.is_final:
+        for order in self.store.live_orders():
+            if order.state in (OrderState.SUBMITTED, OrderState.UNKNOWN):  # its outcome stayed unknown
+                order = await manager.query(order)
+            if order.kind is OrderKind.ENTRY and not order.is_final:  # resting: nobody will watch it
                 try:
                     cancelled = await manager.cancel(order.client_order_id)
                 except Exception:
