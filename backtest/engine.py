@@ -64,6 +64,7 @@ from backtest.result import (
     BacktestResult,
     Costs,
 )
+from backtest.stores import BufferedJournal, DeferredRiskStore
 from backtest.transport import ACCOUNT, InProcessTransport
 from backtest.votes import VoteBook
 from coordinator.clock import InstantClock
@@ -112,6 +113,7 @@ class RunOptions:
     initial_equity: Decimal = Decimal(10_000)
     skip_idle: bool = True
     timing: bool = False  # µs per candle per stage (a little overhead)
+    write_behind: bool = True  # False: the live stores, every beat committed (backtest.stores)
     work_dir: Path | None = None  # the run's SQLite files (default: a temporary folder)
     funding: bool = True  # False: the venue charges no funding (the reference comparison)
     progress: Progress | None = None
@@ -161,6 +163,7 @@ class Run:
     conn: sqlite3.Connection
     http_models: ModelClients | None = None
     scratch: Path | None = None  # the temporary folder of the run's databases, removed on close
+    ensemble_store: EnsembleStore | None = None  # with the live stores (``write_behind`` False)
     stage_s: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
     columns: Columns = field(default_factory=lambda: Columns(0, []))  # set by :meth:`run`
     entry_info: dict[str, tuple[str, str]] = field(default_factory=dict)  # intent -> (style, versions)
@@ -245,8 +248,19 @@ class Run:
             if self.options.progress is not None and (n % 500 == 0 or n == total - 1):
                 self.options.progress(n + 1, total)
         await self._candle_end(h.stop)
+        self._flush_stores()
         elapsed = time.perf_counter() - started
         return self._result(elapsed)
+
+    def _flush_stores(self) -> None:
+        """Write what the write-behind stores hold (:mod:`backtest.stores`)."""
+        with self._timed("journal"):
+            journal = self.heartbeat.journal
+            if isinstance(journal, BufferedJournal):
+                journal.flush()
+            store = self.heartbeat.risk.store
+            if isinstance(store, DeferredRiskStore):
+                store.flush()
 
     async def _candle(self, i: int) -> None:
         h = self.history
@@ -578,6 +592,8 @@ class Run:
             await self.http_models.close()
         await self.exchange.client.close()
         self.exchange.store.close()
+        if self.ensemble_store is not None:
+            self.ensemble_store.close()
         self.service.close()
         self.conn.close()
         if self.scratch is not None:
@@ -675,11 +691,18 @@ async def _compose(
     await exchange.set_margin_mode(history.symbol, config.exchange.margin_mode)
     await exchange.set_leverage(history.symbol, config.exchange.leverage)
     # one beat per candle: outcomes one candle apart, whatever the config's heartbeat interval
-    ensemble = Ensemble.from_config(
-        config, EnsembleStore(_throwaway(init_db(db_path, synchronous="NORMAL"))), beat_ms=history.step_ms
-    )
-    risk = RiskManager.from_config(config, RiskStore(conn))
-    journal = Journal(conn, ensemble.params)
+    journal: Journal
+    ensemble_store: EnsembleStore | None = None
+    if options.write_behind:  # the ensemble without a store, risk and journal written behind
+        ensemble = Ensemble.from_config(config, None, beat_ms=history.step_ms)
+        risk = RiskManager.from_config(config, DeferredRiskStore(conn))
+        journal = BufferedJournal(conn, ensemble.params)
+    else:  # the live stores, every beat committed
+        # as live: the ensemble's store on its own connection
+        ensemble_store = EnsembleStore(_throwaway(init_db(db_path, synchronous="NORMAL")))
+        ensemble = Ensemble.from_config(config, ensemble_store, beat_ms=history.step_ms)
+        risk = RiskManager.from_config(config, RiskStore(conn))
+        journal = Journal(conn, ensemble.params)
     models = http_models if http_models is not None else ModelClients([], None)
     hb = Heartbeat(
         config,
@@ -699,6 +722,7 @@ async def _compose(
     run = Run(
         config, history, votes, strategy, options, service, exchange, hb, clock, conn, http_models, scratch
     )
+    run.ensemble_store = ensemble_store
     service.engine.subscribe(run.on_venue_event)
     return run
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import random
+import sqlite3
 from decimal import Decimal
 from pathlib import Path
 
@@ -105,6 +106,48 @@ def test_deterministic_and_skipping_idle_candles_changes_nothing(
     pd.testing.assert_frame_equal(comparable(first.decisions), comparable(full.decisions))
     pd.testing.assert_frame_equal(comparable(first.trades), comparable(full.trades))
     assert set(first.trades["model_version"]) == {book.versions_at(history.first)}
+
+
+STORED = ("snapshots", "model_predictions", "decisions", "outcomes", "trades", "risk_state", "risk_breakers")
+# ids drawn at random by the order layer (a run's own, never the same twice)
+RANDOM_IDS = {"decisions": "client_order_id", "trades": "intent_id"}
+
+
+def _tables(db: Path) -> dict[str, list[tuple[object, ...]]]:
+    """The journal's and the risk manager's tables of a run's database, row by row, in order, without
+    the order layer's random ids."""
+    conn = sqlite3.connect(db)
+    try:
+        out: dict[str, list[tuple[object, ...]]] = {}
+        for table in STORED:
+            cursor = conn.execute(f"SELECT * FROM {table}")  # nosec B608 # the test's own table names
+            names = [d[0] for d in cursor.description]
+            drop = names.index(RANDOM_IDS[table]) if table in RANDOM_IDS else -1
+            out[table] = sorted(
+                (tuple(v for k, v in enumerate(row) if k != drop) for row in cursor.fetchall()), key=repr
+            )
+        return out
+    finally:
+        conn.close()
+
+
+def test_write_behind_stores_equal_the_live_ones(
+    history: MarketHistory, book: VoteBook, tmp_path: Path
+) -> None:
+    """The backtest's write-behind journal and risk store and its ensemble without a store leave the
+    same decisions, trades and rows as the live stores, which commit every beat."""
+    config = trading_config(book)
+    fast = run(config, history, book, work_dir=tmp_path / "fast")
+    live = run(config, history, book, work_dir=tmp_path / "live", write_behind=False)
+    assert len(fast.trades) >= 3, "the span must trade for the comparison to mean anything"
+    pd.testing.assert_frame_equal(comparable(fast.decisions), comparable(live.decisions))
+    pd.testing.assert_frame_equal(comparable(fast.trades), comparable(live.trades))
+    pd.testing.assert_frame_equal(comparable(fast.equity), comparable(live.equity))
+    ours, theirs = _tables(tmp_path / "fast" / "xylen.db"), _tables(tmp_path / "live" / "xylen.db")
+    assert len(ours["snapshots"]) == len(fast.decisions) and len(ours["outcomes"]) >= len(fast.decisions) - 3
+    assert ours["trades"] and ours["risk_state"][0] != (1,)
+    for table, rows in theirs.items():
+        assert ours[table] == rows, table
 
 
 def test_no_look_ahead(candles: pd.DataFrame, history: MarketHistory, book: VoteBook) -> None:

@@ -8,6 +8,7 @@ journal when it recomputes a logged decision from its rows alone
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from collections.abc import Iterable
@@ -32,7 +33,7 @@ class DecisionParams:
     bracket_odds: bool
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
+        return _params_json(self)
 
     @classmethod
     def from_json(cls, text: str) -> DecisionParams:
@@ -47,6 +48,12 @@ class DecisionParams:
             take_profit_atr_multiple=float(data["take_profit_atr_multiple"]),
             bracket_odds=bool(data["bracket_odds"]),
         )
+
+
+@functools.lru_cache(maxsize=64)
+def _params_json(params: DecisionParams) -> str:
+    """The JSON of ``params`` (logged with every decision; the values are fixed, so built once)."""
+    return json.dumps(asdict(params), sort_keys=True)
 
 
 @dataclass(frozen=True, slots=True)
