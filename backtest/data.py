@@ -84,7 +84,7 @@ class MarketHistory:
     stop: int
     funding: pd.DataFrame | None
 
-    @property
+    @cached_property
     def step_ms(self) -> int:
         return interval_ms(self.interval)
 

@@ -176,6 +176,7 @@ class Run:
     _trades_settled: int = 0
     _feature_names: list[str] = field(default_factory=list)
     _feature_rows: np.ndarray[Any, Any] = field(default_factory=lambda: np.empty((0, 0)))
+    _finite_rows: np.ndarray[Any, Any] = field(default_factory=lambda: np.empty(0, dtype=bool))
     _account: AccountView | None = None
     _position: tuple[float, float] = (0.0, 0.0)
     _income_seen: int = 0
@@ -239,6 +240,7 @@ class Run:
         # the engine's own dtype (float32): each value becomes the same Python float as through float64,
         # at half the memory of a float64 copy
         self._feature_rows = h.features[self._feature_names].to_numpy()
+        self._finite_rows = np.isfinite(self._feature_rows).all(axis=1)
         total = h.stop - h.first
         self.columns = Columns(total, self._model_ids())
         started = time.perf_counter()
@@ -448,11 +450,11 @@ class Run:
 
     def _snapshot(self, i: int, now: int) -> MarketSnapshot:
         h = self.history
-        features = {
-            k: v
-            for k, v in zip(self._feature_names, self._feature_rows[i].tolist(), strict=True)
-            if math.isfinite(v)
-        }
+        values = self._feature_rows[i].tolist()
+        if self._finite_rows[i]:
+            features = dict(zip(self._feature_names, values, strict=True))
+        else:  # as the live snapshot: the features that are finite
+            features = {k: v for k, v in zip(self._feature_names, values, strict=True) if math.isfinite(v)}
         close = float(self._tail()._close[i])
         price = Decimal(repr(close))
         open_ms = int(h.open_time[i])

@@ -33,6 +33,7 @@ backend family and model version) count as one for the quorum.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import sqlite3
@@ -49,6 +50,7 @@ from coordinator.ensemble.types import Action, Decision, HoldReason, Market, Vot
 from coordinator.storage.transaction import transaction
 
 if TYPE_CHECKING:
+    from coordinator.risk.checks import Violation
     from coordinator.risk.manager import RiskResult
 
 PredictionStatus = Literal["ok", "timeout", "error"]
@@ -165,6 +167,19 @@ def _used_flags(votes: Sequence[Vote], decision: Decision | None) -> list[int | 
     if len(taken) != len(decision.votes) or len(index) != len(decision.votes):
         raise ValueError("the decision's votes are not the given votes (was it decided on other votes?)")
     return out
+
+
+@functools.lru_cache(maxsize=256)
+def _reasons_json(reasons: tuple[HoldReason, ...]) -> str:
+    """A decision's HOLD reasons as logged (few distinct sets, so each is encoded once)."""
+    return json.dumps([r.value for r in reasons])
+
+
+def _violations_json(violations: Sequence[Violation]) -> str:
+    """A risk answer's violations as logged."""
+    if not violations:
+        return "[]"
+    return json.dumps([{"reason": v.reason.value, "detail": v.detail} for v in violations])
 
 
 @dataclass(frozen=True, slots=True)
@@ -287,13 +302,11 @@ class Journal:
             _real(decision.take_profit),
             decision.disagreement,
             decision.source,
-            json.dumps([r.value for r in decision.reasons]),
+            _reasons_json(decision.reasons),
             None if chosen is None else chosen.to_json(),
             None if risk_result is None else int(risk_result.approved),
             None if risk_result is None else str(risk_result.quantity),
-            None
-            if risk_result is None
-            else json.dumps([{"reason": v.reason.value, "detail": v.detail} for v in risk_result.violations]),
+            None if risk_result is None else _violations_json(risk_result.violations),
             client_order_id,
         )
         return BeatRows(snapshot_row, rows, decision_row)

@@ -11,6 +11,7 @@ NaN, never invented.
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import TYPE_CHECKING, Final
 
@@ -46,10 +47,12 @@ _UNIT_MS: Final[dict[str, int]] = {
 _INTERVAL_RE: Final = re.compile(r"^([1-9][0-9]*)([smhdw])$")
 
 
+@functools.lru_cache(maxsize=128)
 def interval_ms(interval: str) -> int:
     """Length of a Binance interval string (``"5m"``, ``"1h"``, ``"1d"``) in milliseconds.
 
-    Raises ``ValueError`` for anything else (months, ``"0m"``, ``"5M"``).
+    Raises ``ValueError`` for anything else (months, ``"0m"``, ``"5M"``).  Cached: the heartbeat
+    and the backtest ask for it on every candle.
     """
     match = _INTERVAL_RE.match(interval)
     if match is None:
