@@ -431,11 +431,13 @@ class Run:
         return account_view(balances, positions, self.config.exchange.leverage)
 
     def _count_income(self) -> None:
-        """Fees and funding paid so far, from the venue's income ledger (by ``tran_id``: the ledger
-        may drop old entries)."""
-        for row in self.service.engine.incomes.get(ACCOUNT, []):
-            if row.tran_id <= self._income_seen:
-                continue
+        """Fees and funding paid so far, from the venue's income ledger: the rows after the last one
+        counted (by ``tran_id``, ascending), read from its end, so each call costs what is new."""
+        ledger = self.service.engine.incomes.get(ACCOUNT, [])
+        start = len(ledger)
+        while start > 0 and ledger[start - 1].tran_id > self._income_seen:  # the new rows, at its end
+            start -= 1
+        for row in ledger[start:]:
             if row.income_type == "COMMISSION":
                 self._fees -= row.income
             elif row.income_type == "FUNDING_FEE":

@@ -492,7 +492,14 @@ class PaperExchangeService:
 
         def op() -> list[dict[str, Any]]:
             rows = []
-            for t in self.engine.trades.get(account, []):
+            engine = self.engine
+            # one order's fills from their own index, not a scan of the account's every fill
+            source = (
+                engine.trades.get(account, [])
+                if order_id is None
+                else engine.order_trades.get((account, order_id), [])
+            )
+            for t in source:
                 if t.symbol != symbol or (order_id is not None and t.order_id != order_id):
                     continue
                 if from_id is not None and t.trade_id < from_id:

@@ -54,7 +54,10 @@ class UnknownOrder(KeyError):
     """No order with this client id (the event is not about one of our orders)."""
 
 
-_FINAL_SQL = ", ".join(f"'{state.value}'" for state in sorted(FINAL_STATES, key=lambda s: s.value))
+# the states that are not final, listed (``state IN`` uses the index on state; ``NOT IN`` scans every order)
+_LIVE_SQL = ", ".join(
+    f"'{state.value}'" for state in sorted(set(OrderState) - FINAL_STATES, key=lambda s: s.value)
+)
 
 
 class OrderStore:
@@ -466,7 +469,7 @@ class OrderStore:
     def live_orders(self) -> list[Order]:
         """Every order not in a final state (what reconciliation queries at start), oldest first."""
         rows = self._rows(
-            f"SELECT * FROM orders WHERE state NOT IN ({_FINAL_SQL})"  # nosec B608 # constant states
+            f"SELECT * FROM orders WHERE state IN ({_LIVE_SQL})"  # nosec B608 # constant states
             " ORDER BY created_ms, rowid"
         )
         return self._orders(rows)

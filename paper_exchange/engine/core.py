@@ -315,8 +315,10 @@ class Engine(Settlement):
             if algo.status.value == "NEW":
                 self.open_algos[algo.algo_id] = algo
         self.trades = {}
+        self.order_trades = {}
         for trade in sorted(snap.trades, key=lambda t: t.trade_id):
             self.trades.setdefault(trade.account, []).append(trade)
+            self.order_trades.setdefault((trade.account, trade.order_id), []).append(trade)
         self.next_order_id = max(self.orders, default=0) + 1
         self.next_algo_id = max(self.algos, default=0) + 1
         self.next_trade_id = max((t.trade_id for t in snap.trades), default=0) + 1

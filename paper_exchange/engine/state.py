@@ -122,6 +122,7 @@ class EngineState:
         self.open_algos: dict[int, AlgoOrder] = {}
         self.algo_client_ids: dict[tuple[str, str], int] = {}
         self.trades: dict[str, list[Trade]] = {}
+        self.order_trades: dict[tuple[str, int], list[Trade]] = {}  # (account, order id) -> its fills
         self.incomes: dict[str, list[Income]] = {}
         self.order_agg: dict[tuple[str, str, str, str], list[Decimal]] = {}
         self.next_order_id = 1
@@ -203,6 +204,7 @@ class EngineState:
     def add_trade(self, trade: Trade) -> None:
         """Record a fill, and its commission and realised PnL as income entries (when not zero)."""
         self.trades.setdefault(trade.account, []).append(trade)
+        self.order_trades.setdefault((trade.account, trade.order_id), []).append(trade)
         self._changes.trades.append(trade)
         if trade.commission != 0:
             self.add_income(trade.account, trade.symbol, "COMMISSION", -trade.commission, trade.trade_id)
