@@ -414,31 +414,29 @@ class Ensemble:
         pooled = self._answer(z)
         base = self.weighting.base_rate
         self._pool_outcome(z, pooled, base, label)
-        meta_row = MetaRow(
-            t,
-            {k: calibrated[k] for k in ids},
-            pooled,
-            weighted_disagreement(probs, weights),
-            outcome.market.atr_bps,
-            outcome.market.funding_rate,
-            label,
-        )
-        if self._meta_learner:  # kept in memory only for the stacker; the store keeps every row
-            self.meta_rows.append(meta_row)
+        store = self._store
+        meta_row: MetaRow | None = None
+        if self._meta_learner or store is not None:  # the stacker's row: in memory for it, stored always
+            meta_row = MetaRow(
+                t,
+                {k: calibrated[k] for k in ids},
+                pooled,
+                weighted_disagreement(probs, weights),
+                outcome.market.atr_bps,
+                outcome.market.funding_rate,
+                label,
+            )
+            if self._meta_learner:
+                self.meta_rows.append(meta_row)
         for key, ms in members.items():
             self.weighting.ensure(key).prior = priors[key]
             self.members.setdefault(key, set()).update(m for m, _ in ms)
         self.weighting.update(t, calibrated, label)
-        rows: list[OutcomeRow] = [
-            OutcomeRow(POOL_ROW, t, outcome.decision_ms, z, pooled, label),
-            OutcomeRow(BASE_ROW, t, outcome.decision_ms, base, base, label),
-        ]
         for model_id, p in raw.items():
             q = calibrated[model_id]
             self.trackers.setdefault(model_id, ModelTracker()).update(q, label, t)
             window = self.windows.setdefault(model_id, deque(maxlen=self.window))
             window.append((p, q, label))
-            rows.append(OutcomeRow(model_id, t, outcome.decision_ms, p, q, label))
         refits = self._refit_calibrators(t, raw)
         refits += self._refit_meta(t)
         history: list[tuple[int, str, float, float]] = []
@@ -446,8 +444,13 @@ class Ensemble:
             self.last_history_ms = t
             all_weights = self.weighting.weights()
             history = [(t, m, all_weights[m], s.loss) for m, s in self.weighting.models.items()]
-        if self._store is not None:
-            self._store.save(
+        if store is not None and meta_row is not None:
+            rows = [
+                OutcomeRow(POOL_ROW, t, outcome.decision_ms, z, pooled, label),
+                OutcomeRow(BASE_ROW, t, outcome.decision_ms, base, base, label),
+            ]
+            rows += [OutcomeRow(m, t, outcome.decision_ms, p, calibrated[m], label) for m, p in raw.items()]
+            store.save(
                 now_ms=t,
                 models=self._records(),
                 state=GlobalRecord(
