@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import pickle
-import resource
 import statistics
 import subprocess
 import sys
@@ -41,6 +40,7 @@ from backtest.data import history_of, load_candles, load_funding_frame
 from backtest.ema import EmaCross, cross_signals
 from backtest.engine import RunOptions, run_backtest
 from backtest.votes import TrainSettings, VoteBook, trained_models
+from xylen.peak_memory import peak_rss_mb
 
 DAY_MS = 86_400_000
 SYMBOL = "BTCUSDT"
@@ -138,7 +138,7 @@ def _child_peak_rss(path: Path, inputs: tuple[Any, ...]) -> float:
 def _rss_child(path: Path) -> int:
     config, history, book = pickle.loads(path.read_bytes())
     asyncio.run(run_backtest(config, history, votes=book))
-    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)  # Linux: KiB
+    print(peak_rss_mb())
     return 0
 
 

@@ -10,15 +10,15 @@ thread each, reads and featurises the months on the workers, trains (walk-forwar
 calibration, report) and writes the model directory with its ONNX parity check.
 
 Printed per configuration: wall time of the whole training (dataset + folds + final fit + model
-directory), the client process's peak RSS, and each worker's peak RSS (``getrusage`` ``ru_maxrss``
-via ``client.run``), before any data (idle) and at the end, and the out-of-fold AUC.
+directory), the client process's peak RSS, and each worker's peak RSS
+(:func:`xylen.peak_memory.peak_rss_kib` via ``client.run``), before any data (idle) and at the
+end, and the out-of-fold AUC.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import tempfile
@@ -57,6 +57,7 @@ def _run_one(args: argparse.Namespace) -> dict[str, Any]:
     """One configuration, in this (fresh) process."""
     from model_server.training import train_model, write_model_dir
     from xylen.data.store import CandleStore
+    from xylen.peak_memory import peak_rss_mb
 
     home = Path(args.home)
     config = _config(args)
@@ -90,7 +91,7 @@ def _run_one(args: argparse.Namespace) -> dict[str, Any]:
             out["workers_peak_mb"] = [peak[w] for w in sorted(peak)]
             out["months_per_worker"] = [len(v) for v in data.placement.values()]
     out["seconds"] = round(time.perf_counter() - started, 1)
-    out["client_peak_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    out["client_peak_mb"] = round(peak_rss_mb(), 1)
     out["rows"] = int((model.metadata.model_extra or {}).get("label", {}).get("rows", 0))
     out["oof_auc"] = round(model.walk_forward.pooled.auc, 4)
     return out

@@ -2,8 +2,8 @@
 
 Run: ``python bench/bench_training.py [--profiles 8gb,16gb,m1,m4] [--rows-cap N] [--folds K]``.
 
-Each profile runs in its own fresh Python process (``resource.getrusage(RUSAGE_SELF).ru_maxrss``
-is a high-water mark per process), on as many candles as the profile may use (its ``max_rows``
+Each profile runs in its own fresh Python process (its peak RSS: :func:`xylen.peak_memory.peak_rss_mb`,
+the process's own high-water mark), on as many candles as the profile may use (its ``max_rows``
 plus the feature warm-up and horizon), built from the 143,900 real BTCUSDT 5m candles tiled end
 to end with a continuous price path (each copy rescaled so that its first open equals the
 previous copy's last close; open times continue).  The run is the real one: features, labels,
@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import tempfile
@@ -43,6 +42,7 @@ from model_server.training import PROFILES, TrainConfig, get_profile, train_mode
 from xylen.data.importers import read_freqtrade_feather  # noqa: E402
 from xylen.features import max_warmup  # noqa: E402
 from xylen.paths import SHARED_BTC_5M, shared_data_dir  # noqa: E402
+from xylen.peak_memory import peak_rss_mb  # noqa: E402
 
 SERIES = {"BTCUSDT": SHARED_BTC_5M, "ETHUSDT": SHARED_BTC_5M.with_name("ETH_USDT_USDT-5m-futures.feather")}
 LOG_LOSS_MARGIN = 0.0005
@@ -66,11 +66,6 @@ def tiled_candles(rows: int) -> pd.DataFrame:
         scale = float(part["close"].iloc[-1]) / float(base["open"].iloc[0])
         k += 1
     return pd.concat(parts, ignore_index=True).iloc[:rows].reset_index(drop=True)
-
-
-def peak_rss_mb() -> float:
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024  # bytes on macOS, KiB on Linux
 
 
 def child(profile_name: str, rows_cap: int | None, folds: int) -> None:

@@ -463,11 +463,11 @@ def _stats(part: MonthPart) -> tuple[int, int, int]:
 
 
 def worker_peak_rss_mb(session: DaskSession) -> dict[str, float]:
-    """Each worker process's peak resident memory (MB, ``getrusage`` ``ru_maxrss``)."""
+    """Each worker process's peak resident memory (MiB, :func:`xylen.peak_memory.peak_rss_kib`)."""
     return {w: round(v / 1024, 1) for w, v in session.client.run(_maxrss_kb).items()}
 
 
 def _maxrss_kb() -> int:
-    import resource
+    from xylen.peak_memory import peak_rss_kib
 
-    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+    return peak_rss_kib()
