@@ -90,7 +90,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_model_server.py
 	$(BIN)/python bench/bench_fanout.py
 	$(BIN)/python bench/bench_beat.py
-	$(BIN)/python bench/bench_backtest.py --days 365 --memory-days 60
+	$(BIN)/python bench/bench_backtest.py --days 365 --memory-days 365
 	$(BIN)/python bench/bench_dashboard.py
 	$(BIN)/python bench/bench_dask_training.py
 

@@ -107,13 +107,13 @@ class Columns:
         for j, m in enumerate(self.model_ids):
             data[MODEL_PREFIX + m] = self.probs[:n, j]
         columns = list(DECISION_COLUMNS) + [MODEL_PREFIX + m for m in self.model_ids]
-        return pd.DataFrame(data, columns=columns)
+        return pd.DataFrame(data, columns=columns, copy=False)  # over the columns: no second copy
 
     def equity_frame(self) -> pd.DataFrame:
         """The equity frame."""
         n = self.n
         values = (self.eq_ts, self.equity_usd, self.qty, self.notional, self.fees, self.funding)
-        return pd.DataFrame(dict(zip(EQUITY_COLUMNS, (v[:n] for v in values), strict=True)))
+        return pd.DataFrame(dict(zip(EQUITY_COLUMNS, (v[:n] for v in values), strict=True)), copy=False)
 
 
 def outcomes(close: np.ndarray, first: int, stop: int, horizon: int) -> np.ndarray:  # type: ignore[type-arg]

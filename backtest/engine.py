@@ -139,6 +139,36 @@ class _Timer:
 _UNTIMED = nullcontext()
 
 
+class _FeatureRows:
+    """The features of candle ``i`` as Python floats, read from the history's own columns.
+
+    The columns are the feature frame's (views, in its dtype, float32: each value becomes the same
+    Python float as through float64); rows are gathered a chunk at a time, so the run holds no copy
+    of the whole feature matrix (which would grow with the span) and pays one gather per chunk."""
+
+    CHUNK = 512
+
+    def __init__(self, columns: list[np.ndarray[Any, Any]]) -> None:
+        self._columns = columns
+        self._start = 0
+        self._rows: list[list[float]] = []
+        self._finite: list[bool] = []
+
+    def row(self, i: int) -> tuple[list[float], bool]:
+        """Candle ``i``'s values in column order, and whether all of them are finite."""
+        k = i - self._start
+        if not 0 <= k < len(self._rows):
+            self._load(i)
+            k = 0
+        return self._rows[k], self._finite[k]
+
+    def _load(self, i: int) -> None:
+        block = np.stack([c[i : i + self.CHUNK] for c in self._columns], axis=1)
+        self._start = i
+        self._rows = block.tolist()
+        self._finite = np.isfinite(block).all(axis=1).tolist()
+
+
 class _Tail:
     """The heartbeat's candle tail over the span's arrays, cut at the current candle (no look-ahead)."""
 
@@ -195,8 +225,7 @@ class Run:
     _writes_at_pass: int = -1  # the order store connection's rows written when it ended
     _trades_settled: int = 0
     _feature_names: list[str] = field(default_factory=list)
-    _feature_rows: np.ndarray[Any, Any] = field(default_factory=lambda: np.empty((0, 0)))
-    _finite_rows: np.ndarray[Any, Any] = field(default_factory=lambda: np.empty(0, dtype=bool))
+    _features: _FeatureRows | None = None
     _account: AccountView | None = None
     _position: tuple[float, float] = (0.0, 0.0)
     _income_seen: int = 0
@@ -253,10 +282,7 @@ class Run:
             self._wrap_stages()
         h = self.history
         self._feature_names = [c for c in h.features.columns if c != "open_time"]
-        # the engine's own dtype (float32): each value becomes the same Python float as through float64,
-        # at half the memory of a float64 copy
-        self._feature_rows = h.features[self._feature_names].to_numpy()
-        self._finite_rows = np.isfinite(self._feature_rows).all(axis=1)
+        self._features = _FeatureRows([h.features[c].to_numpy() for c in self._feature_names])
         total = h.stop - h.first
         self.columns = Columns(total, self._model_ids())
         started = time.perf_counter()
@@ -468,8 +494,10 @@ class Run:
 
     def _snapshot(self, i: int, now: int) -> MarketSnapshot:
         h = self.history
-        values = self._feature_rows[i].tolist()
-        if self._finite_rows[i]:
+        if self._features is None:
+            raise RuntimeError("a snapshot before the run read the features")
+        values, finite = self._features.row(i)
+        if finite:
             features = dict(zip(self._feature_names, values, strict=True))
         else:  # as the live snapshot: the features that are finite
             features = {k: v for k, v in zip(self._feature_names, values, strict=True) if math.isfinite(v)}
