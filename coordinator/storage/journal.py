@@ -5,6 +5,8 @@ Public API::
     Journal(conn, params=None)
     journal.log_beat(snapshot, votes, decision, risk_result=None, order=None, params=None)
     journal.log_outcome(beat_id, outcome_ms, label, exit_price, return_bps, realised_pnl=None)
+    journal.beat_rows(...) -> BeatRows / outcome_row(...)   # the rows those write, nothing written
+    journal.write_beats(rows) / journal.write_outcomes(rows) # insert them (the caller's transaction)
     journal.log_trade(trade) -> bool          # False when the intent's trade was already logged
     journal.log_equity(ts_ms, equity, daily_pnl, unrealised_pnl=0)
     journal.recent_decisions(n) / journal.trades(since_ms) / journal.equity_curve(since_ms)
