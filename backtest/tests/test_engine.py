@@ -25,6 +25,7 @@ from backtest.ema import EmaCross, cross_signals
 from backtest.engine import RunOptions, run_backtest
 from backtest.result import BacktestResult
 from backtest.votes import TrainSettings, VoteBook, trained_models
+from coordinator.storage.db import init_db
 from paper_exchange.engine.models import FUNDING_INTERVAL_MS
 from xylen.config import XylenConfig
 from xylen.config.loader import parse_config
@@ -145,7 +146,8 @@ def test_write_behind_stores_equal_the_live_ones(
     pd.testing.assert_frame_equal(comparable(fast.equity), comparable(live.equity))
     ours, theirs = _tables(tmp_path / "fast" / "xylen.db"), _tables(tmp_path / "live" / "xylen.db")
     assert len(ours["snapshots"]) == len(fast.decisions) and len(ours["outcomes"]) >= len(fast.decisions) - 3
-    assert ours["trades"] and ours["risk_state"][0] != (1,)
+    init_db(tmp_path / "fresh.db").close()
+    assert ours["trades"] and ours["risk_state"] != _tables(tmp_path / "fresh.db")["risk_state"]  # written
     for table, rows in theirs.items():
         assert ours[table] == rows, table
 
