@@ -768,9 +768,9 @@ async def _compose(
     hb.entries.guard(lambda: hb.risk, lambda: hb.config, asyncio.Lock())
     scratch = None if options.work_dir is not None else work
     run = Run(
-        config, history, votes, strategy, options, service, exchange, hb, clock, conn, http_models, scratch
-    )
-    run.ensemble_store = ensemble_store
+        config, history, votes, strategy, options, service, exchange, hb, clock, conn, http_models, scratch,
+        ensemble_store,
+    )  # fmt: skip
     service.engine.subscribe(run.on_venue_event)
     return run
 

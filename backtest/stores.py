@@ -5,9 +5,9 @@ because it may be killed at any moment and must resume from disk.  A backtest ca
 its databases are rebuilt for every run, and nothing in the run reads these rows back while it
 runs.  So here
 
-* :class:`BufferedJournal` builds exactly the rows :meth:`Journal.log_beat` and
-  :meth:`Journal.log_outcome` write (the same code builds them) and inserts them in batches of
-  :attr:`BufferedJournal.batch` beats, one transaction per batch, and at :meth:`flush`;
+* :class:`BufferedJournal` is the journal whose :meth:`Journal.log_beat` and
+  :meth:`Journal.log_outcome` (the same code builds the same rows) keep their rows and insert them
+  in batches of :attr:`BufferedJournal.batch` beats, one transaction per batch, and at :meth:`flush`;
 * :class:`DeferredRiskStore` keeps the risk manager's state in memory (the manager holds it anyway)
   and writes it, with the events it raised, at :meth:`DeferredRiskStore.flush`: the same rows the
   live store would hold after the last beat;
@@ -20,15 +20,10 @@ settlement's transaction with the risk manager's updates.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from decimal import Decimal
 from typing import Any
 
-from coordinator.ensemble.resolve import DecisionParams
-from coordinator.ensemble.types import Decision, Vote
-from coordinator.risk.manager import RiskResult
 from coordinator.risk.state import RiskState, RiskStore
-from coordinator.storage.journal import BeatRows, Journal, Prediction, Snapshot, outcome_row
+from coordinator.storage.journal import BeatRows, Journal
 from coordinator.storage.transaction import transaction
 
 
@@ -42,30 +37,13 @@ class BufferedJournal(Journal):
         self._beats: list[BeatRows] = []
         self._outcomes: list[tuple[Any, ...]] = []
 
-    def log_beat(
-        self,
-        snapshot: Snapshot,
-        votes: Sequence[Vote | Prediction],
-        decision: Decision | None,
-        risk_result: RiskResult | None = None,
-        order: Any = None,
-        *,
-        params: DecisionParams | None = None,
-    ) -> None:
-        self._beats.append(self.beat_rows(snapshot, votes, decision, risk_result, order, params=params))
+    def _keep_beat(self, rows: BeatRows) -> None:
+        self._beats.append(rows)
         if len(self._beats) >= self.batch:
             self.flush()
 
-    def log_outcome(
-        self,
-        beat_id: str,
-        outcome_ms: int,
-        label: int,
-        exit_price: float,
-        return_bps: float,
-        realised_pnl: Decimal | None = None,
-    ) -> None:
-        self._outcomes.append(outcome_row(beat_id, outcome_ms, label, exit_price, return_bps, realised_pnl))
+    def _keep_outcome(self, row: tuple[Any, ...]) -> None:
+        self._outcomes.append(row)
 
     def flush(self) -> None:
         """Write what is buffered, beats before the outcomes that refer to them, in one transaction."""

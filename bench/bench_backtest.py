@@ -106,10 +106,13 @@ def main() -> int:
     )
     print(f"EMA 9/21 reference, backtesting.py: {statistics.median(theirs):,.0f} candles/s")
     if not args.no_memory:
+        from bench_training import tiled_candles  # beside this script
+
         rss = []
         for days in (args.memory_days, 3 * args.memory_days):
             stop = train_until + int(days * DAY_MS)
-            series = candles if stop <= int(ot[-1]) else _tiled(candles, stop)
+            rows = (stop - int(ot[0])) // (int(ot[1]) - int(ot[0])) + 2  # through the span's end
+            series = candles if stop <= int(ot[-1]) else tiled_candles(rows, candles)
             h = history_of(series, SYMBOL, train_until, stop, funding=funding)
             b = VoteBook(
                 trained_models(before, h, work / f"m{days}", TrainSettings(rounds=40, seeds=(1, 2, 3)))
@@ -120,23 +123,6 @@ def main() -> int:
             print(f"peak RSS of a process running it, {n_days:,.0f} days{tiled}: {rss[-1]:.0f} MiB")
         print(f"memory ratio, 3x the span: peak RSS {rss[1] / rss[0]:.2f}x")
     return 0
-
-
-def _tiled(candles: pd.DataFrame, end_ms: int) -> pd.DataFrame:
-    """The candles repeated end to end until ``end_ms`` (module docstring): each copy's prices
-    rescaled to open at the previous copy's last close, its open times one span later."""
-    ot = candles["open_time"].to_numpy(np.int64)
-    span = int(ot[-1] - ot[0]) + int(ot[1] - ot[0])
-    parts = [candles]
-    while int(parts[-1]["open_time"].iloc[-1]) < end_ms:
-        last = parts[-1]
-        part = candles.copy()
-        scale = float(last["close"].iloc[-1]) / float(candles["open"].iloc[0])
-        for col in ("open", "high", "low", "close"):
-            part[col] = part[col] * scale
-        part["open_time"] = last["open_time"].iloc[0] + span + (part["open_time"] - int(ot[0]))
-        parts.append(part)
-    return pd.concat(parts, ignore_index=True)
 
 
 def _child_peak_rss(path: Path, inputs: tuple[Any, ...]) -> float:

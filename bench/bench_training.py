@@ -49,20 +49,23 @@ LOG_LOSS_MARGIN = 0.0005
 ECE_GOAL = 0.02
 
 
-def tiled_candles(rows: int) -> pd.DataFrame:
-    """``rows`` candles: the real BTC series repeated with a continuous price path."""
-    base = read_freqtrade_feather(shared_data_dir() / SHARED_BTC_5M)
-    n = len(base)
-    step = 300_000
+def tiled_candles(rows: int, base: pd.DataFrame | None = None) -> pd.DataFrame:
+    """``rows`` candles: ``base`` (default: the real BTC series) repeated end to end with a
+    continuous price path (each copy rescaled to open at the previous copy's last close, its open
+    times one span of ``base`` later)."""
+    if base is None:
+        base = read_freqtrade_feather(shared_data_dir() / SHARED_BTC_5M)
+    ot = base["open_time"]
+    span = int(ot.iloc[-1] - ot.iloc[0]) + int(ot.iloc[1] - ot.iloc[0])
     parts: list[pd.DataFrame] = []
     scale, k, total = 1.0, 0, 0
     while total < rows:
         part = base.copy()
         for col in ("open", "high", "low", "close"):
             part[col] = part[col] * scale
-        part["open_time"] = part["open_time"] + k * n * step
+        part["open_time"] = part["open_time"] + k * span
         parts.append(part)
-        total += n
+        total += len(base)
         scale = float(part["close"].iloc[-1]) / float(base["open"].iloc[0])
         k += 1
     return pd.concat(parts, ignore_index=True).iloc[:rows].reset_index(drop=True)

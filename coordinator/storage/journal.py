@@ -5,8 +5,7 @@ Public API::
     Journal(conn, params=None)
     journal.log_beat(snapshot, votes, decision, risk_result=None, order=None, params=None)
     journal.log_outcome(beat_id, outcome_ms, label, exit_price, return_bps, realised_pnl=None)
-    journal.beat_rows(...) -> BeatRows / outcome_row(...)   # the rows those write, nothing written
-    journal.write_beats(rows) / journal.write_outcomes(rows) # insert them (the caller's transaction)
+    journal.write_beats(rows) / journal.write_outcomes(rows) # insert rows those build (caller's transaction)
     journal.log_trade(trade) -> bool          # False when the intent's trade was already logged
     journal.log_equity(ts_ms, equity, daily_pnl, unrealised_pnl=0)
     journal.recent_decisions(n) / journal.trades(since_ms) / journal.equity_curve(since_ms)
@@ -193,25 +192,6 @@ class BeatRows:
     decision: tuple[Any, ...] | None
 
 
-def outcome_row(
-    beat_id: str,
-    outcome_ms: int,
-    label: int,
-    exit_price: float,
-    return_bps: float,
-    realised_pnl: Decimal | None = None,
-) -> tuple[Any, ...]:
-    """One ``outcomes`` row."""
-    return (
-        beat_id,
-        outcome_ms,
-        1 if label else 0,
-        exit_price,
-        return_bps,
-        None if realised_pnl is None else str(realised_pnl),
-    )
-
-
 class Journal:
     """Writes beats, outcomes, trades and equity to the data logger's tables; reads them back."""
 
@@ -232,21 +212,6 @@ class Journal:
         params: DecisionParams | None = None,
     ) -> None:
         """Everything of one beat in one transaction: snapshot, one row per vote, the decision."""
-        rows = self.beat_rows(snapshot, votes, decision, risk_result, order, params=params)
-        with transaction(self.conn):
-            self.write_beats([rows])
-
-    def beat_rows(
-        self,
-        snapshot: Snapshot,
-        votes: Sequence[Vote | Prediction],
-        decision: Decision | None,
-        risk_result: RiskResult | None = None,
-        order: _HasClientOrderId | str | None = None,
-        *,
-        params: DecisionParams | None = None,
-    ) -> BeatRows:
-        """The rows :meth:`log_beat` writes for one beat (nothing is written)."""
         predictions = [v if isinstance(v, Prediction) else Prediction(v) for v in votes]
         used = _used_flags([p.vote for p in predictions], decision)
         chosen = params if params is not None else self.params
@@ -289,7 +254,8 @@ class Journal:
                 )
             )
         if decision is None:
-            return BeatRows(snapshot_row, rows, None)
+            self._keep_beat(BeatRows(snapshot_row, rows, None))
+            return
         client_order_id = order if isinstance(order, str) or order is None else order.client_order_id
         decision_row = (
             snapshot.beat_id,
@@ -311,7 +277,12 @@ class Journal:
             None if risk_result is None else _violations_json(risk_result.violations),
             client_order_id,
         )
-        return BeatRows(snapshot_row, rows, decision_row)
+        self._keep_beat(BeatRows(snapshot_row, rows, decision_row))
+
+    def _keep_beat(self, rows: BeatRows) -> None:
+        """Write one beat's rows in one transaction (a subclass may batch them: :meth:`write_beats`)."""
+        with transaction(self.conn):
+            self.write_beats([rows])
 
     def write_beats(self, beats: Sequence[BeatRows]) -> None:
         """Insert the rows of ``beats`` (the caller holds the transaction), table by table."""
@@ -346,12 +317,24 @@ class Journal:
         realised_pnl: Decimal | None = None,
     ) -> None:
         """The realised outcome of the decision of ``beat_id`` (replaces an earlier one)."""
-        row = outcome_row(beat_id, outcome_ms, label, exit_price, return_bps, realised_pnl)
+        self._keep_outcome(
+            (
+                beat_id,
+                outcome_ms,
+                1 if label else 0,
+                exit_price,
+                return_bps,
+                None if realised_pnl is None else str(realised_pnl),
+            )
+        )
+
+    def _keep_outcome(self, row: tuple[Any, ...]) -> None:
+        """Write one ``outcomes`` row in its own transaction (a subclass may batch them)."""
         with transaction(self.conn):
             self.write_outcomes([row])
 
     def write_outcomes(self, rows: Sequence[tuple[Any, ...]]) -> None:
-        """Insert (or replace) outcome rows of :func:`outcome_row` (the caller holds the transaction)."""
+        """Insert (or replace) ``outcomes`` rows (the caller holds the transaction)."""
         self.conn.executemany(
             "INSERT OR REPLACE INTO outcomes (beat_id, outcome_ms, label, exit_price, return_bps,"
             " realised_pnl) VALUES (?, ?, ?, ?, ?, ?)",
