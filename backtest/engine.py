@@ -64,6 +64,7 @@ from backtest.result import (
     BacktestResult,
     Costs,
 )
+from backtest.runlog import RunLog
 from backtest.stores import BufferedJournal, DeferredRiskStore
 from backtest.transport import ACCOUNT, InProcessTransport
 from backtest.votes import VoteBook
@@ -117,6 +118,7 @@ class RunOptions:
     work_dir: Path | None = None  # the run's SQLite files (default: a temporary folder)
     funding: bool = True  # False: the venue charges no funding (the reference comparison)
     progress: Progress | None = None
+    log: RunLog | None = None  # the run's records go there, stamped with its market time
 
 
 class _Timer:
@@ -285,15 +287,18 @@ class Run:
         self._features = _FeatureRows([h.features[c].to_numpy() for c in self._feature_names])
         total = h.stop - h.first
         self.columns = Columns(total, self._model_ids())
-        started = time.perf_counter()
-        self._account = await self._fetch_account()
-        for n, i in enumerate(range(h.first, h.stop)):
-            await self._candle(i)
-            if self.options.progress is not None and (n % 500 == 0 or n == total - 1):
-                self.options.progress(n + 1, total)
-        await self._candle_end(h.stop)
-        self._flush_stores()
-        elapsed = time.perf_counter() - started
+        log = self.options.log
+        name = self.strategy.name if self.strategy is not None else "ensemble"
+        with log.run(name, self.clock.now_ms) if log is not None else nullcontext():
+            started = time.perf_counter()
+            self._account = await self._fetch_account()
+            for n, i in enumerate(range(h.first, h.stop)):
+                await self._candle(i)
+                if self.options.progress is not None and (n % 500 == 0 or n == total - 1):
+                    self.options.progress(n + 1, total)
+            await self._candle_end(h.stop)
+            self._flush_stores()
+            elapsed = time.perf_counter() - started
         return self._result(elapsed)
 
     def _flush_stores(self) -> None:
@@ -785,13 +790,16 @@ async def run_backtest(
     options: RunOptions | None = None,
 ) -> BacktestResult:
     """Compose, run and close one backtest."""
-    run = await compose(
-        config, history, votes=votes, strategy=strategy, http_models=http_models, options=options
-    )
-    try:
-        return await run.run()
-    finally:
-        await run.close()
+    log = options.log if options is not None else None
+    name = strategy.name if strategy is not None else "ensemble"
+    with log.run(name) if log is not None else nullcontext():
+        run = await compose(
+            config, history, votes=votes, strategy=strategy, http_models=http_models, options=options
+        )
+        try:
+            return await run.run()
+        finally:
+            await run.close()
 
 
 def run_sync(*args: Any, **kwargs: Any) -> BacktestResult:

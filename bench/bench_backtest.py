@@ -6,7 +6,9 @@ Runs on the shipped BTCUSDT 5m candles (2023-01-01 to 2024-05-14; a span longer 
 cut to it, and said so): three small models trained on the candles before the span vote (predicted
 ahead), and the whole pipeline runs (ensemble, risk, order state machine, matching, settlement,
 journal); then the EMA 9/21 reference through the same engine and through backtesting.py.  Prints
-candles per second of each and µs per candle of each stage of the full pipeline.
+candles per second of each, µs per candle of each stage of the full pipeline, and for the reference
+through the engine the time of a candle it acts on (close, settle, entry with its bracket: the order
+path's round trip) and of any other candle.
 
 Memory: the peak RSS of a fresh process that loads the inputs (candles, features, recorded votes)
 and runs the full pipeline, for ``--memory-days`` and for 3x as many days.  Where the shipped
@@ -29,6 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -41,8 +44,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from backtest import settings
 from backtest.data import history_of, load_candles, load_funding_frame
 from backtest.ema import EmaCross, cross_signals
-from backtest.engine import RunOptions, run_backtest
+from backtest.engine import Run, RunOptions, run_backtest
 from backtest.votes import TrainSettings, VoteBook, trained_models
+from coordinator.risk import AccountView
+from coordinator.snapshot import MarketSnapshot
 from xylen.peak_memory import peak_rss_mb
 
 DAY_MS = 86_400_000
@@ -96,14 +101,24 @@ def main() -> int:
     signals[: history.first + 1] = 0
     ours: list[float] = []
     theirs: list[float] = []
+    acting_ms: list[float] = []
+    other_us: list[float] = []
     for _ in range(args.repeat):
-        r = asyncio.run(run_backtest(config, history, strategy=EmaCross(signals, Decimal("0.01"))))
+        ema = _TimedEma(signals, Decimal("0.01"))
+        r = asyncio.run(run_backtest(config, history, strategy=ema))
         ours.append(r.meta["candles_per_s"])
+        acting_ms.append(ema.acting_s * 1e3 / max(1, ema.acting_n))
+        other_us.append((r.meta["elapsed_s"] - ema.acting_s) * 1e6 / max(1, n - ema.acting_n))
         theirs.append(_backtesting_py(history.span(), signals[history.first : history.stop]))
     print(
         f"EMA 9/21 reference, xylen backtest: {statistics.median(ours):,.0f} candles/s"
         f" ({len(r.trades)} trades)"
     )
+    print(
+        f"  a candle with a crossover (close, settle, entry with its bracket):"
+        f" {statistics.median(acting_ms):,.2f} ms ({ema.acting_n:,} such candles)"
+    )
+    print(f"  any other candle (the venue's matching, the account): {statistics.median(other_us):,.0f} µs")
     print(f"EMA 9/21 reference, backtesting.py: {statistics.median(theirs):,.0f} candles/s")
     if not args.no_memory:
         from bench_training import tiled_candles  # beside this script
@@ -123,6 +138,22 @@ def main() -> int:
             print(f"peak RSS of a process running it, {n_days:,.0f} days{tiled}: {rss[-1]:.0f} MiB")
         print(f"memory ratio, 3x the span: peak RSS {rss[1] / rss[0]:.2f}x")
     return 0
+
+
+@dataclass
+class _TimedEma(EmaCross):
+    """The reference, adding up the time of the candles it acts on (the order path's round trip)."""
+
+    acting_s: float = 0.0
+    acting_n: int = 0
+
+    async def on_candle(self, run: Run, i: int, snap: MarketSnapshot, account: AccountView) -> str:
+        t0 = time.perf_counter()
+        action = await super().on_candle(run, i, snap, account)
+        if action != "HOLD":
+            self.acting_s += time.perf_counter() - t0
+            self.acting_n += 1
+        return action
 
 
 def _child_peak_rss(path: Path, inputs: tuple[Any, ...]) -> float:

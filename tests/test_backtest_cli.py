@@ -4,8 +4,8 @@ Two small LightGBM model directories are trained on the candles before the span 
 library function); the command runs the ensemble over them and the EMA 9/21 reference beside it
 and writes the report.  Checked: exit status 0, every report file (report.html embedding its PNGs,
 summary.json, trades.parquet/.csv, decisions.parquet), the same summary.json byte for byte on a
-second run, the reference strategy alone, and exit status 2 with a message naming the problem for
-bad arguments and a bad config.
+second run, the reference strategy alone with its log in the report folder, and exit status 2 with
+a message naming the problem for bad arguments and a bad config.
 """
 
 from __future__ import annotations
@@ -119,6 +119,17 @@ def test_the_reference_strategy_alone(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr[-3000:]
     trades = pd.read_parquet(tmp_path / "trades.parquet")
     assert len(trades) >= 5 and set(trades["entry_style"]) == {"taker"}
+    # the run's records are in the report folder, stamped with market time, not on the terminal
+    lines = (tmp_path / "backtest.log").read_text().splitlines()
+    stamped = [line for line in lines if not line.startswith("-")]
+    assert stamped and all(line.split()[1] == "ema_cross_9_21" for line in stamped)
+    times = sorted(line.split()[0] for line in stamped)
+    assert times[0] >= "2024-03-05T00:00:00Z" and times[-1] <= "2024-03-07T00:00:00Z"
+    warnings = sum(line.split()[2] == "WARNING" for line in stamped)
+    errors = sum(line.split()[2] in ("ERROR", "CRITICAL") for line in stamped)
+    assert warnings > 0  # two days of 5m crossovers trip the consecutive-losses breaker
+    assert f"log: {tmp_path / 'backtest.log'} ({warnings} warnings, {errors} errors)" in done.stdout
+    assert "coordinator." not in done.stderr and "paper_exchange." not in done.stderr
 
 
 @pytest.mark.parametrize(

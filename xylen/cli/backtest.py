@@ -10,16 +10,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import re
 import shutil
 import tempfile
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from xylen.cli.span_args import add_span_arguments
 from xylen.errors import UsageError
+
+if TYPE_CHECKING:
+    from backtest.runlog import RunLog
 
 DAY = re.compile(r"^\d{4}-\d{2}-\d{2}([ T]\d{2}:\d{2}(:\d{2})?)?$")
 DURATION = re.compile(r"^(\d+)([mhdw])$")
@@ -87,6 +89,7 @@ def run(args: argparse.Namespace) -> int:
     """Parse, compose, run, report (module docstring)."""
     from backtest import settings
     from backtest.data import load_candles, load_funding_frame
+    from backtest.runlog import RunLog
 
     start = parse_day(args.start, "--from")
     end = parse_day(args.end, "--to")
@@ -110,16 +113,15 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError(f"--models: {d} is not a model directory")
     candles, funding_dir = load_candles(symbol, args.interval, args.data)
     funding = load_funding_frame(funding_dir, symbol)
-    loggers = [logging.getLogger(n) for n in ("coordinator", "paper_exchange", "backtest")]
-    levels = [lg.level for lg in loggers]
-    if args.log_level is None:  # a backtest's routine order-path warnings would bury the progress bar
-        for lg in loggers:
-            lg.setLevel(logging.ERROR)
-    try:
-        return asyncio.run(_run(args, config, candles, funding, start, end, retrain_ms, quantity, dirs))
-    finally:
-        for lg, level in zip(loggers, levels, strict=True):
-            lg.setLevel(level)
+    # the runs' records go to the report folder, stamped with market time: on the terminal the
+    # order path's routine messages would bury the progress bar (backtest.runlog)
+    log = RunLog(args.report / "backtest.log", args.log_level or "INFO")
+    with log:
+        status = asyncio.run(
+            _run(args, config, candles, funding, start, end, retrain_ms, quantity, dirs, log)
+        )
+    print(log.summary())
+    return status
 
 
 async def _run(
@@ -132,6 +134,7 @@ async def _run(
     retrain_ms: int,
     quantity: Decimal,
     dirs: list[Path],
+    log: RunLog,
 ) -> int:
     from backtest import settings
     from backtest.data import history_of
@@ -153,7 +156,7 @@ async def _run(
                 config,
                 history,
                 strategy=ema,
-                options=RunOptions(skip_idle=not args.no_skip, progress=bar("EMA")),
+                options=RunOptions(skip_idle=not args.no_skip, progress=bar("EMA"), log=log),
             )
         else:
             http = None
@@ -177,11 +180,11 @@ async def _run(
                     models = trained_models(before, history, work, train)
                 book = VoteBook(models)
                 config = settings.with_models(config, book.model_ids)
-            options = RunOptions(skip_idle=not args.no_skip, progress=bar("ensemble"))
+            options = RunOptions(skip_idle=not args.no_skip, progress=bar("ensemble"), log=log)
             result = await run_backtest(config, history, votes=book, http_models=http, options=options)
             ema = EmaCross(cross_signals(history.candles["close"].to_numpy()), quantity)
             reference = await run_backtest(
-                config, history, strategy=ema, options=RunOptions(progress=bar("EMA"))
+                config, history, strategy=ema, options=RunOptions(progress=bar("EMA"), log=log)
             )
     finally:
         bar.close()
