@@ -10,7 +10,8 @@ self-contained ``report.html``, plus the terminal table.
 * ``trades.parquet`` and ``trades.csv`` (the closed trades), ``decisions.parquet`` (every
   decision with each model's probability);
 * the PNG plots (:mod:`backtest.plots`), and ``report.html`` with the same PNGs embedded as
-  ``data:`` URIs, so the page opens from disk or as a mail attachment alone.
+  ``data:`` URIs, so the page opens from disk or as a mail attachment alone (it links
+  ``backtest.log`` when the command wrote one beside it).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ REPORT_HTML: Final = "report.html"
 TRADES_PARQUET: Final = "trades.parquet"
 TRADES_CSV: Final = "trades.csv"
 DECISIONS_PARQUET: Final = "decisions.parquet"
+LOG: Final = "backtest.log"  # the runs' log, when `xylen backtest` wrote one (backtest.runlog)
 RUN_CLOCK: Final[tuple[str, ...]] = ("elapsed_s", "candles_per_s")
 """``meta`` keys the engine measures on the run's own clock: shown in ``report.html``, kept out of
 ``summary.json`` so that the same inputs give the same bytes."""
@@ -218,9 +220,15 @@ def _img(out_dir: Path, name: str, caption: str) -> str:
     )
 
 
-def render_html(summary: Mapping[str, Any], out_dir: Path, run: Mapping[str, Any] | None = None) -> str:
+def render_html(
+    summary: Mapping[str, Any],
+    out_dir: Path,
+    run: Mapping[str, Any] | None = None,
+    window: tuple[int, int] | None = None,
+) -> str:
     """The report page for ``summary`` with the PNGs already written in ``out_dir``; ``run``: the
-    run's own clock (elapsed seconds, candles per second), when known."""
+    run's own clock (elapsed seconds, candles per second), when known; ``window``: the span (ms
+    ``[start, end)``) of the price plot with the entries and exits, named in its caption."""
     data = _plain(summary)
     clock = _plain(run or {})
     e = html.escape
@@ -284,8 +292,12 @@ def render_html(summary: Mapping[str, Any], out_dir: Path, run: Mapping[str, Any
         rows = [[stage, f"{us:,.2f}"] for stage, us in data["stage_us"].items()]
         parts += ["<h2>Stage timings</h2>", _table(["stage", "µs per candle"], rows)]
     parts.append("<h2>Plots</h2>")
-    parts += [_img(out_dir, name, caption) for name, caption in PLOTS]
-    files = (SUMMARY_JSON, TRADES_PARQUET, TRADES_CSV, DECISIONS_PARQUET)
+    for name, caption in PLOTS:
+        if name == plots.TRADES_PNG and window is not None:
+            caption = f"{caption}, {_day(window[0])} to {_day(window[1])}"
+        parts.append(_img(out_dir, name, caption))
+    files = [SUMMARY_JSON, TRADES_PARQUET, TRADES_CSV, DECISIONS_PARQUET]
+    files += [LOG] if (out_dir / LOG).is_file() else []  # written by `xylen backtest`
     parts.append("<h2>Files</h2><p>" + " · ".join(f'<a href="{f}">{f}</a>' for f in files) + "</p>")
     parts.append("</main></body></html>\n")
     return "".join(parts)
@@ -315,8 +327,10 @@ def write_report(
 ) -> dict[str, Any]:
     """Write the report of ``result`` into ``out_dir`` (created if missing) and return the summary
     that ``summary.json`` holds.  ``baselines`` adds results scored beside buy & hold and flat
-    (e.g. a reference strategy); ``window`` (ms ``[start, end)``) picks the trades plot's span."""
+    (e.g. a reference strategy); ``window`` (ms ``[start, end)``) picks the trades plot's span
+    (default :func:`backtest.plots.default_window`)."""
     out = Path(out_dir)
+    window = window if window is not None else plots.default_window(result)
     out.mkdir(parents=True, exist_ok=True)
     summary: dict[str, Any] = _plain(summarize(result, baselines, n_boot))
     summary["meta"] = {k: v for k, v in summary["meta"].items() if k not in RUN_CLOCK}
@@ -333,5 +347,5 @@ def write_report(
     result.trades.to_csv(out / TRADES_CSV, index=False)
     result.decisions.to_parquet(out / DECISIONS_PARQUET, index=False)
     (out / SUMMARY_JSON).write_text(summary_json(summary), encoding="utf-8")
-    (out / REPORT_HTML).write_text(render_html(summary, out, run), encoding="utf-8")
+    (out / REPORT_HTML).write_text(render_html(summary, out, run, window), encoding="utf-8")
     return summary

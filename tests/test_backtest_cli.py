@@ -4,8 +4,9 @@ Two small LightGBM model directories are trained on the candles before the span 
 library function); the command runs the ensemble over them and the EMA 9/21 reference beside it
 and writes the report.  Checked: exit status 0, every report file (report.html embedding its PNGs,
 summary.json, trades.parquet/.csv, decisions.parquet), the same summary.json byte for byte on a
-second run, the reference strategy alone with its log in the report folder, and exit status 2 with
-a message naming the problem for bad arguments and a bad config.
+second run, the reference strategy alone with its log in the report folder and a chosen window for
+the price plot, and exit status 2 with a message naming the problem for bad arguments and a bad
+config.
 """
 
 from __future__ import annotations
@@ -115,10 +116,16 @@ def test_a_second_run_gives_a_byte_identical_summary(reports: tuple[Path, Path])
 
 
 def test_the_reference_strategy_alone(tmp_path: Path) -> None:
-    done = xylen("backtest", *SPAN, "--strategy", "ema_cross", "--report", str(tmp_path))
+    done = xylen(
+        "backtest", *SPAN, "--strategy", "ema_cross", "--report", str(tmp_path),
+        "--plot-window", "2024-03-06", "2024-03-06 12:00",
+    )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     trades = pd.read_parquet(tmp_path / "trades.parquet")
     assert len(trades) >= 5 and set(trades["entry_style"]) == {"taker"}
+    html = (tmp_path / "report.html").read_text()
+    assert "Price with entries and exits, 2024-03-06 00:00 UTC to 2024-03-06 12:00 UTC" in html
+    assert '<a href="backtest.log">' in html
     # the run's records are in the report folder, stamped with market time, not on the terminal
     lines = (tmp_path / "backtest.log").read_text().splitlines()
     stamped = [line for line in lines if not line.startswith("-")]
@@ -144,6 +151,9 @@ def test_the_reference_strategy_alone(tmp_path: Path) -> None:
         ((*SPAN, "--config", "/nonexistent/config.yaml"), "--config"),
         (("--from", "2030-01-01", "--to", "2030-02-01"), "fewer than 2 candles"),
         ((*SPAN, "--symbol", "DOGEUSDT"), "DOGEUSDT"),
+        ((*SPAN, "--plot-window", "2024-03-06", "2024-03-05"), "--plot-window: FROM must be before TO"),
+        ((*SPAN, "--plot-window", "2024-04-01", "2024-04-02"), "--plot-window: the window is outside"),
+        ((*SPAN, "--plot-window", "today", "2024-03-06"), "--plot-window 'today'"),
     ],
 )
 def test_bad_arguments_exit_2_naming_the_problem(

@@ -59,6 +59,13 @@ def register(sub: Any) -> None:
     parser.add_argument(
         "--ema-quantity", default="0.01", help="the EMA reference's position size (default 0.01)"
     )
+    parser.add_argument(
+        "--plot-window",
+        nargs=2,
+        metavar=("FROM", "TO"),
+        default=None,
+        help="the span of the price plot with entries and exits (default: the last 7 days with trades)",
+    )
     parser.set_defaults(func=run)
 
 
@@ -85,6 +92,18 @@ def parse_duration(value: str, flag: str) -> int:
     return int(match.group(1)) * UNIT_MS[match.group(2)]
 
 
+def plot_window(values: list[str] | None, start: int, end: int) -> tuple[int, int] | None:
+    """``--plot-window FROM TO`` as ms ``[from, to)``, within the span; None when not given."""
+    if values is None:
+        return None
+    lo, hi = (parse_day(v, "--plot-window") for v in values)
+    if lo >= hi:
+        raise UsageError("--plot-window: FROM must be before TO")
+    if hi <= start or lo >= end:
+        raise UsageError("--plot-window: the window is outside the span --from..--to")
+    return lo, hi
+
+
 def run(args: argparse.Namespace) -> int:
     """Parse, compose, run, report (module docstring)."""
     from backtest import settings
@@ -96,6 +115,7 @@ def run(args: argparse.Namespace) -> int:
     if start >= end:
         raise UsageError("--from must be before --to")
     retrain_ms = parse_duration(args.retrain_every, "--retrain-every")
+    window = plot_window(args.plot_window, start, end)
     try:
         quantity = Decimal(args.ema_quantity)
     except ArithmeticError as exc:
@@ -118,7 +138,7 @@ def run(args: argparse.Namespace) -> int:
     log = RunLog(args.report / "backtest.log", args.log_level or "INFO")
     with log:
         status = asyncio.run(
-            _run(args, config, candles, funding, start, end, retrain_ms, quantity, dirs, log)
+            _run(args, config, candles, funding, start, end, retrain_ms, quantity, dirs, log, window)
         )
     print(log.summary())
     return status
@@ -135,6 +155,7 @@ async def _run(
     quantity: Decimal,
     dirs: list[Path],
     log: RunLog,
+    window: tuple[int, int] | None,
 ) -> int:
     from backtest import settings
     from backtest.data import history_of
@@ -189,10 +210,10 @@ async def _run(
     finally:
         bar.close()
         shutil.rmtree(work, ignore_errors=True)
-    return _report(result, reference, report_dir)
+    return _report(result, reference, report_dir, window)
 
 
-def _report(result: Any, reference: Any, report_dir: Path) -> int:
+def _report(result: Any, reference: Any, report_dir: Path, window: tuple[int, int] | None) -> int:
     try:
         from backtest.report import print_summary, write_report
     except ImportError:  # the report side is not installed: the frames only
@@ -201,7 +222,7 @@ def _report(result: Any, reference: Any, report_dir: Path) -> int:
         print(f"{len(result.trades)} trades, {len(result.decisions)} decisions written to {report_dir}")
         return 0
     baselines = {reference.strategy: reference} if reference is not None else None
-    summary = write_report(result, report_dir, baselines=baselines)
+    summary = write_report(result, report_dir, baselines=baselines, window=window)
     print_summary(summary)
     print(f"report: {report_dir / 'report.html'}")
     return 0
