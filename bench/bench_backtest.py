@@ -16,7 +16,7 @@ candles end before a span does, the series is tiled: the real candles repeated e
 copy's prices rescaled so that it opens at the previous copy's last close, its times continuing
 (market behaviour does not change what a span holds in memory: candles, features, votes, results).
 
-The default span is 30 days (8,640 candles), not a year: the full pipeline runs about two thousand
+The default span is 30 days (8,640 candles), not a year: the full pipeline runs about three thousand
 candles per second here and the EMA reference under a thousand, so a year (105,000 candles) takes a
 few minutes in all; ``make bench`` runs ``--days 365 --memory-days 365`` (one year against three).
 """
