@@ -107,6 +107,11 @@ class Strategy(Protocol):
         ...
 
 
+def strategy_name(strategy: Strategy | None) -> str:
+    """The name a run goes by: its reference strategy's, else ``ensemble``."""
+    return strategy.name if strategy is not None else "ensemble"
+
+
 @dataclass
 class RunOptions:
     """How one run is done."""
@@ -288,8 +293,7 @@ class Run:
         total = h.stop - h.first
         self.columns = Columns(total, self._model_ids())
         log = self.options.log
-        name = self.strategy.name if self.strategy is not None else "ensemble"
-        with log.run(name, self.clock.now_ms) if log is not None else nullcontext():
+        with log.run(strategy_name(self.strategy), self.clock.now_ms) if log is not None else nullcontext():
             started = time.perf_counter()
             self._account = await self._fetch_account()
             for n, i in enumerate(range(h.first, h.stop)):
@@ -588,7 +592,7 @@ class Run:
             equity=equity,
             trades=trades,
             decisions=decisions,
-            strategy=self.strategy.name if self.strategy is not None else "ensemble",
+            strategy=strategy_name(self.strategy),
             stage_us=stage_us,
             meta={
                 "candles": candles_n,
@@ -791,8 +795,7 @@ async def run_backtest(
 ) -> BacktestResult:
     """Compose, run and close one backtest."""
     log = options.log if options is not None else None
-    name = strategy.name if strategy is not None else "ensemble"
-    with log.run(name) if log is not None else nullcontext():
+    with log.run(strategy_name(strategy)) if log is not None else nullcontext():
         run = await compose(
             config, history, votes=votes, strategy=strategy, http_models=http_models, options=options
         )

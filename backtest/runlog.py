@@ -65,7 +65,7 @@ class RunLog:
 
     def __init__(self, path: Path, level: int | str = logging.INFO) -> None:
         self.path = path
-        self.level = logging.getLevelName(level) if isinstance(level, str) else level
+        self.level = level
         self._stamp = _Stamp()
         self._count = _Count()
         self._file: logging.FileHandler | None = None
