@@ -101,21 +101,37 @@ class _Series:
         if len(self.open_time) > 1 and np.any(np.diff(self.open_time) <= 0):
             raise ValueError("candle open times are not strictly increasing")
         self.step = step_ms
+        # without gaps, a candle's index is arithmetic on its open time (the matching engine asks
+        # several times per candle and per order, and a scalar search costs microseconds)
+        n = len(self.open_time)
+        self._first = int(self.open_time[0]) if n else 0
+        self._last = n - 1
+        self._gapless = n > 0 and int(self.open_time[-1]) - self._first == (n - 1) * step_ms
+        self._points: tuple[int, tuple[tuple[int, int, int, int], tuple[float, float, float, float]]] | None
+        self._points = None
 
     def __len__(self) -> int:
         return len(self.open_time)
 
     def index(self, ts: int) -> int:
         """Index of the candle containing ``ts`` (-1 before the first; may be a gap's prior candle)."""
+        if self._gapless:
+            if ts < self._first:
+                return -1
+            return min(int((ts - self._first) // self.step), self._last)
         return int(np.searchsorted(self.open_time, ts, side="right")) - 1
 
     def points(self, i: int) -> tuple[tuple[int, int, int, int], tuple[float, float, float, float]]:
-        """The four path points of candle ``i`` (times, prices)."""
+        """The four path points of candle ``i`` (times, prices); the last candle's are kept."""
+        cached = self._points
+        if cached is not None and cached[0] == i:
+            return cached[1]
         t0 = int(self.open_time[i])
         third = self.step // 3
         o, h, lo, c = float(self.open[i]), float(self.high[i]), float(self.low[i]), float(self.close[i])
         times = (t0, t0 + third, t0 + 2 * third, t0 + self.step)
         prices = (o, lo, h, c) if c >= o else (o, h, lo, c)
+        self._points = (i, (times, prices))
         return times, prices
 
 

@@ -42,6 +42,27 @@ def test_no_price_before_data_and_flat_after(feed: ReplayFeed) -> None:
     assert feed.price_at("BTCUSDT", feed.end_ms("BTCUSDT") + 10 * STEP) == last.close
 
 
+@pytest.mark.parametrize("gap", [False, True])
+def test_candle_index_and_prices_with_and_without_gaps(gap: bool) -> None:
+    """The candle containing a time, found by arithmetic on a gap-free series and by search on one
+    with a gap, is the one a search over the open times finds; prices in a gap stay at the last
+    close."""
+    frame = candles("BTCUSDT", T0, 1)
+    if gap:
+        frame = frame.drop(index=range(100, 112)).reset_index(drop=True)
+    one = ReplayFeed({"BTCUSDT": frame})
+    series = one._series["BTCUSDT"]
+    assert series._gapless is not gap
+    ot = frame["open_time"].to_numpy(np.int64)
+    probes = [T0 - STEP, T0 - 1, T0, T0 + 1, int(ot[-1]) + STEP + 7, int(ot[-1]) + 10 * STEP]
+    probes += [int(t) + d for t in ot[95:120] for d in (0, 1, STEP // 3, STEP - 1)]
+    for ts in probes:
+        assert series.index(ts) == int(np.searchsorted(ot, ts, side="right")) - 1, ts
+    if gap:  # the 12 missing candles: flat at the close of the candle before them
+        before = frame.iloc[99]
+        assert one.price_at("BTCUSDT", int(before.open_time) + 3 * STEP) == before.close
+
+
 def test_klines_closed_rows_match_the_data(feed: ReplayFeed) -> None:
     frame = candles("BTCUSDT", T0, 2)
     now = T0 + DAY
