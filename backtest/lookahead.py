@@ -21,7 +21,7 @@ names the feature or column, the first candle time it differs at and the largest
 difference (a value against a NaN counts as a difference of ``inf``).
 
 Cost: every cut re-runs the backtest from the span's start to the cut, so the decision check
-costs about ``cuts / 2`` full runs (the backtest runs a few hundred candles/s).  The feature
+costs about ``cuts / 2`` full runs (the backtest runs about 2,000-2,800 candles/s).  The feature
 check alone (``decisions=False``) costs a feature computation per cut (milliseconds).
 """
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import pickle
 import statistics
 import subprocess
@@ -42,6 +43,8 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+# backtesting.py's progress bar would write over the figures (tqdm reads this when imported)
+os.environ.setdefault("TQDM_DISABLE", "1")
 
 from backtest import settings
 from backtest.data import history_of, load_candles, load_funding_frame
