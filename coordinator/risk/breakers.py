@@ -30,6 +30,23 @@ from xylen.config.schema import RiskConfig
 MAX_EXPONENT = 20
 
 
+def readable_ms(ms: int) -> str:
+    """A pause as an operator reads it: its two largest units (``15m``, ``2h 30m``, ``170d 16h``,
+    ``45s``); below a second, milliseconds."""
+    if ms < 1000:
+        return f"{ms}ms"
+    parts: list[str] = []
+    rest = ms // 1000
+    for unit, size in (("d", 86_400), ("h", 3_600), ("m", 60), ("s", 1)):
+        count, rest = divmod(rest, size)
+        if count or parts:
+            parts.append(f"{count}{unit}")
+    kept = parts[:2]
+    while len(kept) > 1 and kept[-1].startswith("0"):
+        kept.pop()
+    return " ".join(kept)
+
+
 class BreakerKind(str, Enum):
     """The four breakers (values are the names stored in SQLite and shown by the CLI)."""
 

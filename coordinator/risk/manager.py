@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Protocol
 
-from coordinator.risk.breakers import BreakerParams, Trip
+from coordinator.risk.breakers import BreakerParams, Trip, readable_ms
 from coordinator.risk.checks import (
     MINUTE_MS,
     AccountView,
@@ -418,12 +418,9 @@ class RiskManager:
 
     def _record(self, trip: Trip | None) -> None:
         if trip is not None:
-            self.state.event(
-                trip.at_ms, f"breaker:{trip.kind.value}", f"{trip.detail}; pause {trip.cooldown_ms} ms"
-            )
-            logger.warning(
-                "risk: breaker %s tripped (%s), pause %d ms", trip.kind.value, trip.detail, trip.cooldown_ms
-            )
+            pause = f"pause {trip.cooldown_ms} ms ({readable_ms(trip.cooldown_ms)})"
+            self.state.event(trip.at_ms, f"breaker:{trip.kind.value}", f"{trip.detail}; {pause}")
+            logger.warning("risk: breaker %s tripped (%s), %s", trip.kind.value, trip.detail, pause)
 
     def _commit(self, now_ms: int) -> None:
         self.state.updated_ms = max(self.state.updated_ms, now_ms)

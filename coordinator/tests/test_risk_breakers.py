@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import logging
+from pathlib import Path
+
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from coordinator.risk import BreakerKind, BreakerParams, Breakers, BreakerState, Reason, cooldown_ms
+from coordinator.risk.breakers import readable_ms
+from coordinator.risk.state import RiskStore
+from coordinator.storage.db import init_db
 from coordinator.tests.risk_support import NOW, SYMBOL, D, account, manager, market, proposal
 
 BASE = 60_000
@@ -102,3 +109,32 @@ def test_tripped_breaker_blocks_entries_until_its_cooldown_ends() -> None:
     held = account(positions=((SYMBOL, "1", "100"),))
     close = proposal(None, side=proposal().side.SELL, reduce_only=True)
     assert m.validate(close, held, market(now=end + 2_000), end + 2_000).approved
+
+
+@pytest.mark.parametrize(
+    ("ms", "text"),
+    [
+        (250, "250ms"),
+        (45_000, "45s"),
+        (900_000, "15m"),
+        (3_600_000, "1h"),
+        (9_000_000, "2h 30m"),
+        (14_745_600_000, "170d 16h"),  # base 15 min at the exponent's cap
+    ],
+)
+def test_a_pause_reads_in_its_two_largest_units(ms: int, text: str) -> None:
+    assert readable_ms(ms) == text
+
+
+def test_a_trip_is_logged_and_recorded_with_its_pause_readable(
+    caplog: pytest.LogCaptureFixture, tmp_path: Path
+) -> None:
+    store = RiskStore(init_db(tmp_path / "xylen.db"))
+    m = manager(store, breaker_base_cooldown_seconds=900.0)
+    with caplog.at_level(logging.WARNING, logger="coordinator.risk.manager"):
+        for i in range(5):
+            m.on_exchange_error(NOW + i)
+    assert "risk: breaker error_burst tripped (" in caplog.text
+    assert caplog.text.rstrip().endswith("pause 900000 ms (15m)")
+    kinds = {kind: detail for _at, kind, detail, _actor in store.events()}
+    assert kinds["breaker:error_burst"].endswith("; pause 900000 ms (15m)")
