@@ -5,8 +5,8 @@ library function); the command runs the ensemble over them and the EMA 9/21 refe
 and writes the report.  Checked: exit status 0, every report file (report.html embedding its PNGs,
 summary.json, trades.parquet/.csv, decisions.parquet), the same summary.json byte for byte on a
 second run, the reference strategy alone with its log in the report folder and a chosen window for
-the price plot, and exit status 2 with a message naming the problem for bad arguments and a bad
-config.
+the price plot, a config of two symbols running its first and saying so, and exit status 2 with a
+message naming the problem for bad arguments and a bad config.
 """
 
 from __future__ import annotations
@@ -137,6 +137,27 @@ def test_the_reference_strategy_alone(tmp_path: Path) -> None:
     assert warnings > 0  # two days of 5m crossovers trip the consecutive-losses breaker
     assert f"log: {tmp_path / 'backtest.log'} ({warnings} warnings, {errors} errors)" in done.stdout
     assert "coordinator." not in done.stderr and "paper_exchange." not in done.stderr
+
+
+def test_a_config_of_several_symbols_runs_its_first_and_says_so(tmp_path: Path) -> None:
+    data = settings.default_config_data(SYMBOL)
+    data["market"]["symbols"] = [SYMBOL, "ETHUSDT"]
+    config = tmp_path / "two.yaml"
+    config.write_text(yaml.safe_dump(data))
+    done = xylen(
+        "backtest", "--from", "2024-03-05", "--to", "2024-03-06", "--strategy", "ema_cross",
+        "--config", str(config), "--report", str(tmp_path / "r"),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "note: the config trades BTCUSDT, ETHUSDT; this run backtests BTCUSDT alone" in done.stdout
+    assert json.loads((tmp_path / "r" / "summary.json").read_text())["symbol"] == SYMBOL
+    chosen = xylen(
+        "backtest", "--from", "2024-03-05", "--to", "2024-03-06", "--strategy", "ema_cross",
+        "--config", str(config), "--symbol", "ETHUSDT", "--report", str(tmp_path / "e"),
+    )  # fmt: skip
+    assert chosen.returncode == 0, chosen.stderr[-3000:]
+    assert "note:" not in chosen.stdout
+    assert json.loads((tmp_path / "e" / "summary.json").read_text())["symbol"] == "ETHUSDT"
 
 
 @pytest.mark.parametrize(

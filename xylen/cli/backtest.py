@@ -104,6 +104,22 @@ def plot_window(values: list[str] | None, start: int, end: int) -> tuple[int, in
     return lo, hi
 
 
+def chosen_symbol(flag: str | None, symbols: list[str]) -> tuple[str, str | None]:
+    """The symbol a run backtests (``--symbol``, else the config's first) and, when the config lists
+    others that ``--symbol`` did not choose between, a note saying that they are left out: a run
+    backtests one symbol on its own account, while a coordinator trading several shares its account,
+    risk limits and ensemble between them."""
+    if flag is not None:
+        return flag, None
+    if len(symbols) == 1:
+        return symbols[0], None
+    others = ", ".join(symbols[1:])
+    return symbols[0], (
+        f"note: the config trades {', '.join(symbols)}; this run backtests {symbols[0]} alone"
+        f" (not {others}: one symbol per run, on its own account; --symbol picks another)"
+    )
+
+
 def run(args: argparse.Namespace) -> int:
     """Parse, compose, run, report (module docstring)."""
     from backtest import settings
@@ -125,7 +141,9 @@ def run(args: argparse.Namespace) -> int:
     if args.fidelity == "http" and args.config is None:
         raise UsageError("--fidelity http needs --config with the model servers to ask")
     config = settings.load(args.config, args.symbol or "BTCUSDT")
-    symbol = args.symbol or config.market.symbols[0]
+    symbol, note = chosen_symbol(args.symbol, config.market.symbols)
+    if note:
+        print(note)
     config = settings.with_symbol(config, symbol)
     dirs = [Path(p.strip()) for p in args.models.split(",")] if args.models else []
     for d in dirs:
