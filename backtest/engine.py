@@ -16,7 +16,8 @@ the decision):
 4. votes: the models' fan-out (precomputed, :mod:`backtest.votes`, or over HTTP in the fidelity
    mode);
 5. decide and act: :meth:`Heartbeat._decide_and_act`, the live heartbeat's own step (ensemble,
-   position check, risk, entry with its bracket, journal);
+   position check, risk, entry with its bracket, journal), with the venue's and the coordinator's
+   clocks ``trading.latency_ms`` after the close: the orders it sends arrive and are stamped then;
 6. the risk manager's quorum and equity, the equity row.
 
 Skipping idle candles (``skip_idle``): when nothing is open or resting, step 2 cannot do anything
@@ -224,6 +225,7 @@ class Run:
     stage_s: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
     columns: Columns = field(default_factory=lambda: Columns(0, []))  # set by :meth:`run`
     entry_info: dict[str, tuple[str, str]] = field(default_factory=dict)  # intent -> (style, versions)
+    latency_ms: int = 0  # the config's: a decision's orders reach the venue this long after the close
     _busy: bool = False
     _venue_events: int = 0  # user-data events of the account so far (:meth:`on_venue_event`)
     _events_at_pass: int = -1  # ... when the last full order pass ended
@@ -322,15 +324,18 @@ class Run:
         now = int(ot[i]) + step
         self.clock.set(now)
         # The venue at the candle's last millisecond for the order stage, so the account the
-        # decision sees is marked at this candle's close; then at the next candle's open, where the
-        # orders the decision places arrive (the venue never shows the decision a later price).
+        # decision sees is marked at this candle's close; then at the next candle's open plus the
+        # config's latency, where the orders the decision places arrive, stamped by the coordinator's
+        # clock (the venue never shows the decision a later price).
         self.service.clock.step_to(now - 1)
         with self._timed("orders"):
             if not self.options.skip_idle:
                 await self._orders_and_settlement()
             elif self._busy:
                 await self._busy_candle()
-        self.service.clock.step_to(now)
+        if self.latency_ms:
+            self.clock.set(now + self.latency_ms)
+        self.service.clock.step_to(now + self.latency_ms)
         account = self._account
         if account is None:
             raise RuntimeError("the order stage ran without reading the account")
@@ -587,7 +592,7 @@ class Run:
             start_ms=int(h.open_time[h.first]),
             end_ms=int(h.open_time[h.stop - 1]) + h.step_ms,
             initial_equity_usd=float(self.options.initial_equity),
-            costs=Costs(t.maker_fee_bps, t.taker_fee_bps, t.slippage_bps, t.entry),
+            costs=Costs(t.maker_fee_bps, t.taker_fee_bps, t.slippage_bps, t.entry, t.latency_ms),
             candles=span,
             equity=equity,
             trades=trades,
@@ -671,6 +676,17 @@ def _throwaway(conn: sqlite3.Connection) -> sqlite3.Connection:
     return conn
 
 
+def check_latency(config: XylenConfig, history: MarketHistory) -> None:
+    """``trading.latency_ms`` must end within the candle after the decision (the next decision's order
+    stage reads the venue at that candle's last millisecond)."""
+    latency = config.trading.latency_ms
+    if latency >= history.step_ms:
+        raise ValueError(
+            f"trading.latency_ms: {latency} ms does not end within a {history.interval} candle"
+            f" ({history.step_ms} ms): a decision's orders would arrive after the next decision"
+        )
+
+
 def venue_config(
     config: XylenConfig, db_path: Path, start_ms: int, history: MarketHistory, options: RunOptions
 ) -> ServiceConfig:
@@ -702,6 +718,7 @@ async def compose(
 ) -> Run:
     """Build one run the way :mod:`coordinator.app` builds a coordinator (module docstring)."""
     options = options or RunOptions()
+    check_latency(config, history)
     work = options.work_dir or Path(tempfile.mkdtemp(prefix="xylen-backtest-", dir=_scratch_root()))
     work.mkdir(parents=True, exist_ok=True)
     for name in ("venue.db", "xylen.db"):
@@ -778,7 +795,7 @@ async def _compose(
     scratch = None if options.work_dir is not None else work
     run = Run(
         config, history, votes, strategy, options, service, exchange, hb, clock, conn, http_models, scratch,
-        ensemble_store,
+        ensemble_store, latency_ms=config.trading.latency_ms,
     )  # fmt: skip
     service.engine.subscribe(run.on_venue_event)
     return run

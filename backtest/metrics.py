@@ -437,6 +437,7 @@ def summarize(
             "taker_fee_bps": result.costs.taker_fee_bps,
             "slippage_bps": result.costs.slippage_bps,
             "entry": result.costs.entry,
+            "latency_ms": result.costs.latency_ms,
         },
         "candles": len(result.candles),
         "decisions": len(result.decisions),

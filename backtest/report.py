@@ -243,7 +243,7 @@ def render_html(
         f"{data['decisions']:,} decisions · initial equity {data['initial_equity_usd']:,.2f} USDT · "
         f"entry {e(str(costs['entry']))}, maker {costs['maker_fee_bps']} bps, "
         f"taker {costs['taker_fee_bps']} bps, "
-        f"slippage {costs['slippage_bps']} bps</p>",
+        f"slippage {costs['slippage_bps']} bps, latency {costs['latency_ms']} ms</p>",
         _clock(clock),
         "</header><main>",
         "<h2>Figures</h2>",

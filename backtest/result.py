@@ -49,6 +49,7 @@ class Costs:
     taker_fee_bps: float
     slippage_bps: float
     entry: str  # the config's entry style: market, maker, maker_preferred
+    latency_ms: int = 0  # from a candle's close until the decision's orders reach the venue
 
 
 @dataclass

@@ -191,3 +191,15 @@ def test_a_bad_config_exits_2_naming_the_key(tmp_path: Path, capsys: pytest.Capt
     bad.write_text(yaml.safe_dump(data))
     assert main(["backtest", *SPAN, "--config", str(bad), "--report", str(tmp_path / "r")]) == 2
     assert "max_leverage_typo" in capsys.readouterr().err
+
+
+def test_a_latency_beyond_the_candle_exits_2_naming_the_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = settings.default_config_data(SYMBOL)
+    data["trading"] = {"latency_ms": 60_000}
+    slow = tmp_path / "slow.yaml"
+    slow.write_text(yaml.safe_dump(data))
+    args = ["backtest", *SPAN, "--interval", "1m", "--config", str(slow), "--report", str(tmp_path / "r")]
+    assert main(args) == 2
+    assert "trading.latency_ms: 60000 ms does not end within a 1m candle" in capsys.readouterr().err

@@ -1,5 +1,6 @@
 """The backtest engine on the shipped BTCUSDT 5m candles: determinism, idle-candle skipping changes
-nothing, no look-ahead, funding from the shipped funding data.
+nothing, no look-ahead, funding from the shipped funding data, orders arriving after the configured
+latency.
 
 Two small LightGBM models are trained once for the module on the candles before the span (the
 engine's own training helper), and the coordinator's cost model is zero with no minimum edge (as
@@ -218,3 +219,33 @@ def test_funding_from_the_shipped_rates(history: MarketHistory) -> None:
     # which is no closed trade) holds exactly the closed trades' funding
     before_end = result.equity[result.equity["ts"] < result.end_ms - 1]
     assert before_end["funding_usd"].iloc[-1] == pytest.approx(trades["funding_usd"].sum(), abs=1e-9)
+
+
+def test_orders_reach_the_venue_after_the_configured_latency(history: MarketHistory) -> None:
+    """With ``trading.latency_ms`` the decision's market orders fill that long after the candle's
+    close, at the path's price then; without it, at the next candle's open."""
+    from paper_exchange.feed import ReplayFeed
+
+    feed = ReplayFeed({SYMBOL: history.candles})
+    signals = cross_signals(history.candles["close"].to_numpy())
+    signals[: history.first + 1] = 0
+    step = history.step_ms
+    entries = {}
+    for latency in (0, 20_000):
+        data = settings.default_config_data(SYMBOL)
+        data["trading"] = {"slippage_bps": 0.0, "latency_ms": latency}
+        result = asyncio.run(
+            run_backtest(parse_config(data), history, strategy=EmaCross(signals.copy(), Decimal("0.01")))
+        )
+        assert result.costs.latency_ms == latency
+        trades = result.trades
+        assert len(trades) >= 5
+        for entry_ms, price in zip(trades["entry_ms"].astype(int), trades["entry_price"], strict=True):
+            assert entry_ms % step == latency, "filled at a candle's open plus the latency"
+            expected = feed.price_at(SYMBOL, entry_ms)
+            assert expected is not None and price == pytest.approx(expected, abs=0.1)  # the tick
+        entries[latency] = trades
+    # the same crossovers, each filled later and (on a moving path) at another price
+    assert len(entries[0]) == len(entries[20_000])
+    assert (entries[20_000]["entry_ms"].to_numpy() - entries[0]["entry_ms"].to_numpy() == 20_000).all()
+    assert (entries[20_000]["entry_price"].to_numpy() != entries[0]["entry_price"].to_numpy()).any()

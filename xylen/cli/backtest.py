@@ -125,6 +125,7 @@ def run(args: argparse.Namespace) -> int:
     from backtest import settings
     from backtest.data import load_candles, load_funding_frame
     from backtest.runlog import RunLog
+    from xylen.data.schema import interval_ms
 
     start = parse_day(args.start, "--from")
     end = parse_day(args.end, "--to")
@@ -145,6 +146,12 @@ def run(args: argparse.Namespace) -> int:
     if note:
         print(note)
     config = settings.with_symbol(config, symbol)
+    step = interval_ms(args.interval)
+    if config.trading.latency_ms >= step:
+        raise UsageError(
+            f"trading.latency_ms: {config.trading.latency_ms} ms does not end within a {args.interval}"
+            f" candle ({step} ms): a decision's orders would arrive after the next decision"
+        )
     dirs = [Path(p.strip()) for p in args.models.split(",")] if args.models else []
     for d in dirs:
         if not d.is_dir():

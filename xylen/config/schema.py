@@ -256,6 +256,7 @@ class TradingConfig(Section):
     taker_fee_bps: Bps = 5.0
     maker_fee_bps: float = Field(2.0, ge=-10, le=1000)
     slippage_bps: Bps = 1.0
+    latency_ms: int = Field(0, ge=0, le=60_000)
     stop_atr_multiple: PositiveFloat = 1.5
     take_profit_atr_multiple: PositiveFloat = 2.0
 
