@@ -91,6 +91,10 @@ from xylen.config.schema import XylenConfig
 logger = logging.getLogger(__name__)
 
 STAGES = ("votes", "ensemble", "risk", "orders", "settlement", "journal")
+YIELD_EVERY = 64
+"""The loop hands control to the event loop every this many candles: a run's own awaits never
+suspend (its venue is in-process), so without it a cancellation (Ctrl-C under ``asyncio.run``)
+would wait for the end of the span."""
 BPS = Decimal(10_000)
 
 
@@ -300,6 +304,8 @@ class Run:
             self._account = await self._fetch_account()
             for n, i in enumerate(range(h.first, h.stop)):
                 await self._candle(i)
+                if n % YIELD_EVERY == YIELD_EVERY - 1:
+                    await asyncio.sleep(0)
                 if self.options.progress is not None and (n % 500 == 0 or n == total - 1):
                     self.options.progress(n + 1, total)
             await self._candle_end(h.stop)

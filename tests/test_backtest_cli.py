@@ -5,8 +5,9 @@ library function); the command runs the ensemble over them and the EMA 9/21 refe
 and writes the report.  Checked: exit status 0, every report file (report.html embedding its PNGs,
 summary.json, trades.parquet/.csv, decisions.parquet), the same summary.json byte for byte on a
 second run, the reference strategy alone with its log in the report folder and a chosen window for
-the price plot, a config of two symbols running its first and saying so, and exit status 2 with a
-message naming the problem for bad arguments and a bad config.
+the price plot, a config of two symbols running its first and saying so, exit status 2 with a
+message naming the problem for bad arguments and a bad config, and Ctrl-C stopping at once without
+leaving scratch folders.
 """
 
 from __future__ import annotations
@@ -14,8 +15,11 @@ from __future__ import annotations
 import base64
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
@@ -203,3 +207,70 @@ def test_a_latency_beyond_the_candle_exits_2_naming_the_key(
     args = ["backtest", *SPAN, "--interval", "1m", "--config", str(slow), "--report", str(tmp_path / "r")]
     assert main(args) == 2
     assert "trading.latency_ms: 60000 ms does not end within a 1m candle" in capsys.readouterr().err
+
+
+def _wait_for(found: Callable[[], Path | None], proc: subprocess.Popen[str], what: str) -> Path:
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        path = found()
+        if path is not None:
+            return path
+        if proc.poll() is not None:
+            raise AssertionError(f"the command ended before {what}: {proc.communicate()}")
+        time.sleep(0.05)
+    raise AssertionError(f"no {what} within 300 s")
+
+
+def _run_database(pid: int) -> Path | None:
+    """The run's scratch database the process holds open (Linux: its file descriptors)."""
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = Path(os.readlink(fd))
+        except OSError:
+            continue
+        if target.name == "xylen.db" and target.parent.name.startswith("xylen-backtest-"):
+            return target
+    return None
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="reads the process's open files in /proc")
+@pytest.mark.parametrize("phase", ["training", "candles"])
+def test_ctrl_c_stops_at_once_and_leaves_no_scratch(phase: str, tmp_path: Path) -> None:
+    """Ctrl-C while the models train or while the candles run: exit 130 within seconds (not at the
+    end of the phase), the run's scratch databases and the trained models' folder removed, no report
+    written."""
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    report = tmp_path / "r"
+    # each phase alone takes half a minute or more: walk-forward models every week of the quarter,
+    # the reference's 26,000 candles
+    args = ["backtest", "--from", "2024-01-01", "--to", "2024-04-01", "--report", str(report)]
+    if phase == "training":
+        args += ["--walk-forward", "--retrain-every", "7d"]
+    else:
+        args += ["--strategy", "ema_cross"]
+    # SIGINT as a terminal sends it, whatever the test runner's own disposition
+    launcher = (
+        "import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler);"
+        "from xylen.cli.main import main; sys.exit(main(sys.argv[1:]))"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TMPDIR": str(scratch)}
+    with subprocess.Popen(
+        [sys.executable, "-c", launcher, "--log-level", "WARNING", *args],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env,
+    ) as proc:  # fmt: skip
+        if phase == "training":
+            held = _wait_for(lambda: next(scratch.glob("xylen-backtest-models-*/*"), None), proc, "a model")
+        else:
+            held = _wait_for(lambda: _run_database(proc.pid), proc, "the run's database")
+        proc.send_signal(signal.SIGINT)
+        try:
+            _out, err = proc.communicate(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise AssertionError("still running 15 s after Ctrl-C") from None
+    assert proc.returncode == 130, err[-3000:]
+    assert "xylen: interrupted" in err
+    assert not held.exists() and not held.parent.exists()
+    assert list(scratch.iterdir()) == []
+    assert not (report / "report.html").exists()

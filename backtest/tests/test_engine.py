@@ -249,3 +249,37 @@ def test_orders_reach_the_venue_after_the_configured_latency(history: MarketHist
     assert len(entries[0]) == len(entries[20_000])
     assert (entries[20_000]["entry_ms"].to_numpy() - entries[0]["entry_ms"].to_numpy() == 20_000).all()
     assert (entries[20_000]["entry_price"].to_numpy() != entries[0]["entry_price"].to_numpy()).any()
+
+
+def test_a_cancelled_run_stops_within_a_few_candles_and_leaves_no_scratch(
+    history: MarketHistory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run's awaits never suspend (its venue is in-process), so the loop yields every
+    ``YIELD_EVERY`` candles: a cancellation (what ``asyncio.run`` makes of Ctrl-C) stops it there,
+    and closing the run removes its scratch databases."""
+    from backtest import engine
+
+    monkeypatch.setattr(engine, "_scratch_root", lambda: str(tmp_path))
+    signals = cross_signals(history.candles["close"].to_numpy())
+    seen: list[int] = []
+
+    async def cancel_early() -> None:
+        task: asyncio.Task[BacktestResult] | None = None
+
+        def progress(done: int, total: int) -> None:
+            seen.append(done)
+            if task is not None:  # at the first candle
+                task.cancel()
+
+        options = RunOptions(progress=progress)
+        strategy = EmaCross(signals, Decimal("0.01"))
+        task = asyncio.create_task(
+            run_backtest(settings.load(None, SYMBOL), history, strategy=strategy, options=options)
+        )
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(cancel_early())
+    # the loop reports its first candle and its last: only the first came
+    assert history.stop - history.first > engine.YIELD_EVERY and seen == [1]
+    assert list(tmp_path.glob("xylen-backtest-*")) == []

@@ -3,7 +3,8 @@
 Runs :mod:`backtest.engine` for the span ``--from``..``--to`` on one symbol: the strategy asked for
 (the ensemble over the models, or the EMA 9/21 reference), then, for the ensemble, the EMA reference
 with the same costs beside it; writes the report (:func:`backtest.report.write_report`) into
-``--report DIR`` and prints its summary table.  Bad arguments or config: exit 2 with the reason.
+``--report DIR`` and prints its summary table.  Bad arguments or config: exit 2 with the reason;
+Ctrl-C: exit 130 at once, the scratch folders removed (:func:`interrupt_at_once`).
 """
 
 from __future__ import annotations
@@ -12,9 +13,14 @@ import argparse
 import asyncio
 import re
 import shutil
+import signal
 import tempfile
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from decimal import Decimal
 from pathlib import Path
+from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from xylen.cli.span_args import add_span_arguments
@@ -104,6 +110,26 @@ def plot_window(values: list[str] | None, start: int, end: int) -> tuple[int, in
     return lo, hi
 
 
+def _interrupt(_signum: int, _frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+@contextmanager
+def interrupt_at_once() -> Iterator[None]:
+    """Ctrl-C raises ``KeyboardInterrupt`` wherever the command is (training the models, the candle
+    loop), so the ``finally`` blocks remove the run's scratch folders and the command exits 130 at
+    once.  ``asyncio.run`` would turn it into a cancellation of its task instead, delivered only at an
+    await that suspends, which model training never reaches."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, _interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def chosen_symbol(flag: str | None, symbols: list[str]) -> tuple[str, str | None]:
     """The symbol a run backtests (``--symbol``, else the config's first) and, when the config lists
     others that ``--symbol`` did not choose between, a note saying that they are left out: a run
@@ -161,7 +187,7 @@ def run(args: argparse.Namespace) -> int:
     # the runs' records go to the report folder, stamped with market time: on the terminal the
     # order path's routine messages would bury the progress bar (backtest.runlog)
     log = RunLog(args.report / "backtest.log", args.log_level or "INFO")
-    with log:
+    with log, interrupt_at_once():
         status = asyncio.run(
             _run(args, config, candles, funding, start, end, retrain_ms, quantity, dirs, log, window)
         )
