@@ -1,5 +1,5 @@
-"""A backtest's log file: what the coordinator, the venue and the backtest log during a run, each line
-stamped with the run's market time.
+"""A backtest's log file: what the coordinator, the venue, the backtest and the training of its models
+log during a run, each line stamped with the run's market time.
 
 A backtest replays months in seconds, so the order path's routine messages (a maker entry abandoned
 at its deadline, a stop that would trigger at once, a breaker tripped) come by the hundred: on the
@@ -19,7 +19,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from types import TracebackType
 
-LOGGERS = ("coordinator", "paper_exchange", "backtest")
+LOGGERS = ("coordinator", "paper_exchange", "backtest", "model_server")
 FORMAT = "%(market_time)s %(run)-8s %(levelname)-7s %(name)s: %(message)s"
 
 

@@ -1,6 +1,6 @@
-"""The backtest's log file: records of the coordinator, the venue and the backtest go to the file,
-stamped with the run's name and market time, counted by level, and kept off the terminal; the
-loggers are restored when it closes."""
+"""The backtest's log file: records of the coordinator, the venue, the backtest and the training of its
+models go to the file, stamped with the run's name and market time, counted by level, and kept off
+the terminal; the loggers are restored when it closes."""
 
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ def test_records_go_to_the_file_with_market_time_and_not_to_the_terminal(tmp_pat
     try:
         with RunLog(tmp_path / "backtest.log", "INFO") as log:
             with log.run("ensemble"):
+                logging.getLogger("model_server.training.train").info("trained m-0")
                 venue.info("replay starts")
                 with log.run("ensemble", lambda: now[0]):
                     risk.warning("breaker tripped")
@@ -36,6 +37,7 @@ def test_records_go_to_the_file_with_market_time_and_not_to_the_terminal(tmp_pat
         logging.getLogger().removeHandler(root_handler)
     lines = (tmp_path / "backtest.log").read_text().splitlines()
     assert lines == [
+        "-                    ensemble INFO    model_server.training.train: trained m-0",
         "-                    ensemble INFO    paper_exchange.service: replay starts",
         "2024-03-05T00:00:00Z ensemble WARNING coordinator.risk.manager: breaker tripped",
         "2024-03-05T00:05:00Z ensemble ERROR   coordinator.risk.manager: stop would trigger at once",
@@ -43,7 +45,7 @@ def test_records_go_to_the_file_with_market_time_and_not_to_the_terminal(tmp_pat
     assert (log.warnings, log.errors) == (1, 1)
     assert log.summary() == f"log: {tmp_path / 'backtest.log'} (1 warnings, 1 errors)"
     shown = terminal.getvalue()
-    assert "breaker tripped" not in shown and "replay starts" not in shown
+    assert "breaker tripped" not in shown and "replay starts" not in shown and "trained m-0" not in shown
     assert "not a backtest logger" in shown and "after the log closed" in shown  # restored
     coordinator = logging.getLogger("coordinator")
     assert (coordinator.level, coordinator.propagate) == before

@@ -183,11 +183,11 @@ def run(args: argparse.Namespace) -> int:
         if not d.is_dir():
             raise UsageError(f"--models: {d} is not a model directory")
     candles, funding_dir = load_candles(symbol, args.interval, args.data)
-    funding = load_funding_frame(funding_dir, symbol)
     # the runs' records go to the report folder, stamped with market time: on the terminal the
     # order path's routine messages would bury the progress bar (backtest.runlog)
     log = RunLog(args.report / "backtest.log", args.log_level or "INFO")
     with log, interrupt_at_once():
+        funding = load_funding_frame(funding_dir, symbol)
         status = asyncio.run(
             _run(args, config, candles, funding, start, end, retrain_ms, quantity, dirs, log, window)
         )
