@@ -179,6 +179,8 @@ def test_a_config_of_several_symbols_runs_its_first_and_says_so(tmp_path: Path) 
         ((*SPAN, "--plot-window", "2024-03-06", "2024-03-05"), "--plot-window: FROM must be before TO"),
         ((*SPAN, "--plot-window", "2024-04-01", "2024-04-02"), "--plot-window: the window is outside"),
         ((*SPAN, "--plot-window", "today", "2024-03-06"), "--plot-window 'today'"),
+        ((*SPAN, "--interval", "1h"), "--interval 1h: feature set"),
+        ((*SPAN, "--interval", "5x"), "--interval 5x: unknown interval"),
     ],
 )
 def test_bad_arguments_exit_2_naming_the_problem(

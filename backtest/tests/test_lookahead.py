@@ -175,6 +175,7 @@ def test_command_exit_codes_and_report(
     assert main(["lookahead-analysis", *span, "--feature", "peek_features"]) == 2
     assert main(["lookahead-analysis", *span, "--feature", "peek_features:rsi_14"]) == 2  # the engine's name
     assert main(["lookahead-analysis", "--from", END, "--to", START]) == 2
+    assert main(["lookahead-analysis", *span, "--interval", "1h"]) == 2  # no base of the feature set
     sys.modules.pop("peek_features", None)
 
 

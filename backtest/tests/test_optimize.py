@@ -174,6 +174,7 @@ def test_bad_usage_exits_2(tmp_path: Path) -> None:
     assert not (tmp_path / "optimize" / "study.db").exists()  # refused before any study was made
     assert main([*base, "--seeds", "a,b"]) == 2
     assert main([*base, "--retrain-every", "soon"]) == 2
+    assert main([*base, "--interval", "1h"]) == 2  # the feature set's 15m timeframe is no multiple
     assert main([*base, "--models", str(tmp_path / "missing")]) == 2
     assert main(["--home", str(tmp_path), "optimize", "--from", "2024-03-06", "--to", DAY]) == 2
     # a model whose training labels reach --from would score in sample: refused

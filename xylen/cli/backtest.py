@@ -23,7 +23,7 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
-from xylen.cli.span_args import add_span_arguments
+from xylen.cli.span_args import add_span_arguments, base_interval_ms
 from xylen.errors import UsageError
 
 if TYPE_CHECKING:
@@ -151,7 +151,6 @@ def run(args: argparse.Namespace) -> int:
     from backtest import settings
     from backtest.data import load_candles, load_funding_frame
     from backtest.runlog import RunLog
-    from xylen.data.schema import interval_ms
 
     start = parse_day(args.start, "--from")
     end = parse_day(args.end, "--to")
@@ -172,7 +171,7 @@ def run(args: argparse.Namespace) -> int:
     if note:
         print(note)
     config = settings.with_symbol(config, symbol)
-    step = interval_ms(args.interval)
+    step = base_interval_ms(args.interval)
     if config.trading.latency_ms >= step:
         raise UsageError(
             f"trading.latency_ms: {config.trading.latency_ms} ms does not end within a {args.interval}"

@@ -23,7 +23,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from xylen.cli.span_args import add_span_arguments
+from xylen.cli.span_args import add_span_arguments, base_interval_ms
 from xylen.errors import UsageError
 
 
@@ -97,6 +97,7 @@ def run(args: argparse.Namespace) -> int:
     config = settings.load(args.config, args.symbol or "BTCUSDT")
     symbol = args.symbol or config.market.symbols[0]
     config = settings.with_symbol(config, symbol)
+    base_interval_ms(args.interval)
     candles, funding_dir = load_candles(symbol, args.interval, args.data)
     funding = load_funding_frame(funding_dir, symbol)
     loggers = [logging.getLogger(n) for n in ("coordinator", "paper_exchange", "backtest")]

@@ -21,7 +21,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from xylen.cli.span_args import add_span_arguments
+from xylen.cli.span_args import add_span_arguments, base_interval_ms
 from xylen.errors import UsageError
 
 OBJECTIVE_CHOICES = ("sharpe", "calmar", "profit_factor", "log_loss")
@@ -159,6 +159,7 @@ def run(args: argparse.Namespace) -> int:
     storage_url = args.storage or os.environ.get(STORAGE_ENV) or f"sqlite:///{(home / 'study.db').resolve()}"
     home.mkdir(parents=True, exist_ok=True)  # the votes cache and the report live here
     name = args.study or f"xylen-{symbol}-{args.objective}"
+    base_interval_ms(args.interval)
     candles, funding_dir = load_candles(symbol, args.interval, args.data)
     funding = load_funding_frame(funding_dir, symbol)
     study_settings = {

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from xylen.errors import UsageError
+
 
 def add_span_arguments(parser: argparse.ArgumentParser, start_example: str, end_example: str) -> None:
     """``--from``/``--to`` (the span), ``--config``, ``--symbol``, ``--interval`` and ``--data``."""
@@ -19,3 +21,17 @@ def add_span_arguments(parser: argparse.ArgumentParser, start_example: str, end_
         default=None,
         help="candle store folder or candle file (default: the shipped data)",
     )
+
+
+def base_interval_ms(interval: str) -> int:
+    """``--interval`` in milliseconds, checked: a Binance interval the feature set can be computed on
+    (its higher timeframes must be whole multiples of it); otherwise a usage error naming the flag."""
+    from xylen.data.schema import interval_ms
+    from xylen.features.spec import feature_specs
+
+    try:
+        step = interval_ms(interval)
+        feature_specs(interval)
+    except ValueError as exc:
+        raise UsageError(f"--interval {interval}: {exc}") from exc
+    return step
