@@ -1,10 +1,11 @@
 """The backtest's market data: candles, their features and the funding rates, from one source.
 
 Candles come from a candle store folder (``--data DIR``, laid out as ``<home>/candles``), a single
-candle file (a freqtrade feather or a Binance kline CSV, read by :mod:`xylen.data.importers`), or by
-default the shipped BTCUSDT/ETHUSDT 5m files of the shared data folder.  Funding rates come from the
-freqtrade ``*-8h-funding_rate.feather`` files next to the candles (the same files the paper exchange
-reads, :func:`paper_exchange.feed.load_funding`); a symbol without one pays the venue's default rate.
+candle file (a freqtrade feather or JSON file, or a binance.vision kline CSV or zip:
+:func:`read_candle_file`), or by default the shipped BTCUSDT/ETHUSDT 5m files of the shared data
+folder. Funding rates come from the freqtrade ``*-8h-funding_rate.feather`` files next to the
+candles (the same files the paper exchange reads, :func:`paper_exchange.feed.load_funding`); a
+symbol without one pays the venue's default rate.
 
 Features are the one feature engine's (:func:`xylen.features.compute_features`) over the whole
 loaded history at once.  Every indicator is causal (a row uses only its own candle and older ones),
@@ -24,7 +25,8 @@ import pandas as pd
 
 from paper_exchange.feed import load_funding
 from xylen.data import CandleStore
-from xylen.data.importers import read_freqtrade_feather
+from xylen.data.importers import read_freqtrade_feather, read_freqtrade_json
+from xylen.data.parse import read_kline_file
 from xylen.data.schema import interval_ms
 from xylen.errors import UsageError
 from xylen.features import compute_features
@@ -49,13 +51,26 @@ def load_candles(
             raise UsageError(f"no shipped {interval} candles for {symbol} ({path.name}); give --data DIR")
         return _clean(read_freqtrade_feather(path)), path.parent
     if data.is_file():
-        return _clean(read_freqtrade_feather(data)), data.parent
+        return _clean(read_candle_file(data)), data.parent
     store_root = data / "candles" if (data / "candles").is_dir() else data
     frame = CandleStore(store_root).read("um", symbol, interval)
     if frame is None or len(frame) == 0:
         raise UsageError(f"--data {data}: no um {symbol} {interval} candles there")
     funding = data / "funding" if (data / "funding").is_dir() else data
     return _clean(frame), funding
+
+
+def read_candle_file(path: Path) -> pd.DataFrame:
+    """One candle file: a freqtrade ``.feather`` or ``.json``, or a binance.vision kline ``.csv`` or
+    ``.zip`` (the formats ``xylen data import`` reads)."""
+    suffix = path.suffix.lower()
+    if suffix == ".feather":
+        return read_freqtrade_feather(path)
+    if suffix == ".json":
+        return read_freqtrade_json(path)
+    if suffix in (".csv", ".zip"):
+        return read_kline_file(path)
+    raise UsageError(f"--data {path}: unsupported candle file (expected .feather, .json, .csv or .zip)")
 
 
 def _clean(frame: pd.DataFrame) -> pd.DataFrame:

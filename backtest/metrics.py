@@ -41,7 +41,8 @@ import pandas as pd
 
 from backtest.result import MODEL_PREFIX, BacktestResult
 from model_server.training.evaluation import N_BOOT, ProbabilityReport, evaluate
-from xylen.data.schema import interval_ms
+from xylen.data.quality import check_candles
+from xylen.data.schema import interval_ms, normalize_candles
 
 DAY_MS: Final = 86_400_000
 YEAR_DAYS: Final = 365
@@ -417,6 +418,19 @@ def monthly_returns(result: BacktestResult) -> pd.Series:
     return (closes / previous - 1.0).astype(np.float64)
 
 
+def data_quality(result: BacktestResult, shown: int = 20) -> dict[str, Any]:
+    """The span's candles checked (:func:`xylen.data.quality.check_candles`): candles missing in gaps,
+    irregular open times, OHLC nonsense.  The run goes on over them (its features and outcomes run
+    across a gap), so the report says how many there were; ``lines``: the first ``shown`` issues."""
+    report = check_candles(normalize_candles(result.candles, result.interval), result.interval)
+    return {
+        "issues": len(report.issues),
+        "missing_candles": report.missing_candles,
+        "gaps": len(report.gaps),
+        "lines": report.lines()[:shown],
+    }
+
+
 def summarize(
     result: BacktestResult, baselines: dict[str, BacktestResult] | None = None, n_boot: int = N_BOOT
 ) -> dict[str, Any]:
@@ -440,6 +454,7 @@ def summarize(
             "latency_ms": result.costs.latency_ms,
         },
         "candles": len(result.candles),
+        "data_quality": data_quality(result),
         "decisions": len(result.decisions),
         "figures": performance(result),
         "baselines": {name: performance(other) for name, other in sorted(others.items())},

@@ -146,6 +146,13 @@ def print_summary(summary: Mapping[str, Any], console: Console | None = None) ->
     for key, label, show in FIGURES:
         figures.add_row(label, *(show(values.get(key)) for _, values in columns))
     console.print(figures)
+    issues = data.get("data_quality") or {}
+    if issues.get("issues"):
+        console.print(
+            f"note: the span's candles have {issues['issues']} issue(s), {issues['missing_candles']:,}"
+            f" candle(s) missing in {issues['gaps']} gap(s): the run went on over them (report.html"
+            " lists them)"
+        )
     quality = _quality_columns(data)
     if quality:
         table = Table(title="decision quality (vs the constant base rate)", title_style="bold red")
@@ -244,6 +251,7 @@ def render_html(
         f"entry {e(str(costs['entry']))}, maker {costs['maker_fee_bps']} bps, "
         f"taker {costs['taker_fee_bps']} bps, "
         f"slippage {costs['slippage_bps']} bps, latency {costs['latency_ms']} ms</p>",
+        _data_quality(data.get("data_quality")),
         _clock(clock),
         "</header><main>",
         "<h2>Figures</h2>",
@@ -308,6 +316,20 @@ def _clock(run: Mapping[str, Any]) -> str:
         return ""
     speed = f", {run['candles_per_s']:,.0f} candles/s" if run.get("candles_per_s") is not None else ""
     return f"<p>run in {run['elapsed_s']:,.1f} s{speed}</p>"
+
+
+def _data_quality(quality: Mapping[str, Any] | None) -> str:
+    """The span's data issues, when there are any (the run goes on over them)."""
+    if not quality or not quality["issues"]:
+        return ""
+    items = "".join(f"<li>{html.escape(line)}</li>" for line in quality["lines"])
+    more = quality["issues"] - len(quality["lines"])
+    tail = f"<li>... and {more} more</li>" if more > 0 else ""
+    return (
+        f"<p>Data: {quality['issues']} issue(s) in the span's candles, {quality['missing_candles']:,}"
+        f" candle(s) missing in {quality['gaps']} gap(s); the run went on over them.</p>"
+        f"<ul>{items}{tail}</ul>"
+    )
 
 
 def _day(ms: int) -> str:

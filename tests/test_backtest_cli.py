@@ -6,8 +6,8 @@ and writes the report.  Checked: exit status 0, every report file (report.html e
 summary.json, trades.parquet/.csv, decisions.parquet), the same summary.json byte for byte on a
 second run, the reference strategy alone with its log in the report folder and a chosen window for
 the price plot, a config of two symbols running its first and saying so, exit status 2 with a
-message naming the problem for bad arguments and a bad config, and Ctrl-C stopping at once without
-leaving scratch folders.
+message naming the problem for bad arguments and a bad config, a candle file with a gap reported as
+such, and Ctrl-C stopping at once without leaving scratch folders.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import pytest
 import yaml
 
 from backtest import settings
-from backtest.data import load_candles
+from backtest.data import load_candles, shipped_candle_file
 from backtest.votes import TrainSettings, train_dir
 from xylen.cli.main import main
 
@@ -162,6 +162,24 @@ def test_a_config_of_several_symbols_runs_its_first_and_says_so(tmp_path: Path) 
     assert chosen.returncode == 0, chosen.stderr[-3000:]
     assert "note:" not in chosen.stdout
     assert json.loads((tmp_path / "e" / "summary.json").read_text())["symbol"] == "ETHUSDT"
+
+
+def test_a_candle_file_with_a_gap_runs_and_the_report_says_so(tmp_path: Path) -> None:
+    shipped = pd.read_feather(shipped_candle_file(SYMBOL))
+    day = shipped["date"] >= pd.Timestamp("2024-03-05 06:00", tz="UTC")
+    hole = day & (shipped["date"] < pd.Timestamp("2024-03-05 08:30", tz="UTC"))  # 30 candles
+    data = tmp_path / "BTC_USDT_USDT-5m-futures.feather"
+    shipped[~hole].reset_index(drop=True).to_feather(data)
+    done = xylen(
+        "backtest", *SPAN, "--strategy", "ema_cross", "--data", str(data), "--report", str(tmp_path / "r"),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "note: the span's candles have 1 issue(s), 30 candle(s) missing in 1 gap(s)" in done.stdout
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert summary["data_quality"]["lines"] == [
+        "gap: 30 missing candle(s) from 2024-03-05 06:00 to 2024-03-05 08:25 UTC"
+    ]
+    assert "30 missing candle(s) from 2024-03-05 06:00" in (tmp_path / "r" / "report.html").read_text()
 
 
 @pytest.mark.parametrize(

@@ -284,3 +284,14 @@ def test_trades_by_model_version() -> None:
         "a=2,b=1": {"trades": 1, "pnl_usd": 4.0, "win_rate": 1.0, "expectancy_bps": 2.0},
     }
     assert metrics.by_model_version(trades.iloc[0:0]) == {}
+
+
+def test_data_quality_counts_the_span_s_missing_candles() -> None:
+    whole = _result([100.0 + k for k in range(10)])
+    assert metrics.data_quality(whole) == {"issues": 0, "missing_candles": 0, "gaps": 0, "lines": []}
+    holed = _result([100.0 + k for k in range(10)])
+    holed.candles = holed.candles.drop(index=[3, 4, 7]).reset_index(drop=True)
+    quality = metrics.data_quality(holed)
+    assert (quality["issues"], quality["missing_candles"], quality["gaps"]) == (2, 3, 2)
+    assert quality["lines"][0] == "gap: 2 missing candle(s) from 2024-01-04 00:00 to 2024-01-05 00:00 UTC"
+    assert metrics.summarize(holed, n_boot=10)["data_quality"] == quality
