@@ -675,6 +675,39 @@ def _scratch_root() -> str | None:
     return str(shm) if shm.is_dir() and os.access(shm, os.W_OK) else None
 
 
+SCRATCH_PREFIX = "xylen-backtest-"
+OWNER = "owner"
+"""The file in a run's scratch folder naming the process that made it."""
+
+
+def sweep_stale_scratch(root: Path) -> list[Path]:
+    """Remove the scratch folders under ``root`` whose owning process is gone (killed before it could
+    clean up: in ``/dev/shm`` they would hold their megabytes of memory until a reboot); returns
+    them.  A folder without an owner file, or whose owner still runs, is left alone."""
+    removed: list[Path] = []
+    for folder in root.glob(SCRATCH_PREFIX + "*"):
+        try:
+            pid = int((folder / OWNER).read_text().strip())
+        except (OSError, ValueError):
+            continue  # not one of ours, someone else's, or being set up
+        if pid == os.getpid() or _alive(pid):
+            continue
+        shutil.rmtree(folder, ignore_errors=True)
+        logger.info("removed %s, scratch of a run that ended without cleaning up (pid %d)", folder, pid)
+        removed.append(folder)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
 def _throwaway(conn: sqlite3.Connection) -> sqlite3.Connection:
     """``conn`` with no sync at all: a backtest's databases are thrown away at its end, so a crash
     loses nothing worth keeping, and the live settings' syncs would cost more than the pipeline."""
@@ -725,7 +758,13 @@ async def compose(
     """Build one run the way :mod:`coordinator.app` builds a coordinator (module docstring)."""
     options = options or RunOptions()
     check_latency(config, history)
-    work = options.work_dir or Path(tempfile.mkdtemp(prefix="xylen-backtest-", dir=_scratch_root()))
+    if options.work_dir is None:
+        root = _scratch_root()
+        sweep_stale_scratch(Path(root if root is not None else tempfile.gettempdir()))
+        work = Path(tempfile.mkdtemp(prefix=SCRATCH_PREFIX, dir=root))
+        (work / OWNER).write_text(f"{os.getpid()}\n")
+    else:
+        work = options.work_dir
     work.mkdir(parents=True, exist_ok=True)
     for name in ("venue.db", "xylen.db"):
         for suffix in ("", "-wal", "-shm"):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import os
 import random
 import sqlite3
 from decimal import Decimal
@@ -283,3 +284,35 @@ def test_a_cancelled_run_stops_within_a_few_candles_and_leaves_no_scratch(
     # the loop reports its first candle and its last: only the first came
     assert history.stop - history.first > engine.YIELD_EVERY and seen == [1]
     assert list(tmp_path.glob("xylen-backtest-*")) == []
+
+
+def test_a_killed_run_s_scratch_folder_is_swept_by_the_next_run(
+    history: MarketHistory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run killed before it cleaned up leaves its databases behind (in ``/dev/shm``: memory); the
+    next run removes the folders whose owner is gone, and only those."""
+    import subprocess
+    import sys
+
+    from backtest import engine
+
+    monkeypatch.setattr(engine, "_scratch_root", lambda: str(tmp_path))
+    gone = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True
+    )
+    dead_pid = int(gone.stdout)
+    killed = tmp_path / "xylen-backtest-killed"
+    killed.mkdir()
+    (killed / "owner").write_text(f"{dead_pid}\n")
+    (killed / "xylen.db").write_bytes(b"x" * 1000)
+    running = tmp_path / "xylen-backtest-running"  # a run in another live process (this one's parent)
+    running.mkdir()
+    (running / "owner").write_text(f"{os.getppid()}\n")
+    unowned = tmp_path / "xylen-backtest-unowned"  # no owner file: not ours to judge
+    unowned.mkdir()
+    signals = cross_signals(history.candles["close"].to_numpy())
+    strategy = EmaCross(signals, Decimal("0.01"))
+    result = asyncio.run(run_backtest(settings.load(None, SYMBOL), history, strategy=strategy))
+    assert len(result.trades) > 0
+    assert not killed.exists() and running.exists() and unowned.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["xylen-backtest-running", "xylen-backtest-unowned"]
