@@ -715,15 +715,16 @@ def _throwaway(conn: sqlite3.Connection) -> sqlite3.Connection:
     return conn
 
 
-def check_latency(config: XylenConfig, history: MarketHistory) -> None:
-    """``trading.latency_ms`` must end within the candle after the decision (the next decision's order
-    stage reads the venue at that candle's last millisecond)."""
-    latency = config.trading.latency_ms
-    if latency >= history.step_ms:
-        raise ValueError(
-            f"trading.latency_ms: {latency} ms does not end within a {history.interval} candle"
-            f" ({history.step_ms} ms): a decision's orders would arrive after the next decision"
-        )
+def latency_problem(latency_ms: int, interval: str, step_ms: int) -> str | None:
+    """Why ``trading.latency_ms`` cannot be run on ``interval`` candles, or None: it must end within
+    the candle after the decision (the next decision's order stage reads the venue at that candle's
+    last millisecond)."""
+    if latency_ms < step_ms:
+        return None
+    return (
+        f"trading.latency_ms: {latency_ms} ms does not end within a {interval} candle ({step_ms} ms):"
+        " a decision's orders would arrive after the next decision"
+    )
 
 
 def venue_config(
@@ -757,7 +758,9 @@ async def compose(
 ) -> Run:
     """Build one run the way :mod:`coordinator.app` builds a coordinator (module docstring)."""
     options = options or RunOptions()
-    check_latency(config, history)
+    problem = latency_problem(config.trading.latency_ms, history.interval, history.step_ms)
+    if problem is not None:
+        raise ValueError(problem)
     if options.work_dir is None:
         root = _scratch_root()
         sweep_stale_scratch(Path(root if root is not None else tempfile.gettempdir()))

@@ -150,6 +150,7 @@ def run(args: argparse.Namespace) -> int:
     """Parse, compose, run, report (module docstring)."""
     from backtest import settings
     from backtest.data import load_candles, load_funding_frame
+    from backtest.engine import latency_problem
     from backtest.runlog import RunLog
 
     start = parse_day(args.start, "--from")
@@ -171,12 +172,9 @@ def run(args: argparse.Namespace) -> int:
     if note:
         print(note)
     config = settings.with_symbol(config, symbol)
-    step = base_interval_ms(args.interval)
-    if config.trading.latency_ms >= step:
-        raise UsageError(
-            f"trading.latency_ms: {config.trading.latency_ms} ms does not end within a {args.interval}"
-            f" candle ({step} ms): a decision's orders would arrive after the next decision"
-        )
+    problem = latency_problem(config.trading.latency_ms, args.interval, base_interval_ms(args.interval))
+    if problem is not None:
+        raise UsageError(problem)
     dirs = [Path(p.strip()) for p in args.models.split(",")] if args.models else []
     for d in dirs:
         if not d.is_dir():
