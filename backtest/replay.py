@@ -85,7 +85,11 @@ def open_journal(path: Path) -> sqlite3.Connection:
     if not path.is_file():
         raise UsageError(f"--db {path}: no such file")
     conn = sqlite3.connect(f"file:{path.resolve()}?mode=ro", uri=True)
-    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    try:
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    except sqlite3.DatabaseError as exc:  # not SQLite at all, or a damaged file
+        conn.close()
+        raise UsageError(f"--db {path}: not a readable SQLite database ({exc})") from exc
     missing = {"snapshots", "model_predictions", "decisions", "outcomes"} - tables
     if missing:
         conn.close()

@@ -146,6 +146,10 @@ def test_bad_arguments_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     sqlite3.connect(empty).close()
     assert main(["replay", "--db", str(empty)]) == 2
     assert "not a coordinator database" in capsys.readouterr().err
+    garbage = tmp_path / "notes.db"
+    garbage.write_text("not a database at all\n" * 100)
+    assert main(["replay", "--db", str(garbage)]) == 2
+    assert "--db " + str(garbage) + ": not a readable SQLite database" in capsys.readouterr().err
     assert main(["replay", "--db", str(empty), "--from", "2024-02-01", "--to", "2024-01-01"]) == 2
     assert main(["replay", "--db", str(empty), "--from", "yesterday-ish"]) == 2
 
