@@ -208,6 +208,14 @@ def test_bad_arguments_exit_2_naming_the_problem(
     assert message in capsys.readouterr().err
 
 
+def test_a_report_path_that_is_a_file_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    taken = tmp_path / "out"
+    taken.write_text("someone's notes")
+    assert main(["backtest", *SPAN, "--strategy", "ema_cross", "--report", str(taken)]) == 2
+    assert f"--report {taken}: a file is there, not a folder" in capsys.readouterr().err
+    assert taken.read_text() == "someone's notes"
+
+
 def test_a_bad_config_exits_2_naming_the_key(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     data = settings.default_config_data(SYMBOL)
     data["risk"]["max_leverage_typo"] = 3

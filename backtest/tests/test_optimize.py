@@ -175,6 +175,9 @@ def test_bad_usage_exits_2(tmp_path: Path) -> None:
     assert main([*base, "--seeds", "a,b"]) == 2
     assert main([*base, "--retrain-every", "soon"]) == 2
     assert main([*base, "--interval", "1h"]) == 2  # the feature set's 15m timeframe is no multiple
+    taken = tmp_path / "taken"
+    taken.write_text("a file, not a folder")
+    assert main([*base, "--report", str(taken)]) == 2
     assert main([*base, "--models", str(tmp_path / "missing")]) == 2
     assert main(["--home", str(tmp_path), "optimize", "--from", "2024-03-06", "--to", DAY]) == 2
     # a model whose training labels reach --from would score in sample: refused

@@ -157,6 +157,8 @@ def run(args: argparse.Namespace) -> int:
     end = parse_day(args.end, "--to")
     if start >= end:
         raise UsageError("--from must be before --to")
+    if args.report.exists() and not args.report.is_dir():
+        raise UsageError(f"--report {args.report}: a file is there, not a folder")
     retrain_ms = parse_duration(args.retrain_every, "--retrain-every")
     window = plot_window(args.plot_window, start, end)
     try:

@@ -137,6 +137,8 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--from must be before --to")
     if args.trials < 0:
         raise UsageError(f"--trials {args.trials}: must be 0 or more")
+    if args.report is not None and args.report.exists() and not args.report.is_dir():
+        raise UsageError(f"--report {args.report}: a file is there, not a folder")
     if args.top < 1:
         raise UsageError(f"--top {args.top}: must be 1 or more")
     if not math.isfinite(args.holdout):
