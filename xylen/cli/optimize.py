@@ -146,6 +146,7 @@ def run(args: argparse.Namespace) -> int:
     if args.timeout is not None and not (math.isfinite(args.timeout) and args.timeout > 0):
         raise UsageError(f"--timeout {args.timeout}: must be a positive number of seconds")
     retrain_ms = parse_duration(args.retrain_every, "--retrain-every")
+    base_interval_ms(args.interval)
     seeds = _seeds(args.seeds)
     dirs = [Path(p.strip()) for p in args.models.split(",")] if args.models else []
     for d in dirs:
@@ -161,7 +162,6 @@ def run(args: argparse.Namespace) -> int:
     storage_url = args.storage or os.environ.get(STORAGE_ENV) or f"sqlite:///{(home / 'study.db').resolve()}"
     home.mkdir(parents=True, exist_ok=True)  # the votes cache and the report live here
     name = args.study or f"xylen-{symbol}-{args.objective}"
-    base_interval_ms(args.interval)
     candles, funding_dir = load_candles(symbol, args.interval, args.data)
     funding = load_funding_frame(funding_dir, symbol)
     study_settings = {
