@@ -87,6 +87,7 @@ from paper_exchange.engine.models import FUNDING_INTERVAL_MS
 from paper_exchange.feed import ReplayFeed
 from paper_exchange.service import PaperExchangeService, ServiceConfig
 from xylen.config.schema import XylenConfig
+from xylen.fileio import pid_alive
 
 logger = logging.getLogger(__name__)
 
@@ -690,22 +691,12 @@ def sweep_stale_scratch(root: Path) -> list[Path]:
             pid = int((folder / OWNER).read_text().strip())
         except (OSError, ValueError):
             continue  # not one of ours, someone else's, or being set up
-        if pid == os.getpid() or _alive(pid):
+        if pid == os.getpid() or pid_alive(pid):
             continue
         shutil.rmtree(folder, ignore_errors=True)
         logger.info("removed %s, scratch of a run that ended without cleaning up (pid %d)", folder, pid)
         removed.append(folder)
     return removed
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
-        return True
-    return True
 
 
 def _throwaway(conn: sqlite3.Connection) -> sqlite3.Connection:

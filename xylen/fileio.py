@@ -86,7 +86,8 @@ def atomic_write_table(
     atomic_write(path, lambda handle: pq.write_table(table, handle, compression=compression))
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` still runs (another user's process counts as running)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -106,7 +107,7 @@ def remove_stale_temp_files(folder: Path) -> int:
             continue
         parts = entry.name.rsplit(".", 2)
         pid = int(parts[1]) if len(parts) == 3 and parts[1].isdigit() else None
-        if pid is not None and (pid == os.getpid() or _pid_alive(pid)):
+        if pid is not None and (pid == os.getpid() or pid_alive(pid)):
             continue
         with contextlib.suppress(FileNotFoundError):
             entry.unlink()
