@@ -230,7 +230,6 @@ class Run:
     stage_s: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
     columns: Columns = field(default_factory=lambda: Columns(0, []))  # set by :meth:`run`
     entry_info: dict[str, tuple[str, str]] = field(default_factory=dict)  # intent -> (style, versions)
-    latency_ms: int = 0  # the config's: a decision's orders reach the venue this long after the close
     _busy: bool = False
     _venue_events: int = 0  # user-data events of the account so far (:meth:`on_venue_event`)
     _events_at_pass: int = -1  # ... when the last full order pass ended
@@ -340,9 +339,10 @@ class Run:
                 await self._orders_and_settlement()
             elif self._busy:
                 await self._busy_candle()
-        if self.latency_ms:
-            self.clock.set(now + self.latency_ms)
-        self.service.clock.step_to(now + self.latency_ms)
+        latency = self.config.trading.latency_ms
+        if latency:
+            self.clock.set(now + latency)
+        self.service.clock.step_to(now + latency)
         account = self._account
         if account is None:
             raise RuntimeError("the order stage ran without reading the account")
@@ -834,7 +834,7 @@ async def _compose(
     scratch = None if options.work_dir is not None else work
     run = Run(
         config, history, votes, strategy, options, service, exchange, hb, clock, conn, http_models, scratch,
-        ensemble_store, latency_ms=config.trading.latency_ms,
+        ensemble_store,
     )  # fmt: skip
     service.engine.subscribe(run.on_venue_event)
     return run
