@@ -49,6 +49,7 @@ from backtest import metrics
 from backtest.data import MarketHistory, history_of
 from backtest.engine import RunOptions, run_backtest
 from backtest.result import BacktestResult
+from backtest.runlog import RunLog
 from backtest.votes import ModelVotes, VoteBook
 from xylen.config.loader import parse_config
 from xylen.config.schema import XylenConfig
@@ -218,24 +219,27 @@ def combine(per_window: Sequence[Mapping[str, float]]) -> dict[str, float]:
 
 
 def run_windows(
-    market: Market, config: XylenConfig, bounds: Sequence[tuple[int, int]]
+    market: Market, config: XylenConfig, bounds: Sequence[tuple[int, int]], log: RunLog | None = None
 ) -> list[dict[str, float]]:
-    """The backtest of ``config`` on each window; its figures per window."""
+    """The backtest of ``config`` on each window (its records to ``log``); its figures per window."""
     out = []
     for start, end in bounds:
         history, book = market.window(start, end)
-        result = asyncio.run(run_backtest(config, history, votes=book, options=RunOptions()))
+        result = asyncio.run(run_backtest(config, history, votes=book, options=RunOptions(log=log)))
         out.append(figures(result))
     return out
 
 
-def objective_fn(market: Market, config: XylenConfig, objective: str) -> Callable[[optuna.Trial], float]:
-    """The trial function: set the parameters, run the in-sample windows, score them."""
+def objective_fn(
+    market: Market, config: XylenConfig, objective: str, log: RunLog | None = None
+) -> Callable[[optuna.Trial], float]:
+    """The trial function: set the parameters, run the in-sample windows (their records to ``log``),
+    score them."""
 
     def run_trial(trial: optuna.Trial) -> float:
         params = {p.key: p.suggest(trial) for p in SPACE}
         trial_config = apply_params(config, params)
-        per_window = run_windows(market, trial_config, market.plan.in_sample)
+        per_window = run_windows(market, trial_config, market.plan.in_sample, log)
         values = [score(objective, w) for w in per_window]
         trial.set_user_attr("in_sample", _plain(combine(per_window)))
         trial.set_user_attr("window_scores", values)
@@ -382,14 +386,20 @@ def best_trials(study: optuna.Study, top: int) -> list[optuna.trial.FrozenTrial]
 
 
 def report(
-    study: optuna.Study, market: Market, config: XylenConfig, objective: str, top: int
+    study: optuna.Study,
+    market: Market,
+    config: XylenConfig,
+    objective: str,
+    top: int,
+    log: RunLog | None = None,
 ) -> dict[str, Any]:
-    """The best ``top`` trials with their in-sample and out-of-sample figures, and the importances."""
+    """The best ``top`` trials with their in-sample and out-of-sample figures (the out-of-sample runs'
+    records to ``log``), and the importances."""
     rows = []
     for t in best_trials(study, top):
         oos = None
         if market.plan.out_of_sample is not None:
-            figs = run_windows(market, apply_params(config, t.params), [market.plan.out_of_sample])[0]
+            figs = run_windows(market, apply_params(config, t.params), [market.plan.out_of_sample], log)[0]
             oos = _plain(figs)
         rows.append(
             {

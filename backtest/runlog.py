@@ -6,14 +6,15 @@ at its deadline, a stop that would trigger at once, a breaker tripped) come by t
 terminal they would bury the progress bar, and stamped with the wall clock they would not say when
 they happened in the market.  :class:`RunLog` sends them to a file instead, each line carrying the
 run's name and the simulated time of the event, and counts the warnings and errors so the command
-can say how many there were and where to read them.  While it is open, the records of
-:data:`LOGGERS` do not reach the root logger's handlers (the terminal).
+can say how many there were and where to read them.  While it is open, the records of the loggers
+it takes (:data:`LOGGERS` by default) reach neither the root logger's handlers (the terminal) nor
+any handler of their own.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
@@ -57,19 +58,22 @@ class _Count(logging.Handler):
 
 
 class RunLog:
-    """The log file of one ``xylen backtest`` (module docstring); a context manager.
+    """The log file of one ``xylen backtest`` or ``xylen optimize`` (module docstring); a context
+    manager.
 
     ``level`` applies to the file (the loggers are set to it while the log is open, and restored
-    after).  :meth:`run` names the run whose records follow and the clock that stamps them.
+    after); ``loggers`` are the loggers taken off the terminal (default :data:`LOGGERS`).
+    :meth:`run` names the run whose records follow and the clock that stamps them.
     """
 
-    def __init__(self, path: Path, level: int | str = logging.INFO) -> None:
+    def __init__(self, path: Path, level: int | str = logging.INFO, loggers: Sequence[str] = LOGGERS) -> None:
         self.path = path
         self.level = level
+        self.loggers = tuple(loggers)
         self._stamp = _Stamp()
         self._count = _Count()
         self._file: logging.FileHandler | None = None
-        self._saved: list[tuple[logging.Logger, int, bool]] = []
+        self._saved: list[tuple[logging.Logger, int, bool, list[logging.Handler]]] = []
 
     @property
     def warnings(self) -> int:
@@ -89,22 +93,19 @@ class RunLog:
         handler.setFormatter(logging.Formatter(FORMAT))
         handler.addFilter(self._stamp)
         self._file = handler
-        for name in LOGGERS:
+        for name in self.loggers:
             lg = logging.getLogger(name)
-            self._saved.append((lg, lg.level, lg.propagate))
+            self._saved.append((lg, lg.level, lg.propagate, list(lg.handlers)))
             lg.setLevel(self.level)
             lg.propagate = False
-            lg.addHandler(handler)
-            lg.addHandler(self._count)
+            lg.handlers = [handler, self._count]  # a library's own terminal handler too (optuna's)
         return self
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        for lg, level, propagate in self._saved:
-            lg.removeHandler(self._count)
-            if self._file is not None:
-                lg.removeHandler(self._file)
+        for lg, level, propagate, handlers in self._saved:
+            lg.handlers = handlers
             lg.setLevel(level)
             lg.propagate = propagate
         self._saved.clear()

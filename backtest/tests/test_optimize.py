@@ -7,8 +7,10 @@ from __future__ import annotations
 import json
 import math
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -126,6 +128,16 @@ def test_two_worker_processes_share_one_sqlite_study(tmp_path: Path, shared_data
     for open_ms, version in zip(full.open_time.tolist(), votes.versions, strict=True):
         if version:
             assert trained_at[version] <= open_ms < trained_at[version] + 12 * 3_600_000
+    # the terminal shows the progress and the report; Optuna's trial lines and the runs' records are in
+    # each worker's log, counted as the last line says
+    for k, out in enumerate(outputs):
+        assert "Trial " not in out and '"level"' not in out, out
+        path = tmp_path / f"report-{k}" / "optimize.log"
+        lines = path.read_text(encoding="utf-8").splitlines()
+        assert sum("optuna.study.study: Trial" in line for line in lines) == 2
+        warned = sum(" WARNING " in line for line in lines)
+        failed = sum(" ERROR " in line for line in lines)
+        assert f"log: {path} ({warned} warnings, {failed} errors)" in out
     # the worker that finished last reports all four trials, best first, out of sample beside in sample
     reports = [json.loads((tmp_path / f"report-{k}" / "report.json").read_text()) for k in range(2)]
     final = max(reports, key=lambda r: len(r["best"]))
@@ -211,3 +223,48 @@ def test_workers_starting_together_on_a_new_sqlite_file(tmp_path: Path) -> None:
     for p, (out, err) in zip(procs, results, strict=True):
         assert p.returncode == 0 and out.strip() == "ok", err
     assert len(optuna.get_all_study_summaries(storage)) == 1
+
+
+@pytest.mark.slow
+def test_ctrl_c_ends_the_study_at_once(tmp_path: Path, shared_data: Path) -> None:
+    """Ctrl-C in the middle of a trial: exit 130 within seconds, the terminal says so without a
+    traceback (Optuna's record of the interrupted trial is in the log), no scratch folder is left."""
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    report = tmp_path / "r"
+    args = [
+        "--home", str(tmp_path / "home"), "optimize", "--from", "2024-02-01", "--to", "2024-03-15",
+        "--trials", "50", "--seeds", "1", "--storage", f"sqlite:///{tmp_path / 'study.db'}",
+        "--report", str(report),
+    ]  # fmt: skip
+    # SIGINT as a terminal sends it, whatever the test runner's own disposition
+    launcher = (
+        "import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler);"
+        "from xylen.cli.main import main; sys.exit(main(sys.argv[1:]))"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO), "TMPDIR": str(scratch)}
+    log = report / "optimize.log"
+    with subprocess.Popen(
+        [sys.executable, "-c", launcher, *args],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path, env=env,
+    ) as proc:  # fmt: skip
+        deadline = time.monotonic() + 300
+        while not (log.exists() and "Trial 0 finished" in log.read_text(encoding="utf-8")):
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "no trial finished within 300 s"
+            time.sleep(0.05)
+        time.sleep(0.5)  # inside the next trial
+        proc.send_signal(signal.SIGINT)
+        try:
+            out, err = proc.communicate(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise AssertionError("still running 15 s after Ctrl-C") from None
+    assert proc.returncode == 130, err[-3000:]
+    assert "xylen: interrupted" in err
+    assert "Traceback" not in out + err and "Trial " not in out + err
+    assert "KeyboardInterrupt" in log.read_text(encoding="utf-8")
+    assert list(scratch.iterdir()) == []
+    owners = Path("/dev/shm").glob("xylen-backtest-*/owner")  # the runs' databases, when in memory
+    assert all(o.read_text().strip() != str(proc.pid) for o in owners)
+    assert not (report / "report.json").exists()

@@ -50,3 +50,27 @@ def test_records_go_to_the_file_with_market_time_and_not_to_the_terminal(tmp_pat
     coordinator = logging.getLogger("coordinator")
     assert (coordinator.level, coordinator.propagate) == before
     assert not coordinator.handlers
+
+
+def test_a_library_logger_with_a_terminal_handler_of_its_own_is_taken_off_and_restored(
+    tmp_path: Path,
+) -> None:
+    """Optuna puts its own terminal handler on its logger: while the log is open that handler gets
+    nothing, and afterwards it is back as it was."""
+    terminal = io.StringIO()
+    lib = logging.getLogger("xylen-test-library")
+    own = logging.StreamHandler(terminal)
+    lib.addHandler(own)
+    lib.setLevel(logging.WARNING)
+    try:
+        with RunLog(tmp_path / "optimize.log", "INFO", ("xylen-test-library",)) as log:
+            lib.info("trial 0 finished")
+        lib.warning("after the log closed")
+        assert lib.handlers == [own] and lib.level == logging.WARNING and lib.propagate
+    finally:
+        lib.removeHandler(own)
+    assert (tmp_path / "optimize.log").read_text().splitlines() == [
+        "-                    -        INFO    xylen-test-library: trial 0 finished"
+    ]
+    assert terminal.getvalue() == "after the log closed\n"
+    assert (log.warnings, log.errors) == (0, 0)

@@ -13,16 +13,18 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import logging
 import math
 import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from xylen.cli.span_args import add_span_arguments, base_interval_ms
 from xylen.errors import UsageError
+
+if TYPE_CHECKING:
+    from backtest.runlog import RunLog
 
 OBJECTIVE_CHOICES = ("sharpe", "calmar", "profit_factor", "log_loss")
 STORAGE_ENV = "XYLEN_OPTUNA_STORAGE"  # a storage URL that may hold a password: read from the environment
@@ -128,7 +130,8 @@ def run(args: argparse.Namespace) -> int:
     """Parse, open the study, run the trials, report (module docstring)."""
     from backtest import settings
     from backtest.data import load_candles, load_funding_frame
-    from xylen.cli.backtest import parse_day, parse_duration
+    from backtest.runlog import LOGGERS, RunLog
+    from xylen.cli.backtest import interrupt_at_once, parse_day, parse_duration
     from xylen.paths import Home
 
     start = parse_day(args.start, "--from")
@@ -163,7 +166,6 @@ def run(args: argparse.Namespace) -> int:
     home.mkdir(parents=True, exist_ok=True)  # the votes cache and the report live here
     name = args.study or f"xylen-{symbol}-{args.objective}"
     candles, funding_dir = load_candles(symbol, args.interval, args.data)
-    funding = load_funding_frame(funding_dir, symbol)
     study_settings = {
         "symbol": symbol,
         "interval": args.interval,
@@ -181,21 +183,25 @@ def run(args: argparse.Namespace) -> int:
             json.dumps(config.model_dump(mode="json"), sort_keys=True).encode()
         ).hexdigest()[:16],
     }
-    loggers = [logging.getLogger(n) for n in ("coordinator", "paper_exchange", "backtest", "model_server")]
-    levels = [lg.level for lg in loggers]
-    if args.log_level is None:  # the order path's routine warnings would bury the progress bar
-        for lg in loggers:
-            lg.setLevel(logging.ERROR)
+    out_dir: Path = args.report or home / name
+    # the runs' records (and Optuna's) go to the report folder, stamped with market time: on the
+    # terminal the order path's routine messages would bury the progress bar (backtest.runlog);
+    # Optuna is imported first, as it installs its own terminal handler on import
+    import optuna  # noqa: F401
+
+    log = RunLog(out_dir / "optimize.log", args.log_level or "INFO", (*LOGGERS, "optuna"))
     work = Path(tempfile.mkdtemp(prefix="xylen-optimize-"))
     try:
-        return _optimize(
-            args, config, candles, funding, start, end, retrain_ms, seeds, dirs, home, storage_url, name,
-            study_settings, work,
-        )  # fmt: skip
+        with log, interrupt_at_once():
+            funding = load_funding_frame(funding_dir, symbol)
+            status = _optimize(
+                args, config, candles, funding, start, end, retrain_ms, seeds, dirs, home, storage_url, name,
+                study_settings, work, out_dir, log,
+            )  # fmt: skip
     finally:
         shutil.rmtree(work, ignore_errors=True)
-        for lg, level in zip(loggers, levels, strict=True):
-            lg.setLevel(level)
+    print(log.summary())
+    return status
 
 
 def _optimize(
@@ -213,8 +219,9 @@ def _optimize(
     name: str,
     study_settings: dict[str, Any],
     work: Path,
+    out_dir: Path,
+    log: RunLog,
 ) -> int:
-    import optuna
     import sqlalchemy.exc
 
     from backtest import optimize as opt
@@ -234,8 +241,6 @@ def _optimize(
             f"--objective sharpe needs in-sample windows of 2 days or more (daily returns), these are "
             f"{shortest / opt.DAY_MS:.1f} days: lengthen the span, use fewer --windows or another objective"
         )
-    if args.log_level is None:
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
         storage = opt.storage_for(storage_url)
     except (ValueError, ImportError, sqlalchemy.exc.SQLAlchemyError) as exc:
@@ -260,14 +265,14 @@ def _optimize(
     config = settings.with_models(config, [m.model_id for m in models])
     market = opt.Market(candles, full, models, plan)
     if args.trials:
-        study.optimize(
-            opt.objective_fn(market, config, args.objective),
-            n_trials=args.trials,
-            timeout=args.timeout,
-            show_progress_bar=True,
-        )
-    result = opt.report(study, market, config, args.objective, args.top)
-    out_dir: Path = args.report or home / name
+        with _TrialBar(args.trials) as bar:
+            study.optimize(
+                opt.objective_fn(market, config, args.objective, log),
+                n_trials=args.trials,
+                timeout=args.timeout,
+                callbacks=[bar.done],
+            )
+    result = opt.report(study, market, config, args.objective, args.top, log)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "report.json").write_text(
         json.dumps(result, indent=2, sort_keys=True) + "\n", encoding="utf-8"
@@ -275,6 +280,34 @@ def _optimize(
     _print(result)
     print(f"report: {out_dir / 'report.json'}")
     return 0 if result["best"] else 1
+
+
+class _TrialBar:
+    """A rich progress bar over this worker's trials, the study's best value beside it (Optuna's own
+    bar would print each trial's line to the terminal; they are in the log)."""
+
+    def __init__(self, trials: int) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self.progress = Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()
+        )
+        self.task = self.progress.add_task("trials", total=trials)
+
+    def __enter__(self) -> _TrialBar:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.progress.stop()
+
+    def done(self, study: Any, _trial: Any) -> None:
+        """Optuna's callback after each trial of this worker."""
+        try:
+            best = f"trials (best {_fmt(study.best_value)})"
+        except ValueError:  # no trial completed yet
+            best = "trials"
+        self.progress.update(self.task, advance=1, description=best)
 
 
 def _fmt(value: Any) -> str:
