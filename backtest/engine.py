@@ -605,6 +605,7 @@ class Run:
             trades=trades,
             decisions=decisions,
             strategy=strategy_name(self.strategy),
+            funding=self._funding_settlements() if self.options.funding else None,
             stage_us=stage_us,
             meta={
                 "candles": candles_n,
@@ -617,6 +618,21 @@ class Run:
         )
         result.check()
         return result
+
+    def _funding_settlements(self) -> pd.DataFrame:
+        """Every funding time strictly inside the span with the rate the venue charges then (the
+        shipped rate, else the venue's default): what a position held across it pays."""
+        h = self.history
+        start = int(h.open_time[h.first])
+        end = int(h.open_time[h.stop - 1]) + h.step_ms
+        times = range((start // FUNDING_INTERVAL_MS + 1) * FUNDING_INTERVAL_MS, end, FUNDING_INTERVAL_MS)
+        feed = self.service.feed
+        return pd.DataFrame(
+            {
+                "funding_ms": np.array(times, dtype=np.int64),
+                "rate": np.array([float(feed.funding_rate(self.symbol, t)) for t in times], dtype=np.float64),
+            }
+        )
 
     def _model_ids(self) -> list[str]:
         """The models whose votes are recorded (``p:<id>`` columns)."""

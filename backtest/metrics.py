@@ -25,7 +25,8 @@ baselines and any reference strategy are scored by the same code.
   a demanding bar (a model must beat the best constant chosen in hindsight).
 * **Baselines** come from the candles with the run's own costs: buy & hold enters at the first
   candle's open and leaves at the last candle's close, one taker round trip with slippage on both
-  fills (funding left out: the candles carry none); flat never trades.
+  fills, and pays the funding the venue charged at each settlement in between (the run's
+  :attr:`~backtest.result.BacktestResult.funding`, at the close before it); flat never trades.
 """
 
 from __future__ import annotations
@@ -354,8 +355,30 @@ def flat(result: BacktestResult) -> BacktestResult:
     return _baseline(result, "flat", equity, result.trades.iloc[0:0])
 
 
+def _funding_paid(result: BacktestResult, qty: float) -> npt.NDArray[np.float64]:
+    """The funding a long of ``qty`` held over the whole span has paid by each candle's close
+    (cumulative, positive = paid): at each of the venue's settlements (:attr:`BacktestResult.funding`),
+    ``qty`` times the price then (the close of the candle ending at it) times the rate."""
+    ts = _close_ms(result)
+    paid = np.zeros(len(ts))
+    funding = result.funding
+    if funding is None or funding.empty or not len(ts):
+        return paid
+    times = funding["funding_ms"].to_numpy(dtype=np.int64)
+    rates = funding["rate"].to_numpy(dtype=np.float64)
+    close = result.candles["close"].to_numpy(dtype=np.float64)
+    # the price at each settlement: the last close before it (a candle closes 1 ms before the next opens)
+    at = np.clip(np.searchsorted(ts, times - 1, side="right") - 1, 0, len(ts) - 1)
+    payments = qty * close[at] * rates
+    # paid from the first close after the settlement on
+    first = np.searchsorted(ts, times, side="left")
+    np.add.at(paid, first[first < len(ts)], payments[first < len(ts)])
+    return np.cumsum(paid)
+
+
 def buy_and_hold(result: BacktestResult) -> BacktestResult:
-    """The initial equity long at 1x from the first open to the last close, one taker round trip."""
+    """The initial equity long at 1x from the first open to the last close, one taker round trip,
+    paying the venue's funding in between."""
     candles = result.candles
     if candles.empty:
         return _baseline(result, "buy_and_hold", flat(result).equity, result.trades.iloc[0:0])
@@ -367,9 +390,10 @@ def buy_and_hold(result: BacktestResult) -> BacktestResult:
     qty = result.initial_equity_usd / entry
     entry_fee = qty * entry * fee
     exit_fee = qty * exit_ * fee
-    marked = result.initial_equity_usd - entry_fee + qty * (close - entry)
+    funding = _funding_paid(result, qty)
+    marked = result.initial_equity_usd - entry_fee - funding + qty * (close - entry)
     fees = np.full(len(close), entry_fee)
-    marked[-1] = result.initial_equity_usd - entry_fee - exit_fee + qty * (exit_ - entry)
+    marked[-1] = result.initial_equity_usd - entry_fee - exit_fee - funding[-1] + qty * (exit_ - entry)
     fees[-1] += exit_fee
     ts = _close_ms(result)
     equity = pd.DataFrame(
@@ -379,11 +403,11 @@ def buy_and_hold(result: BacktestResult) -> BacktestResult:
             "position_qty": np.r_[np.full(len(close) - 1, qty), 0.0],
             "position_notional_usd": np.r_[qty * close[:-1], 0.0],
             "fees_usd": fees,
-            "funding_usd": np.zeros(len(close)),
+            "funding_usd": funding,
         }
     )
     gross = qty * (exit_ - entry)
-    pnl = gross - entry_fee - exit_fee
+    pnl = gross - entry_fee - exit_fee - float(funding[-1])
     trade = {
         "trade_id": "buy_and_hold",
         "symbol": result.symbol,
@@ -396,7 +420,7 @@ def buy_and_hold(result: BacktestResult) -> BacktestResult:
         "exit_reason": "end",
         "gross_pnl_usd": gross,
         "fees_usd": entry_fee + exit_fee,
-        "funding_usd": 0.0,
+        "funding_usd": float(funding[-1]),
         "pnl_usd": pnl,
         "pnl_bps": pnl / (qty * entry) * 1e4,
         "entry_style": "taker",

@@ -67,6 +67,9 @@ class BacktestResult:
     trades: pd.DataFrame
     decisions: pd.DataFrame
     strategy: str = "ensemble"  # or a reference strategy's name, e.g. "ema_cross_9_21"
+    funding: pd.DataFrame | None = None
+    """The venue's funding settlements within the span (``funding_ms``, ``rate``: what it charged a
+    position held then); None when the run charged no funding."""
     stage_us: dict[str, float] = field(default_factory=dict)  # µs per candle for each pipeline stage
     meta: dict[str, Any] = field(default_factory=dict)  # config path, model directories, versions
 

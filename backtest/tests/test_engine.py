@@ -21,12 +21,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from backtest import settings
+from backtest import metrics, settings
 from backtest.data import MarketHistory, history_of, load_candles
 from backtest.ema import EmaCross, cross_signals
-from backtest.engine import RunOptions, run_backtest
+from backtest.engine import Run, RunOptions, run_backtest
 from backtest.result import BacktestResult
 from backtest.votes import TrainSettings, VoteBook, trained_models
+from coordinator.risk import AccountView
+from coordinator.side import Side
+from coordinator.snapshot import MarketSnapshot
 from coordinator.storage.db import init_db
 from paper_exchange.engine.models import FUNDING_INTERVAL_MS
 from xylen.config import XylenConfig
@@ -220,6 +223,47 @@ def test_funding_from_the_shipped_rates(history: MarketHistory) -> None:
     # which is no closed trade) holds exactly the closed trades' funding
     before_end = result.equity[result.equity["ts"] < result.end_ms - 1]
     assert before_end["funding_usd"].iloc[-1] == pytest.approx(trades["funding_usd"].sum(), abs=1e-9)
+
+
+@dataclasses.dataclass
+class _Hold:
+    """Buys ``quantity`` on the first candle and holds it to the end (its bracket half the price away:
+    the live order path places none without one)."""
+
+    quantity: Decimal
+    name: str = "hold"
+
+    async def on_candle(self, run: Run, i: int, snap: MarketSnapshot, account: AccountView) -> str:
+        if i != run.history.first:
+            return "HOLD"
+        price = snap.mark_price
+        await run.exchange.place_order(
+            snap.symbol, Side.BUY, self.quantity, stop_loss=price / 2, take_profit=price * 3 / 2
+        )
+        return "LONG"
+
+
+def test_buy_and_hold_pays_the_funding_the_venue_charges_a_held_long(history: MarketHistory) -> None:
+    """The buy & hold baseline's funding, per unit held, is what the venue charged a long bought on
+    the first candle and held through the span's settlements (00:00 excluded: it is the entry's,
+    settled before the order arrives; 08:00 and 16:00 paid)."""
+    config = settings.load(None, SYMBOL)
+    qty = Decimal("0.05")
+    held = asyncio.run(run_backtest(config, history, strategy=_Hold(qty)))
+    assert held.funding is not None
+    assert held.funding["funding_ms"].tolist() == [_ms(START) + 8 * 3_600_000, _ms(START) + 16 * 3_600_000]
+    assert held.trades.empty and held.equity["position_qty"].iloc[-1] == pytest.approx(float(qty))
+    venue_paid = held.equity["funding_usd"].to_numpy()
+    bh = metrics.buy_and_hold(held)
+    bh_qty = float(bh.trades["quantity"].iloc[0])
+    per_unit = bh.equity["funding_usd"].to_numpy() / bh_qty
+    assert venue_paid[-1] != 0.0
+    # the same settlements at the same candles, on prices within the candle boundary's gap
+    assert per_unit == pytest.approx(venue_paid / float(qty), rel=1e-3, abs=1e-9)
+    without = asyncio.run(
+        run_backtest(config, history, strategy=_Hold(qty), options=RunOptions(funding=False))
+    )
+    assert without.funding is None and without.equity["funding_usd"].iloc[-1] == 0.0
 
 
 def test_orders_reach_the_venue_after_the_configured_latency(history: MarketHistory) -> None:

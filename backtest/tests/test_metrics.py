@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import statistics
@@ -181,6 +182,28 @@ def test_buy_and_hold_pays_one_taker_round_trip_with_slippage() -> None:
     assert bh.equity["fees_usd"].iloc[-1] == pytest.approx(fees)
     assert list(bh.equity["position_qty"] != 0) == [True, True, False]
     assert metrics.performance(metrics.flat(result))["total_return"] == 0.0
+
+
+def test_buy_and_hold_pays_the_venues_funding_at_each_settlement() -> None:
+    hour = 3_600_000
+    closes = [100.0 + k for k in range(24)]
+    result = _result(closes, interval="1h", step=hour)
+    result.funding = pd.DataFrame({"funding_ms": [T0 + 8 * hour, T0 + 16 * hour], "rate": [1e-4, -2e-4]})
+    bh = metrics.buy_and_hold(result)
+    qty = 100.0 / (100.0 * 1.0001)
+    # the price at a settlement is the close of the candle ending at it; paid from the next close on
+    first, second = qty * closes[7] * 1e-4, qty * closes[15] * -2e-4
+    paid = bh.equity["funding_usd"].to_numpy()
+    assert paid[:8] == pytest.approx([0.0] * 8)
+    assert paid[8:16] == pytest.approx([first] * 8)
+    assert paid[16:] == pytest.approx([first + second] * 8)
+    without = dataclasses.replace(result, funding=None)
+    gap = metrics.buy_and_hold(without).equity["equity_usd"] - bh.equity["equity_usd"]
+    assert gap.to_numpy() == pytest.approx(paid)
+    trade = bh.trades.iloc[0]
+    assert trade["funding_usd"] == pytest.approx(first + second)
+    net = trade["gross_pnl_usd"] - trade["fees_usd"] - trade["funding_usd"]
+    assert trade["pnl_usd"] == pytest.approx(net)
 
 
 def test_monthly_returns_chain_month_end_equity() -> None:
