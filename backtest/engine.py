@@ -259,7 +259,8 @@ class Run:
         return _Timer(self.stage_s, stage)
 
     def _wrap_stages(self) -> None:
-        """Time the heartbeat's own calls in step 5 by wrapping them on these instances."""
+        """Time the heartbeat's own calls in steps 3 and 5 by wrapping them on these instances (the
+        outcomes' labelling itself, a few list operations, counts in no stage)."""
         hb = self.heartbeat
 
         def timed(stage: str, fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -283,6 +284,9 @@ class Run:
             return call
 
         hb.ensemble.decide = timed("ensemble", hb.ensemble.decide)  # type: ignore[method-assign]
+        # the outcomes that closed: the ensemble's learning and the journal's outcome rows
+        hb.ensemble.observe = timed("ensemble", hb.ensemble.observe)  # type: ignore[method-assign]
+        hb.journal.log_outcome = timed("journal", hb.journal.log_outcome)  # type: ignore[method-assign]
         hb.risk.validate = timed("risk", hb.risk.validate)  # type: ignore[method-assign]
         hb.journal.log_beat = timed("journal", hb.journal.log_beat)  # type: ignore[method-assign]
         hb.entries.enter = timed_async("orders", hb.entries.enter)  # type: ignore[method-assign,assignment]
@@ -349,8 +353,7 @@ class Run:
         tail = self._tail()
         tail.n = i + 1
         snap = self._snapshot(i, now)
-        with self._timed("settlement"):
-            self.heartbeat.outcomes.mature({self.symbol: snap})
+        self.heartbeat.outcomes.mature({self.symbol: snap})
         if self.strategy is not None:
             action = await self.strategy.on_candle(self, i, snap, account)
             self.columns.decision(i - self.history.first, snap.close_time_ms, action)

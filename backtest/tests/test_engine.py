@@ -24,7 +24,7 @@ import pytest
 from backtest import metrics, settings
 from backtest.data import MarketHistory, history_of, load_candles
 from backtest.ema import EmaCross, cross_signals
-from backtest.engine import Run, RunOptions, run_backtest
+from backtest.engine import STAGES, Run, RunOptions, run_backtest
 from backtest.result import BacktestResult
 from backtest.votes import TrainSettings, VoteBook, trained_models
 from coordinator.risk import AccountView
@@ -112,6 +112,13 @@ def test_deterministic_and_skipping_idle_candles_changes_nothing(
     pd.testing.assert_frame_equal(comparable(first.decisions), comparable(full.decisions))
     pd.testing.assert_frame_equal(comparable(first.trades), comparable(full.trades))
     assert set(first.trades["model_version"]) == {book.versions_at(history.first)}
+    # timing the stages (the benchmark's figures) changes nothing either, and measures every stage
+    timed = run(config, history, book, timing=True)
+    pd.testing.assert_frame_equal(comparable(first.decisions), comparable(timed.decisions))
+    pd.testing.assert_frame_equal(comparable(first.trades), comparable(timed.trades))
+    assert set(timed.stage_us) == set(STAGES) and first.stage_us == {}
+    assert all(timed.stage_us[s] > 0.0 for s in ("votes", "ensemble", "risk", "orders", "journal"))
+    assert sum(timed.stage_us.values()) * len(timed.candles) / 1e6 < timed.meta["elapsed_s"]
 
 
 STORED = ("snapshots", "model_predictions", "decisions", "outcomes", "trades", "risk_state", "risk_breakers")
