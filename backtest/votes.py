@@ -141,9 +141,17 @@ class TrainSettings:
 
 
 def train_dir(
-    candles: pd.DataFrame, symbol: str, out: Path, settings: TrainSettings, seed: int, version_ms: int
+    candles: pd.DataFrame,
+    symbol: str,
+    out: Path,
+    settings: TrainSettings,
+    seed: int,
+    version_ms: int,
+    *,
+    interval: str,
 ) -> Path:
-    """Train one model on ``candles`` (all closed before the window it will vote in) into ``out``."""
+    """Train one model on ``candles`` of ``interval`` (all closed before the window it will vote in)
+    into ``out``."""
     from model_server.training import TrainConfig, train_model, write_model_dir
     from xylen.config.schema import TradingConfig
 
@@ -154,6 +162,7 @@ def train_dir(
         )
     config = TrainConfig.from_trading(
         TradingConfig(horizon_minutes=settings.horizon_minutes),
+        interval,
         symbol=symbol,
         n_folds=settings.folds,
         num_boost_round=settings.rounds,
@@ -197,8 +206,9 @@ def walk_forward_models(
         for k, seed in enumerate(settings.seeds):
             target = work / f"wf-{k}" / str(window)
             model_dir = train_dir(
-                train.reset_index(drop=True), history.symbol, target, settings, seed, window
-            )
+                train.reset_index(drop=True), history.symbol, target, settings, seed, window,
+                interval=history.interval,
+            )  # fmt: skip
             probs, backend, version = predict_dir(model_dir, history, slice(lo, hi))
             out[k].probs[lo:hi] = probs
             out[k].backend = backend
@@ -225,8 +235,9 @@ def trained_models(
     out = []
     for k, seed in enumerate(settings.seeds):
         model_dir = train_dir(
-            train.reset_index(drop=True), history.symbol, work / f"m-{k}", settings, seed, start
-        )
+            train.reset_index(drop=True), history.symbol, work / f"m-{k}", settings, seed, start,
+            interval=history.interval,
+        )  # fmt: skip
         out.append(static_votes(f"bt-{k}", model_dir, history))
     return out
 

@@ -54,7 +54,7 @@ def models(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> str:
     before = candles[candles["open_time"] < cut].reset_index(drop=True)
     root = tmp_path_factory.mktemp("models")
     small = TrainSettings(rounds=20, folds=2, max_rows=8_000)
-    dirs = [train_dir(before, SYMBOL, root / f"m{seed}", small, seed, cut) for seed in (1, 2)]
+    dirs = [train_dir(before, SYMBOL, root / f"m{seed}", small, seed, cut, interval="5m") for seed in (1, 2)]
     return ",".join(str(d) for d in dirs)
 
 

@@ -109,7 +109,8 @@ def model_dirs(candles: pd.DataFrame, tmp_path_factory: pytest.TempPathFactory) 
     before = candles[candles["open_time"] < cut].reset_index(drop=True)
     root = tmp_path_factory.mktemp("servers")
     return [
-        train_dir(before, SYMBOL, root / f"ms-{seed}" / "models" / "v1", SMALL, seed, cut) for seed in (1, 2)
+        train_dir(before, SYMBOL, root / f"ms-{seed}" / "models" / "v1", SMALL, seed, cut, interval="5m")
+        for seed in (1, 2)
     ]
 
 

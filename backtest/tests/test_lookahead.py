@@ -49,7 +49,7 @@ def model_dirs(candles: pd.DataFrame, tmp_path_factory: pytest.TempPathFactory) 
     before = candles[candles["open_time"] < _ms(START) - 3_600_000].reset_index(drop=True)
     small = TrainSettings(rounds=20, folds=2, max_rows=8_000)
     root = tmp_path_factory.mktemp("models")
-    return [train_dir(before, SYMBOL, root / f"m{s}", small, s, _ms(START)) for s in (1, 2)]
+    return [train_dir(before, SYMBOL, root / f"m{s}", small, s, _ms(START), interval="5m") for s in (1, 2)]
 
 
 def trading_config(model_ids: list[str]) -> XylenConfig:

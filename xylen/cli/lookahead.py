@@ -136,7 +136,7 @@ def _analyse(
         before = candles[candles["open_time"] < before_ms].reset_index(drop=True)
         print(f"training {len(train.seeds)} small models on the candles before --from ...")
         dirs = [
-            train_dir(before, symbol, work / f"m-{k}", train, seed, start)
+            train_dir(before, symbol, work / f"m-{k}", train, seed, start, interval=args.interval)
             for k, seed in enumerate(train.seeds)
         ]
     ids = [f"la-{k}" for k in range(len(dirs))]
