@@ -16,6 +16,7 @@ import base64
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -223,6 +224,28 @@ def test_a_bad_config_exits_2_naming_the_key(tmp_path: Path, capsys: pytest.Capt
     bad.write_text(yaml.safe_dump(data))
     assert main(["backtest", *SPAN, "--config", str(bad), "--report", str(tmp_path / "r")]) == 2
     assert "max_leverage_typo" in capsys.readouterr().err
+
+
+def test_http_fidelity_refuses_to_run_when_a_model_server_does_not_answer(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Without the server's votes every decision would be a HOLD for want of quorum: the command
+    fails at once naming the server, and writes no report."""
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    data = settings.default_config_data(SYMBOL)
+    data["model_servers"] = [{"id": "m1", "url": f"http://127.0.0.1:{port}"}]
+    config = tmp_path / "servers.yaml"
+    config.write_text(yaml.safe_dump(data))
+    args = ["backtest", *SPAN, "--fidelity", "http", "--config", str(config), "--report", str(tmp_path / "r")]
+    assert main(args) == 1
+    assert f"no answer to /health from m1 (http://127.0.0.1:{port})" in capsys.readouterr().err
+    assert not (tmp_path / "r" / "report.html").exists()
+    data["model_servers"] = [{"id": "m1", "url": f"http://127.0.0.1:{port}", "enabled": False}]
+    config.write_text(yaml.safe_dump(data))
+    assert main(args) == 2  # with none enabled the config itself is refused
+    assert "ensemble.quorum: is 1 but only 0 model server(s) are enabled" in capsys.readouterr().err
 
 
 def test_a_latency_beyond_the_candle_exits_2_naming_the_key(

@@ -237,7 +237,7 @@ async def _run(
                 from xylen.config.secrets import load_secrets
 
                 http = ModelClients(config.model_servers, load_secrets().model_token)
-                await http.discover()
+                await _reachable(http, config.model_servers)
             else:
                 train = TrainSettings(horizon_minutes=config.trading.horizon_minutes, seeds=(42, 7, 1234))
                 before = candles.iloc[: int((candles["open_time"] < start).sum())].reset_index(drop=True)
@@ -261,6 +261,25 @@ async def _run(
         bar.close()
         shutil.rmtree(work, ignore_errors=True)
     return _report(result, reference, report_dir, window)
+
+
+async def _reachable(http: Any, configured: list[Any]) -> None:
+    """Returns once every enabled model server of ``configured`` has answered ``/health`` through
+    ``http``; otherwise ``http`` is closed and the command fails naming the servers that did not
+    answer (a span run without their votes would not be the config's ensemble: every decision a HOLD
+    for want of quorum)."""
+    from xylen.errors import XylenError
+
+    servers = {s.id: s for s in configured if s.enabled}  # at least the quorum: the config checks it
+    answers = await http.health_all()
+    silent = [f"{sid} ({servers[sid].url})" for sid, answer in answers.items() if answer is None]
+    if not silent:
+        return
+    await http.close()
+    raise XylenError(
+        f"--fidelity http: no answer to /health from {', '.join(silent)}; start the servers"
+        " (xylen model-server) or disable them in the config"
+    )
 
 
 def _report(result: Any, reference: Any, report_dir: Path, window: tuple[int, int] | None) -> int:
