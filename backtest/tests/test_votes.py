@@ -1,4 +1,5 @@
-"""Models trained inside a backtest learn on the span's own candle interval (shipped BTCUSDT 15m)."""
+"""Models trained inside a backtest learn on the span's own candle interval, and a given model votes
+only where its server would answer (shipped BTCUSDT and ETHUSDT 15m and 5m candles)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ import pandas as pd
 import pytest
 
 from backtest.data import history_of, load_candles
-from backtest.votes import TrainSettings, trained_models, walk_forward_models
+from backtest.votes import TrainSettings, model_votes, trained_models, walk_forward_models
+from xylen.errors import UsageError
 
 pytestmark = pytest.mark.slow
 
@@ -37,3 +39,15 @@ def test_models_are_trained_on_the_histories_interval(tmp_path: Path, shared_dat
     metas = [json.loads(p.read_text(encoding="utf-8")) for p in (tmp_path / "wf").rglob("metadata.json")]
     assert len(metas) == 3 and {m["base_interval"] for m in metas} == {"15m"}
     assert np.isfinite(walked.probs[history.first : history.stop]).all()
+
+    # given as --models, a model is refused where its server would refuse the request (a 409 live)
+    (model_dir,) = {p.parent for p in (tmp_path / "once").rglob("metadata.json")}
+    five, _ = load_candles(SYMBOL, "5m")
+    on_5m = history_of(five, SYMBOL, _ms("2024-03-01"), _ms("2024-03-02"))
+    with pytest.raises(UsageError, match="trained on 15m candles, the span's are 5m"):
+        model_votes([model_dir], on_5m)
+    eth, _ = load_candles("ETHUSDT", "15m")
+    on_eth = history_of(eth, "ETHUSDT", _ms("2024-03-01"), _ms("2024-03-08"), interval="15m")
+    with pytest.raises(UsageError, match="trained for BTCUSDT, it does not answer for ETHUSDT"):
+        model_votes([model_dir], on_eth)
+    assert np.isfinite(model_votes([model_dir], history)[0].probs[history.first : history.stop]).all()
