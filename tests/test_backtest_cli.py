@@ -192,6 +192,8 @@ def test_a_candle_file_with_a_gap_runs_and_the_report_says_so(tmp_path: Path) ->
         ((*SPAN, "--ema-quantity", "-1"), "--ema-quantity"),
         ((*SPAN, "--models", "/nonexistent/model"), "--models"),
         ((*SPAN, "--fidelity", "http"), "--fidelity http needs --config"),
+        ((*SPAN, "--models", "m", "--walk-forward"), "--models and --walk-forward exclude each other"),
+        ((*SPAN, "--walk-forward", "--strategy", "ema_cross"), "--walk-forward: --strategy ema_cross"),
         ((*SPAN, "--config", "/nonexistent/config.yaml"), "--config"),
         (("--from", "2030-01-01", "--to", "2030-02-01"), "fewer than 2 candles"),
         ((*SPAN, "--symbol", "DOGEUSDT"), "DOGEUSDT"),

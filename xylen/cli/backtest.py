@@ -98,6 +98,25 @@ def parse_duration(value: str, flag: str) -> int:
     return int(match.group(1)) * UNIT_MS[match.group(2)]
 
 
+def conflicting_vote_flags(args: argparse.Namespace) -> str | None:
+    """Why the flags choosing the votes contradict each other, or None: each source of votes excludes
+    the others, and the reference strategy takes none (a flag that would be ignored is refused)."""
+    chosen = [
+        flag
+        for flag, given in (
+            ("--models", bool(args.models)),
+            ("--walk-forward", args.walk_forward),
+            ("--fidelity http", args.fidelity == "http"),
+        )
+        if given
+    ]
+    if args.strategy == "ema_cross" and chosen:
+        return f"{chosen[0]}: --strategy ema_cross takes no votes"
+    if len(chosen) > 1:
+        return f"{chosen[0]} and {chosen[1]} exclude each other (each is a source of the votes)"
+    return None
+
+
 def plot_window(values: list[str] | None, start: int, end: int) -> tuple[int, int] | None:
     """``--plot-window FROM TO`` as ms ``[from, to)``, within the span; None when not given."""
     if values is None:
@@ -169,6 +188,9 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--ema-quantity must be positive")
     if args.fidelity == "http" and args.config is None:
         raise UsageError("--fidelity http needs --config with the model servers to ask")
+    conflict = conflicting_vote_flags(args)
+    if conflict:
+        raise UsageError(conflict)
     config = settings.load(args.config, args.symbol or "BTCUSDT")
     symbol, note = chosen_symbol(args.symbol, config.market.symbols)
     if note:
