@@ -51,13 +51,35 @@ def load_candles(
             raise UsageError(f"no shipped {interval} candles for {symbol} ({path.name}); give --data DIR")
         return _clean(read_freqtrade_feather(path)), path.parent
     if data.is_file():
-        return _clean(read_candle_file(data)), data.parent
+        frame = _clean(read_candle_file(data))
+        step = candle_step_ms(frame)
+        if step is not None and step != interval_ms(interval):
+            raise UsageError(
+                f"--data {data}: its candles are {_duration(step)} apart, not {interval} (--interval)"
+            )
+        return frame, data.parent
     store_root = data / "candles" if (data / "candles").is_dir() else data
     frame = CandleStore(store_root).read("um", symbol, interval)
     if frame is None or len(frame) == 0:
         raise UsageError(f"--data {data}: no um {symbol} {interval} candles there")
     funding = data / "funding" if (data / "funding").is_dir() else data
     return _clean(frame), funding
+
+
+def candle_step_ms(frame: pd.DataFrame) -> int | None:
+    """The usual time between the candles' opens (the most common gap; a few missing candles do not
+    change it), or None with fewer than two candles."""
+    if len(frame) < 2:
+        return None
+    gaps, counts = np.unique(np.diff(frame["open_time"].to_numpy(np.int64)), return_counts=True)
+    return int(gaps[np.argmax(counts)])
+
+
+def _duration(ms: int) -> str:
+    for unit, size in (("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1000)):
+        if ms % size == 0:
+            return f"{ms // size}{unit}"
+    return f"{ms} ms"
 
 
 def read_candle_file(path: Path) -> pd.DataFrame:

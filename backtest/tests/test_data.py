@@ -58,3 +58,12 @@ def test_an_unknown_candle_file_is_a_usage_error(tmp_path: Path) -> None:
     other.write_bytes(b"PAR1")
     with pytest.raises(UsageError, match=r"--data .*candles\.parquet: unsupported candle file"):
         load_candles(SYMBOL, data=other)
+
+
+def test_a_candle_file_of_another_interval_is_refused(shared_data: Path) -> None:
+    """Read as 5m candles, a 15m file would run a 5m backtest on candles 15 minutes apart."""
+    quarter_hours = shipped_candle_file("BTCUSDT", "15m")
+    with pytest.raises(UsageError, match=r"its candles are 15m apart, not 5m \(--interval\)"):
+        load_candles("BTCUSDT", "5m", quarter_hours)
+    frame, _ = load_candles("BTCUSDT", "15m", quarter_hours)
+    assert (frame["open_time"].diff().dropna() == 900_000).mean() > 0.99
