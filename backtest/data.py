@@ -2,10 +2,11 @@
 
 Candles come from a candle store folder (``--data DIR``, laid out as ``<home>/candles``), a single
 candle file (a freqtrade feather or JSON file, or a binance.vision kline CSV or zip:
-:func:`read_candle_file`), or by default the shipped BTCUSDT/ETHUSDT 5m files of the shared data
-folder. Funding rates come from the freqtrade ``*-8h-funding_rate.feather`` files next to the
-candles (the same files the paper exchange reads, :func:`paper_exchange.feed.load_funding`); a
-symbol without one pays the venue's default rate.
+:func:`read_candle_file`; refused when its candles are not the interval apart, or when its name is
+binance.vision's or freqtrade's form for another symbol), or by default the shipped BTCUSDT/ETHUSDT
+5m files of the shared data folder. Funding rates come from the freqtrade
+``*-8h-funding_rate.feather`` files next to the candles (the same files the paper exchange reads,
+:func:`paper_exchange.feed.load_funding`); a symbol without one pays the venue's default rate.
 
 Features are the one feature engine's (:func:`xylen.features.compute_features`) over the whole
 loaded history at once.  Every indicator is causal (a row uses only its own candle and older ones),
@@ -15,6 +16,7 @@ at ``t`` to float32 rounding; the look-ahead test checks the decisions this yiel
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -51,6 +53,9 @@ def load_candles(
             raise UsageError(f"no shipped {interval} candles for {symbol} ({path.name}); give --data DIR")
         return _clean(read_freqtrade_feather(path)), path.parent
     if data.is_file():
+        named = symbol_in_file_name(data.name)
+        if named is not None and named != symbol:
+            raise UsageError(f"--data {data}: its name says {named} candles, the run is {symbol} (--symbol)")
         frame = _clean(read_candle_file(data))
         step = candle_step_ms(frame)
         if step is not None and step != interval_ms(interval):
@@ -64,6 +69,22 @@ def load_candles(
         raise UsageError(f"--data {data}: no um {symbol} {interval} candles there")
     funding = data / "funding" if (data / "funding").is_dir() else data
     return _clean(frame), funding
+
+
+_BINANCE_NAME = re.compile(r"^([A-Z0-9]+)-\d+[smhdw]-")  # BTCUSDT-5m-2024-03.csv
+_FREQTRADE_NAME = re.compile(r"^([A-Z0-9]+)_([A-Z0-9]+)_[A-Z0-9]+-\d+[smhdw]-")  # BTC_USDT_USDT-5m-futures
+
+
+def symbol_in_file_name(name: str) -> str | None:
+    """The symbol a binance.vision or freqtrade candle file's name gives (``BTCUSDT-5m-2024-03.csv``,
+    ``BTC_USDT_USDT-5m-futures.feather``: BTCUSDT), or None for a name of another form."""
+    match = _BINANCE_NAME.match(name)
+    if match is not None:
+        return match.group(1)
+    match = _FREQTRADE_NAME.match(name)
+    if match is not None:
+        return match.group(1) + match.group(2)
+    return None
 
 
 def candle_step_ms(frame: pd.DataFrame) -> int | None:

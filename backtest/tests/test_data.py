@@ -67,3 +67,10 @@ def test_a_candle_file_of_another_interval_is_refused(shared_data: Path) -> None
         load_candles("BTCUSDT", "5m", quarter_hours)
     frame, _ = load_candles("BTCUSDT", "15m", quarter_hours)
     assert (frame["open_time"].diff().dropna() == 900_000).mean() > 0.99
+
+
+def test_a_candle_file_named_for_another_symbol_is_refused(shared_data: Path) -> None:
+    with pytest.raises(UsageError, match="its name says ETHUSDT candles, the run is BTCUSDT"):
+        load_candles("BTCUSDT", "5m", shipped_candle_file("ETHUSDT"))
+    frame, _ = load_candles("ETHUSDT", "5m", shipped_candle_file("ETHUSDT"))
+    assert len(frame) > 100_000
