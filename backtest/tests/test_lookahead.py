@@ -149,7 +149,7 @@ def _write_peek_module(folder: Path) -> None:
 
 
 def test_command_exit_codes_and_report(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, shared_data: Path
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, shared_data: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     _write_peek_module(tmp_path)
     monkeypatch.syspath_prepend(str(tmp_path))
@@ -160,6 +160,10 @@ def test_command_exit_codes_and_report(
         == 1
     )
     data = json.loads(out.read_text())
+    # what the run logs goes beside the report, not to the terminal
+    shown = capsys.readouterr().out
+    assert f"log: {tmp_path / 'report.log'} (0 warnings, 0 errors)" in shown and '"level"' not in shown
+    assert "funding rates for BTCUSDT" in (tmp_path / "report.log").read_text()
     assert data["clean"] is False
     assert [f["name"] for f in data["peeking_features"]] == ["future_close"]
     assert data["peeking_features"][0]["max_abs_diff"] is None  # a value against a NaN

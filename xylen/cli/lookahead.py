@@ -4,7 +4,9 @@ Runs :func:`backtest.lookahead.analyse` for one symbol over ``--from``..``--to``
 (higher-timeframe features included, plus any ``--feature MODULE:FUNCTION`` under test) and the
 backtest's decisions on the full data and on data cut at ``--cuts`` points, compared candle by
 candle.  Prints what changed (feature or column, first time, largest difference) and writes the
-JSON report to ``--report``.  Exit 0 when nothing peeks, 1 when something does, 2 on bad usage.
+JSON report to ``--report``; what the runs and the models' training log goes to a log file beside
+the report (``<report>.log``, else ``<home>/lookahead/lookahead.log``).  Exit 0 when nothing
+peeks, 1 when something does, 2 on bad usage.
 
 The models voting are ``--models`` (model directories) or, by default, small LightGBM models
 trained on the candles before ``--from`` (as ``xylen backtest`` does).
@@ -15,7 +17,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import importlib
-import logging
 import math
 import shutil
 import tempfile
@@ -77,7 +78,9 @@ def run(args: argparse.Namespace) -> int:
     """Parse, analyse, print, write the report (module docstring)."""
     from backtest import settings
     from backtest.data import load_candles, load_funding_frame
-    from xylen.cli.backtest import parse_day
+    from backtest.runlog import RunLog
+    from xylen.cli.backtest import interrupt_at_once, parse_day
+    from xylen.paths import Home
 
     start = parse_day(args.start, "--from")
     end = parse_day(args.end, "--to")
@@ -99,19 +102,22 @@ def run(args: argparse.Namespace) -> int:
     config = settings.with_symbol(config, symbol)
     base_interval_ms(args.interval)
     candles, funding_dir = load_candles(symbol, args.interval, args.data)
-    funding = load_funding_frame(funding_dir, symbol)
-    loggers = [logging.getLogger(n) for n in ("coordinator", "paper_exchange", "backtest")]
-    levels = [lg.level for lg in loggers]
-    if args.log_level is None:  # the order path's routine warnings would bury the progress bar
-        for lg in loggers:
-            lg.setLevel(logging.ERROR)
+    # the runs' records and the models' training go to a log file, stamped with market time: on the
+    # terminal the order path's routine messages would bury the progress bar (backtest.runlog)
+    if args.report is not None:
+        log_path = args.report.with_suffix(".log")
+    else:
+        log_path = Home.resolve(args.home).root / "lookahead" / "lookahead.log"
+    log = RunLog(log_path, args.log_level or "INFO")
     work = Path(tempfile.mkdtemp(prefix="xylen-lookahead-"))
     try:
-        return _analyse(args, config, candles, funding, symbol, start, end, extra, dirs, work)
+        with log, interrupt_at_once():
+            funding = load_funding_frame(funding_dir, symbol)
+            status = _analyse(args, config, candles, funding, symbol, start, end, extra, dirs, work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-        for lg, level in zip(loggers, levels, strict=True):
-            lg.setLevel(level)
+    print(log.summary())
+    return status
 
 
 def _analyse(
