@@ -178,6 +178,23 @@ def market_history(
     )
 
 
+def span_cut_note(history: MarketHistory, start_ms: int, end_ms: int) -> str | None:
+    """A note when the data covers less of ``start_ms``..``end_ms`` than asked (a candle or more
+    missing at either end: the span runs on what there is), else None."""
+    first = int(history.open_time[history.first])
+    end = int(history.open_time[history.stop - 1]) + history.step_ms
+    if first - start_ms < history.step_ms and end_ms - end < history.step_ms:
+        return None
+
+    def day(ms: int) -> str:
+        return pd.Timestamp(ms, unit="ms", tz="UTC").strftime("%Y-%m-%d %H:%M")
+
+    return (
+        f"note: of the span asked ({day(start_ms)} to {day(end_ms)} UTC) the {history.symbol}"
+        f" {history.interval} data covers only {day(first)} to {day(end)}; the run covers that"
+    )
+
+
 def history_of(
     candles: pd.DataFrame,
     symbol: str,

@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from backtest.data import load_candles, shipped_candle_file
+from backtest.data import history_of, load_candles, shipped_candle_file, span_cut_note
 from xylen.errors import UsageError
 
 SYMBOL = "BTCUSDT"
@@ -34,6 +34,10 @@ def _kline_csv(frame: pd.DataFrame) -> str:
             f"{r.open_time + STEP - 1},0,0,0,0,0"
         )
     return "\n".join(lines) + "\n"
+
+
+def _ms(day: str) -> int:
+    return int(pd.Timestamp(day, tz="UTC").value // 1_000_000)
 
 
 def test_every_candle_file_format_gives_the_same_candles(day: pd.DataFrame, tmp_path: Path) -> None:
@@ -74,3 +78,15 @@ def test_a_candle_file_named_for_another_symbol_is_refused(shared_data: Path) ->
         load_candles("BTCUSDT", "5m", shipped_candle_file("ETHUSDT"))
     frame, _ = load_candles("ETHUSDT", "5m", shipped_candle_file("ETHUSDT"))
     assert len(frame) > 100_000
+
+
+def test_a_span_past_the_data_runs_on_what_there_is_and_says_so(shared_data: Path) -> None:
+    candles, _ = load_candles("BTCUSDT")
+    inside = history_of(candles, "BTCUSDT", _ms("2024-05-10"), _ms("2024-05-11"))
+    assert span_cut_note(inside, _ms("2024-05-10"), _ms("2024-05-11")) is None
+    assert span_cut_note(inside, _ms("2024-05-10") + 120_000, _ms("2024-05-11")) is None  # within a candle
+    past = history_of(candles, "BTCUSDT", _ms("2024-05-10"), _ms("2024-06-01"))
+    assert span_cut_note(past, _ms("2024-05-10"), _ms("2024-06-01")) == (
+        "note: of the span asked (2024-05-10 00:00 to 2024-06-01 00:00 UTC) the BTCUSDT 5m data covers"
+        " only 2024-05-10 00:00 to 2024-05-14 15:40; the run covers that"
+    )

@@ -230,13 +230,16 @@ async def _run(
     window: tuple[int, int] | None,
 ) -> int:
     from backtest import settings
-    from backtest.data import history_of
+    from backtest.data import history_of, span_cut_note
     from backtest.ema import EmaCross, cross_signals
     from backtest.engine import RunOptions, run_backtest
     from backtest.votes import TrainSettings, VoteBook, model_votes, trained_models, walk_forward_models
 
     symbol = config.market.symbols[0]
     history = history_of(candles, symbol, start, end, interval=args.interval, funding=funding)
+    cut = span_cut_note(history, start, end)
+    if cut:
+        print(cut)
     report_dir: Path = args.report
     report_dir.mkdir(parents=True, exist_ok=True)
     bar = _Bar()

@@ -226,11 +226,14 @@ def _optimize(
 
     from backtest import optimize as opt
     from backtest import settings
-    from backtest.data import history_of
+    from backtest.data import history_of, span_cut_note
     from backtest.votes import TrainSettings, model_votes, trained_models, walk_forward_models
 
     symbol = config.market.symbols[0]
     full = history_of(candles, symbol, start, end, interval=args.interval, funding=funding)
+    cut = span_cut_note(full, start, end)
+    if cut:
+        print(cut)
     plan = opt.plan_windows(
         int(full.open_time[full.first]), int(full.open_time[full.stop - 1]) + full.step_ms, full.step_ms,
         args.windows, args.holdout,
