@@ -6,7 +6,9 @@ any decision.
 Every intent the order layer has closed (a bracket leg fired, a close, a liquidation or a manual
 close seen as a flat position) becomes one round trip computed from its fills in the order store:
 entry and exit prices are the VWAP (:func:`coordinator.fills.vwap`) of the entry's and the exit
-legs' fills, the quantity, the realised PnL, and the fees (the USDT commissions of every fill).  An
+legs' fills, the quantity, the realised PnL, and the fees (the USDT commissions of every fill).  A
+position closed outside our legs has no exit fill of ours: its exit comes from the venue's fills
+that closed it (:meth:`TradeSettler._closed_outside`), so a liquidation counts its real loss.  An
 order executed beyond its recorded fills -- a missed stream event -- gets its trades from
 ``userTrades`` first.  Funding (paid positive, received negative) is the sum of the exchange's
 ``FUNDING_FEE`` income entries for the symbol between the entry and the exit
@@ -38,18 +40,28 @@ from decimal import Decimal
 from coordinator.clock import Clock
 from coordinator.exchange.errors import FatalError, RejectedError, RetryableError, UnknownOutcomeError
 from coordinator.exchange.facade import FuturesExchange
+from coordinator.exchange.schemas import UserTrade
 from coordinator.fills import vwap
 from coordinator.orders.brackets import EXIT_KINDS
 from coordinator.orders.models import Intent, IntentStatus, Order, OrderKind
 from coordinator.risk import RiskManager
 from coordinator.risk.state import risk_transaction
+from coordinator.side import Side
 from coordinator.storage.journal import Journal, TradeRecord
 
 logger = logging.getLogger(__name__)
 
 FATAL: tuple[type[BaseException], ...] = (FatalError, MemoryError)  # errors that stop the process
 ZERO = Decimal(0)
+OUTSIDE = "position_closed_outside"
 HOUR_MS = 3_600_000
+TRADES_WINDOW_MS = 7 * 24 * HOUR_MS  # the longest span one ``userTrades`` request answers for
+OUTSIDE_REASONS = (("adl_autoclose", "adl"), ("autoclose-", "liquidation"))
+"""Client order id prefixes of the venue's own closing orders and the exit reason each gives."""
+
+
+def _usdt_fee(t: UserTrade) -> Decimal:
+    return t.commission if t.commissionAsset in ("USDT", "") else ZERO
 
 
 def funding_possible(entry_ms: int, exit_ms: int) -> bool:
@@ -92,7 +104,7 @@ def trade_of(
         exit_ms = exit_fills[-1].time_ms
     else:
         exit_price = fallback_exit if fallback_exit is not None else entry_price
-        reason = "position_closed_outside"
+        reason = OUTSIDE
         exit_ms = now_ms
     venue_pnl = [f.realized_pnl for f in exit_fills]
     if any(p != 0 for p in venue_pnl):
@@ -150,7 +162,7 @@ class TradeSettler:
             except FATAL:
                 raise
             except (RetryableError, UnknownOutcomeError) as exc:
-                logger.warning("closed intent %s: funding not fetched (%s); next beat", intent_id, exc)
+                logger.warning("closed intent %s: venue records not fetched (%s); next beat", intent_id, exc)
                 continue
             except Exception:
                 # nothing of it was committed (one transaction): the intent is tried again next call
@@ -170,6 +182,65 @@ class TradeSettler:
             if trade is not None:
                 new.append(trade)
         return new
+
+    async def _closed_outside(
+        self, intent: Intent, trade: TradeRecord, now: int
+    ) -> tuple[TradeRecord, list[UserTrade]]:
+        """The round trip of a position closed outside our legs, from the fills that closed it: the
+        account's trades in the symbol since the entry (at most the last 7 days) that belong to none
+        of our orders, on the closing side, up to the position's quantity.  Their VWAP is the exit
+        price, their realised PnL the trade's, their fees are added; the reason is ``liquidation``
+        or ``adl`` when the closing order is the venue's own (its client order id), else
+        ``position_closed_outside`` (a close by hand or by another program).  Without such fills
+        the trade is left as :func:`trade_of` gave it, logged as an error: its PnL is then unknown."""
+        symbol = intent.symbol
+        store = self.exchange.store
+        closing = Side.SELL if intent.side is Side.BUY else Side.BUY
+        start = max(trade.entry_ms, now - TRADES_WINDOW_MS)
+        # no end time: a closing fill stamped a moment after our clock (skew) is still found
+        fills = await self.exchange.client.get_user_trades(symbol, start_time_ms=start, limit=1000)
+        outside: list[UserTrade] = []
+        left = trade.qty
+        for t in sorted(fills, key=lambda t: (t.time, t.id)):
+            if left <= 0:
+                break
+            if t.side != closing.value or store.find_by_exchange_id(symbol, str(t.orderId), id_kind="order"):
+                continue  # an entry-side fill, or one of ours
+            outside.append(t)
+            left -= t.qty
+        if not outside:
+            logger.error(
+                "intent %s: %s position closed outside our orders, and no closing fill found since %d;"
+                " its trade is logged at the mark seen then, else the entry price (realised PnL estimated)",
+                intent.intent_id, symbol, start,
+            )  # fmt: skip
+            return trade, []
+        _qty, price = vwap(outside)
+        largest = max(outside, key=lambda t: t.qty)
+        return (
+            dataclasses.replace(
+                trade,
+                exit_price=price if price is not None else trade.exit_price,
+                exit_ms=max(trade.entry_ms, outside[-1].time),
+                realised_pnl=sum((t.realizedPnl for t in outside), ZERO),
+                fees=trade.fees + sum((_usdt_fee(t) for t in outside), ZERO),
+                exit_reason=await self._outside_reason(symbol, largest.orderId),
+            ),
+            outside,
+        )
+
+    async def _outside_reason(self, symbol: str, order_id: int) -> str:
+        """``liquidation`` or ``adl`` for the venue's own closing order, else ``position_closed_outside``
+        (also when the order cannot be read: the PnL is known, only its cause is not)."""
+        try:
+            order = await self.exchange.client.get_order(symbol, order_id=order_id)
+        except (RetryableError, UnknownOutcomeError, RejectedError) as exc:
+            logger.warning("%s: closing order %d not read (%s)", symbol, order_id, exc)
+            return OUTSIDE
+        for prefix, reason in OUTSIDE_REASONS:
+            if order.clientOrderId.startswith(prefix):
+                return reason
+        return OUTSIDE
 
     async def _funding(self, symbol: str, entry_ms: int, exit_ms: int) -> Decimal:
         """Funding the position paid between its entry and exit (0, logged, if the venue refuses)."""
@@ -199,6 +270,9 @@ class TradeSettler:
         trade = trade_of(intent, orders, now, marks.get(intent.symbol))
         if trade is None:
             return None  # no exposure was taken
+        outside: list[UserTrade] = []
+        if trade.exit_reason == OUTSIDE:
+            trade, outside = await self._closed_outside(intent, trade, now)
         funding = await self._funding(trade.symbol, trade.entry_ms, trade.exit_ms)
         trade = dataclasses.replace(trade, funding=funding)
         # the trades row and the risk updates commit together or not at all (memory included)
@@ -209,6 +283,8 @@ class TradeSettler:
                 for fill in order.fills:
                     fee = fill.commission if fill.commission_asset in ("USDT", "") else ZERO
                     risk.on_fill(order.symbol, fill.qty, fill.price, fee, now)
+            for t in outside:  # the venue's closing fills: their fee is the account's too
+                risk.on_fill(t.symbol, t.qty, t.price, _usdt_fee(t), now)
             risk.on_close(trade.symbol, trade.realised_pnl - trade.funding, now, trade.fees)
         logger.info(
             "trade %s %s %s %s @ %s -> %s (%s): realised %s, fees %s, funding %s",

@@ -273,6 +273,27 @@ def test_buy_and_hold_pays_the_funding_the_venue_charges_a_held_long(history: Ma
     assert without.funding is None and without.equity["funding_usd"].iloc[-1] == 0.0
 
 
+def test_a_liquidation_is_settled_at_the_venues_price_and_loss(candles: pd.DataFrame) -> None:
+    """A long at 19x equity through the 2024-03-19 fall: the venue liquidates it.  The trade is the
+    liquidation's (its price, its realised loss and fee), so the trades hold what the account lost;
+    recorded at the entry price it would show a small loss beside an account down 90 %."""
+    from backtest.data import load_funding_frame
+
+    _, funding_dir = load_candles(SYMBOL)
+    span = history_of(
+        candles, SYMBOL, _ms("2024-03-18"), _ms("2024-03-21"), funding=load_funding_frame(funding_dir, SYMBOL)
+    )
+    data = settings.default_config_data(SYMBOL)
+    data["exchange"] = {**data.get("exchange", {}), "leverage": 20}
+    data["risk"] = {**data.get("risk", {}), "max_leverage": 20}
+    result = asyncio.run(run_backtest(parse_config(data), span, strategy=_Hold(Decimal("2.8"))))
+    (trade,) = result.trades.itertuples()
+    assert trade.exit_reason == "liquidation" and trade.exit_price < trade.entry_price * 0.97
+    final = result.equity["equity_usd"].iloc[-1]
+    assert final < 0.2 * result.initial_equity_usd and result.equity["position_qty"].iloc[-1] == 0.0
+    assert trade.pnl_usd == pytest.approx(final - result.initial_equity_usd, abs=1e-6)
+
+
 def test_orders_reach_the_venue_after_the_configured_latency(history: MarketHistory) -> None:
     """With ``trading.latency_ms`` the decision's market orders fill that long after the candle's
     close, at the path's price then; without it, at the next candle's open."""

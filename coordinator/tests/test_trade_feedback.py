@@ -12,6 +12,7 @@ import sqlite3
 from decimal import Decimal
 from pathlib import Path
 
+from coordinator.exchange.schemas import Balance
 from coordinator.orders import IntentStatus, OrderState, Side
 from coordinator.tests.heartbeat_support import (
     STEP_MS,
@@ -102,3 +103,51 @@ def test_closed_intents_become_one_trade_and_one_risk_update_each(
         assert rows == [(win_id, "take_profit"), (loss_id, "close")]
 
     asyncio.run(scenario())
+
+
+def test_a_position_closed_outside_our_orders_is_settled_from_the_closing_fills(
+    candles: Path,  # noqa: F811 - fixture
+    tmp_path: Path,
+) -> None:
+    """Closed by another program (a market order that is none of ours), the position's trade takes its
+    exit price, realised PnL and fee from that order's fill on the venue, not the entry price: the
+    risk manager's daily PnL is what the account made."""
+    service = venue_service(candles, tmp_path)
+    home = tmp_path / "home"
+
+    async def scenario() -> None:
+        async with paper_venue(service) as url, built_heartbeat(offline_app(url, home)) as hb:
+            placed = await hb.exchange.place_order(
+                SYMBOL, Side.BUY, Decimal("0.01"), Decimal("40000"), Decimal("50000")
+            )
+            intent_id = placed.intent.intent_id
+            service.step_to(service.now_ms() + 3 * STEP_MS)  # the price moves on
+            before = _usdt(await hb.exchange.get_account_balance())
+            by_hand = await hb.exchange.client.new_order(
+                SYMBOL, "SELL", "MARKET", Decimal("0.01"), reduce_only=True, client_order_id="web_by_hand"
+            )
+            (fill,) = await hb.exchange.client.get_user_trades(SYMBOL, order_id=by_hand.orderId)
+            store = hb.exchange.store
+            assert store.find_by_exchange_id(SYMBOL, str(by_hand.orderId), id_kind="order") is None
+            for _ in range(60):  # the order layer sees the flat position and closes the intent
+                if intent_status(hb, intent_id) is IntentStatus.CLOSED:
+                    break
+                service.step_to(service.now_ms() + STEP_MS // 2)
+                await asyncio.sleep(0.05)
+            await until(lambda: intent_status(hb, intent_id) is IntentStatus.CLOSED, what="closed outside")
+            (trade,) = await hb.settle_trades()
+            assert trade.intent_id == intent_id and trade.exit_reason == "position_closed_outside"
+            assert trade.exit_price == fill.price != trade.entry_price
+            assert trade.realised_pnl == fill.realizedPnl != 0
+            ours = store.orders_of_intent(intent_id)
+            assert trade.fees == sum(f.commission for o in ours for f in o.fills) + fill.commission
+            moved = _usdt(await hb.exchange.get_account_balance()) - before
+            assert moved == fill.realizedPnl - fill.commission  # the account moved by that fill alone
+            stats = hb.risk.statistics(hb.clock.now_ms())
+            assert stats.trades == 1 and stats.daily_pnl == trade.realised_pnl - trade.fees
+
+    asyncio.run(scenario())
+
+
+def _usdt(balances: list[Balance]) -> Decimal:
+    return next(b.balance for b in balances if b.asset == "USDT")
