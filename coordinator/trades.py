@@ -192,7 +192,8 @@ class TradeSettler:
         price, their realised PnL the trade's, their fees are added; the reason is ``liquidation``
         or ``adl`` when the closing order is the venue's own (its client order id), else
         ``position_closed_outside`` (a close by hand or by another program).  Without such fills
-        the trade is left as :func:`trade_of` gave it, logged as an error: its PnL is then unknown."""
+        the trade is left as :func:`trade_of` gave it (at the mark seen, else the entry price),
+        logged as an error."""
         symbol = intent.symbol
         store = self.exchange.store
         closing = Side.SELL if intent.side is Side.BUY else Side.BUY
