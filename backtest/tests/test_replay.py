@@ -72,7 +72,9 @@ def journal(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> tupl
     return work / "run" / "xylen.db", path
 
 
-def test_a_backtest_journal_replays_without_divergence(journal: tuple[Path, Path]) -> None:
+def test_a_backtest_journal_replays_without_divergence(
+    journal: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
     db, config_path = journal
     conn = open_journal(db)
     try:
@@ -93,6 +95,12 @@ def test_a_backtest_journal_replays_without_divergence(journal: tuple[Path, Path
     finally:
         conn.close()
     assert day.beats == 288 and day.differences == []
+    # a window without decisions says where the journal's are
+    args = ["replay", "--db", str(db), "--config", str(config_path), "--from", "2025-01-01"]
+    assert main(args) == 0
+    shown = capsys.readouterr().out
+    assert "note: no decision in --from..--to; the journal's decisions run from 2024-03-05 00:04" in shown
+    assert "replayed 0 decisions" in shown
 
 
 def test_an_altered_vote_diverges_from_that_decision_on(

@@ -50,6 +50,8 @@ def run(args: argparse.Namespace) -> int:
     conn = open_journal(args.db)
     try:
         report = replay(conn, config, start_ms=start, end_ms=end, symbol=args.symbol)
+        if report.beats == 0:
+            print(_nothing_to_replay(conn, args.symbol))
     finally:
         conn.close()
     for d in report.differences[:SHOWN]:
@@ -70,3 +72,20 @@ def run(args: argparse.Namespace) -> int:
         f" {report.beats - diverged} identical, {diverged} diverged"
     )
     return 1 if diverged else 0
+
+
+def _nothing_to_replay(conn: Any, symbol: str | None) -> str:
+    """The note when no decision fell in the window: the span of the decisions the journal holds."""
+    import pandas as pd
+
+    where, params = (" WHERE symbol = ?", (symbol,)) if symbol else ("", ())
+    first, last = conn.execute(f"SELECT MIN(ts_ms), MAX(ts_ms) FROM decisions{where}", params).fetchone()  # nosec B608 # constant clause
+    if first is None:
+        return "note: the journal holds no decision" + (f" of {symbol}" if symbol else "")
+
+    def day(ms: int) -> str:
+        return pd.Timestamp(int(ms), unit="ms", tz="UTC").strftime("%Y-%m-%d %H:%M")
+
+    return (
+        f"note: no decision in --from..--to; the journal's decisions run from {day(first)} to {day(last)} UTC"
+    )
