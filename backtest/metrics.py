@@ -455,6 +455,24 @@ def data_quality(result: BacktestResult, shown: int = 20) -> dict[str, Any]:
     }
 
 
+def open_at_end(result: BacktestResult) -> dict[str, Any] | None:
+    """The position still open at the span's end (its side, quantity and notional at the last close),
+    or None: its unrealised PnL is in the equity and the return, while the trades hold only closed
+    round trips (as backtesting.py leaves a trade open at the end unless told to close it)."""
+    if result.equity.empty:
+        return None
+    last = result.equity.iloc[-1]
+    qty = float(last["position_qty"])
+    if qty == 0.0:
+        return None
+    return {
+        "symbol": result.symbol,
+        "side": "LONG" if qty > 0 else "SHORT",
+        "quantity": abs(qty),
+        "notional_usd": abs(float(last["position_notional_usd"])),
+    }
+
+
 def summarize(
     result: BacktestResult, baselines: dict[str, BacktestResult] | None = None, n_boot: int = N_BOOT
 ) -> dict[str, Any]:
@@ -481,6 +499,7 @@ def summarize(
         "data_quality": data_quality(result),
         "decisions": len(result.decisions),
         "figures": performance(result),
+        "open_at_end": open_at_end(result),
         "baselines": {name: performance(other) for name, other in sorted(others.items())},
         "decision_quality": {name: report.to_dict() for name, report in quality.items()},
         "holds_by_reason": holds_by_reason(result.decisions),

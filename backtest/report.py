@@ -153,6 +153,9 @@ def print_summary(summary: Mapping[str, Any], console: Console | None = None) ->
             f" candle(s) missing in {issues['gaps']} gap(s): the run went on over them (report.html"
             " lists them)"
         )
+    still = open_note(data.get("open_at_end"))
+    if still:
+        console.print(f"note: {still}")
     quality = _quality_columns(data)
     if quality:
         table = Table(title="decision quality (vs the constant base rate)", title_style="bold red")
@@ -252,6 +255,7 @@ def render_html(
         f"taker {costs['taker_fee_bps']} bps, "
         f"slippage {costs['slippage_bps']} bps, latency {costs['latency_ms']} ms</p>",
         _data_quality(data.get("data_quality")),
+        f"<p>Note: {e(open_note(data.get('open_at_end')))}.</p>" if data.get("open_at_end") else "",
         _clock(clock),
         "</header><main>",
         "<h2>Figures</h2>",
@@ -316,6 +320,17 @@ def _clock(run: Mapping[str, Any]) -> str:
         return ""
     speed = f", {run['candles_per_s']:,.0f} candles/s" if run.get("candles_per_s") is not None else ""
     return f"<p>run in {run['elapsed_s']:,.1f} s{speed}</p>"
+
+
+def open_note(position: Mapping[str, Any] | None) -> str:
+    """What the summary says of a position still open at the end ("" when there is none)."""
+    if not position:
+        return ""
+    return (
+        f"a {position['side']} of {position['quantity']:g} {position['symbol']} (notional"
+        f" {position['notional_usd']:,.2f} USDT) is still open at the end: its unrealised PnL is in the"
+        " equity and the return, not in the trades"
+    )
 
 
 def _data_quality(quality: Mapping[str, Any] | None) -> str:

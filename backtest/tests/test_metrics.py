@@ -6,14 +6,16 @@ import dataclasses
 import json
 import math
 import statistics
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from rich.console import Console
 from sklearn.metrics import brier_score_loss, log_loss, roc_auc_score
 
 from backtest import metrics
-from backtest.report import summary_json
+from backtest.report import print_summary, summary_json, write_report
 from backtest.result import DECISION_COLUMNS, EQUITY_COLUMNS, TRADE_COLUMNS, BacktestResult, Costs
 from model_server.training.evaluation import day_block_auc_interval
 
@@ -318,3 +320,22 @@ def test_data_quality_counts_the_span_s_missing_candles() -> None:
     assert (quality["issues"], quality["missing_candles"], quality["gaps"]) == (2, 3, 2)
     assert quality["lines"][0] == "gap: 2 missing candle(s) from 2024-01-04 00:00 to 2024-01-05 00:00 UTC"
     assert metrics.summarize(holed, n_boot=10)["data_quality"] == quality
+
+
+def test_a_position_open_at_the_end_is_said_beside_the_figures(tmp_path: Path) -> None:
+    result = _result([100.0, 101.0, 102.0], qty=[0.0, 0.5, -0.25])
+    assert metrics.open_at_end(result) == {
+        "symbol": "BTCUSDT", "side": "SHORT", "quantity": 0.25, "notional_usd": 25.5
+    }  # fmt: skip
+    assert metrics.open_at_end(_result([100.0, 101.0])) is None
+    summary = metrics.summarize(result, n_boot=10)
+    console = Console(record=True, width=300)
+    print_summary(summary, console)
+    assert (
+        "note: a SHORT of 0.25 BTCUSDT (notional 25.50 USDT) is still open at the end: its unrealised PnL"
+        " is in the equity and the return, not in the trades"
+    ) in console.export_text()
+    assert metrics.summarize(_result([100.0, 101.0]), n_boot=10)["open_at_end"] is None
+    write_report(result, tmp_path)
+    page = (tmp_path / "report.html").read_text(encoding="utf-8")
+    assert "<p>Note: a SHORT of 0.25 BTCUSDT (notional 25.50 USDT) is still open at the end" in page
