@@ -29,7 +29,8 @@ from paper_exchange.feed import load_funding
 from xylen.data import CandleStore
 from xylen.data.importers import read_freqtrade_feather, read_freqtrade_json
 from xylen.data.parse import read_kline_file
-from xylen.data.schema import interval_ms
+from xylen.data.quality import format_ms
+from xylen.data.schema import infer_interval, interval_ms
 from xylen.errors import UsageError
 from xylen.features import compute_features
 from xylen.paths import shared_data_dir
@@ -57,11 +58,10 @@ def load_candles(
         if named is not None and named != symbol:
             raise UsageError(f"--data {data}: its name says {named} candles, the run is {symbol} (--symbol)")
         frame = _clean(read_candle_file(data))
-        step = candle_step_ms(frame)
-        if step is not None and step != interval_ms(interval):
-            raise UsageError(
-                f"--data {data}: its candles are {_duration(step)} apart, not {interval} (--interval)"
-            )
+        if len(frame) >= 2:
+            found = infer_interval(frame["open_time"].to_numpy(np.int64))
+            if interval_ms(found) != interval_ms(interval):
+                raise UsageError(f"--data {data}: its candles are {found} apart, not {interval} (--interval)")
         return frame, data.parent
     store_root = data / "candles" if (data / "candles").is_dir() else data
     frame = CandleStore(store_root).read("um", symbol, interval)
@@ -85,22 +85,6 @@ def symbol_in_file_name(name: str) -> str | None:
     if match is not None:
         return match.group(1) + match.group(2)
     return None
-
-
-def candle_step_ms(frame: pd.DataFrame) -> int | None:
-    """The usual time between the candles' opens (the most common gap; a few missing candles do not
-    change it), or None with fewer than two candles."""
-    if len(frame) < 2:
-        return None
-    gaps, counts = np.unique(np.diff(frame["open_time"].to_numpy(np.int64)), return_counts=True)
-    return int(gaps[np.argmax(counts)])
-
-
-def _duration(ms: int) -> str:
-    for unit, size in (("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1000)):
-        if ms % size == 0:
-            return f"{ms // size}{unit}"
-    return f"{ms} ms"
 
 
 def read_candle_file(path: Path) -> pd.DataFrame:
@@ -185,13 +169,9 @@ def span_cut_note(history: MarketHistory, start_ms: int, end_ms: int) -> str | N
     end = int(history.open_time[history.stop - 1]) + history.step_ms
     if first - start_ms < history.step_ms and end_ms - end < history.step_ms:
         return None
-
-    def day(ms: int) -> str:
-        return pd.Timestamp(ms, unit="ms", tz="UTC").strftime("%Y-%m-%d %H:%M")
-
     return (
-        f"note: of the span asked ({day(start_ms)} to {day(end_ms)} UTC) the {history.symbol}"
-        f" {history.interval} data covers only {day(first)} to {day(end)}; the run covers that"
+        f"note: of the span asked ({format_ms(start_ms)} to {format_ms(end_ms)} UTC) the {history.symbol}"
+        f" {history.interval} data covers only {format_ms(first)} to {format_ms(end)}; the run covers that"
     )
 
 

@@ -29,7 +29,7 @@ from coordinator.ensemble import Vote
 from coordinator.ensemble.types import Action, fingerprint
 from coordinator.model_client import FanOut, ServerResult, VoteStatus
 from model_server.predictors import load_predictor
-from xylen.contract import ModelMetadata, PredictResponse
+from xylen.contract import PredictResponse
 from xylen.errors import UsageError
 from xylen.features.spec import FEATURE_VERSION
 
@@ -51,27 +51,15 @@ class ModelVotes:
         return self.versions[i]
 
 
-def serving_problem(meta: ModelMetadata, feature_version: str, history: MarketHistory) -> str | None:
-    """Why the model's server would refuse to vote on the history's candles (a 409 live), or None:
-    the model serves another interval, another feature version, or other symbols."""
-    if meta.base_interval != history.interval:
-        return f"trained on {meta.base_interval} candles, the span's are {history.interval}"
-    if feature_version != FEATURE_VERSION:
-        return f"serves feature version {feature_version}, the backtest computes {FEATURE_VERSION}"
-    if not meta.serves(history.symbol):
-        return f"trained for {', '.join(meta.symbols)}, it does not answer for {history.symbol}"
-    return None
-
-
 def predict_dir(model_dir: Path, history: MarketHistory, rows: slice | None = None) -> tuple[F64, str, str]:
     """``(probabilities, backend, model_version)`` of the model in ``model_dir`` for the history's rows."""
     try:
         predictor, _reason = load_predictor(model_dir, "lightgbm")
     except Exception as exc:
         raise UsageError(f"model {model_dir}: {exc}") from exc
-    problem = serving_problem(predictor.metadata, predictor.feature_version, history)
-    if problem:
-        raise UsageError(f"model {model_dir}: {problem}")
+    refusal = predictor.refusal(FEATURE_VERSION, history.interval, history.symbol)
+    if refusal is not None:  # its server would answer 409: the span's candles are not its
+        raise UsageError(f"model {model_dir}: {refusal} (the span: {history.symbol} {history.interval})")
     features = history.features
     missing = [n for n in predictor.feature_names if n not in features.columns]
     if missing:

@@ -144,18 +144,9 @@ def decide(state: ServerState, model: LoadedModel, req: PredictRequest, started:
     """Probability -> action, confidence and ATR brackets: the body of ``/predict``."""
     predictor = model.predictor
     meta = model.metadata
-    if req.feature_version != predictor.feature_version:
-        raise HTTPException(
-            409, f"model {model.version} serves feature_version {predictor.feature_version!r}"
-        )
-    if req.timeframe != meta.base_interval:
-        raise HTTPException(409, f"model {model.version} serves timeframe {meta.base_interval!r}")
-    if not meta.serves(req.symbol):
-        raise HTTPException(
-            409,
-            f"model {model.version} was trained for {', '.join(meta.symbols)} and does not answer for "
-            f"{req.symbol}",
-        )
+    refusal = predictor.refusal(req.feature_version, req.timeframe, req.symbol)
+    if refusal is not None:
+        raise HTTPException(409, f"model {model.version} {refusal}")
     features: dict[str, float] = req.features or candle_features(req, predictor.feature_names)
     price: Any = req.candles[-1][4] if req.candles else req.meta.get("price", req.meta.get("close"))
     # The ATR in price units for the brackets: the scale-free ATR(14) / close times the price.

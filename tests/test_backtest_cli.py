@@ -15,12 +15,9 @@ from __future__ import annotations
 import base64
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
@@ -29,6 +26,7 @@ import yaml
 
 from backtest import settings
 from backtest.data import load_candles, shipped_candle_file
+from backtest.tests.ctrl_c import interrupted, wait_for
 from backtest.votes import TrainSettings, train_dir
 from xylen.cli.main import main
 
@@ -262,18 +260,6 @@ def test_a_latency_beyond_the_candle_exits_2_naming_the_key(
     assert "trading.latency_ms: 60000 ms does not end within a 1m candle" in capsys.readouterr().err
 
 
-def _wait_for(found: Callable[[], Path | None], proc: subprocess.Popen[str], what: str) -> Path:
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        path = found()
-        if path is not None:
-            return path
-        if proc.poll() is not None:
-            raise AssertionError(f"the command ended before {what}: {proc.communicate()}")
-        time.sleep(0.05)
-    raise AssertionError(f"no {what} within 300 s")
-
-
 def _run_database(pid: int) -> Path | None:
     """The run's scratch database the process holds open (Linux: its file descriptors)."""
     for fd in Path(f"/proc/{pid}/fd").iterdir():
@@ -302,28 +288,17 @@ def test_ctrl_c_stops_at_once_and_leaves_no_scratch(phase: str, tmp_path: Path) 
         args += ["--walk-forward", "--retrain-every", "7d"]
     else:
         args += ["--strategy", "ema_cross"]
-    # SIGINT as a terminal sends it, whatever the test runner's own disposition
-    launcher = (
-        "import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler);"
-        "from xylen.cli.main import main; sys.exit(main(sys.argv[1:]))"
-    )
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "TMPDIR": str(scratch)}
-    with subprocess.Popen(
-        [sys.executable, "-c", launcher, "--log-level", "WARNING", *args],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env,
-    ) as proc:  # fmt: skip
+
+    def held(proc: subprocess.Popen[str]) -> Path:
         if phase == "training":
-            held = _wait_for(lambda: next(scratch.glob("xylen-backtest-models-*/*"), None), proc, "a model")
-        else:
-            held = _wait_for(lambda: _run_database(proc.pid), proc, "the run's database")
-        proc.send_signal(signal.SIGINT)
-        try:
-            _out, err = proc.communicate(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            raise AssertionError("still running 15 s after Ctrl-C") from None
+            return wait_for(lambda: next(scratch.glob("xylen-backtest-models-*/*"), None), proc, "a model")
+        return wait_for(lambda: _run_database(proc.pid), proc, "the run's database")
+
+    proc, database, _out, err = interrupted(
+        ["--log-level", "WARNING", *args], cwd=ROOT, tmpdir=scratch, ready=held
+    )
     assert proc.returncode == 130, err[-3000:]
     assert "xylen: interrupted" in err
-    assert not held.exists() and not held.parent.exists()
+    assert not database.exists() and not database.parent.exists()
     assert list(scratch.iterdir()) == []
     assert not (report / "report.html").exists()

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -21,6 +20,7 @@ import pytest
 from backtest import optimize as opt
 from backtest import settings
 from backtest.data import history_of, load_candles
+from backtest.tests.ctrl_c import interrupted, wait_for
 from backtest.votes import ModelVotes
 from xylen.cli.main import main
 from xylen.errors import ConfigError, UsageError
@@ -237,29 +237,16 @@ def test_ctrl_c_ends_the_study_at_once(tmp_path: Path, shared_data: Path) -> Non
         "--trials", "50", "--seeds", "1", "--storage", f"sqlite:///{tmp_path / 'study.db'}",
         "--report", str(report),
     ]  # fmt: skip
-    # SIGINT as a terminal sends it, whatever the test runner's own disposition
-    launcher = (
-        "import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler);"
-        "from xylen.cli.main import main; sys.exit(main(sys.argv[1:]))"
-    )
-    env = {**os.environ, "PYTHONPATH": str(REPO), "TMPDIR": str(scratch)}
     log = report / "optimize.log"
-    with subprocess.Popen(
-        [sys.executable, "-c", launcher, *args],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path, env=env,
-    ) as proc:  # fmt: skip
-        deadline = time.monotonic() + 300
-        while not (log.exists() and "Trial 0 finished" in log.read_text(encoding="utf-8")):
-            assert proc.poll() is None, proc.communicate()
-            assert time.monotonic() < deadline, "no trial finished within 300 s"
-            time.sleep(0.05)
-        time.sleep(0.5)  # inside the next trial
-        proc.send_signal(signal.SIGINT)
-        try:
-            out, err = proc.communicate(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            raise AssertionError("still running 15 s after Ctrl-C") from None
+
+    def trial_done() -> bool | None:
+        return True if log.exists() and "Trial 0 finished" in log.read_text(encoding="utf-8") else None
+
+    def inside_the_second_trial(proc: subprocess.Popen[str]) -> None:
+        wait_for(trial_done, proc, "a finished trial")
+        time.sleep(0.5)
+
+    proc, _, out, err = interrupted(args, cwd=tmp_path, tmpdir=scratch, ready=inside_the_second_trial)
     assert proc.returncode == 130, err[-3000:]
     assert "xylen: interrupted" in err
     assert "Traceback" not in out + err and "Trial " not in out + err

@@ -99,7 +99,7 @@ def test_a_backtest_journal_replays_without_divergence(
     args = ["replay", "--db", str(db), "--config", str(config_path), "--from", "2025-01-01"]
     assert main(args) == 0
     shown = capsys.readouterr().out
-    assert "note: no decision in --from..--to; the journal's decisions run from 2024-03-05 00:04" in shown
+    assert "note: no decision in --from..--to; the journal's run from 2024-03-05 00:04:59.999 to" in shown
     assert "replayed 0 decisions" in shown
 
 

@@ -44,10 +44,10 @@ def test_models_are_trained_on_the_histories_interval(tmp_path: Path, shared_dat
     (model_dir,) = {p.parent for p in (tmp_path / "once").rglob("metadata.json")}
     five, _ = load_candles(SYMBOL, "5m")
     on_5m = history_of(five, SYMBOL, _ms("2024-03-01"), _ms("2024-03-02"))
-    with pytest.raises(UsageError, match="trained on 15m candles, the span's are 5m"):
+    with pytest.raises(UsageError, match=r"serves timeframe '15m' \(the span: BTCUSDT 5m\)"):
         model_votes([model_dir], on_5m)
     eth, _ = load_candles("ETHUSDT", "15m")
     on_eth = history_of(eth, "ETHUSDT", _ms("2024-03-01"), _ms("2024-03-08"), interval="15m")
-    with pytest.raises(UsageError, match="trained for BTCUSDT, it does not answer for ETHUSDT"):
+    with pytest.raises(UsageError, match="was trained for BTCUSDT and does not answer for ETHUSDT"):
         model_votes([model_dir], on_eth)
     assert np.isfinite(model_votes([model_dir], history)[0].probs[history.first : history.stop]).all()

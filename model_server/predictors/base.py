@@ -122,6 +122,19 @@ class Predictor(ABC):
         """False while an online model has not learned anything (its answers are constant)."""
         return True
 
+    def refusal(self, feature_version: str, timeframe: str, symbol: str) -> str | None:
+        """Why this model does not answer for ``symbol``'s ``timeframe`` candles with features of
+        ``feature_version`` (``/predict`` answers 409 with it, a backtest refuses the model), or
+        None when it answers."""
+        meta = self.metadata
+        if feature_version != self.feature_version:
+            return f"serves feature_version {self.feature_version!r}"
+        if timeframe != meta.base_interval:
+            return f"serves timeframe {meta.base_interval!r}"
+        if not meta.serves(symbol):
+            return f"was trained for {', '.join(meta.symbols)} and does not answer for {symbol}"
+        return None
+
     def check_feature_version(self, feature_version: str) -> None:
         """Refuse features computed by another version of the feature engine."""
         if feature_version != self.metadata.feature_version:

@@ -14,13 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 
 from xylen.data.inputs import read_input
-from xylen.errors import DataError, UsageError
+from xylen.data.schema import infer_interval
+from xylen.errors import UsageError
 from xylen.fileio import atomic_write_parquet
-
-_UNITS = (("w", 604_800_000), ("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1_000))
 
 
 def register(sub: Any) -> None:
@@ -36,22 +34,6 @@ def register(sub: Any) -> None:
     parser.add_argument("--output", required=True, help="feature Parquet file to write")
     parser.add_argument("--interval", default=None, help="base interval (default: inferred from open times)")
     parser.set_defaults(func=run)
-
-
-def interval_name(step_ms: int) -> str:
-    """``300000`` -> ``"5m"``; the largest unit that divides the step."""
-    for unit, size in _UNITS:
-        if step_ms > 0 and step_ms % size == 0:
-            return f"{step_ms // size}{unit}"
-    raise DataError(f"cannot name a candle interval of {step_ms} ms")
-
-
-def infer_interval(open_time: npt.NDArray[np.int64]) -> str:
-    """The most common spacing of the open times, as an interval string."""
-    if len(open_time) < 2:
-        raise UsageError("cannot infer the interval from fewer than 2 candles; pass --interval")
-    steps, counts = np.unique(np.diff(open_time), return_counts=True)
-    return interval_name(int(steps[np.argmax(counts)]))
 
 
 def run(args: argparse.Namespace) -> int:

@@ -76,16 +76,12 @@ def run(args: argparse.Namespace) -> int:
 
 def _nothing_to_replay(conn: Any, symbol: str | None) -> str:
     """The note when no decision fell in the window: the span of the decisions the journal holds."""
-    import pandas as pd
+    from xylen.data.quality import format_ms
 
     where, params = (" WHERE symbol = ?", (symbol,)) if symbol else ("", ())
-    first, last = conn.execute(f"SELECT MIN(ts_ms), MAX(ts_ms) FROM decisions{where}", params).fetchone()  # nosec B608 # constant clause
+    sql = f"SELECT MIN(ts_ms), MAX(ts_ms) FROM decisions{where}"  # nosec B608 # constant clause
+    first, last = conn.execute(sql, params).fetchone()
     if first is None:
         return "note: the journal holds no decision" + (f" of {symbol}" if symbol else "")
-
-    def day(ms: int) -> str:
-        return pd.Timestamp(int(ms), unit="ms", tz="UTC").strftime("%Y-%m-%d %H:%M")
-
-    return (
-        f"note: no decision in --from..--to; the journal's decisions run from {day(first)} to {day(last)} UTC"
-    )
+    span = f"{format_ms(first)} to {format_ms(last)} UTC"
+    return f"note: no decision in --from..--to; the journal's run from {span}"

@@ -16,6 +16,9 @@ import re
 from typing import TYPE_CHECKING, Final
 
 import numpy as np
+import numpy.typing as npt
+
+from xylen.errors import DataError, UsageError
 
 if TYPE_CHECKING:  # imported where a frame is built: interval arithmetic alone never loads pandas
     import pandas as pd
@@ -58,6 +61,23 @@ def interval_ms(interval: str) -> int:
     if match is None:
         raise ValueError(f"unknown interval {interval!r} (expected e.g. 1m, 5m, 15m, 1h, 4h, 1d)")
     return int(match.group(1)) * _UNIT_MS[match.group(2)]
+
+
+def interval_name(step_ms: int) -> str:
+    """``300000`` -> ``"5m"``; the largest unit that divides the step."""
+    for unit, size in sorted(_UNIT_MS.items(), key=lambda kv: -kv[1]):
+        if step_ms > 0 and step_ms % size == 0:
+            return f"{step_ms // size}{unit}"
+    raise DataError(f"cannot name a candle interval of {step_ms} ms")
+
+
+def infer_interval(open_time: npt.NDArray[np.int64]) -> str:
+    """The most common spacing of the open times (a few gaps do not change it), as an interval
+    string."""
+    if len(open_time) < 2:
+        raise UsageError("cannot infer the interval from fewer than 2 candles; pass --interval")
+    steps, counts = np.unique(np.diff(open_time), return_counts=True)
+    return interval_name(int(steps[np.argmax(counts)]))
 
 
 def empty_candles() -> pd.DataFrame:
